@@ -1,11 +1,11 @@
 use crate::{Error, Identity, IdentityRecord, IdentityStore, Keystore, Result};
 use alloy_primitives::Address;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// One identity as the node shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityInfo {
     /// EIP-55 checksummed address.
     pub address: String,

@@ -2,7 +2,7 @@ use crate::{Error, Result};
 use alloy_primitives::Address;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
@@ -18,7 +18,7 @@ pub struct IdentityRecord {
 }
 
 /// An app-key as listed: the key itself is never stored, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppKey {
     pub name: String,
     pub identity: Address,
@@ -186,6 +186,7 @@ impl IdentityStore {
     /// Creates an app-key for `identity`: 32 random bytes as hex, of which only the hash is kept.
     pub async fn create_app_key(&self, name: &str, identity: Address, role: &str) -> Result<NewAppKey> {
         check_name(name)?;
+        check_name(role)?;
         let mut secret = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut secret);
         let key_text = hex::encode(secret);

@@ -1,0 +1,54 @@
+use super::{ApiError, AppState};
+use agora_identity::AppKey;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A holder of an app-key, acting as the key's identity.
+    AppKey(AppKey),
+    /// The local operator, through the admin token in `node.json`.
+    Admin,
+}
+
+/// Compares secrets in time independent of where they differ, by comparing their hashes.
+fn same_secret(a: &str, b: &str) -> bool {
+    Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
+}
+
+/// Resolves the bearer token to a [`Caller`], or answers 401.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        state.metrics.auth_failure();
+        return Err(ApiError::Unauthorized(
+            "missing app-key: send `Authorization: Bearer <app-key>` (create one with `agora app-key create NAME`)".into(),
+        ));
+    };
+    let caller = if same_secret(token, &state.admin_token) {
+        Caller::Admin
+    } else {
+        match state.identities.store().authenticate(token).await? {
+            Some(key) => Caller::AppKey(key),
+            None => {
+                state.metrics.auth_failure();
+                return Err(ApiError::Unauthorized("unknown app-key".into()));
+            }
+        }
+    };
+    if req.uri().path().starts_with("/admin/") && !matches!(caller, Caller::Admin) {
+        return Err(ApiError::Forbidden("management endpoints take the node's admin token".into()));
+    }
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,95 @@
+use super::{ApiError, AppState};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    /// The route pattern, not the raw path, so ids do not explode the label set.
+    path: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    path: String,
+}
+
+/// The node's Prometheus metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram>,
+    auth_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agora");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "REST requests served", requests.clone());
+        let durations = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 4.0, 8))
+        });
+        registry.register("http_request_duration_seconds", "REST request latency", durations.clone());
+        let auth_failures = Counter::default();
+        registry.register("auth_failures", "requests refused for a missing or unknown key", auth_failures.clone());
+        registry.register(
+            "build",
+            "the running agora version",
+            Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
+        );
+        Self { registry, requests, durations, auth_failures }
+    }
+
+    pub fn auth_failure(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encode to String");
+        text
+    }
+}
+
+/// Counts and times every request.
+pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let labels = RequestLabels { method, path: path.clone(), status: response.status().as_u16() };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state.metrics.durations.get_or_create(&RouteLabels { path }).observe(start.elapsed().as_secs_f64());
+    response
+}
+
+pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok((
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response())
+}

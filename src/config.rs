@@ -1,0 +1,192 @@
+//! Node settings: a TOML file, `AGORA_*` environment variables and command-line flags. A flag
+//! overrides its environment variable (clap reads both), which overrides the file, which
+//! overrides the built-in default. Every key is documented in README.md.
+
+use crate::Error;
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7465";
+/// Info for agora; sqlx reports every statement at info, which drowns the rest.
+pub const DEFAULT_LOG: &str = "info,sqlx=warn";
+
+/// The keys of `agora.toml`. Unknown keys are an error, so a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub api_addr: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub log: Option<String>,
+    pub identity_password_file: Option<PathBuf>,
+    pub postgres_bin_dir: Option<PathBuf>,
+}
+
+/// Flags of `agora node run`, each with its environment variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NodeArgs {
+    /// TOML settings file.
+    #[arg(long, env = "AGORA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// REST API listen address (port 0 picks a free port; the node records the one it got).
+    #[arg(long, env = "AGORA_API_ADDR", value_name = "ADDR")]
+    pub api_addr: Option<SocketAddr>,
+    /// PostgreSQL URL; without it the node runs a private cluster under its data dir.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Log filter, in `tracing` syntax (e.g. `info,agora=debug`).
+    #[arg(long, env = "AGORA_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// File holding the password of the default identity, when it is locked.
+    #[arg(long, env = "AGORA_IDENTITY_PASSWORD_FILE", value_name = "FILE")]
+    pub identity_password_file: Option<PathBuf>,
+    /// Folder with PostgreSQL's `initdb`, `pg_ctl` and `postgres` for the embedded database.
+    #[arg(long, env = "AGORA_POSTGRES_BIN_DIR", value_name = "DIR")]
+    pub postgres_bin_dir: Option<PathBuf>,
+}
+
+/// Where the node's database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A server the operator runs.
+    External(String),
+    /// A private cluster under the data dir, from the system's server binaries.
+    Embedded { bin_dir: Option<PathBuf> },
+}
+
+/// The resolved settings of a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    pub database: Database,
+    pub log: String,
+    pub identity_password_file: Option<PathBuf>,
+}
+
+/// The data dir when none is given: `/var/lib/agora` for root (a system daemon), else
+/// `$XDG_DATA_HOME/agora` or `~/.local/share/agora`.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::Uid::effective().is_root() {
+        return PathBuf::from("/var/lib/agora");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("agora");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/agora")
+}
+
+/// Reads and checks a settings file.
+pub fn read_file(path: &Path) -> Result<FileConfig, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+impl Settings {
+    /// Merges flags (and their environment variables) over the file over the defaults.
+    /// `data_dir` is the global `--data-dir` / `AGORA_DATA_DIR`.
+    pub fn resolve(args: &NodeArgs, data_dir: Option<PathBuf>) -> Result<Self, Error> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = data_dir.or(file.data_dir).unwrap_or_else(default_data_dir);
+        let api_addr = match args.api_addr.or(file.api_addr) {
+            Some(addr) => addr,
+            // A constant that parses; checked by a unit test.
+            None => DEFAULT_API_ADDR.parse().expect("default API address"),
+        };
+        let database = match non_empty(args.database_url.clone()).or(non_empty(file.database_url)) {
+            Some(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(Error::Config(format!(
+                        "database_url must start with postgres:// or postgresql://, got '{}'",
+                        crate::redact_url(&url)
+                    )));
+                }
+                Database::External(url)
+            }
+            None => Database::Embedded { bin_dir: args.postgres_bin_dir.clone().or(file.postgres_bin_dir) },
+        };
+        let log = non_empty(args.log.clone()).or(file.log).unwrap_or_else(|| DEFAULT_LOG.into());
+        tracing_subscriber::EnvFilter::try_new(&log)
+            .map_err(|e| Error::Config(format!("log filter '{log}': {e}")))?;
+        Ok(Self {
+            data_dir,
+            api_addr,
+            database,
+            log,
+            identity_password_file: args.identity_password_file.clone().or(file.identity_password_file),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agora.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let (_d, path) = write("api_addr = \"127.0.0.1:9000\"\nlog = \"debug\"\ndata_dir = \"/srv/a\"\n");
+        let args = NodeArgs { config: Some(path.clone()), ..Default::default() };
+        let s = Settings::resolve(&args, None).unwrap();
+        assert_eq!(s.api_addr.port(), 9000);
+        assert_eq!(s.log, "debug");
+        assert_eq!(s.data_dir, PathBuf::from("/srv/a"));
+        assert!(matches!(s.database, Database::Embedded { bin_dir: None }));
+
+        let args = NodeArgs {
+            config: Some(path),
+            api_addr: Some("127.0.0.1:9001".parse().unwrap()),
+            database_url: Some("postgres://u@127.0.0.1/db".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, Some("/srv/b".into())).unwrap();
+        assert_eq!(s.api_addr.port(), 9001);
+        assert_eq!(s.data_dir, PathBuf::from("/srv/b"));
+        assert_eq!(s.database, Database::External("postgres://u@127.0.0.1/db".into()));
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let s = Settings::resolve(&NodeArgs::default(), None).unwrap();
+        assert_eq!(s.api_addr.to_string(), DEFAULT_API_ADDR);
+        assert_eq!(s.log, DEFAULT_LOG);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let (_d, path) = write("api_adr = \"127.0.0.1:1\"\n");
+        let args = NodeArgs { config: Some(path), ..Default::default() };
+        let err = Settings::resolve(&args, None).unwrap_err().to_string();
+        assert!(err.contains("unknown field `api_adr`"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+
+        let (_d, path) = write("api_addr = \"nowhere\"\n");
+        let args = NodeArgs { config: Some(path), ..Default::default() };
+        let err = Settings::resolve(&args, None).unwrap_err().to_string();
+        assert!(err.contains("api_addr") || err.contains("socket address"), "{err}");
+
+        let args = NodeArgs { database_url: Some("mysql://x".into()), ..Default::default() };
+        let err = Settings::resolve(&args, None).unwrap_err().to_string();
+        assert!(err.contains("postgres://"), "{err}");
+
+        let args = NodeArgs { config: Some("/nonexistent/agora.toml".into()), ..Default::default() };
+        assert!(Settings::resolve(&args, None).unwrap_err().to_string().contains("cannot read"));
+    }
+}

@@ -1,0 +1,187 @@
+//! Start-up, serving and shutdown of a node.
+//!
+//! Start-up checks everything a user can get wrong before it creates anything: the settings, the
+//! API port, the data dir, the database. A start that fails leaves nothing behind that it made.
+
+use crate::api::{self, AppState};
+use crate::config::{Database, Settings};
+use crate::datadir::{DataDir, NodeFile};
+use crate::postgres::{Binaries, Cluster, Listen};
+use crate::{Error, redact_url};
+use agora_identity::{Identities, IdentityStore, Keystore};
+use rand::RngCore;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The schema, from `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// How long to wait for a database connection before calling the database unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const POOL_SIZE: u32 = 16;
+
+/// The database the embedded cluster keeps agora's tables in.
+const EMBEDDED_DB: &str = "agora";
+/// The embedded server listens on a Unix socket only; the port number only names the socket.
+const EMBEDDED_PORT: u16 = 5432;
+
+/// An open database, and the embedded cluster behind it if there is one.
+#[derive(Debug)]
+struct Db {
+    pool: PgPool,
+    embedded: Option<Cluster>,
+}
+
+impl Db {
+    async fn open(settings: &Settings, data: &DataDir) -> Result<Self, Error> {
+        match &settings.database {
+            Database::External(url) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(POOL_SIZE)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect(url)
+                    .await
+                    .map_err(|e| Error::DatabaseUnreachable { url: redact_url(url), message: e.to_string() })?;
+                Ok(Self { pool, embedded: None })
+            }
+            Database::Embedded { bin_dir } => {
+                let bin = Binaries::locate(bin_dir.as_deref())?;
+                let cluster = Cluster::new(bin, data.path().join("postgres"), EMBEDDED_PORT, Listen::SocketOnly)?;
+                let fresh = !cluster.is_initialized();
+                let prepared = cluster.prepare().and_then(|()| {
+                    if fresh {
+                        tracing::info!(dir = %cluster.data_dir().display(), "creating the embedded database cluster");
+                        cluster.init(true)?;
+                    }
+                    if cluster.is_running() {
+                        tracing::info!("reusing the embedded database server that is already running");
+                        Ok(())
+                    } else {
+                        tracing::info!(dir = %cluster.data_dir().display(), "starting the embedded database");
+                        cluster.start()
+                    }
+                });
+                if let Err(e) = prepared {
+                    if fresh {
+                        let _ignored = std::fs::remove_dir_all(cluster.root());
+                    }
+                    return Err(e.into());
+                }
+                let pool = match connect_embedded(&cluster).await {
+                    Ok(pool) => pool,
+                    Err(e) => {
+                        let _ignored = cluster.stop();
+                        return Err(e);
+                    }
+                };
+                Ok(Self { pool, embedded: Some(cluster) })
+            }
+        }
+    }
+
+    async fn close(self) {
+        self.pool.close().await;
+        if let Some(cluster) = self.embedded {
+            match cluster.stop() {
+                Ok(()) => tracing::info!("embedded database stopped"),
+                Err(e) => tracing::warn!(error = %e, "could not stop the embedded database"),
+            }
+        }
+    }
+}
+
+/// Connects to the embedded cluster, creating agora's database on first use.
+async fn connect_embedded(cluster: &Cluster) -> Result<PgPool, Error> {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(cluster.connect_options("postgres"))
+        .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(EMBEDDED_DB)
+        .fetch_one(&admin)
+        .await?;
+    if !exists {
+        // Must match EMBEDDED_DB: SQL names cannot be bound as parameters.
+        sqlx::query("CREATE DATABASE agora").execute(&admin).await?;
+    }
+    admin.close().await;
+    Ok(PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(cluster.connect_options(EMBEDDED_DB))
+        .await?)
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn read_password(settings: &Settings) -> Result<Option<String>, Error> {
+    let Some(path) = &settings.identity_password_file else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("identity_password_file {}: {e}", path.display())))?;
+    Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
+}
+
+/// Runs a node until `shutdown` is cancelled, then stops it gracefully: in-flight requests finish,
+/// the pool closes, and the embedded database stops.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+    let password = read_password(&settings)?;
+    // Bind first: a port in use is found before anything is created.
+    let listener = std::net::TcpListener::bind(settings.api_addr)
+        .map_err(|source| Error::Listen { addr: settings.api_addr, source })?;
+    listener.set_nonblocking(true)?;
+    let api_addr = listener.local_addr()?;
+
+    // When root runs the embedded database, the server runs as `postgres` and must be able to
+    // traverse the data dir (not list or read it).
+    let embedded_as_root = matches!(settings.database, Database::Embedded { .. })
+        && nix::unistd::Uid::effective().is_root();
+    let data = DataDir::open(&settings.data_dir, if embedded_as_root { 0o711 } else { 0o700 })?;
+
+    let db = match Db::open(&settings, &data).await {
+        Ok(db) => db,
+        Err(e) => {
+            data.abandon();
+            return Err(e);
+        }
+    };
+    let started = async {
+        MIGRATOR.run(&db.pool).await?;
+        let keystore = Keystore::open(data.path().join("keystore"))?;
+        let identities = Identities::open(keystore, IdentityStore::new(db.pool.clone()), password).await?;
+        Ok::<_, Error>(identities)
+    }
+    .await;
+    let identities = match started {
+        Ok(identities) => identities,
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
+
+    let admin_token = random_token();
+    data.write_node_file(&NodeFile {
+        api_url: format!("http://{api_addr}"),
+        admin_token: admin_token.clone(),
+        pid: std::process::id(),
+    })?;
+    let node_id = identities.default_address().await?;
+    tracing::info!(%api_addr, node_id = %node_id, data_dir = %data.path().display(), "agora node is up");
+
+    let state = AppState::new(identities, db.pool.clone(), admin_token);
+    let served = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    tracing::info!("shutting down");
+    data.remove_node_file();
+    db.close().await;
+    served?;
+    Ok(())
+}
