@@ -1,1 +1,63 @@
-//! x
+//! Support code for agora's cross-crate scenarios: real local services, started on free loopback
+//! ports and torn down when their guard drops.
+//!
+//! - [`TestPg`]: a throwaway PostgreSQL cluster with a fresh database.
+//! - [`Anvil`]: an Ethereum dev chain, from the npm package `@foundry-rs/anvil-linux-amd64`.
+//! - [`Dockerd`]: a private Docker engine (Debian's `docker.io`), with no bridge network, and a
+//!   busybox image made by `docker import`.
+//! - [`NodeProcess`]: an `agora node run` process.
+//!
+//! Every service runs as a child started by [`reaper`], which asks the kernel to kill it when the
+//! test process dies, so even a test that is killed leaves no server running. When a service cannot
+//! start, the test fails with the reason; nothing is skipped.
+//!
+//! This crate is not a mock of anything: every service is the real program.
+
+mod anvil;
+mod docker;
+mod node;
+mod pg;
+pub mod reaper;
+
+pub use anvil::Anvil;
+pub use docker::{BUSYBOX_IMAGE, Dockerd};
+pub use node::{NodeProcess, agora_bin, run_agora};
+pub use pg::TestPg;
+
+use std::path::PathBuf;
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the service to take).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// The workspace root, where `node_modules/` and `target/` are.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// A temporary folder that the `postgres` user can traverse (the server runs as that user when
+/// the tests run as root).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("agora-test-").tempdir().expect("create a temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod temp dir");
+    dir
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `secs` seconds with `what`.
+pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

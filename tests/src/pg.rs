@@ -1,0 +1,79 @@
+use crate::reaper::Supervised;
+use crate::{free_port, shared_tempdir};
+use agora::postgres::{Binaries, Cluster, Listen};
+use nix::sys::signal::Signal;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use std::process::Stdio;
+
+/// A throwaway PostgreSQL cluster on 127.0.0.1 with one fresh database, removed on drop.
+#[derive(Debug)]
+pub struct TestPg {
+    cluster: Cluster,
+    db: String,
+    // Dropped before `_dir`: the server stops before its folder is removed.
+    child: Supervised,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPg {
+    /// Starts a cluster from the system's server binaries and creates a database in it.
+    pub async fn start() -> Self {
+        let bin = Binaries::locate(None).unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+        let dir = shared_tempdir();
+        let cluster = Cluster::new(bin, dir.path().join("pg"), free_port(), Listen::Loopback)
+            .unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+        cluster.prepare().unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+        cluster.init(false).unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+        let mut cmd = cluster.foreground_command();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // SIGQUIT is PostgreSQL's immediate shutdown: right for a server whose test is gone.
+        let child = Supervised::spawn(cmd, Signal::SIGQUIT, 10).expect("start postgres");
+        let mut pg = Self { cluster, child, db: String::new(), _dir: dir };
+        let admin = pg.wait_ready().await;
+        let db = format!("agora_test_{}", std::process::id());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin)
+            .await
+            .expect("create the test database");
+        admin.close().await;
+        pg.db = db;
+        pg
+    }
+
+    async fn wait_ready(&mut self) -> PgPool {
+        let options = self.cluster.connect_options("postgres");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.exited() {
+                panic!("postgres exited during start-up: {status}");
+            }
+            match PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await {
+                Ok(pool) => return pool,
+                Err(e) if std::time::Instant::now() > deadline => panic!("postgres did not start: {e}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// A `postgres://` URL of the test database, over TCP on loopback.
+    pub fn url(&self) -> String {
+        self.cluster.tcp_url(&self.db)
+    }
+
+    /// A pool on the test database.
+    pub async fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&self.url())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// A pool on the test database with agora's schema applied.
+    pub async fn migrated_pool(&self) -> PgPool {
+        let pool = self.pool().await;
+        agora::node::MIGRATOR.run(&pool).await.expect("apply migrations");
+        pool
+    }
+}
