@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "agora", version, about = "agora: a peer-to-peer compute marketplace node")]
+#[command(
+    name = "agora",
+    version,
+    about = "agora: a peer-to-peer compute marketplace node"
+)]
 pub struct Cli {
     /// The node's data dir [default: /var/lib/agora for root, else ~/.local/share/agora].
     #[arg(long, global = true, env = "AGORA_DATA_DIR", value_name = "DIR")]
@@ -33,6 +37,15 @@ pub enum Command {
     /// Manage app-keys, the bearer tokens of REST clients.
     #[command(subcommand, name = "app-key")]
     AppKey(AppKeyCommand),
+    /// Work with results folders.
+    #[command(subcommand)]
+    Results(ResultsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResultsCommand {
+    /// Print the `h1:` hash of a results folder, the value providers propose for verification.
+    Hash { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +114,12 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Node(NodeCommand::Run(args)) => run_node(&args, data_dir).await,
         Command::Id(cmd) => id(cmd, &client(data_dir)?).await,
         Command::AppKey(cmd) => app_key(cmd, &client(data_dir)?).await,
+        Command::Results(ResultsCommand::Hash { dir }) => {
+            let hash =
+                agora_activity::results_hash(&dir).map_err(|e| Error::Input(e.to_string()))?;
+            println!("{hash}");
+            Ok(())
+        }
     }
 }
 
@@ -113,7 +132,10 @@ async fn run_node(args: &NodeArgs, data_dir: Option<PathBuf>) -> Result<(), Erro
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
         .map_err(|e| Error::Config(format!("log filter: {e}")))?;
     // A second subscriber can only be installed by a caller that set one up already; keep theirs.
-    let _already_set = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -153,7 +175,10 @@ fn segment(text: &str) -> String {
 }
 
 fn id_path(id: &Option<String>) -> String {
-    format!("/admin/v1/identities/{}", segment(id.as_deref().unwrap_or("default")))
+    format!(
+        "/admin/v1/identities/{}",
+        segment(id.as_deref().unwrap_or("default"))
+    )
 }
 
 fn read_password() -> Result<String, Error> {
@@ -161,7 +186,9 @@ fn read_password() -> Result<String, Error> {
     std::io::stdin().lock().read_line(&mut line)?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     if password.is_empty() {
-        return Err(Error::Config("no password on standard input (give it as one line)".into()));
+        return Err(Error::Config(
+            "no password on standard input (give it as one line)".into(),
+        ));
     }
     Ok(password)
 }
@@ -179,7 +206,10 @@ fn identity_rows(ids: &[IdentityInfo]) {
             ]
         })
         .collect();
-    table(&["ADDRESS", "ALIAS", "DEFAULT", "LOCKED", "UNLOCKED"], &rows);
+    table(
+        &["ADDRESS", "ALIAS", "DEFAULT", "LOCKED", "UNLOCKED"],
+        &rows,
+    );
 }
 
 fn show_identity(info: &IdentityInfo, as_json: bool) {
@@ -192,29 +222,49 @@ fn show_identity(info: &IdentityInfo, as_json: bool) {
     println!("default:  {}", yes_no(info.is_default));
     println!("locked:   {}", yes_no(info.locked));
     println!("unlocked: {}", yes_no(info.unlocked));
-    println!("peer id:  {}", info.peer_id.as_deref().unwrap_or("- (unlock to derive)"));
+    println!(
+        "peer id:  {}",
+        info.peer_id.as_deref().unwrap_or("- (unlock to derive)")
+    );
 }
 
 async fn id(cmd: IdCommand, client: &Client) -> Result<(), Error> {
     match cmd {
         IdCommand::Show { id, json } => show_identity(&client.get(&id_path(&id)).await?, json),
-        IdCommand::Create { alias, password_stdin, default, json } => {
-            let password = if password_stdin { Some(read_password()?) } else { None };
+        IdCommand::Create {
+            alias,
+            password_stdin,
+            default,
+            json,
+        } => {
+            let password = if password_stdin {
+                Some(read_password()?)
+            } else {
+                None
+            };
             let body = json!({"alias": alias, "password": password, "default": default});
             show_identity(&client.post("/admin/v1/identities", &body).await?, json);
         }
         IdCommand::List { json: as_json } => {
             let ids: Vec<IdentityInfo> = client.get("/admin/v1/identities").await?;
-            if as_json { json(&ids) } else { identity_rows(&ids) }
+            if as_json {
+                json(&ids)
+            } else {
+                identity_rows(&ids)
+            }
         }
         IdCommand::Lock { id } => {
             let body = json!({"password": read_password()?});
-            let info: IdentityInfo = client.post(&format!("{}/lock", id_path(&id)), &body).await?;
+            let info: IdentityInfo = client
+                .post(&format!("{}/lock", id_path(&id)), &body)
+                .await?;
             eprintln!("locked {}", info.address);
         }
         IdCommand::Unlock { id } => {
             let body = json!({"password": read_password()?});
-            let info: IdentityInfo = client.post(&format!("{}/unlock", id_path(&id)), &body).await?;
+            let info: IdentityInfo = client
+                .post(&format!("{}/unlock", id_path(&id)), &body)
+                .await?;
             eprintln!("unlocked {} until the node stops", info.address);
         }
     }
@@ -223,10 +273,17 @@ async fn id(cmd: IdCommand, client: &Client) -> Result<(), Error> {
 
 async fn app_key(cmd: AppKeyCommand, client: &Client) -> Result<(), Error> {
     match cmd {
-        AppKeyCommand::Create { name, identity, role } => {
+        AppKeyCommand::Create {
+            name,
+            identity,
+            role,
+        } => {
             let body = json!({"name": name, "identity": identity, "role": role});
             let created: serde_json::Value = client.post("/admin/v1/app-keys", &body).await?;
-            let key = created.get("key").and_then(|k| k.as_str()).ok_or_else(|| Error::Http("no key in the answer".into()))?;
+            let key = created
+                .get("key")
+                .and_then(|k| k.as_str())
+                .ok_or_else(|| Error::Http("no key in the answer".into()))?;
             println!("{key}");
         }
         AppKeyCommand::List { json: as_json } => {
@@ -249,7 +306,9 @@ async fn app_key(cmd: AppKeyCommand, client: &Client) -> Result<(), Error> {
             }
         }
         AppKeyCommand::Drop { name } => {
-            client.delete(&format!("/admin/v1/app-keys/{}", segment(&name))).await?;
+            client
+                .delete(&format!("/admin/v1/app-keys/{}", segment(&name)))
+                .await?;
             eprintln!("dropped app-key {name}");
         }
     }

@@ -75,7 +75,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("agora");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/agora")
 }
 
@@ -114,9 +116,13 @@ impl Settings {
                 }
                 Database::External(url)
             }
-            None => Database::Embedded { bin_dir: args.postgres_bin_dir.clone().or(file.postgres_bin_dir) },
+            None => Database::Embedded {
+                bin_dir: args.postgres_bin_dir.clone().or(file.postgres_bin_dir),
+            },
         };
-        let log = non_empty(args.log.clone()).or(file.log).unwrap_or_else(|| DEFAULT_LOG.into());
+        let log = non_empty(args.log.clone())
+            .or(file.log)
+            .unwrap_or_else(|| DEFAULT_LOG.into());
         tracing_subscriber::EnvFilter::try_new(&log)
             .map_err(|e| Error::Config(format!("log filter '{log}': {e}")))?;
         Ok(Self {
@@ -124,7 +130,10 @@ impl Settings {
             api_addr,
             database,
             log,
-            identity_password_file: args.identity_password_file.clone().or(file.identity_password_file),
+            identity_password_file: args
+                .identity_password_file
+                .clone()
+                .or(file.identity_password_file),
         })
     }
 }
@@ -142,8 +151,12 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
-        let (_d, path) = write("api_addr = \"127.0.0.1:9000\"\nlog = \"debug\"\ndata_dir = \"/srv/a\"\n");
-        let args = NodeArgs { config: Some(path.clone()), ..Default::default() };
+        let (_d, path) =
+            write("api_addr = \"127.0.0.1:9000\"\nlog = \"debug\"\ndata_dir = \"/srv/a\"\n");
+        let args = NodeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
         let s = Settings::resolve(&args, None).unwrap();
         assert_eq!(s.api_addr.port(), 9000);
         assert_eq!(s.log, "debug");
@@ -159,7 +172,10 @@ mod tests {
         let s = Settings::resolve(&args, Some("/srv/b".into())).unwrap();
         assert_eq!(s.api_addr.port(), 9001);
         assert_eq!(s.data_dir, PathBuf::from("/srv/b"));
-        assert_eq!(s.database, Database::External("postgres://u@127.0.0.1/db".into()));
+        assert_eq!(
+            s.database,
+            Database::External("postgres://u@127.0.0.1/db".into())
+        );
     }
 
     #[test]
@@ -172,21 +188,41 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let (_d, path) = write("api_adr = \"127.0.0.1:1\"\n");
-        let args = NodeArgs { config: Some(path), ..Default::default() };
+        let args = NodeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
         let err = Settings::resolve(&args, None).unwrap_err().to_string();
         assert!(err.contains("unknown field `api_adr`"), "{err}");
         assert!(err.contains("line 1"), "{err}");
 
         let (_d, path) = write("api_addr = \"nowhere\"\n");
-        let args = NodeArgs { config: Some(path), ..Default::default() };
+        let args = NodeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
         let err = Settings::resolve(&args, None).unwrap_err().to_string();
-        assert!(err.contains("api_addr") || err.contains("socket address"), "{err}");
+        assert!(
+            err.contains("api_addr") || err.contains("socket address"),
+            "{err}"
+        );
 
-        let args = NodeArgs { database_url: Some("mysql://x".into()), ..Default::default() };
+        let args = NodeArgs {
+            database_url: Some("mysql://x".into()),
+            ..Default::default()
+        };
         let err = Settings::resolve(&args, None).unwrap_err().to_string();
         assert!(err.contains("postgres://"), "{err}");
 
-        let args = NodeArgs { config: Some("/nonexistent/agora.toml".into()), ..Default::default() };
-        assert!(Settings::resolve(&args, None).unwrap_err().to_string().contains("cannot read"));
+        let args = NodeArgs {
+            config: Some("/nonexistent/agora.toml".into()),
+            ..Default::default()
+        };
+        assert!(
+            Settings::resolve(&args, None)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
     }
 }

@@ -13,7 +13,10 @@ pub enum Error {
     #[error("cannot reach the database at {url}: {message}")]
     DatabaseUnreachable { url: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("embedded database: {0}")]
     Postgres(#[from] crate::postgres::Error),
     #[error("database migration failed: {0}")]
@@ -25,13 +28,18 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// No node is running for the data dir a management command names.
-    #[error("no agora node is running with data dir {0}; start one with `agora node run --data-dir {0}`")]
+    #[error(
+        "no agora node is running with data dir {0}; start one with `agora node run --data-dir {0}`"
+    )]
     NodeNotRunning(PathBuf),
     /// The node refused a request: the message is the node's own.
     #[error("{message}")]
     Refused { status: u16, message: String },
     #[error("cannot talk to the node: {0}")]
     Http(String),
+    /// A command's argument is wrong (a missing file, an unreadable folder).
+    #[error("{0}")]
+    Input(String),
 }
 
 impl Error {
@@ -40,17 +48,17 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_)
+            | Error::Input(_)
             | Error::DataDir { .. }
             | Error::DataDirInUse(_)
             | Error::DatabaseUnreachable { .. }
             | Error::Listen { .. } => 2,
-            Error::Postgres(e) => match e {
+            Error::Postgres(
                 crate::postgres::Error::Missing { .. }
                 | crate::postgres::Error::NoPostgresUser
                 | crate::postgres::Error::Unreachable(_)
-                | crate::postgres::Error::SocketPathTooLong(_) => 2,
-                _ => 1,
-            },
+                | crate::postgres::Error::SocketPathTooLong(_),
+            ) => 2,
             Error::Refused { status, .. } if (400..500).contains(status) => 2,
             _ => 1,
         }
@@ -59,8 +67,12 @@ impl Error {
 
 /// A database URL with its password replaced, fit for an error message or a log line.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((auth, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
     match auth.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_string(),
@@ -71,7 +83,10 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(super::redact_url("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact_url("nonsense"), "nonsense");
     }

@@ -43,12 +43,23 @@ impl Db {
                     .acquire_timeout(CONNECT_TIMEOUT)
                     .connect(url)
                     .await
-                    .map_err(|e| Error::DatabaseUnreachable { url: redact_url(url), message: e.to_string() })?;
-                Ok(Self { pool, embedded: None })
+                    .map_err(|e| Error::DatabaseUnreachable {
+                        url: redact_url(url),
+                        message: e.to_string(),
+                    })?;
+                Ok(Self {
+                    pool,
+                    embedded: None,
+                })
             }
             Database::Embedded { bin_dir } => {
                 let bin = Binaries::locate(bin_dir.as_deref())?;
-                let cluster = Cluster::new(bin, data.path().join("postgres"), EMBEDDED_PORT, Listen::SocketOnly)?;
+                let cluster = Cluster::new(
+                    bin,
+                    data.path().join("postgres"),
+                    EMBEDDED_PORT,
+                    Listen::SocketOnly,
+                )?;
                 let fresh = !cluster.is_initialized();
                 let prepared = cluster.prepare().and_then(|()| {
                     if fresh {
@@ -76,7 +87,10 @@ impl Db {
                         return Err(e);
                     }
                 };
-                Ok(Self { pool, embedded: Some(cluster) })
+                Ok(Self {
+                    pool,
+                    embedded: Some(cluster),
+                })
             }
         }
     }
@@ -99,10 +113,11 @@ async fn connect_embedded(cluster: &Cluster) -> Result<PgPool, Error> {
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(cluster.connect_options("postgres"))
         .await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(EMBEDDED_DB)
-        .fetch_one(&admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(EMBEDDED_DB)
+            .fetch_one(&admin)
+            .await?;
     if !exists {
         // Must match EMBEDDED_DB: SQL names cannot be bound as parameters.
         sqlx::query("CREATE DATABASE agora").execute(&admin).await?;
@@ -122,7 +137,9 @@ fn random_token() -> String {
 }
 
 fn read_password(settings: &Settings) -> Result<Option<String>, Error> {
-    let Some(path) = &settings.identity_password_file else { return Ok(None) };
+    let Some(path) = &settings.identity_password_file else {
+        return Ok(None);
+    };
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("identity_password_file {}: {e}", path.display())))?;
     Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
@@ -133,8 +150,11 @@ fn read_password(settings: &Settings) -> Result<Option<String>, Error> {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
     let password = read_password(&settings)?;
     // Bind first: a port in use is found before anything is created.
-    let listener = std::net::TcpListener::bind(settings.api_addr)
-        .map_err(|source| Error::Listen { addr: settings.api_addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(settings.api_addr).map_err(|source| Error::Listen {
+            addr: settings.api_addr,
+            source,
+        })?;
     listener.set_nonblocking(true)?;
     let api_addr = listener.local_addr()?;
 
@@ -142,7 +162,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     // traverse the data dir (not list or read it).
     let embedded_as_root = matches!(settings.database, Database::Embedded { .. })
         && nix::unistd::Uid::effective().is_root();
-    let data = DataDir::open(&settings.data_dir, if embedded_as_root { 0o711 } else { 0o700 })?;
+    let data = DataDir::open(
+        &settings.data_dir,
+        if embedded_as_root { 0o711 } else { 0o700 },
+    )?;
 
     let db = match Db::open(&settings, &data).await {
         Ok(db) => db,
@@ -154,7 +177,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let started = async {
         MIGRATOR.run(&db.pool).await?;
         let keystore = Keystore::open(data.path().join("keystore"))?;
-        let identities = Identities::open(keystore, IdentityStore::new(db.pool.clone()), password).await?;
+        let identities =
+            Identities::open(keystore, IdentityStore::new(db.pool.clone()), password).await?;
         Ok::<_, Error>(identities)
     }
     .await;
@@ -176,9 +200,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     tracing::info!(%api_addr, node_id = %node_id, data_dir = %data.path().display(), "agora node is up");
 
     let state = AppState::new(identities, db.pool.clone(), admin_token);
-    let served = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let served = axum::serve(
+        tokio::net::TcpListener::from_std(listener)?,
+        api::app(state),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await;
     tracing::info!("shutting down");
     data.remove_node_file();
     db.close().await;

@@ -1,1 +1,21 @@
-//! placeholder
+//! Activities: work a requestor runs on a provider's exe-units, and the results it leaves.
+//!
+//! Every run leaves a results folder (`stdout`, `stderr`, `exitCode`, `outputs/…`). Its hash,
+//! [`results_hash`], is the verification proposal: honest providers running the same
+//! deterministic job produce the same folder, so the same hash. The hash is the `h1:` directory
+//! hash of Go's `golang.org/x/mod/sumdb/dirhash` (`Hash1`), so anyone can recompute it with
+//! standard tools: `agora results hash DIR` prints it.
+//!
+//! This crate is not the market (agreements) or payment (debit notes); it runs work and
+//! describes its results.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("stdout"), "hello\n").unwrap();
+//! let hash = agora_activity::results_hash(dir.path()).unwrap();
+//! assert!(hash.starts_with("h1:"));
+//! ```
+
+mod results;
+
+pub use results::{Error, results_hash};

@@ -1,1 +1,26 @@
-//! placeholder
+//! The agents: the provider side that decides what to offer and at what price, and the requestor
+//! side that decides which offers to take and what the work may cost.
+//!
+//! Prices follow Golem's linear model, so agora offers read the same to Golem tools:
+//! `golem.com.usage.vector` names the usage counters, and `golem.com.pricing.model.linear.coeffs`
+//! gives one price per counter plus, last, a fixed price. [`LinearPricing`] reads and writes those
+//! properties and computes what a given usage costs, exactly, in decimals.
+//!
+//! This crate is not the market protocol or the payment driver; it holds the decisions.
+//!
+//! ```
+//! use agora_agents::LinearPricing;
+//! use rust_decimal::Decimal;
+//! let props = serde_json::json!({
+//!     "golem.com.pricing.model": "linear",
+//!     "golem.com.usage.vector": ["golem.usage.duration_sec", "golem.usage.cpu_sec"],
+//!     "golem.com.pricing.model.linear.coeffs": [0.001, 0.002, 0.5],
+//! });
+//! let pricing = LinearPricing::from_properties(&agora_grammar::flatten(&props).unwrap()).unwrap();
+//! // 100 s of wall time and 50 s of CPU: 0.1 + 0.1 + 0.5.
+//! assert_eq!(pricing.cost(&[Decimal::from(100), Decimal::from(50)]).unwrap(), Decimal::new(7, 1));
+//! ```
+
+mod pricing;
+
+pub use pricing::{LinearPricing, PricingError};

@@ -93,8 +93,14 @@ fn hash_key(key: &str) -> Vec<u8> {
 /// Names of identities and app-keys: short, printable, safe in a URL path and a table.
 pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok { Ok(()) } else { Err(Error::BadName(name.to_string())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadName(name.to_string()))
+    }
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -125,7 +131,8 @@ impl IdentityStore {
         .bind(selector)
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or_else(|| Error::UnknownIdentity(selector.to_string()))?.try_into()
+        row.ok_or_else(|| Error::UnknownIdentity(selector.to_string()))?
+            .try_into()
     }
 
     pub async fn default_identity(&self) -> Result<Option<IdentityRecord>> {
@@ -184,7 +191,12 @@ impl IdentityStore {
     }
 
     /// Creates an app-key for `identity`: 32 random bytes as hex, of which only the hash is kept.
-    pub async fn create_app_key(&self, name: &str, identity: Address, role: &str) -> Result<NewAppKey> {
+    pub async fn create_app_key(
+        &self,
+        name: &str,
+        identity: Address,
+        role: &str,
+    ) -> Result<NewAppKey> {
         check_name(name)?;
         check_name(role)?;
         let mut secret = [0u8; 32];
@@ -200,8 +212,17 @@ impl IdentityStore {
         .bind(role)
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| if is_unique_violation(&e) { Error::AppKeyExists(name.into()) } else { e.into() })?;
-        Ok(NewAppKey { app_key: row.try_into()?, key: key_text })
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::AppKeyExists(name.into())
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(NewAppKey {
+            app_key: row.try_into()?,
+            key: key_text,
+        })
     }
 
     pub async fn list_app_keys(&self) -> Result<Vec<AppKey>> {

@@ -32,7 +32,9 @@ struct NewIdentity {
     default: bool,
 }
 
-async fn list_identities(State(state): State<AppState>) -> Result<Json<Vec<IdentityInfo>>, ApiError> {
+async fn list_identities(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<IdentityInfo>>, ApiError> {
     Ok(Json(state.identities.list().await?))
 }
 
@@ -40,11 +42,17 @@ async fn create_identity(
     State(state): State<AppState>,
     Body(body): Body<NewIdentity>,
 ) -> Result<(StatusCode, Json<IdentityInfo>), ApiError> {
-    let info = state.identities.create(body.alias.as_deref(), body.password, body.default).await?;
+    let info = state
+        .identities
+        .create(body.alias.as_deref(), body.password, body.default)
+        .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-async fn get_identity(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<IdentityInfo>, ApiError> {
+async fn get_identity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<IdentityInfo>, ApiError> {
     Ok(Json(state.identities.get(selector(&id)).await?))
 }
 
@@ -59,7 +67,9 @@ async fn lock(
     Path(id): Path<String>,
     Body(body): Body<Password>,
 ) -> Result<Json<IdentityInfo>, ApiError> {
-    Ok(Json(state.identities.lock(selector(&id), body.password).await?))
+    Ok(Json(
+        state.identities.lock(selector(&id), body.password).await?,
+    ))
 }
 
 async fn unlock(
@@ -67,7 +77,12 @@ async fn unlock(
     Path(id): Path<String>,
     Body(body): Body<Password>,
 ) -> Result<Json<IdentityInfo>, ApiError> {
-    Ok(Json(state.identities.unlock(selector(&id), body.password).await?))
+    Ok(Json(
+        state
+            .identities
+            .unlock(selector(&id), body.password)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,11 +113,24 @@ async fn create_app_key(
     let identity = state.identities.get(body.identity.as_deref()).await?;
     let address = agora_identity::parse_address(&identity.address)?;
     let role = body.role.as_deref().unwrap_or("manager");
-    let created = state.identities.store().create_app_key(&body.name, address, role).await?;
-    Ok((StatusCode::CREATED, Json(CreatedAppKey { app_key: created.app_key, key: created.key })))
+    let created = state
+        .identities
+        .store()
+        .create_app_key(&body.name, address, role)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAppKey {
+            app_key: created.app_key,
+            key: created.key,
+        }),
+    ))
 }
 
-async fn drop_app_key(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn drop_app_key(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.identities.store().drop_app_key(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -21,7 +21,11 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// Resolves the bearer token to a [`Caller`], or answers 401.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -47,7 +51,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         }
     };
     if req.uri().path().starts_with("/admin/") && !matches!(caller, Caller::Admin) {
-        return Err(ApiError::Forbidden("management endpoints take the node's admin token".into()));
+        return Err(ApiError::Forbidden(
+            "management endpoints take the node's admin token".into(),
+        ));
     }
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)

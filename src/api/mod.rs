@@ -33,7 +33,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(identities: Identities, pool: PgPool, admin_token: String) -> Self {
-        Self { identities, pool, admin_token: admin_token.into(), metrics: Arc::new(Metrics::new()) }
+        Self {
+            identities,
+            pool,
+            admin_token: admin_token.into(),
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 }
 
@@ -43,13 +48,19 @@ pub fn app(state: AppState) -> Router {
         .route("/me", get(me))
         .route("/metrics", get(metrics::render))
         .nest("/admin/v1", admin::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     Router::new()
         .route("/version", get(version))
         .route("/health", get(health))
         .merge(authenticated)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::record))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
         .with_state(state)
 }
 
@@ -73,11 +84,16 @@ struct Me {
     role: String,
 }
 
-async fn me(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Me>, ApiError> {
+async fn me(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Me>, ApiError> {
     Ok(Json(match caller {
-        Caller::AppKey(key) => {
-            Me { identity: key.identity.to_checksum(None), name: key.name, role: key.role }
-        }
+        Caller::AppKey(key) => Me {
+            identity: key.identity.to_checksum(None),
+            name: key.name,
+            role: key.role,
+        },
         Caller::Admin => Me {
             identity: state.identities.default_address().await?.to_checksum(None),
             name: "admin".into(),

@@ -8,7 +8,11 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
 
-type Request = (Command, nix::sys::signal::Signal, Sender<std::io::Result<Child>>);
+type Request = (
+    Command,
+    nix::sys::signal::Signal,
+    Sender<std::io::Result<Child>>,
+);
 
 static SPAWNER: Mutex<Option<Sender<Request>>> = Mutex::new(None);
 
@@ -52,12 +56,19 @@ fn spawn_here(cmd: &mut Command, signal: nix::sys::signal::Signal) -> std::io::R
 /// Spawns `cmd`; the kernel sends it `signal` when the test process exits, however it exits.
 pub fn spawn(cmd: Command, signal: nix::sys::signal::Signal) -> std::io::Result<Child> {
     let (tx, rx) = channel();
-    spawner().send((cmd, signal, tx)).map_err(|_| std::io::Error::other("reaper thread is gone"))?;
-    rx.recv().map_err(|_| std::io::Error::other("reaper thread is gone"))?
+    spawner()
+        .send((cmd, signal, tx))
+        .map_err(|_| std::io::Error::other("reaper thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("reaper thread is gone"))?
 }
 
 /// Sends `signal` to a child and waits up to `secs` for it to exit, then kills it.
-pub fn stop(child: &mut Child, signal: nix::sys::signal::Signal, secs: u64) -> Option<std::process::ExitStatus> {
+pub fn stop(
+    child: &mut Child,
+    signal: nix::sys::signal::Signal,
+    secs: u64,
+) -> Option<std::process::ExitStatus> {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _already_gone = nix::sys::signal::kill(pid, signal);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -82,8 +93,16 @@ pub struct Supervised {
 
 impl Supervised {
     /// Spawns `cmd` through [`spawn`]; `signal` stops it, both on drop and at process death.
-    pub fn spawn(cmd: Command, signal: nix::sys::signal::Signal, grace_secs: u64) -> std::io::Result<Self> {
-        Ok(Self { child: spawn(cmd, signal)?, signal, grace_secs })
+    pub fn spawn(
+        cmd: Command,
+        signal: nix::sys::signal::Signal,
+        grace_secs: u64,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            child: spawn(cmd, signal)?,
+            signal,
+            grace_secs,
+        })
     }
 
     /// The exit status, if the child has exited.
