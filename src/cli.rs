@@ -254,21 +254,27 @@ async fn id(cmd: IdCommand, client: &Client) -> Result<(), Error> {
             }
         }
         IdCommand::Lock { id } => {
-            let body = json!({"password": read_password()?});
-            let info: IdentityInfo = client
-                .post(&format!("{}/lock", id_path(&id)), &body)
-                .await?;
+            let info = password_action(client, &id, "lock").await?;
             eprintln!("locked {}", info.address);
         }
         IdCommand::Unlock { id } => {
-            let body = json!({"password": read_password()?});
-            let info: IdentityInfo = client
-                .post(&format!("{}/unlock", id_path(&id)), &body)
-                .await?;
+            let info = password_action(client, &id, "unlock").await?;
             eprintln!("unlocked {} until the node stops", info.address);
         }
     }
     Ok(())
+}
+
+/// `lock` or `unlock` an identity with a password read from standard input.
+async fn password_action(
+    client: &Client,
+    id: &Option<String>,
+    action: &str,
+) -> Result<IdentityInfo, Error> {
+    let body = json!({"password": read_password()?});
+    client
+        .post(&format!("{}/{action}", id_path(id)), &body)
+        .await
 }
 
 async fn app_key(cmd: AppKeyCommand, client: &Client) -> Result<(), Error> {

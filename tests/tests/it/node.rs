@@ -268,3 +268,29 @@ fn a_port_in_use_is_refused_before_anything_is_made() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     assert!(!data_dir.exists());
 }
+
+#[test]
+fn missing_postgres_binaries_name_the_package_to_install() {
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("node");
+    let empty = root.path().join("no-postgres-here");
+    std::fs::create_dir(&empty).unwrap();
+    let err = refused(
+        &data_dir,
+        &[
+            "--api-addr",
+            "127.0.0.1:0",
+            "--postgres-bin-dir",
+            empty.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("apt-get install postgresql") && err.contains("DATABASE_URL"),
+        "{err}"
+    );
+    assert!(
+        !data_dir.exists(),
+        "nothing is left of a start that could not find PostgreSQL"
+    );
+}
