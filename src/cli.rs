@@ -40,6 +40,31 @@ pub enum Command {
     /// Work with results folders.
     #[command(subcommand)]
     Results(ResultsCommand),
+    /// Check constraint expressions.
+    #[command(subcommand)]
+    Constraints(ConstraintsCommand),
+    /// Market tools.
+    #[command(subcommand)]
+    Market(MarketCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConstraintsCommand {
+    /// Print the canonical form of a constraint, or where it is wrong.
+    Check { expr: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MarketCommand {
+    /// Match an offer with a demand, both ways. Each file is `{"properties": {…}, "constraints": "…"}`.
+    Match {
+        #[arg(long, value_name = "FILE")]
+        offer: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        demand: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +139,16 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Node(NodeCommand::Run(args)) => run_node(&args, data_dir).await,
         Command::Id(cmd) => id(cmd, &client(data_dir)?).await,
         Command::AppKey(cmd) => app_key(cmd, &client(data_dir)?).await,
+        Command::Constraints(ConstraintsCommand::Check { expr }) => {
+            let parsed = agora_grammar::parse(&expr).map_err(|e| Error::Input(e.to_string()))?;
+            println!("{parsed}");
+            Ok(())
+        }
+        Command::Market(MarketCommand::Match {
+            offer,
+            demand,
+            json,
+        }) => crate::matching::run(&offer, &demand, json),
         Command::Results(ResultsCommand::Hash { dir }) => {
             let hash =
                 agora_activity::results_hash(&dir).map_err(|e| Error::Input(e.to_string()))?;

@@ -1,0 +1,240 @@
+//! Matching demands with offers, both ways, one pair at a time or over many offers at once.
+
+use crate::ast::Expr;
+use crate::eval::{Compiled, Truth};
+use crate::value::{KeyId, List, PropValue, PropertySet, Vocabulary};
+use crate::{ParseError, Properties};
+use std::collections::HashMap;
+
+/// The outcome of matching one demand with one offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Match,
+    NoMatch,
+    Undefined,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Match => "match",
+            Outcome::NoMatch => "no-match",
+            Outcome::Undefined => "undefined",
+        }
+    }
+}
+
+/// Both sides of a match and, where one is undefined, the properties it missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchReport {
+    pub result: Outcome,
+    /// The demand's constraints on the offer's properties.
+    pub demand_side: Truth,
+    /// The offer's constraints on the demand's properties.
+    pub offer_side: Truth,
+    /// Offer properties the demand tested but the offer lacks.
+    pub undefined_demand_side: Vec<String>,
+    /// Demand properties the offer tested but the demand lacks.
+    pub undefined_offer_side: Vec<String>,
+}
+
+/// An offer or a demand, ready to match: properties typed once, constraints compiled once.
+#[derive(Debug, Clone)]
+pub struct Side {
+    pub properties: PropertySet,
+    pub constraints: Compiled,
+}
+
+impl Side {
+    pub fn new(vocab: &mut Vocabulary, properties: &Properties, constraints: &Expr) -> Self {
+        Self {
+            properties: PropertySet::new(vocab, properties),
+            constraints: Compiled::new(constraints, vocab),
+        }
+    }
+
+    /// Parses `constraints` and flattens `properties` in one step.
+    pub fn parse(
+        vocab: &mut Vocabulary,
+        properties: &serde_json::Value,
+        constraints: &str,
+    ) -> Result<Self, SideError> {
+        let flat = crate::flatten(properties)?;
+        let expr = crate::parse(constraints)?;
+        Ok(Self::new(vocab, &flat, &expr))
+    }
+}
+
+/// Why an offer or a demand cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SideError {
+    #[error("properties: {0}")]
+    Properties(#[from] crate::Error),
+    #[error("constraints: {0}")]
+    Constraints(#[from] ParseError),
+}
+
+fn outcome(demand_side: Truth, offer_side: Truth) -> Outcome {
+    match (demand_side, offer_side) {
+        (Truth::True, Truth::True) => Outcome::Match,
+        (Truth::False, _) | (_, Truth::False) => Outcome::NoMatch,
+        _ => Outcome::Undefined,
+    }
+}
+
+fn names(vocab: &Vocabulary, mut keys: Vec<KeyId>) -> Vec<String> {
+    keys.sort_unstable();
+    keys.dedup();
+    let mut names: Vec<String> = keys
+        .into_iter()
+        .map(|k| vocab.name(k).to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Matches one demand with one offer, both ways.
+pub fn match_pair(vocab: &Vocabulary, demand: &Side, offer: &Side) -> MatchReport {
+    let (mut missing_d, mut missing_o) = (Vec::new(), Vec::new());
+    let demand_side = demand.constraints.eval(&offer.properties, &mut missing_d);
+    let offer_side = offer.constraints.eval(&demand.properties, &mut missing_o);
+    let keep = |t: Truth, m: Vec<KeyId>| {
+        if t == Truth::Undefined {
+            names(vocab, m)
+        } else {
+            Vec::new()
+        }
+    };
+    MatchReport {
+        result: outcome(demand_side, offer_side),
+        demand_side,
+        offer_side,
+        undefined_demand_side: keep(demand_side, missing_d),
+        undefined_offer_side: keep(offer_side, missing_o),
+    }
+}
+
+/// Whether a pair matches, without collecting names: the hot path of [`Offers`].
+fn is_match(demand: &Side, offer: &Side, scratch: &mut Vec<KeyId>) -> bool {
+    scratch.clear();
+    demand.constraints.eval(&offer.properties, scratch) == Truth::True
+        && offer.constraints.eval(&demand.properties, scratch) == Truth::True
+}
+
+/// The properties offers are grouped by unless told otherwise: demands almost always name the
+/// runtime they need.
+pub const DEFAULT_INDEXED: &[&str] = &["golem.runtime.name"];
+
+/// Many offers, with an index on a few properties, for matching demands against all of them.
+///
+/// For each indexed property, offers are grouped by its string value (each item, for a list).
+/// A demand that requires `(name=value)` at its top level can only match offers in that group,
+/// since any other offer makes that part false or undefined; only those are evaluated.
+#[derive(Debug, Clone)]
+pub struct Offers {
+    pub vocab: Vocabulary,
+    offers: Vec<Side>,
+    index: HashMap<KeyId, Group>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Group {
+    by_value: HashMap<Box<str>, Vec<u32>>,
+    /// Offers whose value is not a string (a number, say): always evaluated.
+    untyped: Vec<u32>,
+}
+
+impl Offers {
+    /// An empty set indexed on `indexed` property names.
+    pub fn new(indexed: &[&str]) -> Self {
+        let mut vocab = Vocabulary::default();
+        let index = indexed
+            .iter()
+            .map(|n| (vocab.intern(n), Group::default()))
+            .collect();
+        Self {
+            vocab,
+            offers: Vec::new(),
+            index,
+        }
+    }
+
+    /// Adds an offer; its position is its handle in match results.
+    pub fn push(&mut self, properties: &Properties, constraints: &Expr) -> usize {
+        let side = Side::new(&mut self.vocab, properties, constraints);
+        let at = self.offers.len();
+        let handle = u32::try_from(at).expect("fewer than 2^32 offers");
+        for (key, group) in &mut self.index {
+            match side.properties.get(*key) {
+                None => {}
+                Some(PropValue::Str(s)) => {
+                    group.by_value.entry(s.clone()).or_default().push(handle)
+                }
+                Some(PropValue::List(List::Str(items))) => {
+                    let mut items: Vec<&Box<str>> = items.iter().collect();
+                    items.sort();
+                    items.dedup();
+                    for item in items {
+                        group.by_value.entry(item.clone()).or_default().push(handle);
+                    }
+                }
+                Some(_) => group.untyped.push(handle),
+            }
+        }
+        self.offers.push(side);
+        at
+    }
+
+    pub fn len(&self) -> usize {
+        self.offers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offers.is_empty()
+    }
+
+    pub fn get(&self, at: usize) -> Option<&Side> {
+        self.offers.get(at)
+    }
+
+    /// Compiles a demand against this set's vocabulary.
+    pub fn demand(&mut self, properties: &Properties, constraints: &Expr) -> Side {
+        Side::new(&mut self.vocab, properties, constraints)
+    }
+
+    /// The offers that match `demand`, in push order, using the index where the demand allows.
+    pub fn match_all(&self, demand: &Side) -> Vec<usize> {
+        let mut best: Option<Vec<u32>> = None;
+        for (key, text) in demand.constraints.required_equalities() {
+            let Some(group) = self.index.get(&key) else {
+                continue;
+            };
+            let hits = group.by_value.get(text).map_or(0, Vec::len) + group.untyped.len();
+            if best.as_ref().is_none_or(|b| hits < b.len()) {
+                let mut candidates: Vec<u32> =
+                    group.by_value.get(text).cloned().unwrap_or_default();
+                candidates.extend(&group.untyped);
+                candidates.sort_unstable();
+                best = Some(candidates);
+            }
+        }
+        let mut scratch = Vec::new();
+        match best {
+            Some(candidates) => candidates
+                .into_iter()
+                .map(|i| i as usize)
+                .filter(|&i| is_match(demand, &self.offers[i], &mut scratch))
+                .collect(),
+            None => self.match_all_linear(demand),
+        }
+    }
+
+    /// The same as [`Offers::match_all`] by evaluating every offer: the baseline it is measured
+    /// against, and its oracle in tests.
+    pub fn match_all_linear(&self, demand: &Side) -> Vec<usize> {
+        let mut scratch = Vec::new();
+        (0..self.offers.len())
+            .filter(|&i| is_match(demand, &self.offers[i], &mut scratch))
+            .collect()
+    }
+}

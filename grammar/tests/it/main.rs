@@ -1,0 +1,5 @@
+//! The constraint language, table by table.
+
+mod language;
+mod matching;
+mod roundtrip;
