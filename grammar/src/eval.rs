@@ -1,8 +1,8 @@
 //! Constraints compiled against a [`Vocabulary`]: literals parsed once, names interned, and a
-//! three-valued evaluation over a [`PropertySet`].
+//! three-valued evaluation over a property set.
 
 use crate::ast::{Expr, Hint, Op, Part, Value};
-use crate::value::{KeyId, List, PropValue, PropertySet, Vocabulary};
+use crate::value::{KeyId, List, PropValue, Props, Sym, Vocabulary};
 use chrono::{DateTime, FixedOffset};
 use rust_decimal::Decimal;
 use std::cmp::Ordering;
@@ -32,6 +32,8 @@ struct Scalar {
     parts: Vec<Part>,
     /// The text, when the literal has no wildcard.
     exact: Option<Box<str>>,
+    /// The same, interned: equality with a string property is an integer comparison.
+    sym: Option<Sym>,
     num: Option<Decimal>,
     boolean: Option<bool>,
     version: Option<semver::Version>,
@@ -92,7 +94,7 @@ fn parse_decimal(text: &str) -> Option<Decimal> {
         .ok()
 }
 
-fn scalar(parts: &[Part]) -> Scalar {
+fn scalar(parts: &[Part], vocab: &mut Vocabulary) -> Scalar {
     let exact = match parts {
         [] => Some("".into()),
         [Part::Text(t)] => Some(t.as_str().into()),
@@ -109,6 +111,7 @@ fn scalar(parts: &[Part]) -> Scalar {
         }),
         version: text.and_then(parse_version),
         time: text.and_then(parse_time),
+        sym: text.map(|t| vocab.intern_str(t)),
         exact,
     }
 }
@@ -123,13 +126,13 @@ impl Compiled {
 
     /// Evaluates against `props`. Names of missing properties that made a part undefined are
     /// pushed to `missing`.
-    pub fn eval(&self, props: &PropertySet, missing: &mut Vec<KeyId>) -> Truth {
-        eval(&self.root, props, missing)
+    pub fn eval(&self, props: Props<'_>, vocab: &Vocabulary, missing: &mut Vec<KeyId>) -> Truth {
+        eval(&self.root, props, vocab, missing)
     }
 
     /// The equality tests on a name at the top of the constraint (alone or in a top-level `&`)
     /// whose literal is exact text: every match must have that value.
-    pub(crate) fn required_equalities(&self) -> Vec<(KeyId, &str)> {
+    pub(crate) fn required_equalities(&self) -> Vec<(KeyId, Sym)> {
         let top: &[Node] = match &self.root {
             Node::And(items) => items,
             other => std::slice::from_ref(other),
@@ -137,9 +140,7 @@ impl Compiled {
         top.iter()
             .filter_map(|node| match node {
                 Node::Compare(c) if c.op == Op::Eq && c.hint.is_none() => match &c.literal {
-                    Literal::Scalar(Scalar {
-                        exact: Some(text), ..
-                    }) => Some((c.key, &**text)),
+                    Literal::Scalar(Scalar { sym: Some(sym), .. }) => Some((c.key, *sym)),
                     _ => None,
                 },
                 _ => None,
@@ -165,20 +166,22 @@ fn compile(expr: &Expr, vocab: &mut Vocabulary) -> Node {
             hint: *hint,
             op: *op,
             literal: match value {
-                Value::Str(parts) => Literal::Scalar(scalar(parts)),
-                Value::List(items) => Literal::List(items.iter().map(|p| scalar(p)).collect()),
+                Value::Str(parts) => Literal::Scalar(scalar(parts, vocab)),
+                Value::List(items) => {
+                    Literal::List(items.iter().map(|p| scalar(p, vocab)).collect())
+                }
             },
         })),
     }
 }
 
-fn eval(node: &Node, props: &PropertySet, missing: &mut Vec<KeyId>) -> Truth {
+fn eval(node: &Node, props: Props<'_>, vocab: &Vocabulary, missing: &mut Vec<KeyId>) -> Truth {
     match node {
         Node::True => Truth::True,
         Node::And(items) => {
             let mut result = Truth::True;
             for item in items {
-                match eval(item, props, missing) {
+                match eval(item, props, vocab, missing) {
                     Truth::False => return Truth::False,
                     Truth::Undefined => result = Truth::Undefined,
                     Truth::True => {}
@@ -189,7 +192,7 @@ fn eval(node: &Node, props: &PropertySet, missing: &mut Vec<KeyId>) -> Truth {
         Node::Or(items) => {
             let mut result = Truth::False;
             for item in items {
-                match eval(item, props, missing) {
+                match eval(item, props, vocab, missing) {
                     Truth::True => return Truth::True,
                     Truth::Undefined => result = Truth::Undefined,
                     Truth::False => {}
@@ -197,7 +200,7 @@ fn eval(node: &Node, props: &PropertySet, missing: &mut Vec<KeyId>) -> Truth {
             }
             result
         }
-        Node::Not(inner) => match eval(inner, props, missing) {
+        Node::Not(inner) => match eval(inner, props, vocab, missing) {
             Truth::True => Truth::False,
             Truth::False => Truth::True,
             Truth::Undefined => Truth::Undefined,
@@ -215,7 +218,7 @@ fn eval(node: &Node, props: &PropertySet, missing: &mut Vec<KeyId>) -> Truth {
                 Truth::Undefined
             }
             Some(value) => {
-                if compare(value, c) {
+                if compare(value, c, vocab) {
                     Truth::True
                 } else {
                     Truth::False
@@ -271,42 +274,39 @@ pub(crate) fn wildcard_match(parts: &[Part], text: &str) -> bool {
     true
 }
 
-fn compare(value: &PropValue, c: &Comparison) -> bool {
+fn compare(value: &PropValue, c: &Comparison, vocab: &Vocabulary) -> bool {
     let literal = match &c.literal {
         Literal::Scalar(s) => s,
         Literal::List(items) => {
-            return c.op == Op::Eq && c.hint.is_none() && same_set(value, items);
+            return c.op == Op::Eq && c.hint.is_none() && same_set(value, items, vocab);
         }
     };
     if let Some(hint) = c.hint {
-        return match (hint, value) {
-            (Hint::Version, PropValue::Str(s)) => ordered(
-                parse_version(s)
-                    .zip(literal.version.as_ref())
-                    .map(|(a, b)| a.cmp(b)),
-                c.op,
-            ),
-            (Hint::Decimal, PropValue::Str(s)) => ordered(
-                parse_decimal(s).zip(literal.num).map(|(a, b)| a.cmp(&b)),
-                c.op,
-            ),
-            (Hint::Decimal, PropValue::Num(n)) => ordered(literal.num.map(|b| n.cmp(&b)), c.op),
-            (Hint::DateTime, PropValue::Str(s)) => ordered(
-                parse_time(s).zip(literal.time).map(|(a, b)| a.cmp(&b)),
-                c.op,
-            ),
-            _ => false,
+        let cmp = match (hint, value) {
+            (Hint::Version, PropValue::Str(s)) => vocab
+                .version(*s)
+                .zip(literal.version.as_ref())
+                .map(|(a, b)| a.cmp(b)),
+            (Hint::Decimal, PropValue::Str(s)) => parse_decimal(vocab.text(*s))
+                .zip(literal.num)
+                .map(|(a, b)| a.cmp(&b)),
+            (Hint::Decimal, PropValue::Num(n)) => literal.num.map(|b| n.cmp(&b)),
+            (Hint::DateTime, PropValue::Str(s)) => parse_time(vocab.text(*s))
+                .zip(literal.time)
+                .map(|(a, b)| a.cmp(&b)),
+            _ => None,
         };
+        return ordered(cmp, c.op);
     }
     match value {
         PropValue::Null | PropValue::BadNum => false,
         PropValue::Bool(b) => c.op == Op::Eq && literal.boolean == Some(*b),
         PropValue::Num(n) => ordered(literal.num.map(|l| n.cmp(&l)), c.op),
         PropValue::Str(s) => match c.op {
-            Op::Eq => wildcard_match(&literal.parts, s),
-            op => ordered(literal.exact.as_deref().map(|l| (**s).cmp(l)), op),
+            Op::Eq => str_matches(*s, literal, vocab),
+            op => ordered(literal.exact.as_deref().map(|l| vocab.text(*s).cmp(l)), op),
         },
-        PropValue::List(list) => c.op == Op::Eq && list_contains(list, literal),
+        PropValue::List(list) => c.op == Op::Eq && list_contains(list, literal, vocab),
     }
 }
 
@@ -318,20 +318,24 @@ fn item_matches_num(n: &Decimal, literal: &Scalar) -> bool {
     literal.num.as_ref() == Some(n)
 }
 
-fn item_matches_str(s: &str, literal: &Scalar) -> bool {
-    wildcard_match(&literal.parts, s)
+/// An exact literal compares symbols; only a pattern needs the text.
+fn str_matches(s: Sym, literal: &Scalar, vocab: &Vocabulary) -> bool {
+    match literal.sym {
+        Some(sym) => sym == s,
+        None => wildcard_match(&literal.parts, vocab.text(s)),
+    }
 }
 
-fn list_contains(list: &List, literal: &Scalar) -> bool {
+fn list_contains(list: &List, literal: &Scalar, vocab: &Vocabulary) -> bool {
     match list {
         List::Bool(items) => items.iter().any(|b| item_matches_bool(*b, literal)),
         List::Num(items) => items.iter().any(|n| item_matches_num(n, literal)),
-        List::Str(items) => items.iter().any(|s| item_matches_str(s, literal)),
+        List::Str(items) => items.iter().any(|s| str_matches(*s, literal, vocab)),
     }
 }
 
 /// `(name=[a,b])` on a list property: the same set, order and repeats aside.
-fn same_set(value: &PropValue, literals: &[Scalar]) -> bool {
+fn same_set(value: &PropValue, literals: &[Scalar], vocab: &Vocabulary) -> bool {
     fn both_ways<T>(
         items: &[T],
         literals: &[Scalar],
@@ -340,14 +344,12 @@ fn same_set(value: &PropValue, literals: &[Scalar]) -> bool {
         items.iter().all(|i| literals.iter().any(|l| matches(i, l)))
             && literals.iter().all(|l| items.iter().any(|i| matches(i, l)))
     }
-    match value {
-        PropValue::List(List::Bool(items)) => {
-            both_ways(items, literals, |b, l| item_matches_bool(*b, l))
-        }
-        PropValue::List(List::Num(items)) => both_ways(items, literals, item_matches_num),
-        PropValue::List(List::Str(items)) => {
-            both_ways(items, literals, |s, l| item_matches_str(s, l))
-        }
-        _ => false,
+    let PropValue::List(list) = value else {
+        return false;
+    };
+    match &**list {
+        List::Bool(items) => both_ways(items, literals, |b, l| item_matches_bool(*b, l)),
+        List::Num(items) => both_ways(items, literals, item_matches_num),
+        List::Str(items) => both_ways(items, literals, |s, l| str_matches(*s, l, vocab)),
     }
 }

@@ -36,4 +36,4 @@ pub use eval::{Compiled, Truth};
 pub use matcher::{DEFAULT_INDEXED, MatchReport, Offers, Outcome, Side, SideError, match_pair};
 pub use parse::{MAX_DEPTH, MAX_LEN, ParseError, parse};
 pub use properties::{Error, Properties, flatten};
-pub use value::{KeyId, List, PropValue, PropertySet, Vocabulary};
+pub use value::{KeyId, List, PropValue, PropertySet, Props, Sym, Vocabulary};

@@ -2,7 +2,7 @@
 
 use crate::ast::Expr;
 use crate::eval::{Compiled, Truth};
-use crate::value::{KeyId, List, PropValue, PropertySet, Vocabulary};
+use crate::value::{KeyId, List, PropValue, PropertySet, Props, Sym, Vocabulary, typed};
 use crate::{ParseError, Properties};
 use std::collections::HashMap;
 
@@ -96,8 +96,12 @@ fn names(vocab: &Vocabulary, mut keys: Vec<KeyId>) -> Vec<String> {
 /// Matches one demand with one offer, both ways.
 pub fn match_pair(vocab: &Vocabulary, demand: &Side, offer: &Side) -> MatchReport {
     let (mut missing_d, mut missing_o) = (Vec::new(), Vec::new());
-    let demand_side = demand.constraints.eval(&offer.properties, &mut missing_d);
-    let offer_side = offer.constraints.eval(&demand.properties, &mut missing_o);
+    let demand_side = demand
+        .constraints
+        .eval(offer.properties.view(), vocab, &mut missing_d);
+    let offer_side = offer
+        .constraints
+        .eval(demand.properties.view(), vocab, &mut missing_o);
     let keep = |t: Truth, m: Vec<KeyId>| {
         if t == Truth::Undefined {
             names(vocab, m)
@@ -115,10 +119,16 @@ pub fn match_pair(vocab: &Vocabulary, demand: &Side, offer: &Side) -> MatchRepor
 }
 
 /// Whether a pair matches, without collecting names: the hot path of [`Offers`].
-fn is_match(demand: &Side, offer: &Side, scratch: &mut Vec<KeyId>) -> bool {
+fn is_match(
+    vocab: &Vocabulary,
+    demand: &Side,
+    offer: Props<'_>,
+    offer_constraints: &Compiled,
+    scratch: &mut Vec<KeyId>,
+) -> bool {
     scratch.clear();
-    demand.constraints.eval(&offer.properties, scratch) == Truth::True
-        && offer.constraints.eval(&demand.properties, scratch) == Truth::True
+    demand.constraints.eval(offer, vocab, scratch) == Truth::True
+        && offer_constraints.eval(demand.properties.view(), vocab, scratch) == Truth::True
 }
 
 /// The properties offers are grouped by unless told otherwise: demands almost always name the
@@ -130,16 +140,32 @@ pub const DEFAULT_INDEXED: &[&str] = &["golem.runtime.name"];
 /// For each indexed property, offers are grouped by its string value (each item, for a list).
 /// A demand that requires `(name=value)` at its top level can only match offers in that group,
 /// since any other offer makes that part false or undefined; only those are evaluated.
+///
+/// Matching is bound by memory, not arithmetic, so the layout matters: every offer's keys and
+/// values live in two shared arrays in push order (a scan walks memory forwards), and offers that
+/// state the same constraints share one compiled copy, which stays in cache.
 #[derive(Debug, Clone)]
 pub struct Offers {
     pub vocab: Vocabulary,
-    offers: Vec<Side>,
+    keys: Vec<KeyId>,
+    values: Vec<PropValue>,
+    /// Per offer: where its properties start, how many, and its constraints.
+    spans: Vec<Span>,
+    constraints: Vec<Compiled>,
+    constraint_ids: HashMap<Expr, u32>,
     index: HashMap<KeyId, Group>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+    constraints: u32,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Group {
-    by_value: HashMap<Box<str>, Vec<u32>>,
+    by_value: HashMap<Sym, Vec<u32>>,
     /// Offers whose value is not a string (a number, say): always evaluated.
     untyped: Vec<u32>,
 }
@@ -154,47 +180,80 @@ impl Offers {
             .collect();
         Self {
             vocab,
-            offers: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            spans: Vec::new(),
+            constraints: Vec::new(),
+            constraint_ids: HashMap::new(),
             index,
         }
     }
 
     /// Adds an offer; its position is its handle in match results.
     pub fn push(&mut self, properties: &Properties, constraints: &Expr) -> usize {
-        let side = Side::new(&mut self.vocab, properties, constraints);
-        let at = self.offers.len();
+        let at = self.spans.len();
         let handle = u32::try_from(at).expect("fewer than 2^32 offers");
+        let typed = typed(&mut self.vocab, properties);
+        let constraints = match self.constraint_ids.get(constraints) {
+            Some(id) => *id,
+            None => {
+                let id =
+                    u32::try_from(self.constraints.len()).expect("fewer than 2^32 constraints");
+                self.constraints
+                    .push(Compiled::new(constraints, &mut self.vocab));
+                self.constraint_ids.insert(constraints.clone(), id);
+                id
+            }
+        };
+        let start = u32::try_from(self.keys.len()).expect("fewer than 2^32 properties in all");
+        let len = u32::try_from(typed.len()).expect("fewer than 2^32 properties in an offer");
+        for (key, value) in typed {
+            self.keys.push(key);
+            self.values.push(value);
+        }
+        self.spans.push(Span {
+            start,
+            len,
+            constraints,
+        });
+        // Field by field, so the index can be written while the new properties are read.
+        let props = Props::new(&self.keys[start as usize..], &self.values[start as usize..]);
         for (key, group) in &mut self.index {
-            match side.properties.get(*key) {
+            match props.get(*key) {
                 None => {}
-                Some(PropValue::Str(s)) => {
-                    group.by_value.entry(s.clone()).or_default().push(handle)
-                }
-                Some(PropValue::List(List::Str(items))) => {
-                    let mut items: Vec<&Box<str>> = items.iter().collect();
-                    items.sort();
+                Some(PropValue::Str(s)) => group.by_value.entry(*s).or_default().push(handle),
+                Some(PropValue::List(list)) if matches!(**list, List::Str(_)) => {
+                    let List::Str(items) = &**list else { continue };
+                    let mut items = items.clone();
+                    items.sort_unstable();
                     items.dedup();
                     for item in items {
-                        group.by_value.entry(item.clone()).or_default().push(handle);
+                        group.by_value.entry(item).or_default().push(handle);
                     }
                 }
                 Some(_) => group.untyped.push(handle),
             }
         }
-        self.offers.push(side);
         at
     }
 
+    fn props(&self, at: usize) -> Props<'_> {
+        let span = self.spans[at];
+        let range = span.start as usize..(span.start + span.len) as usize;
+        Props::new(&self.keys[range.clone()], &self.values[range])
+    }
+
     pub fn len(&self) -> usize {
-        self.offers.len()
+        self.spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.offers.is_empty()
+        self.spans.is_empty()
     }
 
-    pub fn get(&self, at: usize) -> Option<&Side> {
-        self.offers.get(at)
+    /// An offer's properties, to read a value of it.
+    pub fn properties(&self, at: usize) -> Option<Props<'_>> {
+        (at < self.spans.len()).then(|| self.props(at))
     }
 
     /// Compiles a demand against this set's vocabulary.
@@ -202,17 +261,22 @@ impl Offers {
         Side::new(&mut self.vocab, properties, constraints)
     }
 
+    fn check(&self, demand: &Side, at: usize, scratch: &mut Vec<KeyId>) -> bool {
+        let constraints = &self.constraints[self.spans[at].constraints as usize];
+        is_match(&self.vocab, demand, self.props(at), constraints, scratch)
+    }
+
     /// The offers that match `demand`, in push order, using the index where the demand allows.
     pub fn match_all(&self, demand: &Side) -> Vec<usize> {
         let mut best: Option<Vec<u32>> = None;
-        for (key, text) in demand.constraints.required_equalities() {
+        for (key, sym) in demand.constraints.required_equalities() {
             let Some(group) = self.index.get(&key) else {
                 continue;
             };
-            let hits = group.by_value.get(text).map_or(0, Vec::len) + group.untyped.len();
+            let hits = group.by_value.get(&sym).map_or(0, Vec::len) + group.untyped.len();
             if best.as_ref().is_none_or(|b| hits < b.len()) {
                 let mut candidates: Vec<u32> =
-                    group.by_value.get(text).cloned().unwrap_or_default();
+                    group.by_value.get(&sym).cloned().unwrap_or_default();
                 candidates.extend(&group.untyped);
                 candidates.sort_unstable();
                 best = Some(candidates);
@@ -223,7 +287,7 @@ impl Offers {
             Some(candidates) => candidates
                 .into_iter()
                 .map(|i| i as usize)
-                .filter(|&i| is_match(demand, &self.offers[i], &mut scratch))
+                .filter(|&i| self.check(demand, i, &mut scratch))
                 .collect(),
             None => self.match_all_linear(demand),
         }
@@ -233,8 +297,8 @@ impl Offers {
     /// against, and its oracle in tests.
     pub fn match_all_linear(&self, demand: &Side) -> Vec<usize> {
         let mut scratch = Vec::new();
-        (0..self.offers.len())
-            .filter(|&i| is_match(demand, &self.offers[i], &mut scratch))
+        (0..self.spans.len())
+            .filter(|&i| self.check(demand, i, &mut scratch))
             .collect()
     }
 }
