@@ -46,6 +46,18 @@ pub enum Command {
     /// Market tools.
     #[command(subcommand)]
     Market(MarketCommand),
+    /// The peer-to-peer network.
+    #[command(subcommand)]
+    Net(NetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// This node's peer id, listen addresses and connected peers.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +151,27 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Node(NodeCommand::Run(args)) => run_node(&args, data_dir).await,
         Command::Id(cmd) => id(cmd, &client(data_dir)?).await,
         Command::AppKey(cmd) => app_key(cmd, &client(data_dir)?).await,
+        Command::Net(NetCommand::Status { json: as_json }) => {
+            let status: agora_net::NetStatus = client(data_dir)?.get("/net-api/v1/status").await?;
+            if as_json {
+                json(&status);
+            } else {
+                println!("peer id: {}", status.peer_id);
+                let rows: Vec<Vec<String>> = status
+                    .listen
+                    .iter()
+                    .map(|a| vec!["listen".to_string(), a.clone()])
+                    .chain(
+                        status
+                            .peers
+                            .iter()
+                            .map(|p| vec!["peer".to_string(), p.clone()]),
+                    )
+                    .collect();
+                table(&["KIND", "ADDRESS / PEER ID"], &rows);
+            }
+            Ok(())
+        }
         Command::Constraints(ConstraintsCommand::Check { expr }) => {
             let parsed = agora_grammar::parse(&expr).map_err(|e| Error::Input(e.to_string()))?;
             println!("{parsed}");

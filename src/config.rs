@@ -22,6 +22,10 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub identity_password_file: Option<PathBuf>,
     pub postgres_bin_dir: Option<PathBuf>,
+    pub listen: Option<Vec<String>>,
+    pub peers: Option<Vec<String>>,
+    pub mdns: Option<bool>,
+    pub swarm_key_file: Option<PathBuf>,
 }
 
 /// Flags of `agora node run`, each with its environment variable.
@@ -45,6 +49,28 @@ pub struct NodeArgs {
     /// Folder with PostgreSQL's `initdb`, `pg_ctl` and `postgres` for the embedded database.
     #[arg(long, env = "AGORA_POSTGRES_BIN_DIR", value_name = "DIR")]
     pub postgres_bin_dir: Option<PathBuf>,
+    /// p2p listen address (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long,
+        env = "AGORA_LISTEN",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+    /// Bootstrap peer to dial (repeatable; the variable takes a comma-separated list).
+    #[arg(
+        long = "peer",
+        env = "AGORA_PEERS",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
+    pub peers: Vec<String>,
+    /// Find peers on the local network with mDNS.
+    #[arg(long, env = "AGORA_MDNS")]
+    pub mdns: bool,
+    /// Pre-shared key file of a private network (pnet); only nodes with the same key connect.
+    #[arg(long = "swarm-key", env = "AGORA_SWARM_KEY_FILE", value_name = "FILE")]
+    pub swarm_key_file: Option<PathBuf>,
 }
 
 /// Where the node's database is.
@@ -64,6 +90,55 @@ pub struct Settings {
     pub database: Database,
     pub log: String,
     pub identity_password_file: Option<PathBuf>,
+    pub net: agora_net::NetConfig,
+}
+
+/// The p2p listen address when none is given: every interface, a fixed port.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/7464";
+
+fn multiaddrs(key: &str, texts: Vec<String>) -> Result<Vec<agora_net::Multiaddr>, Error> {
+    texts
+        .into_iter()
+        .map(|t| {
+            t.trim().parse().map_err(|e| {
+                Error::Config(format!(
+                    "{key}: '{t}' is not a multiaddr ({e}), e.g. /ip4/127.0.0.1/tcp/7464"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<agora_net::NetConfig, Error> {
+    let pick = |flag: &Vec<String>, file: &Option<Vec<String>>| {
+        if flag.is_empty() {
+            file.clone().unwrap_or_default()
+        } else {
+            flag.clone()
+        }
+    };
+    let mut listen = pick(&args.listen, &file.listen);
+    if listen.is_empty() && file.listen.is_none() {
+        listen.push(DEFAULT_LISTEN.into());
+    }
+    let swarm_key = match args.swarm_key_file.clone().or(file.swarm_key_file.clone()) {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::Config(format!("swarm_key_file {}: {e}", path.display())))?;
+            Some(
+                agora_net::read_swarm_key(&text).map_err(|e| {
+                    Error::Config(format!("swarm_key_file {}: {e}", path.display()))
+                })?,
+            )
+        }
+    };
+    Ok(agora_net::NetConfig {
+        listen: multiaddrs("listen", listen)?,
+        peers: multiaddrs("peer", pick(&args.peers, &file.peers))?,
+        mdns: args.mdns || file.mdns.unwrap_or(false),
+        swarm_key,
+    })
 }
 
 /// The data dir when none is given: `/var/lib/agora` for root (a system daemon), else
@@ -100,6 +175,7 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let net = net_config(args, &file)?;
         let data_dir = data_dir.or(file.data_dir).unwrap_or_else(default_data_dir);
         let api_addr = match args.api_addr.or(file.api_addr) {
             Some(addr) => addr,
@@ -134,6 +210,7 @@ impl Settings {
                 .identity_password_file
                 .clone()
                 .or(file.identity_password_file),
+            net,
         })
     }
 }

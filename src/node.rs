@@ -145,6 +145,33 @@ fn read_password(settings: &Settings) -> Result<Option<String>, Error> {
     Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()))
 }
 
+/// Refuses p2p listen addresses whose TCP port is taken, before anything is created. (libp2p
+/// binds them later; a port that is free now and taken then is reported by that bind.)
+fn check_p2p_ports(listen: &[agora_net::Multiaddr]) -> Result<(), Error> {
+    use agora_net::Protocol;
+    use std::net::{IpAddr, SocketAddr};
+    for addr in listen {
+        let mut ip: Option<IpAddr> = None;
+        let mut port: Option<u16> = None;
+        for part in addr.iter() {
+            match part {
+                Protocol::Ip4(a) => ip = Some(a.into()),
+                Protocol::Ip6(a) => ip = Some(a.into()),
+                Protocol::Tcp(p) => port = Some(p),
+                _ => {}
+            }
+        }
+        if let (Some(ip), Some(port)) = (ip, port.filter(|p| *p != 0)) {
+            let socket = SocketAddr::new(ip, port);
+            std::net::TcpListener::bind(socket).map_err(|source| Error::Listen {
+                addr: socket,
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs a node until `shutdown` is cancelled, then stops it gracefully: in-flight requests finish,
 /// the pool closes, and the embedded database stops.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
@@ -162,6 +189,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     // traverse the data dir (not list or read it).
     let embedded_as_root = matches!(settings.database, Database::Embedded { .. })
         && nix::unistd::Uid::effective().is_root();
+    check_p2p_ports(&settings.net.listen)?;
     let data = DataDir::open(
         &settings.data_dir,
         if embedded_as_root { 0o711 } else { 0o700 },
@@ -189,6 +217,28 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             return Err(e);
         }
     };
+    let network = async {
+        let node_id = identities.default_address().await?;
+        let key = identities.signer(node_id).map_err(|_| {
+            Error::Config(format!(
+                "the default identity {node_id} is locked; give its password with identity_password_file"
+            ))
+        })?;
+        agora_net::start(key.libp2p_keypair(), settings.net.clone(), shutdown.clone()).await.map_err(|e| match e {
+            agora_net::Error::Listen { .. } | agora_net::Error::Dial { .. } | agora_net::Error::SwarmKey(_) => {
+                Error::Config(format!("p2p: {e}"))
+            }
+            other => Error::Io(std::io::Error::other(other.to_string())),
+        })
+    }
+    .await;
+    let (net, net_task) = match network {
+        Ok(started) => started,
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
 
     let admin_token = random_token();
     data.write_node_file(&NodeFile {
@@ -199,14 +249,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let node_id = identities.default_address().await?;
     tracing::info!(%api_addr, node_id = %node_id, data_dir = %data.path().display(), "agora node is up");
 
-    let state = AppState::new(identities, db.pool.clone(), admin_token);
+    let state = AppState::new(identities, db.pool.clone(), net, admin_token);
     let served = axum::serve(
         tokio::net::TcpListener::from_std(listener)?,
         api::app(state),
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
     .await;
     tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ended = net_task.await;
     data.remove_node_file();
     db.close().await;
     served?;

@@ -8,6 +8,10 @@ use pest::iterators::Pair;
 #[grammar = "constraints.pest"]
 struct ConstraintParser;
 
+/// The whitespace the grammar skips between tokens (`ws`); a bare value is trimmed of exactly
+/// these, so the printer and the parser agree on what a value is.
+const BLANKS: [char; 4] = [' ', '\t', '\r', '\n'];
+
 /// The longest constraint accepted, in bytes.
 pub const MAX_LEN: usize = 64 * 1024;
 /// The deepest nesting of parentheses accepted.
@@ -168,7 +172,7 @@ fn build_comparison(pair: Pair<'_, Rule>) -> Expr {
                 }
             }
             Rule::quoted => value = Value::Str(normalise(vec![Part::Text(unquote(part))])),
-            Rule::bare => value = Value::Str(pattern(part.as_str().trim())),
+            Rule::bare => value = Value::Str(pattern(part.as_str().trim_matches(BLANKS))),
             Rule::list => {
                 value = Value::List(
                     part.into_inner()

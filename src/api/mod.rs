@@ -27,15 +27,22 @@ use std::sync::Arc;
 pub struct AppState {
     pub identities: Identities,
     pub pool: PgPool,
+    pub net: agora_net::NetHandle,
     admin_token: Arc<str>,
     pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    pub fn new(identities: Identities, pool: PgPool, admin_token: String) -> Self {
+    pub fn new(
+        identities: Identities,
+        pool: PgPool,
+        net: agora_net::NetHandle,
+        admin_token: String,
+    ) -> Self {
         Self {
             identities,
             pool,
+            net,
             admin_token: admin_token.into(),
             metrics: Arc::new(Metrics::new()),
         }
@@ -47,6 +54,7 @@ pub fn app(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/me", get(me))
         .route("/metrics", get(metrics::render))
+        .route("/net-api/v1/status", get(net_status))
         .nest("/admin/v1", admin::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -100,6 +108,15 @@ async fn me(
             role: "admin".into(),
         },
     }))
+}
+
+async fn net_status(State(state): State<AppState>) -> Result<Json<agora_net::NetStatus>, ApiError> {
+    state
+        .net
+        .status()
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
 async fn not_found() -> ApiError {

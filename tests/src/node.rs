@@ -47,6 +47,12 @@ impl NodeProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--api-addr", "127.0.0.1:0"])
+            // Loopback only, on a free port, unless the test says otherwise.
+            .args(if extra.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "/ip4/127.0.0.1/tcp/0"][..]
+            })
             .args(extra)
             .env_remove("DATABASE_URL")
             .envs(env.iter().copied())

@@ -78,6 +78,21 @@ impl TestPg {
         self.cluster.tcp_url(&self.db)
     }
 
+    /// Creates another database in the same cluster (for a second node, say) and returns its URL.
+    pub async fn another_database(&self, name: &str) -> String {
+        assert!(
+            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "plain database names only"
+        );
+        let pool = self.pool().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create a database");
+        pool.close().await;
+        self.cluster.tcp_url(name)
+    }
+
     /// A pool on the test database.
     pub async fn pool(&self) -> PgPool {
         PgPoolOptions::new()

@@ -2,5 +2,6 @@
 
 mod grammar_cli;
 mod identity_store;
+mod network;
 mod node;
 mod services;

@@ -294,3 +294,31 @@ fn missing_postgres_binaries_name_the_package_to_install() {
         "nothing is left of a start that could not find PostgreSQL"
     );
 }
+
+#[test]
+fn a_p2p_port_in_use_is_refused_before_anything_is_made() {
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("node");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let err = refused(
+        &data_dir,
+        &["--api-addr", "127.0.0.1:0", "--listen", &listen],
+        &[],
+    );
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!data_dir.exists());
+    let err = refused(
+        &data_dir,
+        &["--api-addr", "127.0.0.1:0", "--listen", "tcp:7464"],
+        &[],
+    );
+    assert!(
+        err.contains("listen: 'tcp:7464' is not a multiaddr"),
+        "{err}"
+    );
+}

@@ -1,0 +1,60 @@
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping};
+use std::time::Duration;
+
+/// The largest gossip message: offer announcements carry ids, not bodies.
+pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
+
+/// Every protocol of an agora node, in one behaviour.
+// Not `Debug`: libp2p's behaviours do not implement it.
+#[allow(missing_debug_implementations)]
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+impl Behaviour {
+    pub fn new(key: &Keypair, with_mdns: bool) -> Result<Self, String> {
+        let peer_id = key.public().to_peer_id();
+        let identify = identify::Behaviour::new(
+            identify::Config::new("/agora/id/1".into(), key.public())
+                .with_agent_version(format!("agora/{}", env!("CARGO_PKG_VERSION"))),
+        );
+        let mut kad_config = kad::Config::new(StreamProtocol::new("/agora/kad/1"));
+        kad_config.set_query_timeout(Duration::from_secs(30));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        kad.set_mode(Some(kad::Mode::Server));
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .max_transmit_size(MAX_GOSSIP_BYTES)
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .heartbeat_interval(Duration::from_secs(1))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )?;
+        let mdns = if with_mdns {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            gossipsub,
+            mdns: mdns.into(),
+        })
+    }
+}
