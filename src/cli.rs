@@ -13,11 +13,7 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "agora",
-    version,
-    about = "agora: a peer-to-peer compute marketplace node"
-)]
+#[command(name = "agora", version, about = "agora: a peer-to-peer compute marketplace node")]
 pub struct Cli {
     /// The node's data dir [default: /var/lib/agora for root, else ~/.local/share/agora].
     #[arg(long, global = true, env = "AGORA_DATA_DIR", value_name = "DIR")]
@@ -161,12 +157,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     .listen
                     .iter()
                     .map(|a| vec!["listen".to_string(), a.clone()])
-                    .chain(
-                        status
-                            .peers
-                            .iter()
-                            .map(|p| vec!["peer".to_string(), p.clone()]),
-                    )
+                    .chain(status.peers.iter().map(|p| vec!["peer".to_string(), p.clone()]))
                     .collect();
                 table(&["KIND", "ADDRESS / PEER ID"], &rows);
             }
@@ -177,14 +168,11 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             println!("{parsed}");
             Ok(())
         }
-        Command::Market(MarketCommand::Match {
-            offer,
-            demand,
-            json,
-        }) => crate::matching::run(&offer, &demand, json),
+        Command::Market(MarketCommand::Match { offer, demand, json }) => {
+            crate::matching::run(&offer, &demand, json)
+        }
         Command::Results(ResultsCommand::Hash { dir }) => {
-            let hash =
-                agora_activity::results_hash(&dir).map_err(|e| Error::Input(e.to_string()))?;
+            let hash = agora_activity::results_hash(&dir).map_err(|e| Error::Input(e.to_string()))?;
             println!("{hash}");
             Ok(())
         }
@@ -200,10 +188,8 @@ async fn run_node(args: &NodeArgs, data_dir: Option<PathBuf>) -> Result<(), Erro
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
         .map_err(|e| Error::Config(format!("log filter: {e}")))?;
     // A second subscriber can only be installed by a caller that set one up already; keep theirs.
-    let _already_set = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _already_set =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -243,10 +229,7 @@ fn segment(text: &str) -> String {
 }
 
 fn id_path(id: &Option<String>) -> String {
-    format!(
-        "/admin/v1/identities/{}",
-        segment(id.as_deref().unwrap_or("default"))
-    )
+    format!("/admin/v1/identities/{}", segment(id.as_deref().unwrap_or("default")))
 }
 
 fn read_password() -> Result<String, Error> {
@@ -254,9 +237,7 @@ fn read_password() -> Result<String, Error> {
     std::io::stdin().lock().read_line(&mut line)?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     if password.is_empty() {
-        return Err(Error::Config(
-            "no password on standard input (give it as one line)".into(),
-        ));
+        return Err(Error::Config("no password on standard input (give it as one line)".into()));
     }
     Ok(password)
 }
@@ -274,10 +255,7 @@ fn identity_rows(ids: &[IdentityInfo]) {
             ]
         })
         .collect();
-    table(
-        &["ADDRESS", "ALIAS", "DEFAULT", "LOCKED", "UNLOCKED"],
-        &rows,
-    );
+    table(&["ADDRESS", "ALIAS", "DEFAULT", "LOCKED", "UNLOCKED"], &rows);
 }
 
 fn show_identity(info: &IdentityInfo, as_json: bool) {
@@ -290,36 +268,20 @@ fn show_identity(info: &IdentityInfo, as_json: bool) {
     println!("default:  {}", yes_no(info.is_default));
     println!("locked:   {}", yes_no(info.locked));
     println!("unlocked: {}", yes_no(info.unlocked));
-    println!(
-        "peer id:  {}",
-        info.peer_id.as_deref().unwrap_or("- (unlock to derive)")
-    );
+    println!("peer id:  {}", info.peer_id.as_deref().unwrap_or("- (unlock to derive)"));
 }
 
 async fn id(cmd: IdCommand, client: &Client) -> Result<(), Error> {
     match cmd {
         IdCommand::Show { id, json } => show_identity(&client.get(&id_path(&id)).await?, json),
-        IdCommand::Create {
-            alias,
-            password_stdin,
-            default,
-            json,
-        } => {
-            let password = if password_stdin {
-                Some(read_password()?)
-            } else {
-                None
-            };
+        IdCommand::Create { alias, password_stdin, default, json } => {
+            let password = if password_stdin { Some(read_password()?) } else { None };
             let body = json!({"alias": alias, "password": password, "default": default});
             show_identity(&client.post("/admin/v1/identities", &body).await?, json);
         }
         IdCommand::List { json: as_json } => {
             let ids: Vec<IdentityInfo> = client.get("/admin/v1/identities").await?;
-            if as_json {
-                json(&ids)
-            } else {
-                identity_rows(&ids)
-            }
+            if as_json { json(&ids) } else { identity_rows(&ids) }
         }
         IdCommand::Lock { id } => {
             let info = password_action(client, &id, "lock").await?;
@@ -334,24 +296,14 @@ async fn id(cmd: IdCommand, client: &Client) -> Result<(), Error> {
 }
 
 /// `lock` or `unlock` an identity with a password read from standard input.
-async fn password_action(
-    client: &Client,
-    id: &Option<String>,
-    action: &str,
-) -> Result<IdentityInfo, Error> {
+async fn password_action(client: &Client, id: &Option<String>, action: &str) -> Result<IdentityInfo, Error> {
     let body = json!({"password": read_password()?});
-    client
-        .post(&format!("{}/{action}", id_path(id)), &body)
-        .await
+    client.post(&format!("{}/{action}", id_path(id)), &body).await
 }
 
 async fn app_key(cmd: AppKeyCommand, client: &Client) -> Result<(), Error> {
     match cmd {
-        AppKeyCommand::Create {
-            name,
-            identity,
-            role,
-        } => {
+        AppKeyCommand::Create { name, identity, role } => {
             let body = json!({"name": name, "identity": identity, "role": role});
             let created: serde_json::Value = client.post("/admin/v1/app-keys", &body).await?;
             let key = created
@@ -380,9 +332,7 @@ async fn app_key(cmd: AppKeyCommand, client: &Client) -> Result<(), Error> {
             }
         }
         AppKeyCommand::Drop { name } => {
-            client
-                .delete(&format!("/admin/v1/app-keys/{}", segment(&name)))
-                .await?;
+            client.delete(&format!("/admin/v1/app-keys/{}", segment(&name))).await?;
             eprintln!("dropped app-key {name}");
         }
     }

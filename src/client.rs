@@ -23,42 +23,28 @@ impl Client {
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| Error::Http(e.to_string()))?;
-        Ok(Self {
-            http,
-            base: node.api_url,
-            token: node.admin_token,
-        })
+        Ok(Self { http, base: node.api_url, token: node.admin_token })
     }
 
-    async fn send<T: DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<Option<T>, Error> {
-        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
-            Error::Http(format!("{e} (is the node at {} still running?)", self.base))
-        })?;
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<Option<T>, Error> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Error::Http(format!("{e} (is the node at {} still running?)", self.base)))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| Error::Http(e.to_string()))?;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
-                .and_then(|v| {
-                    v.get("message")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_string)
-                })
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
                 .unwrap_or_else(|| format!("the node answered {status}"));
-            return Err(Error::Refused {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(Error::Refused { status: status.as_u16(), message });
         }
         if bytes.is_empty() {
             return Ok(None);
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Http(format!("unexpected answer: {e}")))
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Http(format!("unexpected answer: {e}")))
     }
 
     fn url(&self, path: &str) -> String {
@@ -66,24 +52,16 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
-        self.send(self.http.get(self.url(path)))
-            .await?
-            .ok_or_else(|| Error::Http("empty answer".into()))
+        self.send(self.http.get(self.url(path))).await?.ok_or_else(|| Error::Http("empty answer".into()))
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, Error> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, Error> {
         self.send(self.http.post(self.url(path)).json(body))
             .await?
             .ok_or_else(|| Error::Http("empty answer".into()))
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), Error> {
-        self.send::<serde_json::Value>(self.http.delete(self.url(path)))
-            .await
-            .map(|_| ())
+        self.send::<serde_json::Value>(self.http.delete(self.url(path))).await.map(|_| ())
     }
 }

@@ -50,20 +50,10 @@ pub struct NodeArgs {
     #[arg(long, env = "AGORA_POSTGRES_BIN_DIR", value_name = "DIR")]
     pub postgres_bin_dir: Option<PathBuf>,
     /// p2p listen address (repeatable; the variable takes a comma-separated list).
-    #[arg(
-        long,
-        env = "AGORA_LISTEN",
-        value_name = "MULTIADDR",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "AGORA_LISTEN", value_name = "MULTIADDR", value_delimiter = ',')]
     pub listen: Vec<String>,
     /// Bootstrap peer to dial (repeatable; the variable takes a comma-separated list).
-    #[arg(
-        long = "peer",
-        env = "AGORA_PEERS",
-        value_name = "MULTIADDR",
-        value_delimiter = ','
-    )]
+    #[arg(long = "peer", env = "AGORA_PEERS", value_name = "MULTIADDR", value_delimiter = ',')]
     pub peers: Vec<String>,
     /// Find peers on the local network with mDNS.
     #[arg(long, env = "AGORA_MDNS")]
@@ -101,9 +91,7 @@ fn multiaddrs(key: &str, texts: Vec<String>) -> Result<Vec<agora_net::Multiaddr>
         .into_iter()
         .map(|t| {
             t.trim().parse().map_err(|e| {
-                Error::Config(format!(
-                    "{key}: '{t}' is not a multiaddr ({e}), e.g. /ip4/127.0.0.1/tcp/7464"
-                ))
+                Error::Config(format!("{key}: '{t}' is not a multiaddr ({e}), e.g. /ip4/127.0.0.1/tcp/7464"))
             })
         })
         .collect()
@@ -111,11 +99,7 @@ fn multiaddrs(key: &str, texts: Vec<String>) -> Result<Vec<agora_net::Multiaddr>
 
 fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<agora_net::NetConfig, Error> {
     let pick = |flag: &Vec<String>, file: &Option<Vec<String>>| {
-        if flag.is_empty() {
-            file.clone().unwrap_or_default()
-        } else {
-            flag.clone()
-        }
+        if flag.is_empty() { file.clone().unwrap_or_default() } else { flag.clone() }
     };
     let mut listen = pick(&args.listen, &file.listen);
     if listen.is_empty() && file.listen.is_none() {
@@ -127,9 +111,8 @@ fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<agora_net::NetConfig
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| Error::Config(format!("swarm_key_file {}: {e}", path.display())))?;
             Some(
-                agora_net::read_swarm_key(&text).map_err(|e| {
-                    Error::Config(format!("swarm_key_file {}: {e}", path.display()))
-                })?,
+                agora_net::read_swarm_key(&text)
+                    .map_err(|e| Error::Config(format!("swarm_key_file {}: {e}", path.display())))?,
             )
         }
     };
@@ -138,6 +121,7 @@ fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<agora_net::NetConfig
         peers: multiaddrs("peer", pick(&args.peers, &file.peers))?,
         mdns: args.mdns || file.mdns.unwrap_or(false),
         swarm_key,
+        topics: Vec::new(),
     })
 }
 
@@ -150,9 +134,7 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(xdg).join("agora");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/agora")
 }
 
@@ -192,13 +174,9 @@ impl Settings {
                 }
                 Database::External(url)
             }
-            None => Database::Embedded {
-                bin_dir: args.postgres_bin_dir.clone().or(file.postgres_bin_dir),
-            },
+            None => Database::Embedded { bin_dir: args.postgres_bin_dir.clone().or(file.postgres_bin_dir) },
         };
-        let log = non_empty(args.log.clone())
-            .or(file.log)
-            .unwrap_or_else(|| DEFAULT_LOG.into());
+        let log = non_empty(args.log.clone()).or(file.log).unwrap_or_else(|| DEFAULT_LOG.into());
         tracing_subscriber::EnvFilter::try_new(&log)
             .map_err(|e| Error::Config(format!("log filter '{log}': {e}")))?;
         Ok(Self {
@@ -206,10 +184,7 @@ impl Settings {
             api_addr,
             database,
             log,
-            identity_password_file: args
-                .identity_password_file
-                .clone()
-                .or(file.identity_password_file),
+            identity_password_file: args.identity_password_file.clone().or(file.identity_password_file),
             net,
         })
     }
@@ -228,12 +203,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
-        let (_d, path) =
-            write("api_addr = \"127.0.0.1:9000\"\nlog = \"debug\"\ndata_dir = \"/srv/a\"\n");
-        let args = NodeArgs {
-            config: Some(path.clone()),
-            ..Default::default()
-        };
+        let (_d, path) = write("api_addr = \"127.0.0.1:9000\"\nlog = \"debug\"\ndata_dir = \"/srv/a\"\n");
+        let args = NodeArgs { config: Some(path.clone()), ..Default::default() };
         let s = Settings::resolve(&args, None).unwrap();
         assert_eq!(s.api_addr.port(), 9000);
         assert_eq!(s.log, "debug");
@@ -249,10 +220,7 @@ mod tests {
         let s = Settings::resolve(&args, Some("/srv/b".into())).unwrap();
         assert_eq!(s.api_addr.port(), 9001);
         assert_eq!(s.data_dir, PathBuf::from("/srv/b"));
-        assert_eq!(
-            s.database,
-            Database::External("postgres://u@127.0.0.1/db".into())
-        );
+        assert_eq!(s.database, Database::External("postgres://u@127.0.0.1/db".into()));
     }
 
     #[test]
@@ -265,41 +233,21 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let (_d, path) = write("api_adr = \"127.0.0.1:1\"\n");
-        let args = NodeArgs {
-            config: Some(path),
-            ..Default::default()
-        };
+        let args = NodeArgs { config: Some(path), ..Default::default() };
         let err = Settings::resolve(&args, None).unwrap_err().to_string();
         assert!(err.contains("unknown field `api_adr`"), "{err}");
         assert!(err.contains("line 1"), "{err}");
 
         let (_d, path) = write("api_addr = \"nowhere\"\n");
-        let args = NodeArgs {
-            config: Some(path),
-            ..Default::default()
-        };
+        let args = NodeArgs { config: Some(path), ..Default::default() };
         let err = Settings::resolve(&args, None).unwrap_err().to_string();
-        assert!(
-            err.contains("api_addr") || err.contains("socket address"),
-            "{err}"
-        );
+        assert!(err.contains("api_addr") || err.contains("socket address"), "{err}");
 
-        let args = NodeArgs {
-            database_url: Some("mysql://x".into()),
-            ..Default::default()
-        };
+        let args = NodeArgs { database_url: Some("mysql://x".into()), ..Default::default() };
         let err = Settings::resolve(&args, None).unwrap_err().to_string();
         assert!(err.contains("postgres://"), "{err}");
 
-        let args = NodeArgs {
-            config: Some("/nonexistent/agora.toml".into()),
-            ..Default::default()
-        };
-        assert!(
-            Settings::resolve(&args, None)
-                .unwrap_err()
-                .to_string()
-                .contains("cannot read")
-        );
+        let args = NodeArgs { config: Some("/nonexistent/agora.toml".into()), ..Default::default() };
+        assert!(Settings::resolve(&args, None).unwrap_err().to_string().contains("cannot read"));
     }
 }

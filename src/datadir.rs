@@ -32,10 +32,7 @@ pub struct DataDir {
 }
 
 fn data_dir_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::DataDir {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
+    Error::DataDir { path: path.to_path_buf(), message: e.to_string() }
 }
 
 impl DataDir {
@@ -69,11 +66,7 @@ impl DataDir {
             .map_err(|e| cleanup(data_dir_error(path, e)))?;
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| cleanup(Error::DataDirInUse(path.to_path_buf())))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            created,
-            _lock: lock,
-        })
+        Ok(Self { path: path.to_path_buf(), created, _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -92,12 +85,7 @@ impl DataDir {
     /// Writes `node.json` (mode 0600), replacing it atomically.
     pub fn write_node_file(&self, node: &NodeFile) -> Result<(), Error> {
         let temp = self.path.join(".node.json.tmp");
-        let mut file = File::options()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)?;
+        let mut file = File::options().create(true).write(true).truncate(true).mode(0o600).open(&temp)?;
         file.write_all(&serde_json::to_vec_pretty(node).map_err(std::io::Error::other)?)?;
         file.sync_all()?;
         std::fs::rename(&temp, self.path.join(NODE_FILE))?;
@@ -118,14 +106,10 @@ pub fn read_node_file(data_dir: &Path) -> Result<NodeFile, Error> {
             return Err(Error::NodeNotRunning(data_dir.to_path_buf()));
         }
         Err(e) => {
-            return Err(data_dir_error(
-                data_dir,
-                format!("cannot read {}: {e}", path.display()),
-            ));
+            return Err(data_dir_error(data_dir, format!("cannot read {}: {e}", path.display())));
         }
     };
-    serde_json::from_str(&text)
-        .map_err(|e| data_dir_error(data_dir, format!("{}: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| data_dir_error(data_dir, format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -137,28 +121,15 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let path = root.path().join("node");
         let held = DataDir::open(&path, 0o700).unwrap();
-        assert!(matches!(
-            DataDir::open(&path, 0o700),
-            Err(Error::DataDirInUse(_))
-        ));
-        held.write_node_file(&NodeFile {
-            api_url: "http://x".into(),
-            admin_token: "t".into(),
-            pid: 1,
-        })
-        .unwrap();
-        let mode = std::fs::metadata(path.join(NODE_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        assert!(matches!(DataDir::open(&path, 0o700), Err(Error::DataDirInUse(_))));
+        held.write_node_file(&NodeFile { api_url: "http://x".into(), admin_token: "t".into(), pid: 1 })
+            .unwrap();
+        let mode = std::fs::metadata(path.join(NODE_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(read_node_file(&path).unwrap().admin_token, "t");
         held.abandon();
         assert!(!path.exists());
-        assert!(matches!(
-            read_node_file(&path),
-            Err(Error::NodeNotRunning(_))
-        ));
+        assert!(matches!(read_node_file(&path), Err(Error::NodeNotRunning(_))));
     }
 
     #[test]
@@ -167,9 +138,6 @@ mod tests {
         std::fs::write(root.path().join("file"), b"x").unwrap();
         let err = DataDir::open(&root.path().join("file/node"), 0o700).unwrap_err();
         assert!(matches!(err, Error::DataDir { .. }), "{err}");
-        assert!(matches!(
-            DataDir::open(&root.path().join("file"), 0o700),
-            Err(Error::DataDir { .. })
-        ));
+        assert!(matches!(DataDir::open(&root.path().join("file"), 0o700), Err(Error::DataDir { .. })));
     }
 }

@@ -13,10 +13,7 @@ pub enum Error {
     #[error("cannot reach the database at {url}: {message}")]
     DatabaseUnreachable { url: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("embedded database: {0}")]
     Postgres(#[from] crate::postgres::Error),
     #[error("database migration failed: {0}")]
@@ -28,9 +25,7 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// No node is running for the data dir a management command names.
-    #[error(
-        "no agora node is running with data dir {0}; start one with `agora node run --data-dir {0}`"
-    )]
+    #[error("no agora node is running with data dir {0}; start one with `agora node run --data-dir {0}`")]
     NodeNotRunning(PathBuf),
     /// The node refused a request: the message is the node's own.
     #[error("{message}")]
@@ -83,10 +78,7 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            super::redact_url("postgres://u:secret@h:5/db"),
-            "postgres://u:***@h:5/db"
-        );
+        assert_eq!(super::redact_url("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact_url("nonsense"), "nonsense");
     }

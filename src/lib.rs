@@ -22,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod datadir;
 mod error;
+mod market;
 mod matching;
 pub mod node;
 mod output;

@@ -45,25 +45,13 @@ pub fn run(offer: &Path, demand: &Path, as_json: bool) -> Result<(), Error> {
         }));
     } else {
         println!("result:      {}", report.result.as_str());
-        println!(
-            "demand side: {} (the demand's constraints on the offer)",
-            report.demand_side.as_str()
-        );
-        println!(
-            "offer side:  {} (the offer's constraints on the demand)",
-            report.offer_side.as_str()
-        );
+        println!("demand side: {} (the demand's constraints on the offer)", report.demand_side.as_str());
+        println!("offer side:  {} (the offer's constraints on the demand)", report.offer_side.as_str());
         if !report.undefined_demand_side.is_empty() {
-            println!(
-                "the offer lacks:  {}",
-                report.undefined_demand_side.join(", ")
-            );
+            println!("the offer lacks:  {}", report.undefined_demand_side.join(", "));
         }
         if !report.undefined_offer_side.is_empty() {
-            println!(
-                "the demand lacks: {}",
-                report.undefined_offer_side.join(", ")
-            );
+            println!("the demand lacks: {}", report.undefined_offer_side.join(", "));
         }
     }
     Ok(())

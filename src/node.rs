@@ -47,19 +47,12 @@ impl Db {
                         url: redact_url(url),
                         message: e.to_string(),
                     })?;
-                Ok(Self {
-                    pool,
-                    embedded: None,
-                })
+                Ok(Self { pool, embedded: None })
             }
             Database::Embedded { bin_dir } => {
                 let bin = Binaries::locate(bin_dir.as_deref())?;
-                let cluster = Cluster::new(
-                    bin,
-                    data.path().join("postgres"),
-                    EMBEDDED_PORT,
-                    Listen::SocketOnly,
-                )?;
+                let cluster =
+                    Cluster::new(bin, data.path().join("postgres"), EMBEDDED_PORT, Listen::SocketOnly)?;
                 let fresh = !cluster.is_initialized();
                 let prepared = cluster.prepare().and_then(|()| {
                     if fresh {
@@ -87,10 +80,7 @@ impl Db {
                         return Err(e);
                     }
                 };
-                Ok(Self {
-                    pool,
-                    embedded: Some(cluster),
-                })
+                Ok(Self { pool, embedded: Some(cluster) })
             }
         }
     }
@@ -113,11 +103,10 @@ async fn connect_embedded(cluster: &Cluster) -> Result<PgPool, Error> {
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(cluster.connect_options("postgres"))
         .await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(EMBEDDED_DB)
-            .fetch_one(&admin)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(EMBEDDED_DB)
+        .fetch_one(&admin)
+        .await?;
     if !exists {
         // Must match EMBEDDED_DB: SQL names cannot be bound as parameters.
         sqlx::query("CREATE DATABASE agora").execute(&admin).await?;
@@ -163,10 +152,7 @@ fn check_p2p_ports(listen: &[agora_net::Multiaddr]) -> Result<(), Error> {
         }
         if let (Some(ip), Some(port)) = (ip, port.filter(|p| *p != 0)) {
             let socket = SocketAddr::new(ip, port);
-            std::net::TcpListener::bind(socket).map_err(|source| Error::Listen {
-                addr: socket,
-                source,
-            })?;
+            std::net::TcpListener::bind(socket).map_err(|source| Error::Listen { addr: socket, source })?;
         }
     }
     Ok(())
@@ -177,23 +163,17 @@ fn check_p2p_ports(listen: &[agora_net::Multiaddr]) -> Result<(), Error> {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
     let password = read_password(&settings)?;
     // Bind first: a port in use is found before anything is created.
-    let listener =
-        std::net::TcpListener::bind(settings.api_addr).map_err(|source| Error::Listen {
-            addr: settings.api_addr,
-            source,
-        })?;
+    let listener = std::net::TcpListener::bind(settings.api_addr)
+        .map_err(|source| Error::Listen { addr: settings.api_addr, source })?;
     listener.set_nonblocking(true)?;
     let api_addr = listener.local_addr()?;
 
     // When root runs the embedded database, the server runs as `postgres` and must be able to
     // traverse the data dir (not list or read it).
-    let embedded_as_root = matches!(settings.database, Database::Embedded { .. })
-        && nix::unistd::Uid::effective().is_root();
+    let embedded_as_root =
+        matches!(settings.database, Database::Embedded { .. }) && nix::unistd::Uid::effective().is_root();
     check_p2p_ports(&settings.net.listen)?;
-    let data = DataDir::open(
-        &settings.data_dir,
-        if embedded_as_root { 0o711 } else { 0o700 },
-    )?;
+    let data = DataDir::open(&settings.data_dir, if embedded_as_root { 0o711 } else { 0o700 })?;
 
     let db = match Db::open(&settings, &data).await {
         Ok(db) => db,
@@ -205,8 +185,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let started = async {
         MIGRATOR.run(&db.pool).await?;
         let keystore = Keystore::open(data.path().join("keystore"))?;
-        let identities =
-            Identities::open(keystore, IdentityStore::new(db.pool.clone()), password).await?;
+        let identities = Identities::open(keystore, IdentityStore::new(db.pool.clone()), password).await?;
         Ok::<_, Error>(identities)
     }
     .await;
@@ -224,15 +203,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 "the default identity {node_id} is locked; give its password with identity_password_file"
             ))
         })?;
-        agora_net::start(key.libp2p_keypair(), settings.net.clone(), shutdown.clone()).await.map_err(|e| match e {
-            agora_net::Error::Listen { .. } | agora_net::Error::Dial { .. } | agora_net::Error::SwarmKey(_) => {
-                Error::Config(format!("p2p: {e}"))
-            }
+        let mut net_config = settings.net.clone();
+        net_config.topics.push(agora_market::OFFERS_TOPIC.to_string());
+        agora_net::start(key.libp2p_keypair(), net_config, shutdown.clone()).await.map_err(|e| match e {
+            agora_net::Error::Listen { .. }
+            | agora_net::Error::Dial { .. }
+            | agora_net::Error::SwarmKey(_) => Error::Config(format!("p2p: {e}")),
             other => Error::Io(std::io::Error::other(other.to_string())),
         })
     }
     .await;
-    let (net, net_task) = match network {
+    let (net, inbound, net_task) = match network {
         Ok(started) => started,
         Err(e) => {
             db.close().await;
@@ -249,15 +230,16 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let node_id = identities.default_address().await?;
     tracing::info!(%api_addr, node_id = %node_id, data_dir = %data.path().display(), "agora node is up");
 
-    let state = AppState::new(identities, db.pool.clone(), net, admin_token);
-    let served = axum::serve(
-        tokio::net::TcpListener::from_std(listener)?,
-        api::app(state),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await;
+    let market = agora_market::Market::new(db.pool.clone(), node_id);
+    let market_task =
+        tokio::spawn(crate::market::run(market.clone(), net.clone(), inbound, shutdown.clone()));
+    let state = AppState::new(identities, db.pool.clone(), net, market, admin_token);
+    let served = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
     tracing::info!("shutting down");
     shutdown.cancel();
+    let _ended = market_task.await;
     let _ended = net_task.await;
     data.remove_node_file();
     db.close().await;

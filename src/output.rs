@@ -11,11 +11,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(headers.to_vec());
@@ -27,10 +23,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 /// Prints `value` as pretty JSON.
 pub fn json<T: Serialize>(value: &T) {
     // Serialising our own plain data types cannot fail.
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("serialisable output")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("serialisable output"));
 }
 
 pub fn yes_no(b: bool) -> String {

@@ -27,9 +27,7 @@ pub enum Error {
          (chmod o+x) or choose another data dir"
     )]
     Unreachable(PathBuf),
-    #[error(
-        "socket path {0} is longer than the 107 bytes Unix sockets allow; use a shorter data dir"
-    )]
+    #[error("socket path {0} is longer than the 107 bytes Unix sockets allow; use a shorter data dir")]
     SocketPathTooLong(PathBuf),
     #[error("`{tool}` failed: {detail}")]
     Tool { tool: String, detail: String },
@@ -48,20 +46,12 @@ pub struct Binaries {
 impl Binaries {
     /// `explicit`, or the newest `/usr/lib/postgresql/*/bin` that has the server tools.
     pub fn locate(explicit: Option<&Path>) -> Result<Self> {
-        let has_tools = |dir: &Path| {
-            ["initdb", "pg_ctl", "postgres"]
-                .iter()
-                .all(|t| dir.join(t).is_file())
-        };
+        let has_tools = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|t| dir.join(t).is_file());
         if let Some(dir) = explicit {
             return if has_tools(dir) {
-                Ok(Self {
-                    dir: dir.to_path_buf(),
-                })
+                Ok(Self { dir: dir.to_path_buf() })
             } else {
-                Err(Error::Missing {
-                    looked: dir.display().to_string(),
-                })
+                Err(Error::Missing { looked: dir.display().to_string() })
             };
         }
         let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -77,9 +67,7 @@ impl Binaries {
         found.sort();
         match found.pop() {
             Some((_, dir)) => Ok(Self { dir }),
-            None => Err(Error::Missing {
-                looked: "/usr/lib/postgresql/*/bin".into(),
-            }),
+            None => Err(Error::Missing { looked: "/usr/lib/postgresql/*/bin".into() }),
         }
     }
 
@@ -115,22 +103,13 @@ impl Cluster {
     /// Describes a cluster under `root`; nothing is created until [`Cluster::prepare`].
     pub fn new(bin: Binaries, root: impl Into<PathBuf>, port: u16, listen: Listen) -> Result<Self> {
         let run_as = if Uid::effective().is_root() {
-            let user = User::from_name("postgres")
-                .ok()
-                .flatten()
-                .ok_or(Error::NoPostgresUser)?;
+            let user = User::from_name("postgres").ok().flatten().ok_or(Error::NoPostgresUser)?;
             Some((user.uid, user.gid))
         } else {
             None
         };
         let root = root.into();
-        let cluster = Self {
-            bin,
-            root,
-            port,
-            listen,
-            run_as,
-        };
+        let cluster = Self { bin, root, port, listen, run_as };
         let socket = cluster.socket_dir().join(format!(".s.PGSQL.{port}"));
         if socket.as_os_str().len() > 107 {
             return Err(Error::SocketPathTooLong(socket));
@@ -163,10 +142,7 @@ impl Cluster {
         }
         // The server tools look up locale settings from the environment; pin them so a cluster
         // behaves the same whatever the caller's shell had.
-        cmd.env("LC_ALL", "C")
-            .env_remove("PGDATA")
-            .env_remove("PGPORT")
-            .env_remove("PGHOST");
+        cmd.env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGPORT").env_remove("PGHOST");
         cmd
     }
 
@@ -182,9 +158,8 @@ impl Cluster {
             for dir in [self.root.clone(), self.socket_dir()] {
                 nix::unistd::chown(&dir, Some(uid), Some(gid)).map_err(std::io::Error::from)?;
             }
-            let probe = self
-                .command_in_shell("test -w \"$0\" && test -x \"$0\"", &self.socket_dir())
-                .status()?;
+            let probe =
+                self.command_in_shell("test -w \"$0\" && test -x \"$0\"", &self.socket_dir()).status()?;
             if !probe.success() {
                 return Err(Error::Unreachable(self.root.clone()));
             }
@@ -205,15 +180,7 @@ impl Cluster {
     /// Runs `initdb`. `durable: false` skips fsync, for throwaway test clusters.
     pub fn init(&self, durable: bool) -> Result<()> {
         let mut cmd = self.command("initdb");
-        cmd.arg("-D").arg(self.data_dir()).args([
-            "-U",
-            SUPERUSER,
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]);
+        cmd.arg("-D").arg(self.data_dir()).args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C"]);
         if !durable {
             cmd.arg("--no-sync");
         }
@@ -261,17 +228,8 @@ impl Cluster {
     /// A command that runs the server in the foreground (for a supervisor that owns the process).
     pub fn foreground_command(&self) -> Command {
         let mut cmd = self.command("postgres");
-        cmd.arg("-D")
-            .arg(self.data_dir())
-            .args(self.server_options());
-        cmd.args([
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-        ]);
+        cmd.arg("-D").arg(self.data_dir()).args(self.server_options());
+        cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
         cmd
     }
 
@@ -285,9 +243,7 @@ impl Cluster {
     /// Stops the server (`fast`: open sessions are ended, then a clean shutdown).
     pub fn stop(&self) -> Result<()> {
         let mut cmd = self.command("pg_ctl");
-        cmd.arg("stop")
-            .args(["-m", "fast", "-w", "-s", "-D"])
-            .arg(self.data_dir());
+        cmd.arg("stop").args(["-m", "fast", "-w", "-s", "-D"]).arg(self.data_dir());
         run("pg_ctl stop", cmd.output()?)
     }
 
@@ -332,10 +288,7 @@ fn run(tool: &str, out: Output) -> Result<()> {
     if detail.is_empty() {
         detail = out.status.to_string();
     }
-    Err(Error::Tool {
-        tool: tool.into(),
-        detail,
-    })
+    Err(Error::Tool { tool: tool.into(), detail })
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {

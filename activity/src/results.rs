@@ -7,10 +7,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{0}: names must be UTF-8 to be hashed")]
     NotUtf8(PathBuf),
     #[error("{0}: names with a newline cannot be hashed (the hash is line-based)")]
@@ -20,10 +17,7 @@ pub enum Error {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 /// The `h1:` hash of a folder: `"h1:" + base64(sha256(lines))`, where `lines` are
@@ -37,10 +31,7 @@ pub fn results_hash(dir: &Path) -> Result<String, Error> {
     for (rel, path) in &files {
         summary.update(format!("{}  {rel}\n", file_sha256(path)?).as_bytes());
     }
-    Ok(format!(
-        "h1:{}",
-        base64::engine::general_purpose::STANDARD.encode(summary.finalize())
-    ))
+    Ok(format!("h1:{}", base64::engine::general_purpose::STANDARD.encode(summary.finalize())))
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), Error> {
@@ -51,9 +42,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<
         if kind.is_dir() {
             collect(root, &path, out)?;
         } else if kind.is_file() {
-            let rel = path
-                .strip_prefix(root)
-                .map_err(|_| Error::NotAFile(path.clone()))?;
+            let rel = path.strip_prefix(root).map_err(|_| Error::NotAFile(path.clone()))?;
             let rel = rel.to_str().ok_or_else(|| Error::NotUtf8(path.clone()))?;
             if rel.contains('\n') {
                 return Err(Error::Newline(path));
@@ -77,11 +66,7 @@ fn file_sha256(path: &Path) -> Result<String, Error> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -107,19 +92,13 @@ mod tests {
     fn an_empty_folder_hashes_the_empty_input() {
         let dir = folder(&[]);
         // sha256 of no bytes, base64.
-        assert_eq!(
-            results_hash(dir.path()).unwrap(),
-            "h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
-        );
+        assert_eq!(results_hash(dir.path()).unwrap(), "h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
     }
 
     #[test]
     fn one_file() {
         let dir = folder(&[("stdout", "hello\n")]);
-        assert_eq!(
-            results_hash(dir.path()).unwrap(),
-            "h1:vnJV+YNEiNjRnrBG82KFei86R4NTsVz9/ZPIzS0rFks="
-        );
+        assert_eq!(results_hash(dir.path()).unwrap(), "h1:vnJV+YNEiNjRnrBG82KFei86R4NTsVz9/ZPIzS0rFks=");
     }
 
     #[test]
@@ -131,29 +110,17 @@ mod tests {
             ("outputs/a/z.csv", "1,2\n"),
             ("stderr", ""),
         ]);
-        assert_eq!(
-            results_hash(dir.path()).unwrap(),
-            "h1:WJwt9btba3v7uEWyS5sh0AaQRJFUq6fz2MXgzV/eQDs="
-        );
+        assert_eq!(results_hash(dir.path()).unwrap(), "h1:WJwt9btba3v7uEWyS5sh0AaQRJFUq6fz2MXgzV/eQDs=");
         // Empty folders do not count.
         std::fs::create_dir_all(dir.path().join("outputs/empty")).unwrap();
-        assert_eq!(
-            results_hash(dir.path()).unwrap(),
-            "h1:WJwt9btba3v7uEWyS5sh0AaQRJFUq6fz2MXgzV/eQDs="
-        );
+        assert_eq!(results_hash(dir.path()).unwrap(), "h1:WJwt9btba3v7uEWyS5sh0AaQRJFUq6fz2MXgzV/eQDs=");
     }
 
     #[test]
     fn any_change_of_content_or_name_changes_the_hash() {
         let base = results_hash(folder(&[("stdout", "hello\n")]).path()).unwrap();
-        assert_ne!(
-            results_hash(folder(&[("stdout", "hello!\n")]).path()).unwrap(),
-            base
-        );
-        assert_ne!(
-            results_hash(folder(&[("stdout2", "hello\n")]).path()).unwrap(),
-            base
-        );
+        assert_ne!(results_hash(folder(&[("stdout", "hello!\n")]).path()).unwrap(), base);
+        assert_ne!(results_hash(folder(&[("stdout2", "hello\n")]).path()).unwrap(), base);
     }
 
     #[test]
@@ -161,9 +128,6 @@ mod tests {
         let dir = folder(&[("stdout", "x")]);
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
         assert!(matches!(results_hash(dir.path()), Err(Error::NotAFile(_))));
-        assert!(matches!(
-            results_hash(&dir.path().join("nope")),
-            Err(Error::Io { .. })
-        ));
+        assert!(matches!(results_hash(&dir.path().join("nope")), Err(Error::Io { .. })));
     }
 }

@@ -15,10 +15,7 @@ pub enum PricingError {
     #[error("pricing model '{0}' is not supported (only 'linear')")]
     Model(String),
     #[error("property '{name}' must be {expected}")]
-    Type {
-        name: &'static str,
-        expected: &'static str,
-    },
+    Type { name: &'static str, expected: &'static str },
     #[error(
         "{coeffs} coefficients for {counters} usage counters; expected one per counter plus a fixed price"
     )]
@@ -45,9 +42,9 @@ pub struct LinearPricing {
 fn decimal(v: &Value) -> Option<Decimal> {
     match v {
         // Through the JSON text, so 0.1 is 0.1 and not the nearest binary float.
-        Value::Number(n) => Decimal::from_str(&n.to_string())
-            .or_else(|_| Decimal::from_scientific(&n.to_string()))
-            .ok(),
+        Value::Number(n) => {
+            Decimal::from_str(&n.to_string()).or_else(|_| Decimal::from_scientific(&n.to_string())).ok()
+        }
         _ => None,
     }
 }
@@ -60,79 +57,44 @@ impl LinearPricing {
             Some("linear") => {}
             Some(other) => return Err(PricingError::Model(other.to_string())),
             None => {
-                return Err(PricingError::Type {
-                    name: MODEL,
-                    expected: "a string",
-                });
+                return Err(PricingError::Type { name: MODEL, expected: "a string" });
             }
         }
-        let names = props
-            .get(USAGE_VECTOR)
-            .ok_or(PricingError::Missing(USAGE_VECTOR))?;
+        let names = props.get(USAGE_VECTOR).ok_or(PricingError::Missing(USAGE_VECTOR))?;
         let usage_vector = names
             .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .map(|v| v.as_str().map(str::to_string))
-                    .collect::<Option<Vec<_>>>()
-            })
-            .ok_or(PricingError::Type {
-                name: USAGE_VECTOR,
-                expected: "a list of strings",
-            })?;
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>())
+            .ok_or(PricingError::Type { name: USAGE_VECTOR, expected: "a list of strings" })?;
         let coeffs = props.get(COEFFS).ok_or(PricingError::Missing(COEFFS))?;
         let mut coeffs = coeffs
             .as_array()
             .and_then(|a| a.iter().map(decimal).collect::<Option<Vec<_>>>())
-            .ok_or(PricingError::Type {
-                name: COEFFS,
-                expected: "a list of numbers",
-            })?;
+            .ok_or(PricingError::Type { name: COEFFS, expected: "a list of numbers" })?;
         if coeffs.len() != usage_vector.len() + 1 {
-            return Err(PricingError::Length {
-                coeffs: coeffs.len(),
-                counters: usage_vector.len(),
-            });
+            return Err(PricingError::Length { coeffs: coeffs.len(), counters: usage_vector.len() });
         }
         if let Some(negative) = coeffs.iter().find(|c| c.is_sign_negative() && !c.is_zero()) {
             return Err(PricingError::Negative(*negative));
         }
         // The length check above guarantees a last element.
         let fixed = coeffs.pop().expect("fixed price");
-        Ok(Self {
-            usage_vector,
-            coeffs,
-            fixed,
-        })
+        Ok(Self { usage_vector, coeffs, fixed })
     }
 
     /// The pricing as offer properties.
     pub fn to_properties(&self) -> Value {
-        let coeffs: Vec<Value> = self
-            .coeffs
-            .iter()
-            .chain([&self.fixed])
-            .map(|d| number(*d))
-            .collect();
+        let coeffs: Vec<Value> = self.coeffs.iter().chain([&self.fixed]).map(|d| number(*d)).collect();
         json!({ MODEL: "linear", USAGE_VECTOR: self.usage_vector, COEFFS: coeffs })
     }
 
     /// The cost of `usage`, one value per counter of the usage vector.
     pub fn cost(&self, usage: &[Decimal]) -> Result<Decimal, PricingError> {
         if usage.len() != self.coeffs.len() {
-            return Err(PricingError::Usage {
-                got: usage.len(),
-                expected: self.coeffs.len(),
-            });
+            return Err(PricingError::Usage { got: usage.len(), expected: self.coeffs.len() });
         }
-        self.coeffs
-            .iter()
-            .zip(usage)
-            .try_fold(self.fixed, |sum, (c, u)| {
-                c.checked_mul(*u)
-                    .and_then(|p| sum.checked_add(p))
-                    .ok_or(PricingError::Overflow)
-            })
+        self.coeffs.iter().zip(usage).try_fold(self.fixed, |sum, (c, u)| {
+            c.checked_mul(*u).and_then(|p| sum.checked_add(p)).ok_or(PricingError::Overflow)
+        })
     }
 }
 
@@ -160,17 +122,11 @@ mod tests {
     #[test]
     fn costs_are_exact_decimals_in_usage_vector_order() {
         let p = LinearPricing::from_properties(&golem_offer()).unwrap();
-        assert_eq!(
-            p.usage_vector,
-            ["golem.usage.cpu_sec", "golem.usage.duration_sec"]
-        );
+        assert_eq!(p.usage_vector, ["golem.usage.cpu_sec", "golem.usage.duration_sec"]);
         // 3 × 0.1 + 10 × 0.02 + 1 = 1.5 exactly (0.1 × 3 is not 0.30000000000000004 here).
         let cost = p.cost(&[Decimal::from(3), Decimal::from(10)]).unwrap();
         assert_eq!(cost, Decimal::from_str("1.5").unwrap());
-        assert_eq!(
-            p.cost(&[Decimal::ZERO, Decimal::ZERO]).unwrap(),
-            Decimal::ONE
-        );
+        assert_eq!(p.cost(&[Decimal::ZERO, Decimal::ZERO]).unwrap(), Decimal::ONE);
     }
 
     #[test]
@@ -186,37 +142,16 @@ mod tests {
         bad.insert(COEFFS.into(), json!([0.1, 1.0]));
         assert_eq!(
             LinearPricing::from_properties(&bad),
-            Err(PricingError::Length {
-                coeffs: 2,
-                counters: 2
-            })
+            Err(PricingError::Length { coeffs: 2, counters: 2 })
         );
         bad.insert(COEFFS.into(), json!([0.1, -0.5, 1.0]));
-        assert!(matches!(
-            LinearPricing::from_properties(&bad),
-            Err(PricingError::Negative(_))
-        ));
+        assert!(matches!(LinearPricing::from_properties(&bad), Err(PricingError::Negative(_))));
         bad.insert(COEFFS.into(), json!(["free", 0, 1]));
-        assert!(matches!(
-            LinearPricing::from_properties(&bad),
-            Err(PricingError::Type { name: COEFFS, .. })
-        ));
+        assert!(matches!(LinearPricing::from_properties(&bad), Err(PricingError::Type { name: COEFFS, .. })));
         bad.insert(MODEL.into(), json!("auction"));
-        assert_eq!(
-            LinearPricing::from_properties(&bad),
-            Err(PricingError::Model("auction".into()))
-        );
-        assert_eq!(
-            LinearPricing::from_properties(&Properties::new()),
-            Err(PricingError::Missing(MODEL))
-        );
+        assert_eq!(LinearPricing::from_properties(&bad), Err(PricingError::Model("auction".into())));
+        assert_eq!(LinearPricing::from_properties(&Properties::new()), Err(PricingError::Missing(MODEL)));
         let p = LinearPricing::from_properties(&golem_offer()).unwrap();
-        assert_eq!(
-            p.cost(&[Decimal::ONE]),
-            Err(PricingError::Usage {
-                got: 1,
-                expected: 2
-            })
-        );
+        assert_eq!(p.cost(&[Decimal::ONE]), Err(PricingError::Usage { got: 1, expected: 2 }));
     }
 }

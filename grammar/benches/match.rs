@@ -29,20 +29,9 @@ impl Gen {
     }
 }
 
-const RUNTIMES: &[&str] = &[
-    "wasmtime",
-    "docker",
-    "vm",
-    "wasmtime",
-    "docker",
-    "ai-runtime",
-];
-const PLATFORMS: &[&str] = &[
-    "erc20-polygon-glm",
-    "erc20-holesky-tglm",
-    "erc20-mainnet-glm",
-    "zksync-mainnet-glm",
-];
+const RUNTIMES: &[&str] = &["wasmtime", "docker", "vm", "wasmtime", "docker", "ai-runtime"];
+const PLATFORMS: &[&str] =
+    &["erc20-polygon-glm", "erc20-holesky-tglm", "erc20-mainnet-glm", "zksync-mainnet-glm"];
 const VENDORS: &[&str] = &["GenuineIntel", "AuthenticAMD"];
 const SUBNETS: &[&str] = &["public", "public", "public", "devnet-beta"];
 
@@ -53,24 +42,11 @@ fn offer(g: &mut Gen, i: usize) -> (Value, String) {
         p.insert(k.to_string(), v);
     };
     set("golem.runtime.name", json!(g.pick(RUNTIMES)));
-    set(
-        "golem.runtime.version",
-        json!(format!("{}.{}.{}", g.below(3), g.below(12), g.below(20))),
-    );
-    set(
-        "golem.runtime.capabilities",
-        json!(["vpn", if g.below(4) == 0 { "gpu" } else { "inet" }]),
-    );
+    set("golem.runtime.version", json!(format!("{}.{}.{}", g.below(3), g.below(12), g.below(20))));
+    set("golem.runtime.capabilities", json!(["vpn", if g.below(4) == 0 { "gpu" } else { "inet" }]));
     set("golem.inf.cpu.architecture", json!("x86_64"));
     set("golem.inf.cpu.vendor", json!(g.pick(VENDORS)));
-    set(
-        "golem.inf.cpu.model",
-        json!(format!(
-            "Stepping {} Family 6 Model {}",
-            g.below(12),
-            g.below(200)
-        )),
-    );
+    set("golem.inf.cpu.model", json!(format!("Stepping {} Family 6 Model {}", g.below(12), g.below(200))));
     set("golem.inf.cpu.cores", json!(1 + g.below(32)));
     set("golem.inf.cpu.threads", json!(1 + g.below(64)));
     set("golem.inf.cpu.capabilities", json!(["sse3", "avx", "avx2"]));
@@ -81,43 +57,25 @@ fn offer(g: &mut Gen, i: usize) -> (Value, String) {
         "golem.com.pricing.model.linear.coeffs",
         json!([g.below(100) as f64 / 1e5, g.below(100) as f64 / 1e5, 0.0]),
     );
-    set(
-        "golem.com.usage.vector",
-        json!(["golem.usage.duration_sec", "golem.usage.cpu_sec"]),
-    );
+    set("golem.com.usage.vector", json!(["golem.usage.duration_sec", "golem.usage.cpu_sec"]));
     set("golem.com.scheme", json!("payu"));
     set("golem.com.scheme.payu.debit-note.interval-sec?", json!(120));
     set("golem.com.scheme.payu.payment-timeout-sec?", json!(120));
     let platforms = 1 + g.below(2);
     for _ in 0..platforms {
         let platform = g.pick(PLATFORMS);
-        set(
-            &format!("golem.com.payment.platform.{platform}.address"),
-            json!(format!("0x{:040x}", g.next())),
-        );
+        set(&format!("golem.com.payment.platform.{platform}.address"), json!(format!("0x{:040x}", g.next())));
     }
     set("golem.com.payment.protocol.version", json!("3"));
     set("golem.node.id.name", json!(format!("provider-{i}")));
     set("golem.node.debug.subnet", json!(g.pick(SUBNETS)));
-    set(
-        "golem.node.geo.country_code",
-        json!(if g.below(2) == 0 { "PL" } else { "DE" }),
-    );
-    set(
-        "golem.activity.caps.transfer.protocol",
-        json!(["http", "https", "gftp"]),
-    );
+    set("golem.node.geo.country_code", json!(if g.below(2) == 0 { "PL" } else { "DE" }));
+    set("golem.activity.caps.transfer.protocol", json!(["http", "https", "gftp"]));
     set("golem.srv.caps.multi-activity", json!(true));
     set("golem.srv.caps.payload-manifest", json!(g.below(2) == 0));
-    set(
-        "golem.srv.comp.expiration",
-        json!(1_800_000_000_000_u64 + g.below(1_000_000)),
-    );
+    set("golem.srv.comp.expiration", json!(1_800_000_000_000_u64 + g.below(1_000_000)));
     set("agora.provider.version", json!("0.1.0"));
-    set(
-        "agora.datasets",
-        json!([format!("sha256:{:016x}", g.next())]),
-    );
+    set("agora.datasets", json!([format!("sha256:{:016x}", g.next())]));
     let extra = g.below(9);
     for k in 0..extra {
         set(&format!("agora.extra.k{k}"), json!(g.below(1000)));
@@ -144,10 +102,7 @@ fn build() -> (Offers, agora_grammar::Side) {
         let (props, constraints) = offer(&mut g, i);
         let flat = flatten(&props).expect("generated properties flatten");
         props_total += flat.len();
-        offers.push(
-            &flat,
-            &parse(&constraints).expect("generated constraint parses"),
-        );
+        offers.push(&flat, &parse(&constraints).expect("generated constraint parses"));
     }
     let demand_props = flatten(&json!({
         "golem.srv.comp.expiration": 1_800_000_000_000_u64,
@@ -156,10 +111,7 @@ fn build() -> (Offers, agora_grammar::Side) {
     }))
     .expect("demand properties");
     let demand = offers.demand(&demand_props, &parse(DEMAND).expect("demand parses"));
-    println!(
-        "corpus: {OFFERS} offers, {:.1} properties each on average",
-        props_total as f64 / OFFERS as f64
-    );
+    println!("corpus: {OFFERS} offers, {:.1} properties each on average", props_total as f64 / OFFERS as f64);
     (offers, demand)
 }
 
@@ -183,23 +135,15 @@ fn report(name: &str, offers: &Offers, run: impl Fn() -> Vec<usize>) {
 fn bench(c: &mut Criterion) {
     let (offers, demand) = build();
     let linear = offers.match_all_linear(&demand);
-    assert_eq!(
-        offers.match_all(&demand),
-        linear,
-        "the index changes no result"
-    );
+    assert_eq!(offers.match_all(&demand), linear, "the index changes no result");
     report("plain loop", &offers, || offers.match_all_linear(&demand));
     report("indexed", &offers, || offers.match_all(&demand));
 
     let mut group = c.benchmark_group("match_100k");
     group.throughput(Throughput::Elements(OFFERS as u64));
     group.sample_size(20);
-    group.bench_function("plain_loop", |b| {
-        b.iter(|| offers.match_all_linear(black_box(&demand)))
-    });
-    group.bench_function("indexed", |b| {
-        b.iter(|| offers.match_all(black_box(&demand)))
-    });
+    group.bench_function("plain_loop", |b| b.iter(|| offers.match_all_linear(black_box(&demand))));
+    group.bench_function("indexed", |b| b.iter(|| offers.match_all(black_box(&demand))));
     group.finish();
 }
 

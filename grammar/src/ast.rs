@@ -144,11 +144,7 @@ impl fmt::Display for Expr {
         match self {
             Expr::True => f.write_str("()"),
             Expr::And(items) | Expr::Or(items) => {
-                f.write_str(if matches!(self, Expr::And(_)) {
-                    "(&"
-                } else {
-                    "(|"
-                })?;
+                f.write_str(if matches!(self, Expr::And(_)) { "(&" } else { "(|" })?;
                 for item in items {
                     write!(f, "{item}")?;
                 }
@@ -156,12 +152,7 @@ impl fmt::Display for Expr {
             }
             Expr::Not(inner) => write!(f, "(!{inner})"),
             Expr::Present(name) => write!(f, "({name}=*)"),
-            Expr::Compare {
-                name,
-                hint,
-                op,
-                value,
-            } => {
+            Expr::Compare { name, hint, op, value } => {
                 write!(f, "({name}")?;
                 if let Some(hint) = hint {
                     write!(f, "{hint}")?;

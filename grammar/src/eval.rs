@@ -89,9 +89,7 @@ fn parse_time(text: &str) -> Option<DateTime<FixedOffset>> {
 
 fn parse_decimal(text: &str) -> Option<Decimal> {
     let text = text.trim();
-    Decimal::from_str(text)
-        .or_else(|_| Decimal::from_scientific(text))
-        .ok()
+    Decimal::from_str(text).or_else(|_| Decimal::from_scientific(text)).ok()
 }
 
 fn scalar(parts: &[Part], vocab: &mut Vocabulary) -> Scalar {
@@ -119,9 +117,7 @@ fn scalar(parts: &[Part], vocab: &mut Vocabulary) -> Scalar {
 impl Compiled {
     /// Compiles `expr`, interning its property names in `vocab`.
     pub fn new(expr: &Expr, vocab: &mut Vocabulary) -> Self {
-        Self {
-            root: compile(expr, vocab),
-        }
+        Self { root: compile(expr, vocab) }
     }
 
     /// Evaluates against `props`. Names of missing properties that made a part undefined are
@@ -156,20 +152,13 @@ fn compile(expr: &Expr, vocab: &mut Vocabulary) -> Node {
         Expr::Or(items) => Node::Or(items.iter().map(|e| compile(e, vocab)).collect()),
         Expr::Not(inner) => Node::Not(Box::new(compile(inner, vocab))),
         Expr::Present(name) => Node::Present(vocab.intern(name)),
-        Expr::Compare {
-            name,
-            hint,
-            op,
-            value,
-        } => Node::Compare(Box::new(Comparison {
+        Expr::Compare { name, hint, op, value } => Node::Compare(Box::new(Comparison {
             key: vocab.intern(name),
             hint: *hint,
             op: *op,
             literal: match value {
                 Value::Str(parts) => Literal::Scalar(scalar(parts, vocab)),
-                Value::List(items) => {
-                    Literal::List(items.iter().map(|p| scalar(p, vocab)).collect())
-                }
+                Value::List(items) => Literal::List(items.iter().map(|p| scalar(p, vocab)).collect()),
             },
         })),
     }
@@ -283,17 +272,16 @@ fn compare(value: &PropValue, c: &Comparison, vocab: &Vocabulary) -> bool {
     };
     if let Some(hint) = c.hint {
         let cmp = match (hint, value) {
-            (Hint::Version, PropValue::Str(s)) => vocab
-                .version(*s)
-                .zip(literal.version.as_ref())
-                .map(|(a, b)| a.cmp(b)),
-            (Hint::Decimal, PropValue::Str(s)) => parse_decimal(vocab.text(*s))
-                .zip(literal.num)
-                .map(|(a, b)| a.cmp(&b)),
+            (Hint::Version, PropValue::Str(s)) => {
+                vocab.version(*s).zip(literal.version.as_ref()).map(|(a, b)| a.cmp(b))
+            }
+            (Hint::Decimal, PropValue::Str(s)) => {
+                parse_decimal(vocab.text(*s)).zip(literal.num).map(|(a, b)| a.cmp(&b))
+            }
             (Hint::Decimal, PropValue::Num(n)) => literal.num.map(|b| n.cmp(&b)),
-            (Hint::DateTime, PropValue::Str(s)) => parse_time(vocab.text(*s))
-                .zip(literal.time)
-                .map(|(a, b)| a.cmp(&b)),
+            (Hint::DateTime, PropValue::Str(s)) => {
+                parse_time(vocab.text(*s)).zip(literal.time).map(|(a, b)| a.cmp(&b))
+            }
             _ => None,
         };
         return ordered(cmp, c.op);
@@ -336,11 +324,7 @@ fn list_contains(list: &List, literal: &Scalar, vocab: &Vocabulary) -> bool {
 
 /// `(name=[a,b])` on a list property: the same set, order and repeats aside.
 fn same_set(value: &PropValue, literals: &[Scalar], vocab: &Vocabulary) -> bool {
-    fn both_ways<T>(
-        items: &[T],
-        literals: &[Scalar],
-        matches: impl Fn(&T, &Scalar) -> bool,
-    ) -> bool {
+    fn both_ways<T>(items: &[T], literals: &[Scalar], matches: impl Fn(&T, &Scalar) -> bool) -> bool {
         items.iter().all(|i| literals.iter().any(|l| matches(i, l)))
             && literals.iter().all(|l| items.iter().any(|i| matches(i, l)))
     }

@@ -85,10 +85,7 @@ fn outcome(demand_side: Truth, offer_side: Truth) -> Outcome {
 fn names(vocab: &Vocabulary, mut keys: Vec<KeyId>) -> Vec<String> {
     keys.sort_unstable();
     keys.dedup();
-    let mut names: Vec<String> = keys
-        .into_iter()
-        .map(|k| vocab.name(k).to_string())
-        .collect();
+    let mut names: Vec<String> = keys.into_iter().map(|k| vocab.name(k).to_string()).collect();
     names.sort();
     names
 }
@@ -96,18 +93,10 @@ fn names(vocab: &Vocabulary, mut keys: Vec<KeyId>) -> Vec<String> {
 /// Matches one demand with one offer, both ways.
 pub fn match_pair(vocab: &Vocabulary, demand: &Side, offer: &Side) -> MatchReport {
     let (mut missing_d, mut missing_o) = (Vec::new(), Vec::new());
-    let demand_side = demand
-        .constraints
-        .eval(offer.properties.view(), vocab, &mut missing_d);
-    let offer_side = offer
-        .constraints
-        .eval(demand.properties.view(), vocab, &mut missing_o);
+    let demand_side = demand.constraints.eval(offer.properties.view(), vocab, &mut missing_d);
+    let offer_side = offer.constraints.eval(demand.properties.view(), vocab, &mut missing_o);
     let keep = |t: Truth, m: Vec<KeyId>| {
-        if t == Truth::Undefined {
-            names(vocab, m)
-        } else {
-            Vec::new()
-        }
+        if t == Truth::Undefined { names(vocab, m) } else { Vec::new() }
     };
     MatchReport {
         result: outcome(demand_side, offer_side),
@@ -174,10 +163,7 @@ impl Offers {
     /// An empty set indexed on `indexed` property names.
     pub fn new(indexed: &[&str]) -> Self {
         let mut vocab = Vocabulary::default();
-        let index = indexed
-            .iter()
-            .map(|n| (vocab.intern(n), Group::default()))
-            .collect();
+        let index = indexed.iter().map(|n| (vocab.intern(n), Group::default())).collect();
         Self {
             vocab,
             keys: Vec::new(),
@@ -197,10 +183,8 @@ impl Offers {
         let constraints = match self.constraint_ids.get(constraints) {
             Some(id) => *id,
             None => {
-                let id =
-                    u32::try_from(self.constraints.len()).expect("fewer than 2^32 constraints");
-                self.constraints
-                    .push(Compiled::new(constraints, &mut self.vocab));
+                let id = u32::try_from(self.constraints.len()).expect("fewer than 2^32 constraints");
+                self.constraints.push(Compiled::new(constraints, &mut self.vocab));
                 self.constraint_ids.insert(constraints.clone(), id);
                 id
             }
@@ -211,11 +195,7 @@ impl Offers {
             self.keys.push(key);
             self.values.push(value);
         }
-        self.spans.push(Span {
-            start,
-            len,
-            constraints,
-        });
+        self.spans.push(Span { start, len, constraints });
         // Field by field, so the index can be written while the new properties are read.
         let props = Props::new(&self.keys[start as usize..], &self.values[start as usize..]);
         for (key, group) in &mut self.index {
@@ -275,8 +255,7 @@ impl Offers {
             };
             let hits = group.by_value.get(&sym).map_or(0, Vec::len) + group.untyped.len();
             if best.as_ref().is_none_or(|b| hits < b.len()) {
-                let mut candidates: Vec<u32> =
-                    group.by_value.get(&sym).cloned().unwrap_or_default();
+                let mut candidates: Vec<u32> = group.by_value.get(&sym).cloned().unwrap_or_default();
                 candidates.extend(&group.untyped);
                 candidates.sort_unstable();
                 best = Some(candidates);
@@ -297,8 +276,6 @@ impl Offers {
     /// against, and its oracle in tests.
     pub fn match_all_linear(&self, demand: &Side) -> Vec<usize> {
         let mut scratch = Vec::new();
-        (0..self.spans.len())
-            .filter(|&i| self.check(demand, i, &mut scratch))
-            .collect()
+        (0..self.spans.len()).filter(|&i| self.check(demand, i, &mut scratch)).collect()
     }
 }

@@ -31,11 +31,7 @@ impl ParseError {
         let before = &input[..offset.min(input.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        Self {
-            line,
-            column,
-            message,
-        }
+        Self { line, column, message }
     }
 }
 
@@ -69,11 +65,7 @@ fn found(input: &str, offset: usize) -> String {
 /// Checks size and nesting before the recursive parser sees the input.
 fn check_bounds(input: &str) -> Result<(), ParseError> {
     if input.len() > MAX_LEN {
-        return Err(ParseError::at(
-            input,
-            MAX_LEN,
-            format!("constraint is longer than {MAX_LEN} bytes"),
-        ));
+        return Err(ParseError::at(input, MAX_LEN, format!("constraint is longer than {MAX_LEN} bytes")));
     }
     let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
     for (offset, byte) in input.bytes().enumerate() {
@@ -119,11 +111,7 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
             }
             pest::error::ErrorVariant::CustomError { message } => message.clone(),
         };
-        ParseError::at(
-            input,
-            offset,
-            format!("expected {expected}, found {}", found(input, offset)),
-        )
+        ParseError::at(input, offset, format!("expected {expected}, found {}", found(input, offset)))
     })?;
     // The grammar's top rule always holds exactly one filter.
     let top = pairs.next().expect("constraint pair");
@@ -133,17 +121,13 @@ pub fn parse(input: &str) -> Result<Expr, ParseError> {
 
 fn build_filter(pair: Pair<'_, Rule>) -> Expr {
     // filter = open body close: the one pair that is not a parenthesis is the body.
-    let body = pair
-        .into_inner()
-        .find(|p| !matches!(p.as_rule(), Rule::open | Rule::close))
-        .expect("filter body");
+    let body =
+        pair.into_inner().find(|p| !matches!(p.as_rule(), Rule::open | Rule::close)).expect("filter body");
     match body.as_rule() {
         Rule::empty => Expr::True,
         Rule::and => Expr::And(body.into_inner().map(build_filter).collect()),
         Rule::or => Expr::Or(body.into_inner().map(build_filter).collect()),
-        Rule::not => Expr::Not(Box::new(build_filter(
-            body.into_inner().next().expect("not operand"),
-        ))),
+        Rule::not => Expr::Not(Box::new(build_filter(body.into_inner().next().expect("not operand")))),
         Rule::comparison => build_comparison(body),
         other => unreachable!("a filter body is never {other:?}"),
     }
@@ -190,12 +174,7 @@ fn build_comparison(pair: Pair<'_, Rule>) -> Expr {
     if op == Op::Eq && value == Value::Str(vec![Part::Star]) {
         return Expr::Present(name);
     }
-    Expr::Compare {
-        name,
-        hint,
-        op,
-        value,
-    }
+    Expr::Compare { name, hint, op, value }
 }
 
 fn unquote(pair: Pair<'_, Rule>) -> String {

@@ -16,14 +16,8 @@ pub enum Error {
     #[error(
         "property '{name}' is a list of mixed types ({first} and {other}); list items must share one type"
     )]
-    MixedList {
-        name: String,
-        first: &'static str,
-        other: &'static str,
-    },
-    #[error(
-        "property '{0}' is a list holding a list or an object; items must be strings, numbers or bools"
-    )]
+    MixedList { name: String, first: &'static str, other: &'static str },
+    #[error("property '{0}' is a list holding a list or an object; items must be strings, numbers or bools")]
     NestedList(String),
 }
 
@@ -59,11 +53,7 @@ fn walk(prefix: &str, map: &Map<String, Value>, out: &mut Properties) -> Result<
             }
             prefix.to_string()
         } else {
-            let name = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
+            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
             if name.split('.').any(str::is_empty) {
                 return Err(Error::EmptyName(name));
             }
@@ -91,11 +81,7 @@ fn check_list(name: &str, items: &[Value]) -> Result<(), Error> {
         match first {
             None => first = Some(kind(item)),
             Some(f) if f != kind(item) => {
-                return Err(Error::MixedList {
-                    name: name.to_string(),
-                    first: f,
-                    other: kind(item),
-                });
+                return Err(Error::MixedList { name: name.to_string(), first: f, other: kind(item) });
             }
             Some(_) => {}
         }
@@ -124,10 +110,7 @@ mod tests {
         let a = flatten(&nested).unwrap();
         assert_eq!(a, flatten(&dotted).unwrap());
         assert_eq!(a, flatten(&mixed).unwrap());
-        assert_eq!(
-            a.keys().collect::<Vec<_>>(),
-            ["golem.inf.mem.gib", "golem.runtime.name"]
-        );
+        assert_eq!(a.keys().collect::<Vec<_>>(), ["golem.inf.mem.gib", "golem.runtime.name"]);
     }
 
     #[test]
@@ -140,8 +123,7 @@ mod tests {
 
     #[test]
     fn null_lists_and_scalars_are_kept() {
-        let flat = flatten(&json!({"a": null, "b": [1, 2.5], "c": ["x", "y"], "d": true, "e": []}))
-            .unwrap();
+        let flat = flatten(&json!({"a": null, "b": [1, 2.5], "c": ["x", "y"], "d": true, "e": []})).unwrap();
         assert_eq!(flat["a"], Value::Null);
         assert_eq!(flat["b"], json!([1, 2.5]));
         assert_eq!(flat.len(), 5);
@@ -151,19 +133,12 @@ mod tests {
     fn bad_properties_name_the_property() {
         let cases = [
             (json!([1]), Error::NotAnObject("list")),
-            (
-                json!({"a.b": 1, "a": {"b": 2}}),
-                Error::Duplicate("a.b".into()),
-            ),
+            (json!({"a.b": 1, "a": {"b": 2}}), Error::Duplicate("a.b".into())),
             (json!({"a..b": 1}), Error::EmptyName("a..b".into())),
             (json!({"x": {"": 1}}), Error::EmptyName("x.".into())),
             (
                 json!({"l": [1, "two"]}),
-                Error::MixedList {
-                    name: "l".into(),
-                    first: "number",
-                    other: "string",
-                },
+                Error::MixedList { name: "l".into(), first: "number", other: "string" },
             ),
             (json!({"l": [[1]]}), Error::NestedList("l".into())),
             (json!({"@tag": 1}), Error::EmptyName("@tag".into())),

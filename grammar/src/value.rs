@@ -101,9 +101,7 @@ pub enum PropValue {
 
 pub(crate) fn json_decimal(n: &serde_json::Number) -> Option<Decimal> {
     let text = n.to_string();
-    Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .ok()
+    Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)).ok()
 }
 
 impl PropValue {
@@ -116,19 +114,10 @@ impl PropValue {
             J::String(s) => Self::Str(vocab.intern_str(s)),
             J::Array(items) => Self::List(Box::new(match items.first() {
                 Some(J::Bool(_)) => List::Bool(items.iter().filter_map(J::as_bool).collect()),
-                Some(J::Number(_)) => List::Num(
-                    items
-                        .iter()
-                        .filter_map(|i| i.as_number().and_then(json_decimal))
-                        .collect(),
-                ),
-                _ => List::Str(
-                    items
-                        .iter()
-                        .filter_map(J::as_str)
-                        .map(|s| vocab.intern_str(s))
-                        .collect(),
-                ),
+                Some(J::Number(_)) => {
+                    List::Num(items.iter().filter_map(|i| i.as_number().and_then(json_decimal)).collect())
+                }
+                _ => List::Str(items.iter().filter_map(J::as_str).map(|s| vocab.intern_str(s)).collect()),
             })),
             // `flatten` never leaves an object as a value.
             J::Object(_) => Self::Null,
@@ -138,10 +127,8 @@ impl PropValue {
 
 /// Types and interns flat properties, sorted by key.
 pub(crate) fn typed(vocab: &mut Vocabulary, props: &Properties) -> Vec<(KeyId, PropValue)> {
-    let mut values: Vec<(KeyId, PropValue)> = props
-        .iter()
-        .map(|(k, v)| (vocab.intern(k), PropValue::from_json(v, vocab)))
-        .collect();
+    let mut values: Vec<(KeyId, PropValue)> =
+        props.iter().map(|(k, v)| (vocab.intern(k), PropValue::from_json(v, vocab))).collect();
     values.sort_unstable_by_key(|(k, _)| *k);
     values
 }

@@ -37,26 +37,14 @@ impl Identities {
         store: IdentityStore,
         default_password: Option<String>,
     ) -> Result<Self> {
-        let this = Self {
-            keystore,
-            store,
-            unlocked: Arc::default(),
-        };
-        let recorded: HashMap<Address, IdentityRecord> = this
-            .store
-            .list()
-            .await?
-            .into_iter()
-            .map(|r| (r.address, r))
-            .collect();
+        let this = Self { keystore, store, unlocked: Arc::default() };
+        let recorded: HashMap<Address, IdentityRecord> =
+            this.store.list().await?.into_iter().map(|r| (r.address, r)).collect();
         for address in this.keystore.addresses()? {
             if recorded.contains_key(&address) {
                 continue;
             }
-            let locked = matches!(
-                this.load(address, String::new()).await,
-                Err(Error::WrongPassword(_))
-            );
+            let locked = matches!(this.load(address, String::new()).await, Err(Error::WrongPassword(_)));
             this.store.insert(address, None, locked, false).await?;
             tracing::info!(%address, locked, "recorded identity found in the keystore");
         }
@@ -96,26 +84,15 @@ impl Identities {
 
     fn remember(&self, identity: Identity) {
         // The lock is only held for a map insert or lookup, which cannot panic midway.
-        self.unlocked
-            .write()
-            .expect("identity map lock")
-            .insert(identity.address(), identity);
+        self.unlocked.write().expect("identity map lock").insert(identity.address(), identity);
     }
 
     fn forget(&self, address: Address) {
-        self.unlocked
-            .write()
-            .expect("identity map lock")
-            .remove(&address);
+        self.unlocked.write().expect("identity map lock").remove(&address);
     }
 
     fn info(&self, record: IdentityRecord) -> IdentityInfo {
-        let key = self
-            .unlocked
-            .read()
-            .expect("identity map lock")
-            .get(&record.address)
-            .cloned();
+        let key = self.unlocked.read().expect("identity map lock").get(&record.address).cloned();
         IdentityInfo {
             address: record.address.to_checksum(None),
             alias: record.alias,
@@ -138,13 +115,8 @@ impl Identities {
         }
         let identity = Identity::random();
         let locked = password.as_deref().is_some_and(|p| !p.is_empty());
-        self.write(identity.clone(), password.unwrap_or_default())
-            .await?;
-        let record = match self
-            .store
-            .insert(identity.address(), alias, locked, make_default)
-            .await
-        {
+        self.write(identity.clone(), password.unwrap_or_default()).await?;
+        let record = match self.store.insert(identity.address(), alias, locked, make_default).await {
             Ok(record) => record,
             Err(e) => {
                 // Leave no keystore file behind for an identity that was never recorded.
@@ -159,13 +131,7 @@ impl Identities {
     }
 
     pub async fn list(&self) -> Result<Vec<IdentityInfo>> {
-        Ok(self
-            .store
-            .list()
-            .await?
-            .into_iter()
-            .map(|r| self.info(r))
-            .collect())
+        Ok(self.store.list().await?.into_iter().map(|r| self.info(r)).collect())
     }
 
     /// An identity by address or alias, or the default one.
@@ -176,11 +142,9 @@ impl Identities {
     async fn record(&self, selector: Option<&str>) -> Result<IdentityRecord> {
         match selector {
             Some(selector) => self.store.find(selector).await,
-            None => self
-                .store
-                .default_identity()
-                .await?
-                .ok_or_else(|| Error::UnknownIdentity("default".into())),
+            None => {
+                self.store.default_identity().await?.ok_or_else(|| Error::UnknownIdentity("default".into()))
+            }
         }
     }
 
@@ -212,12 +176,7 @@ impl Identities {
 
     /// The unlocked key of `address`, to sign or decrypt with.
     pub fn signer(&self, address: Address) -> Result<Identity> {
-        self.unlocked
-            .read()
-            .expect("identity map lock")
-            .get(&address)
-            .cloned()
-            .ok_or(Error::Locked(address))
+        self.unlocked.read().expect("identity map lock").get(&address).cloned().ok_or(Error::Locked(address))
     }
 
     pub fn store(&self) -> &IdentityStore {

@@ -13,26 +13,20 @@ pub struct Identity {
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The secret never reaches a log line.
-        f.debug_struct("Identity")
-            .field("address", &self.address())
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("address", &self.address()).finish_non_exhaustive()
     }
 }
 
 impl Identity {
     /// A fresh random identity.
     pub fn random() -> Self {
-        Self {
-            signer: PrivateKeySigner::random(),
-        }
+        Self { signer: PrivateKeySigner::random() }
     }
 
     /// The identity of a 32-byte secret key.
     pub fn from_secret(secret: &[u8]) -> Result<Self> {
-        let signer = PrivateKeySigner::from_slice(secret).map_err(|e| Error::Keystore {
-            path: "<memory>".into(),
-            message: e.to_string(),
-        })?;
+        let signer = PrivateKeySigner::from_slice(secret)
+            .map_err(|e| Error::Keystore { path: "<memory>".into(), message: e.to_string() })?;
         Ok(Self { signer })
     }
 
@@ -48,12 +42,7 @@ impl Identity {
 
     /// The uncompressed SEC1 public key (65 bytes, leading 0x04).
     pub fn public_key(&self) -> Vec<u8> {
-        self.signer
-            .credential()
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec()
+        self.signer.credential().verifying_key().to_encoded_point(false).as_bytes().to_vec()
     }
 
     /// The libp2p keypair of the same key, so the peer id and the address name one party.
@@ -73,10 +62,7 @@ impl Identity {
     /// EIP-191 personal-sign of `message`, as `0x`-prefixed hex of `r || s || v`.
     pub fn sign_message(&self, message: &[u8]) -> String {
         // Signing with an in-memory secp256k1 key has no failure mode once the key is valid.
-        let sig = self
-            .signer
-            .sign_message_sync(message)
-            .expect("local secp256k1 signing");
+        let sig = self.signer.sign_message_sync(message).expect("local secp256k1 signing");
         format!("0x{}", hex::encode(sig.as_bytes()))
     }
 }
@@ -86,18 +72,13 @@ impl Identity {
 pub fn address_of_peer(peer: &PeerId) -> Result<Address> {
     let multihash = peer.as_ref();
     if multihash.code() != 0 {
-        return Err(Error::BadPeerId(format!(
-            "{peer} does not inline its public key"
-        )));
+        return Err(Error::BadPeerId(format!("{peer} does not inline its public key")));
     }
-    let key = PublicKey::try_decode_protobuf(multihash.digest())
-        .map_err(|e| Error::BadPeerId(e.to_string()))?;
-    let key = key
-        .try_into_secp256k1()
-        .map_err(|_| Error::BadPeerId(format!("{peer} is not a secp256k1 key")))?;
-    Ok(Address::from_raw_public_key(
-        &key.to_bytes_uncompressed()[1..],
-    ))
+    let key =
+        PublicKey::try_decode_protobuf(multihash.digest()).map_err(|e| Error::BadPeerId(e.to_string()))?;
+    let key =
+        key.try_into_secp256k1().map_err(|_| Error::BadPeerId(format!("{peer} is not a secp256k1 key")))?;
+    Ok(Address::from_raw_public_key(&key.to_bytes_uncompressed()[1..]))
 }
 
 /// Parses a `0x…` address, in any letter case.
@@ -106,8 +87,7 @@ pub fn parse_address(text: &str) -> Result<Address> {
     if hex_part.len() != 40 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::BadAddress(text.to_string()));
     }
-    text.parse()
-        .map_err(|_| Error::BadAddress(text.to_string()))
+    text.parse().map_err(|_| Error::BadAddress(text.to_string()))
 }
 
 #[cfg(test)]
@@ -125,23 +105,16 @@ mod tests {
     #[test]
     fn a_known_key_has_its_known_address() {
         // The first anvil / hardhat dev account: a public test vector.
-        let secret =
-            hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
-                .unwrap();
+        let secret = hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap();
         let id = Identity::from_secret(&secret).unwrap();
-        assert_eq!(
-            id.address().to_checksum(None),
-            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-        );
+        assert_eq!(id.address().to_checksum(None), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
         assert_eq!(address_of_peer(&id.peer_id()).unwrap(), id.address());
     }
 
     #[test]
     fn a_peer_id_of_another_key_type_is_refused() {
         // A peer id that hashes its (RSA) key instead of inlining it.
-        let rsa: PeerId = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
-            .parse()
-            .unwrap();
+        let rsa: PeerId = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N".parse().unwrap();
         assert!(matches!(address_of_peer(&rsa), Err(Error::BadPeerId(_))));
     }
 

@@ -98,10 +98,7 @@ impl Keystore {
     }
 
     fn error(&self, name: &str, e: KeystoreError) -> Error {
-        Error::Keystore {
-            path: self.dir.join(name).display().to_string(),
-            message: e.to_string(),
-        }
+        Error::Keystore { path: self.dir.join(name).display().to_string(), message: e.to_string() }
     }
 }
 
@@ -122,16 +119,10 @@ mod tests {
         let id = Identity::random();
         store.store(&id, "").unwrap();
         assert_eq!(store.addresses().unwrap(), vec![id.address()]);
-        assert_eq!(
-            store.load(id.address(), "").unwrap().address(),
-            id.address()
-        );
+        assert_eq!(store.load(id.address(), "").unwrap().address(), id.address());
 
         store.store(&id, "correct horse").unwrap();
-        assert!(matches!(
-            store.load(id.address(), ""),
-            Err(Error::WrongPassword(_))
-        ));
+        assert!(matches!(store.load(id.address(), ""), Err(Error::WrongPassword(_))));
         let back = store.load(id.address(), "correct horse").unwrap();
         assert_eq!(back.secret_bytes(), id.secret_bytes());
         // Only the final file is left: the temporary one was renamed over it.
@@ -150,10 +141,7 @@ mod tests {
         assert_eq!(json["crypto"]["cipher"], "aes-128-ctr");
         assert_eq!(json["crypto"]["kdf"], "scrypt");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(store.path(id.address()))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(store.path(id.address())).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

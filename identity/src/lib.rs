@@ -56,18 +56,12 @@ pub fn sign_json<T: serde::Serialize>(identity: &Identity, value: &T) -> Result<
 /// Checks that `signature` is `signer`'s EIP-191 signature over the canonical JSON of `value`.
 pub fn verify_json<T: serde::Serialize>(value: &T, signature: &str, signer: Address) -> Result<()> {
     let bytes = canonical_json(value)?;
-    let raw = hex::decode(signature.trim_start_matches("0x"))
-        .map_err(|_| Error::BadSignature("not hex".into()))?;
-    let sig =
-        Signature::try_from(raw.as_slice()).map_err(|e| Error::BadSignature(e.to_string()))?;
-    let recovered = sig
-        .recover_address_from_msg(&bytes)
-        .map_err(|e| Error::BadSignature(e.to_string()))?;
+    let raw =
+        hex::decode(signature.trim_start_matches("0x")).map_err(|_| Error::BadSignature("not hex".into()))?;
+    let sig = Signature::try_from(raw.as_slice()).map_err(|e| Error::BadSignature(e.to_string()))?;
+    let recovered = sig.recover_address_from_msg(&bytes).map_err(|e| Error::BadSignature(e.to_string()))?;
     if recovered != signer {
-        return Err(Error::WrongSigner {
-            expected: signer,
-            found: recovered,
-        });
+        return Err(Error::WrongSigner { expected: signer, found: recovered });
     }
     Ok(())
 }
@@ -88,21 +82,12 @@ mod tests {
         verify_json(&reordered, &sig, me.address()).unwrap();
 
         let tampered = json!({"agreement": "a1", "terms": {"price": "0.02", "cpu": 4}});
-        assert!(matches!(
-            verify_json(&tampered, &sig, me.address()),
-            Err(Error::WrongSigner { .. })
-        ));
+        assert!(matches!(verify_json(&tampered, &sig, me.address()), Err(Error::WrongSigner { .. })));
         let other = Identity::random();
         let err = verify_json(&doc, &sig, other.address()).unwrap_err();
         assert!(matches!(err, Error::WrongSigner { found, .. } if found == me.address()));
-        assert!(matches!(
-            verify_json(&doc, "0x1234", me.address()),
-            Err(Error::BadSignature(_))
-        ));
-        assert!(matches!(
-            verify_json(&doc, "zz", me.address()),
-            Err(Error::BadSignature(_))
-        ));
+        assert!(matches!(verify_json(&doc, "0x1234", me.address()), Err(Error::BadSignature(_))));
+        assert!(matches!(verify_json(&doc, "zz", me.address()), Err(Error::BadSignature(_))));
     }
 
     #[test]
@@ -114,10 +99,7 @@ mod tests {
         let raw = hex::decode(sig.trim_start_matches("0x")).unwrap();
         let sig = Signature::try_from(raw.as_slice()).unwrap();
         let hash = alloy_primitives::eip191_hash_message(br#"{"a":1,"b":2}"#);
-        assert_eq!(
-            sig.recover_address_from_prehash(&hash).unwrap(),
-            me.address()
-        );
+        assert_eq!(sig.recover_address_from_prehash(&hash).unwrap(), me.address());
     }
 
     #[test]
@@ -126,10 +108,7 @@ mod tests {
         let sealed = seal(&me.public_key(), b"h1:results-hash").unwrap();
         assert_ne!(&sealed[..], b"h1:results-hash");
         assert_eq!(me.unseal(&sealed).unwrap(), b"h1:results-hash");
-        assert!(matches!(
-            Identity::random().unseal(&sealed),
-            Err(Error::Seal(_))
-        ));
+        assert!(matches!(Identity::random().unseal(&sealed), Err(Error::Seal(_))));
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

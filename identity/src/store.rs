@@ -93,14 +93,8 @@ fn hash_key(key: &str) -> Vec<u8> {
 /// Names of identities and app-keys: short, printable, safe in a URL path and a table.
 pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadName(name.to_string()))
-    }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(Error::BadName(name.to_string())) }
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -131,8 +125,7 @@ impl IdentityStore {
         .bind(selector)
         .fetch_optional(&self.pool)
         .await?;
-        row.ok_or_else(|| Error::UnknownIdentity(selector.to_string()))?
-            .try_into()
+        row.ok_or_else(|| Error::UnknownIdentity(selector.to_string()))?.try_into()
     }
 
     pub async fn default_identity(&self) -> Result<Option<IdentityRecord>> {
@@ -191,12 +184,7 @@ impl IdentityStore {
     }
 
     /// Creates an app-key for `identity`: 32 random bytes as hex, of which only the hash is kept.
-    pub async fn create_app_key(
-        &self,
-        name: &str,
-        identity: Address,
-        role: &str,
-    ) -> Result<NewAppKey> {
+    pub async fn create_app_key(&self, name: &str, identity: Address, role: &str) -> Result<NewAppKey> {
         check_name(name)?;
         check_name(role)?;
         let mut secret = [0u8; 32];
@@ -212,33 +200,20 @@ impl IdentityStore {
         .bind(role)
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::AppKeyExists(name.into())
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(NewAppKey {
-            app_key: row.try_into()?,
-            key: key_text,
-        })
+        .map_err(|e| if is_unique_violation(&e) { Error::AppKeyExists(name.into()) } else { e.into() })?;
+        Ok(NewAppKey { app_key: row.try_into()?, key: key_text })
     }
 
     pub async fn list_app_keys(&self) -> Result<Vec<AppKey>> {
-        let rows: Vec<AppKeyRow> = sqlx::query_as(
-            "SELECT name, identity, role, created_at FROM app_keys ORDER BY created_at, name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<AppKeyRow> =
+            sqlx::query_as("SELECT name, identity, role, created_at FROM app_keys ORDER BY created_at, name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
     pub async fn drop_app_key(&self, name: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM app_keys WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query("DELETE FROM app_keys WHERE name = $1").bind(name).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(Error::UnknownAppKey(name.to_string()));
         }
@@ -247,12 +222,11 @@ impl IdentityStore {
 
     /// The app-key a caller presented, if it is one of ours.
     pub async fn authenticate(&self, presented: &str) -> Result<Option<AppKey>> {
-        let row: Option<AppKeyRow> = sqlx::query_as(
-            "SELECT name, identity, role, created_at FROM app_keys WHERE key_hash = $1",
-        )
-        .bind(hash_key(presented))
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<AppKeyRow> =
+            sqlx::query_as("SELECT name, identity, role, created_at FROM app_keys WHERE key_hash = $1")
+                .bind(hash_key(presented))
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(TryInto::try_into).transpose()
     }
 }

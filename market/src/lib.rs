@@ -1,12 +1,17 @@
 //! The market: providers' offers, requestors' demands, and (in later parts) the negotiation that
 //! turns a matching pair into an agreement both sides sign.
 //!
-//! An offer travels between nodes, so its id must be checkable by anyone who holds it:
-//! [`Offer::id`] is a SHA-256 over the canonical JSON of everything the offer says — flattened
-//! properties, constraints, owner and timestamps. A received offer whose id does not match its
-//! content is refused ([`Offer::check_id`]).
+//! - [`Offer`]: an offer's content and its id, a SHA-256 over the canonical JSON of everything it
+//!   says — flattened properties, constraints, owner and timestamps. A received offer whose id
+//!   does not match its content is refused ([`Offer::check_id`]).
+//! - [`wire`]: what nodes say to each other — gossip [`Announcement`]s carry offer ids only;
+//!   bodies are fetched from their provider with a [`MarketRequest`].
+//! - [`Market`]: subscriptions from the REST API, offers from the network, matching (with the
+//!   grammar crate's indexed matcher), proposals and events, all in Postgres ([`MarketStore`]).
+//! - [`api`]: the JSON shapes of Golem's `/market-api/v1`.
 //!
-//! This crate is not the network that carries offers, nor the grammar that matches them.
+//! This crate is not the network that carries offers (the node wires [`Market`] to it), nor the
+//! grammar that matches them.
 //!
 //! ```
 //! use agora_market::Offer;
@@ -22,6 +27,19 @@
 //! offer.check_id(&offer.id()).unwrap();
 //! ```
 
+pub mod api;
+mod error;
 mod offer;
+mod service;
+mod store;
+pub mod wire;
 
-pub use offer::{Error, Offer};
+pub use error::{Error, Result};
+pub use offer::{Error as OfferError, Offer};
+pub use service::{DEFAULT_LIFETIME, Market};
+pub use store::{MarketStore, Presence, Stored};
+pub use wire::{Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody};
+
+/// Offer ids one announcement may carry; more are ignored (a provider with more offers spreads
+/// them over several announcements).
+pub const MAX_OFFERS_PER_ANNOUNCEMENT: usize = 256;

@@ -1,11 +1,22 @@
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping};
+use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping, request_response};
 use std::time::Duration;
 
 /// The largest gossip message: offer announcements carry ids, not bodies.
 pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
+
+/// Directed market messages: offer bodies, proposals, agreements.
+pub const MARKET_PROTOCOL: &str = "/agora/market/1";
+/// How long a directed request may take before it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Directed requests one connection may carry at once.
+pub const MAX_CONCURRENT_STREAMS: usize = 64;
+
+/// The request-response behaviour of one protocol: JSON both ways, decoded at the edges by the
+/// crate that owns the protocol's message types.
+pub type JsonProtocol = request_response::json::Behaviour<serde_json::Value, serde_json::Value>;
 
 /// Every protocol of an agora node, in one behaviour.
 // Not `Debug`: libp2p's behaviours do not implement it.
@@ -17,6 +28,7 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub market: JsonProtocol,
 }
 
 impl Behaviour {
@@ -28,8 +40,7 @@ impl Behaviour {
         );
         let mut kad_config = kad::Config::new(StreamProtocol::new("/agora/kad/1"));
         kad_config.set_query_timeout(Duration::from_secs(30));
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
         let gossip_config = gossipsub::ConfigBuilder::default()
             .max_transmit_size(MAX_GOSSIP_BYTES)
@@ -37,24 +48,19 @@ impl Behaviour {
             .heartbeat_interval(Duration::from_secs(1))
             .build()
             .map_err(|e| e.to_string())?;
-        let gossipsub = gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(key.clone()),
-            gossip_config,
-        )?;
+        let gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
         let mdns = if with_mdns {
-            Some(
-                mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map_err(|e| e.to_string())?)
         } else {
             None
         };
-        Ok(Self {
-            identify,
-            ping: ping::Behaviour::default(),
-            kad,
-            gossipsub,
-            mdns: mdns.into(),
-        })
+        let market = request_response::json::Behaviour::new(
+            [(StreamProtocol::new(MARKET_PROTOCOL), request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+        );
+        Ok(Self { identify, ping: ping::Behaviour::default(), kad, gossipsub, mdns: mdns.into(), market })
     }
 }

@@ -20,7 +20,7 @@
 //!     ..Default::default()
 //! };
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let (net, task) = agora_net::start(key, config, shutdown.clone()).await?;
+//! let (net, _inbound, task) = agora_net::start(key, config, shutdown.clone()).await?;
 //! println!("{:?}", net.status().await?);
 //! shutdown.cancel();
 //! task.await.ok();
@@ -32,7 +32,7 @@ mod network;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, pnet::PreSharedKey};
-pub use network::{NetConfig, NetHandle, NetStatus, Network, start};
+pub use network::{Inbound, NetConfig, NetHandle, NetStatus, Network, start};
 
 /// Errors of the network.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,8 @@ pub enum Error {
     SwarmKey(String),
     #[error("the network task has stopped")]
     Stopped,
+    #[error("request to {peer} failed: {message}")]
+    Request { peer: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,7 +56,5 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Reads a swarm key file in the usual `/key/swarm/psk/1.0.0/` format (three lines: that header,
 /// `/base16/`, and 64 hex digits).
 pub fn read_swarm_key(text: &str) -> Result<PreSharedKey> {
-    text.trim()
-        .parse::<PreSharedKey>()
-        .map_err(|e| Error::SwarmKey(e.to_string()))
+    text.trim().parse::<PreSharedKey>().map_err(|e| Error::SwarmKey(e.to_string()))
 }

@@ -1,14 +1,19 @@
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::{Error, Result};
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use libp2p::core::transport::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, Transport, identify, kad, mdns, noise, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, Transport, gossipsub, identify, kad, mdns, noise, request_response, tcp, yamux,
+};
 use serde::Serialize;
 use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -25,6 +30,24 @@ pub struct NetConfig {
     pub mdns: bool,
     /// A private network's pre-shared key: only nodes with the same key can connect.
     pub swarm_key: Option<PreSharedKey>,
+    /// Gossip topics to subscribe to.
+    pub topics: Vec<String>,
+}
+
+/// What the network hands to the node: gossip received, and directed requests to answer.
+#[derive(Debug)]
+pub enum Inbound {
+    Gossip {
+        from: PeerId,
+        topic: String,
+        data: Vec<u8>,
+    },
+    /// A market request; the node answers through `reply` (dropping it answers with an error).
+    Request {
+        from: PeerId,
+        body: serde_json::Value,
+        reply: oneshot::Sender<serde_json::Value>,
+    },
 }
 
 /// What `agora net status` shows.
@@ -40,7 +63,14 @@ pub struct NetStatus {
 enum Command {
     Status(oneshot::Sender<NetStatus>),
     Dial(Multiaddr, oneshot::Sender<Result<()>>),
+    Publish { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<()>> },
+    Request { peer: PeerId, body: serde_json::Value, reply: oneshot::Sender<Result<serde_json::Value>> },
 }
+
+/// Inbound events waiting for the node, at most; gossip beyond this is dropped (it is repeated).
+const INBOUND_QUEUE: usize = 1024;
+/// Directed requests one peer may make per second before it is refused.
+const REQUESTS_PER_PEER_PER_SECOND: u32 = 200;
 
 /// The commands waiting for the network task, at most.
 const COMMAND_QUEUE: usize = 64;
@@ -63,14 +93,8 @@ impl NetHandle {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| Error::Stopped)?;
-        tokio::time::timeout(REPLY_TIMEOUT, rx)
-            .await
-            .map_err(|_| Error::Stopped)?
-            .map_err(|_| Error::Stopped)
+        self.commands.send(make(tx)).await.map_err(|_| Error::Stopped)?;
+        tokio::time::timeout(REPLY_TIMEOUT, rx).await.map_err(|_| Error::Stopped)?.map_err(|_| Error::Stopped)
     }
 
     /// This node's peer id, listen addresses and connected peers.
@@ -82,30 +106,51 @@ impl NetHandle {
     pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
         self.ask(|tx| Command::Dial(addr, tx)).await?
     }
+
+    /// Publishes on a gossip topic. With no peers subscribed yet there is no one to send to, and
+    /// that is not an error: announcements are repeated.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<()> {
+        self.ask(|reply| Command::Publish { topic: topic.to_string(), data, reply }).await?
+    }
+
+    /// Sends a market request to `peer` and waits for the answer (bounded by the protocol's
+    /// request timeout).
+    pub async fn request(&self, peer: PeerId, body: serde_json::Value) -> Result<serde_json::Value> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Request { peer, body, reply: tx }).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
 }
+
+type PendingResponse = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (request_response::ResponseChannel<serde_json::Value>, Option<serde_json::Value>),
+            > + Send,
+    >,
+>;
 
 /// The task that owns the swarm. Only it touches the [`Swarm`].
 pub struct Network {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<Inbound>,
     connected: BTreeSet<PeerId>,
+    outbound: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<serde_json::Value>>>,
+    answering: FuturesUnordered<PendingResponse>,
+    /// Per peer: the second being counted and the requests in it.
+    rate: HashMap<PeerId, (std::time::Instant, u32)>,
 }
 
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network")
-            .field("peer_id", self.swarm.local_peer_id())
-            .finish_non_exhaustive()
+        f.debug_struct("Network").field("peer_id", self.swarm.local_peer_id()).finish_non_exhaustive()
     }
 }
 
-type BoxedTransport =
-    libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>;
+type BoxedTransport = libp2p::core::transport::Boxed<(PeerId, libp2p::core::muxing::StreamMuxerBox)>;
 
-fn transport(
-    key: &Keypair,
-    psk: Option<PreSharedKey>,
-) -> std::result::Result<BoxedTransport, noise::Error> {
+fn transport(key: &Keypair, psk: Option<PreSharedKey>) -> std::result::Result<BoxedTransport, noise::Error> {
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     let timeout = Duration::from_secs(20);
     // The two arms differ only in the pnet handshake before noise; their stream types differ, so
@@ -133,7 +178,7 @@ pub async fn start(
     key: Keypair,
     config: NetConfig,
     shutdown: CancellationToken,
-) -> Result<(NetHandle, JoinHandle<()>)> {
+) -> Result<(NetHandle, mpsc::Receiver<Inbound>, JoinHandle<()>)> {
     let transport = transport(&key, config.swarm_key).map_err(|e| Error::Setup(e.to_string()))?;
     let behaviour = Behaviour::new(&key, config.mdns).map_err(Error::Setup)?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -146,10 +191,9 @@ pub async fn start(
         .build();
     let peer_id = *swarm.local_peer_id();
     for addr in &config.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
-            addr: addr.clone(),
-            message: e.to_string(),
-        })?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| Error::Listen { addr: addr.clone(), message: e.to_string() })?;
     }
     // Wait for the listeners to come up, so a port in use is an error of the start, not a log line.
     let mut pending = config.listen.len();
@@ -159,20 +203,13 @@ pub async fn start(
                 tracing::info!(%address, "p2p listening");
                 pending -= 1;
             }
-            SwarmEvent::ListenerClosed {
-                addresses, reason, ..
-            } => {
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
                 let addr = addresses.first().cloned().unwrap_or_else(Multiaddr::empty);
-                let message = reason
-                    .err()
-                    .map_or_else(|| "closed".to_string(), |e| e.to_string());
+                let message = reason.err().map_or_else(|| "closed".to_string(), |e| e.to_string());
                 return Err(Error::Listen { addr, message });
             }
             SwarmEvent::ListenerError { error, .. } => {
-                return Err(Error::Listen {
-                    addr: Multiaddr::empty(),
-                    message: error.to_string(),
-                });
+                return Err(Error::Listen { addr: Multiaddr::empty(), message: error.to_string() });
             }
             _ => {}
         }
@@ -181,25 +218,28 @@ pub async fn start(
         if let Some(Protocol::P2p(peer)) = addr.iter().last() {
             swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
         }
-        swarm.dial(addr.clone()).map_err(|e| Error::Dial {
-            addr: addr.clone(),
-            message: e.to_string(),
-        })?;
+        swarm.dial(addr.clone()).map_err(|e| Error::Dial { addr: addr.clone(), message: e.to_string() })?;
+    }
+    for topic in &config.topics {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&gossipsub::IdentTopic::new(topic))
+            .map_err(|e| Error::Setup(e.to_string()))?;
     }
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let network = Network {
         swarm,
         commands: rx,
+        inbound: inbound_tx,
         connected: BTreeSet::new(),
+        outbound: HashMap::new(),
+        answering: FuturesUnordered::new(),
+        rate: HashMap::new(),
     };
     let task = tokio::spawn(network.run(shutdown));
-    Ok((
-        NetHandle {
-            commands: tx,
-            peer_id,
-        },
-        task,
-    ))
+    Ok((NetHandle { commands: tx, peer_id }, inbound_rx, task))
 }
 
 impl Network {
@@ -212,6 +252,12 @@ impl Network {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.event(event),
+                Some((channel, answer)) = self.answering.next(), if !self.answering.is_empty() => {
+                    let answer = answer.unwrap_or_else(|| serde_json::json!({"error": "not answered"}));
+                    if self.swarm.behaviour_mut().market.send_response(channel, answer).is_err() {
+                        tracing::debug!("a requester left before its answer");
+                    }
+                }
             }
         }
         tracing::debug!("network task stopped");
@@ -227,11 +273,26 @@ impl Network {
                 };
                 let _asker_gone = reply.send(status);
             }
+            Command::Publish { topic, data, reply } => {
+                let result = match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(gossipsub::IdentTopic::new(topic), data)
+                {
+                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
+                    Err(gossipsub::PublishError::Duplicate) => Ok(()),
+                    Err(e) => Err(Error::Setup(format!("publish: {e}"))),
+                };
+                let _asker_gone = reply.send(result);
+            }
+            Command::Request { peer, body, reply } => {
+                let id = self.swarm.behaviour_mut().market.send_request(&peer, body);
+                self.outbound.insert(id, reply);
+            }
             Command::Dial(addr, reply) => {
-                let result = self.swarm.dial(addr.clone()).map_err(|e| Error::Dial {
-                    addr,
-                    message: e.to_string(),
-                });
+                let result =
+                    self.swarm.dial(addr.clone()).map_err(|e| Error::Dial { addr, message: e.to_string() });
                 let _asker_gone = reply.send(result);
             }
         }
@@ -239,17 +300,11 @@ impl Network {
 
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
-            } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.connected.insert(peer_id);
             }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                num_established: 0,
-                ..
-            } => {
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 tracing::debug!(%peer_id, "disconnected");
                 self.connected.remove(&peer_id);
             }
@@ -267,21 +322,82 @@ impl Network {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer_id, addr) in found {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, addr.clone());
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
                     if let Err(e) = self.swarm.dial(addr) {
                         tracing::debug!(%peer_id, error = %e, "mDNS peer not dialled");
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
-                peer, ..
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
             })) => {
+                let from = message.source.unwrap_or(propagation_source);
+                let event = Inbound::Gossip { from, topic: message.topic.into_string(), data: message.data };
+                if self.inbound.try_send(event).is_err() {
+                    tracing::warn!("inbound queue full; gossip dropped");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Market(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => self.market_message(peer, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Market(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            })) => {
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let failure = Error::Request { peer: peer.to_string(), message: error.to_string() };
+                    let _asker_gone = reply.send(Err(failure));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {
                 tracing::trace!(%peer, "routing table updated");
             }
             _ => {}
+        }
+    }
+
+    fn allowed(&mut self, peer: PeerId) -> bool {
+        let now = std::time::Instant::now();
+        let entry = self.rate.entry(peer).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(1) {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= REQUESTS_PER_PEER_PER_SECOND
+    }
+
+    fn market_message(
+        &mut self,
+        peer: PeerId,
+        message: request_response::Message<serde_json::Value, serde_json::Value>,
+    ) {
+        match message {
+            request_response::Message::Request { request, channel, .. } => {
+                if !self.allowed(peer) {
+                    tracing::warn!(%peer, "request rate limit exceeded");
+                    let busy = serde_json::json!({"error": "rate limited"});
+                    let _gone = self.swarm.behaviour_mut().market.send_response(channel, busy);
+                    return;
+                }
+                let (tx, rx) = oneshot::channel();
+                if self.inbound.try_send(Inbound::Request { from: peer, body: request, reply: tx }).is_err() {
+                    let busy = serde_json::json!({"error": "busy"});
+                    let _gone = self.swarm.behaviour_mut().market.send_response(channel, busy);
+                    return;
+                }
+                self.answering.push(Box::pin(async move { (channel, rx.await.ok()) }));
+            }
+            request_response::Message::Response { request_id, response } => {
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let _asker_gone = reply.send(Ok(response));
+                }
+            }
         }
     }
 }

@@ -61,19 +61,11 @@ mod tests {
             ("1", 18, "1000000000000000000"),
             ("0.000000000000000001", 18, "1"),
             ("123.456", 6, "123456000"),
-            (
-                "79228162514.264337593543950335",
-                18,
-                "79228162514264337593543950335",
-            ),
+            ("79228162514.264337593543950335", 18, "79228162514264337593543950335"),
         ] {
             let u = to_token_units(d(amount), decimals).unwrap();
             assert_eq!(u.to_string(), units, "{amount}");
-            assert_eq!(
-                from_token_units(u, decimals).unwrap(),
-                d(amount).normalize(),
-                "{amount}"
-            );
+            assert_eq!(from_token_units(u, decimals).unwrap(), d(amount).normalize(), "{amount}");
         }
     }
 
@@ -81,15 +73,9 @@ mod tests {
     fn rounding_negative_and_oversized_amounts_are_refused() {
         assert_eq!(
             to_token_units(d("0.0000001"), 6),
-            Err(AmountError::TooPrecise {
-                amount: d("0.0000001"),
-                decimals: 6
-            })
+            Err(AmountError::TooPrecise { amount: d("0.0000001"), decimals: 6 })
         );
-        assert_eq!(
-            to_token_units(d("-1"), 18),
-            Err(AmountError::Negative(d("-1")))
-        );
+        assert_eq!(to_token_units(d("-1"), 18), Err(AmountError::Negative(d("-1"))));
         assert_eq!(to_token_units(d("1"), 29), Err(AmountError::Decimals(29)));
         let huge = U256::MAX;
         assert_eq!(from_token_units(huge, 18), Err(AmountError::TooLarge(huge)));

@@ -32,9 +32,7 @@ struct NewIdentity {
     default: bool,
 }
 
-async fn list_identities(
-    State(state): State<AppState>,
-) -> Result<Json<Vec<IdentityInfo>>, ApiError> {
+async fn list_identities(State(state): State<AppState>) -> Result<Json<Vec<IdentityInfo>>, ApiError> {
     Ok(Json(state.identities.list().await?))
 }
 
@@ -42,10 +40,7 @@ async fn create_identity(
     State(state): State<AppState>,
     Body(body): Body<NewIdentity>,
 ) -> Result<(StatusCode, Json<IdentityInfo>), ApiError> {
-    let info = state
-        .identities
-        .create(body.alias.as_deref(), body.password, body.default)
-        .await?;
+    let info = state.identities.create(body.alias.as_deref(), body.password, body.default).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -67,9 +62,7 @@ async fn lock(
     Path(id): Path<String>,
     Body(body): Body<Password>,
 ) -> Result<Json<IdentityInfo>, ApiError> {
-    Ok(Json(
-        state.identities.lock(selector(&id), body.password).await?,
-    ))
+    Ok(Json(state.identities.lock(selector(&id), body.password).await?))
 }
 
 async fn unlock(
@@ -77,12 +70,7 @@ async fn unlock(
     Path(id): Path<String>,
     Body(body): Body<Password>,
 ) -> Result<Json<IdentityInfo>, ApiError> {
-    Ok(Json(
-        state
-            .identities
-            .unlock(selector(&id), body.password)
-            .await?,
-    ))
+    Ok(Json(state.identities.unlock(selector(&id), body.password).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,18 +101,8 @@ async fn create_app_key(
     let identity = state.identities.get(body.identity.as_deref()).await?;
     let address = agora_identity::parse_address(&identity.address)?;
     let role = body.role.as_deref().unwrap_or("manager");
-    let created = state
-        .identities
-        .store()
-        .create_app_key(&body.name, address, role)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedAppKey {
-            app_key: created.app_key,
-            key: created.key,
-        }),
-    ))
+    let created = state.identities.store().create_app_key(&body.name, address, role).await?;
+    Ok((StatusCode::CREATED, Json(CreatedAppKey { app_key: created.app_key, key: created.key })))
 }
 
 async fn drop_app_key(

@@ -51,9 +51,7 @@ pub async fn authenticate(
         }
     };
     if req.uri().path().starts_with("/admin/") && !matches!(caller, Caller::Admin) {
-        return Err(ApiError::Forbidden(
-            "management endpoints take the node's admin token".into(),
-        ));
+        return Err(ApiError::Forbidden("management endpoints take the node's admin token".into()));
     }
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)

@@ -16,6 +16,8 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
     Unavailable(String),
     /// Logged with its cause; the caller sees only that it happened.
     #[error("{0}")]
@@ -35,6 +37,19 @@ impl From<agora_identity::Error> for ApiError {
     }
 }
 
+impl From<agora_market::Error> for ApiError {
+    fn from(e: agora_market::Error) -> Self {
+        use agora_market::Error as E;
+        match e {
+            E::BadInput(m) | E::Refused(m) => Self::BadRequest(m),
+            E::NotFound(m) => Self::NotFound(m),
+            E::Gone(m) => Self::Gone(m),
+            E::Conflict(m) => Self::Conflict(m),
+            E::Db(e) => Self::Internal(format!("database: {e}")),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         Self::Internal(format!("database: {e}"))
@@ -49,6 +64,7 @@ impl IntoResponse for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -61,9 +77,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(json!({ "message": message }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -47,11 +47,7 @@ impl Metrics {
         let durations = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 4.0, 8))
         });
-        registry.register(
-            "http_request_duration_seconds",
-            "REST request latency",
-            durations.clone(),
-        );
+        registry.register("http_request_duration_seconds", "REST request latency", durations.clone());
         let auth_failures = Counter::default();
         registry.register(
             "auth_failures",
@@ -61,17 +57,9 @@ impl Metrics {
         registry.register(
             "build",
             "the running agora version",
-            Info::new(vec![(
-                "version".to_string(),
-                env!("CARGO_PKG_VERSION").to_string(),
-            )]),
+            Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
         );
-        Self {
-            registry,
-            requests,
-            durations,
-            auth_failures,
-        }
+        Self { registry, requests, durations, auth_failures }
     }
 
     pub fn auth_failure(&self) {
@@ -82,8 +70,7 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("encode to String");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encode to String");
         text
     }
 }
@@ -97,26 +84,15 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     let method = req.method().to_string();
     let start = Instant::now();
     let response = next.run(req).await;
-    let labels = RequestLabels {
-        method,
-        path: path.clone(),
-        status: response.status().as_u16(),
-    };
+    let labels = RequestLabels { method, path: path.clone(), status: response.status().as_u16() };
     state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .durations
-        .get_or_create(&RouteLabels { path })
-        .observe(start.elapsed().as_secs_f64());
+    state.metrics.durations.get_or_create(&RouteLabels { path }).observe(start.elapsed().as_secs_f64());
     response
 }
 
 pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),
     )
         .into_response())

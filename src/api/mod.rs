@@ -7,6 +7,7 @@
 mod admin;
 mod auth;
 mod error;
+mod market;
 mod metrics;
 
 pub use auth::Caller;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub identities: Identities,
     pub pool: PgPool,
     pub net: agora_net::NetHandle,
+    pub market: agora_market::Market,
     admin_token: Arc<str>,
     pub metrics: Arc<Metrics>,
 }
@@ -37,15 +39,11 @@ impl AppState {
         identities: Identities,
         pool: PgPool,
         net: agora_net::NetHandle,
+        market: agora_market::Market,
         admin_token: String,
     ) -> Self {
-        Self {
-            identities,
-            pool,
-            net,
-            admin_token: admin_token.into(),
-            metrics: Arc::new(Metrics::new()),
-        }
+        let metrics = Arc::new(Metrics::new());
+        Self { identities, pool, net, market, admin_token: admin_token.into(), metrics }
     }
 }
 
@@ -56,19 +54,14 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/net-api/v1/status", get(net_status))
         .nest("/admin/v1", admin::routes())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
+        .nest("/market-api/v1", market::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .route("/version", get(version))
         .route("/health", get(health))
         .merge(authenticated)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::record,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .with_state(state)
 }
 
@@ -97,11 +90,9 @@ async fn me(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Me>, ApiError> {
     Ok(Json(match caller {
-        Caller::AppKey(key) => Me {
-            identity: key.identity.to_checksum(None),
-            name: key.name,
-            role: key.role,
-        },
+        Caller::AppKey(key) => {
+            Me { identity: key.identity.to_checksum(None), name: key.name, role: key.role }
+        }
         Caller::Admin => Me {
             identity: state.identities.default_address().await?.to_checksum(None),
             name: "admin".into(),
@@ -111,12 +102,7 @@ async fn me(
 }
 
 async fn net_status(State(state): State<AppState>) -> Result<Json<agora_net::NetStatus>, ApiError> {
-    state
-        .net
-        .status()
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::Unavailable(e.to_string()))
+    state.net.status().await.map(Json).map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
 async fn not_found() -> ApiError {

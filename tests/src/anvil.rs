@@ -32,21 +32,12 @@ impl Anvil {
         let bin = anvil_bin();
         let port = free_port();
         let mut cmd = Command::new(&bin);
-        cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--silent",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         let mut child = Supervised::spawn(cmd, Signal::SIGKILL, 5).unwrap_or_else(|e| {
-            panic!(
-                "cannot start anvil ({}): {e}; install it with `scripts/setup` (npm ci)",
-                bin.display()
-            )
+            panic!("cannot start anvil ({}): {e}; install it with `scripts/setup` (npm ci)", bin.display())
         });
         let rpc = format!("http://127.0.0.1:{port}");
         wait_for(30, "anvil to answer eth_chainId", || {
@@ -57,10 +48,7 @@ impl Anvil {
         if let Some(status) = child.exited() {
             panic!("anvil exited during start-up: {status}");
         }
-        Self {
-            _child: child,
-            port,
-        }
+        Self { _child: child, port }
     }
 
     pub fn rpc_url(&self) -> String {
@@ -84,7 +72,5 @@ async fn call(url: &str, method: &str) -> Result<Value, String> {
         .json()
         .await
         .map_err(|e| e.to_string())?;
-    resp.get("result")
-        .cloned()
-        .ok_or_else(|| format!("no result: {resp}"))
+    resp.get("result").cloned().ok_or_else(|| format!("no result: {resp}"))
 }

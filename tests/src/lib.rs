@@ -34,22 +34,15 @@ pub fn free_port() -> u16 {
 
 /// The workspace root, where `node_modules/` and `target/` are.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// A temporary folder that the `postgres` user can traverse (the server runs as that user when
 /// the tests run as root).
 pub fn shared_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .prefix("agora-test-")
-        .tempdir()
-        .expect("create a temp dir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
-        .expect("chmod temp dir");
+    let dir = tempfile::Builder::new().prefix("agora-test-").tempdir().expect("create a temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod temp dir");
     dir
 }
 
@@ -64,10 +57,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

@@ -13,16 +13,8 @@ pub fn agora_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/it-<hash> → target/<profile>/agora
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target folder")
-        .join("agora");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --bin agora` first",
-        bin.display()
-    );
+    let bin = exe.parent().and_then(Path::parent).expect("target folder").join("agora");
+    assert!(bin.is_file(), "{} is missing: run `cargo build --bin agora` first", bin.display());
     bin
 }
 
@@ -76,12 +68,7 @@ impl NodeProcess {
             }
         })
         .await;
-        Self {
-            child,
-            data_dir: data_dir.to_path_buf(),
-            log,
-            node,
-        }
+        Self { child, data_dir: data_dir.to_path_buf(), log, node }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -94,14 +81,7 @@ impl NodeProcess {
 
     /// Runs an `agora` management command against this node.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        run_agora(
-            &[
-                &["--data-dir", self.data_dir.to_str().expect("utf-8 path")],
-                args,
-            ]
-            .concat(),
-            stdin,
-        )
+        run_agora(&[&["--data-dir", self.data_dir.to_str().expect("utf-8 path")], args].concat(), stdin)
     }
 
     /// SIGTERM, then the exit code.
@@ -114,23 +94,11 @@ impl NodeProcess {
 pub fn run_agora(args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut cmd = Command::new(agora_bin());
-    cmd.args(args)
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.args(args).env_remove("DATABASE_URL").stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().expect("run agora");
     if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
+        child.stdin.take().expect("piped stdin").write_all(text.as_bytes()).expect("write stdin");
     }
     child.wait_with_output().expect("agora output")
 }

@@ -23,24 +23,13 @@ impl TestPg {
         let dir = shared_tempdir();
         let cluster = Cluster::new(bin, dir.path().join("pg"), free_port(), Listen::Loopback)
             .unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
-        cluster
-            .prepare()
-            .unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
-        cluster
-            .init(false)
-            .unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+        cluster.prepare().unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+        cluster.init(false).unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
         let mut cmd = cluster.foreground_command();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         // SIGQUIT is PostgreSQL's immediate shutdown: right for a server whose test is gone.
         let child = Supervised::spawn(cmd, Signal::SIGQUIT, 10).expect("start postgres");
-        let mut pg = Self {
-            cluster,
-            child,
-            db: String::new(),
-            _dir: dir,
-        };
+        let mut pg = Self { cluster, child, db: String::new(), _dir: dir };
         let admin = pg.wait_ready().await;
         let db = format!("agora_test_{}", std::process::id());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
@@ -59,11 +48,7 @@ impl TestPg {
             if let Some(status) = self.child.exited() {
                 panic!("postgres exited during start-up: {status}");
             }
-            match PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(options.clone())
-                .await
-            {
+            match PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await {
                 Ok(pool) => return pool,
                 Err(e) if std::time::Instant::now() > deadline => {
                     panic!("postgres did not start: {e}")
@@ -80,10 +65,7 @@ impl TestPg {
 
     /// Creates another database in the same cluster (for a second node, say) and returns its URL.
     pub async fn another_database(&self, name: &str) -> String {
-        assert!(
-            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-            "plain database names only"
-        );
+        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "plain database names only");
         let pool = self.pool().await;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&pool)
@@ -105,10 +87,7 @@ impl TestPg {
     /// A pool on the test database with agora's schema applied.
     pub async fn migrated_pool(&self) -> PgPool {
         let pool = self.pool().await;
-        agora::node::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("apply migrations");
+        agora::node::MIGRATOR.run(&pool).await.expect("apply migrations");
         pool
     }
 }

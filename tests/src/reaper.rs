@@ -8,11 +8,7 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
 
-type Request = (
-    Command,
-    nix::sys::signal::Signal,
-    Sender<std::io::Result<Child>>,
-);
+type Request = (Command, nix::sys::signal::Signal, Sender<std::io::Result<Child>>);
 
 static SPAWNER: Mutex<Option<Sender<Request>>> = Mutex::new(None);
 
@@ -56,11 +52,8 @@ fn spawn_here(cmd: &mut Command, signal: nix::sys::signal::Signal) -> std::io::R
 /// Spawns `cmd`; the kernel sends it `signal` when the test process exits, however it exits.
 pub fn spawn(cmd: Command, signal: nix::sys::signal::Signal) -> std::io::Result<Child> {
     let (tx, rx) = channel();
-    spawner()
-        .send((cmd, signal, tx))
-        .map_err(|_| std::io::Error::other("reaper thread is gone"))?;
-    rx.recv()
-        .map_err(|_| std::io::Error::other("reaper thread is gone"))?
+    spawner().send((cmd, signal, tx)).map_err(|_| std::io::Error::other("reaper thread is gone"))?;
+    rx.recv().map_err(|_| std::io::Error::other("reaper thread is gone"))?
 }
 
 /// Sends `signal` to a child and waits up to `secs` for it to exit, then kills it.
@@ -93,16 +86,8 @@ pub struct Supervised {
 
 impl Supervised {
     /// Spawns `cmd` through [`spawn`]; `signal` stops it, both on drop and at process death.
-    pub fn spawn(
-        cmd: Command,
-        signal: nix::sys::signal::Signal,
-        grace_secs: u64,
-    ) -> std::io::Result<Self> {
-        Ok(Self {
-            child: spawn(cmd, signal)?,
-            signal,
-            grace_secs,
-        })
+    pub fn spawn(cmd: Command, signal: nix::sys::signal::Signal, grace_secs: u64) -> std::io::Result<Self> {
+        Ok(Self { child: spawn(cmd, signal)?, signal, grace_secs })
     }
 
     /// The exit status, if the child has exited.

@@ -96,10 +96,7 @@ fn every_rule_evaluates_as_written() {
         ("(agora.valueless=1)", F),
         ("(agora.tagged=top)", T),
         ("(agora.tagged.child=1)", T),
-        (
-            "(golem.com.payment.platform.erc20-holesky-tglm.address=*)",
-            T,
-        ),
+        ("(golem.com.payment.platform.erc20-holesky-tglm.address=*)", T),
     ];
     for (constraint, expected) in cases {
         let (truth, _) = eval(&provider(), constraint);
@@ -117,11 +114,7 @@ fn missing_properties_are_undefined_and_three_valued_logic_holds() {
         ("(&(golem.inf.mem.gib=8)(missing.a=1))", U, &["missing.a"]),
         ("(&(golem.inf.mem.gib=9)(missing.a=1))", F, &[]),
         ("(|(golem.inf.mem.gib=8)(missing.a=1))", T, &[]),
-        (
-            "(|(golem.inf.mem.gib=9)(missing.a=1)(missing.b=2))",
-            U,
-            &["missing.a", "missing.b"],
-        ),
+        ("(|(golem.inf.mem.gib=9)(missing.a=1)(missing.b=2))", U, &["missing.a", "missing.b"]),
         ("(|(golem.inf.mem.gib=9)(!(missing.a=*)))", T, &[]),
     ];
     for (constraint, expected, missing) in cases {
@@ -154,29 +147,18 @@ fn a_match_needs_both_sides_true_and_names_what_each_side_missed() {
         let d = Side::parse(&mut vocab, &props, constraint).unwrap();
         match_pair(&vocab, &d, &offer)
     };
-    let good = json!({"golem.srv.comp.expiration": 1_700_000_000_000_i64, "golem.node.debug.subnet": "public"});
+    let good =
+        json!({"golem.srv.comp.expiration": 1_700_000_000_000_i64, "golem.node.debug.subnet": "public"});
     let r = check(good.clone(), "(golem.runtime.name=wasmtime)");
-    assert_eq!(
-        (r.result, r.demand_side, r.offer_side),
-        (Outcome::Match, Truth::True, Truth::True)
-    );
+    assert_eq!((r.result, r.demand_side, r.offer_side), (Outcome::Match, Truth::True, Truth::True));
 
     let r = check(good.clone(), "(golem.runtime.name=docker)");
     assert_eq!((r.result, r.demand_side), (Outcome::NoMatch, Truth::False));
 
-    let r = check(
-        json!({"golem.node.debug.subnet": "public"}),
-        "(golem.inf.gpu=*)",
-    );
-    assert_eq!(
-        (r.result, r.demand_side, r.offer_side),
-        (Outcome::NoMatch, Truth::False, Truth::Undefined)
-    );
+    let r = check(json!({"golem.node.debug.subnet": "public"}), "(golem.inf.gpu=*)");
+    assert_eq!((r.result, r.demand_side, r.offer_side), (Outcome::NoMatch, Truth::False, Truth::Undefined));
 
-    let r = check(
-        json!({"golem.node.debug.subnet": "public"}),
-        "(golem.inf.gpu.model=x)",
-    );
+    let r = check(json!({"golem.node.debug.subnet": "public"}), "(golem.inf.gpu.model=x)");
     assert_eq!(r.result, Outcome::Undefined);
     assert_eq!(r.undefined_demand_side, ["golem.inf.gpu.model"]);
     assert_eq!(r.undefined_offer_side, ["golem.srv.comp.expiration"]);
@@ -227,14 +209,8 @@ fn the_indexed_matcher_finds_exactly_what_the_plain_loop_finds() {
             assert_eq!(fast, slow, "{constraint} with {trusted}");
         }
     }
-    let demand = offers.demand(
-        &Default::default(),
-        &parse("(golem.runtime.name=wasmtime)").unwrap(),
-    );
+    let demand = offers.demand(&Default::default(), &parse("(golem.runtime.name=wasmtime)").unwrap());
     let found = offers.match_all(&demand);
     // Half the corpus is wasmtime; every 7th offer needs a trusted requestor.
-    assert_eq!(
-        found.len(),
-        (0..400).filter(|i| i % 4 % 3 == 0 && i % 7 != 0).count()
-    );
+    assert_eq!(found.len(), (0..400).filter(|i| i % 4 % 3 == 0 && i % 7 != 0).count());
 }

@@ -15,16 +15,9 @@ fn piece() -> impl Strategy<Value = String> {
 /// A string value: a literal with any characters, or a wildcard pattern of safe pieces.
 fn scalar() -> impl Strategy<Value = Vec<Part>> {
     prop_oneof![
-        any::<String>().prop_map(|s| if s.is_empty() {
-            vec![]
-        } else {
-            vec![Part::Text(s)]
-        }),
-        proptest::collection::vec(
-            prop_oneof![piece().prop_map(Part::Text), Just(Part::Star)],
-            1..5
-        )
-        .prop_map(normal),
+        any::<String>().prop_map(|s| if s.is_empty() { vec![] } else { vec![Part::Text(s)] }),
+        proptest::collection::vec(prop_oneof![piece().prop_map(Part::Text), Just(Part::Star)], 1..5)
+            .prop_map(normal),
     ]
 }
 
@@ -41,18 +34,9 @@ fn normal(parts: Vec<Part>) -> Vec<Part> {
 }
 
 fn leaf() -> impl Strategy<Value = Expr> {
-    let op = prop_oneof![
-        Just(Op::Eq),
-        Just(Op::Lt),
-        Just(Op::Le),
-        Just(Op::Gt),
-        Just(Op::Ge)
-    ];
-    let hint = proptest::option::of(prop_oneof![
-        Just(Hint::Version),
-        Just(Hint::Decimal),
-        Just(Hint::DateTime)
-    ]);
+    let op = prop_oneof![Just(Op::Eq), Just(Op::Lt), Just(Op::Le), Just(Op::Gt), Just(Op::Ge)];
+    let hint =
+        proptest::option::of(prop_oneof![Just(Hint::Version), Just(Hint::Decimal), Just(Hint::DateTime)]);
     let value = prop_oneof![
         scalar().prop_map(Value::Str),
         proptest::collection::vec(scalar(), 0..4).prop_map(Value::List),
@@ -65,12 +49,7 @@ fn leaf() -> impl Strategy<Value = Expr> {
             if op == Op::Eq && value == Value::Str(vec![Part::Star]) {
                 Expr::Present(name)
             } else {
-                Expr::Compare {
-                    name,
-                    hint,
-                    op,
-                    value,
-                }
+                Expr::Compare { name, hint, op, value }
             }
         }),
     ]

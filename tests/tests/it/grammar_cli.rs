@@ -6,11 +6,7 @@ use serde_json::{Value, json};
 #[test]
 fn constraints_check_prints_the_canonical_form_or_the_error() {
     let ok = run_agora(
-        &[
-            "constraints",
-            "check",
-            "(& (golem.inf.mem.gib>=8)\n (golem.runtime.name=\"wasm*\"))",
-        ],
+        &["constraints", "check", "(& (golem.inf.mem.gib>=8)\n (golem.runtime.name=\"wasm*\"))"],
         None,
     );
     assert_eq!(ok.status.code(), Some(0));
@@ -19,10 +15,7 @@ fn constraints_check_prints_the_canonical_form_or_the_error() {
         "(&(golem.inf.mem.gib>=8)(golem.runtime.name=\"wasm*\"))\n"
     );
 
-    let bad = run_agora(
-        &["constraints", "check", "(&(a=1)(golem.inf.mem.gib==8))"],
-        None,
-    );
+    let bad = run_agora(&["constraints", "check", "(&(a=1)(golem.inf.mem.gib==8))"], None);
     assert_eq!(bad.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr).trim(),
@@ -45,16 +38,8 @@ fn market_match_reports_both_sides_as_json() {
         json!({"properties": {"requestor.ok": true}, "constraints": "(&(golem.runtime.name=docker)(golem.inf.gpu.model=a100))"}),
     );
     let (o, d) = (offer.to_str().unwrap(), demand.to_str().unwrap());
-    let out = run_agora(
-        &["market", "match", "--offer", o, "--demand", d, "--json"],
-        None,
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_agora(&["market", "match", "--offer", o, "--demand", d, "--json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report,
@@ -62,16 +47,9 @@ fn market_match_reports_both_sides_as_json() {
                "undefined": {"demand_side": ["golem.inf.gpu.model"], "offer_side": []}})
     );
 
-    write(
-        &demand,
-        json!({"properties": {}, "constraints": "(golem.runtime.name=docker)"}),
-    );
+    write(&demand, json!({"properties": {}, "constraints": "(golem.runtime.name=docker)"}));
     let report: Value = serde_json::from_slice(
-        &run_agora(
-            &["market", "match", "--offer", o, "--demand", d, "--json"],
-            None,
-        )
-        .stdout,
+        &run_agora(&["market", "match", "--offer", o, "--demand", d, "--json"], None).stdout,
     )
     .unwrap();
     assert_eq!(
@@ -80,10 +58,7 @@ fn market_match_reports_both_sides_as_json() {
     );
     assert_eq!(report["undefined"]["offer_side"], json!(["requestor.ok"]));
 
-    write(
-        &demand,
-        json!({"properties": {}, "constraints": "(golem.runtime.name=docker"}),
-    );
+    write(&demand, json!({"properties": {}, "constraints": "(golem.runtime.name=docker"}));
     let bad = run_agora(&["market", "match", "--offer", o, "--demand", d], None);
     assert_eq!(bad.status.code(), Some(2));
     assert!(

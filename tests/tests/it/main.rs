@@ -2,6 +2,7 @@
 
 mod grammar_cli;
 mod identity_store;
+mod market;
 mod network;
 mod node;
 mod services;

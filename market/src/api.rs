@@ -1,0 +1,65 @@
+//! Golem's market API shapes (ya-client `market-api.yaml`), as agora serves them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The body of a subscription or counter-proposal: flat (or nested) properties and constraints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemandOfferBase {
+    pub properties: serde_json::Value,
+    pub constraints: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferView {
+    pub offer_id: String,
+    pub provider_id: String,
+    pub properties: serde_json::Value,
+    pub constraints: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DemandView {
+    pub demand_id: String,
+    pub requestor_id: String,
+    pub properties: serde_json::Value,
+    pub constraints: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProposalView {
+    pub proposal_id: String,
+    pub issuer_id: String,
+    pub state: String,
+    pub timestamp: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_proposal_id: Option<String>,
+    pub properties: serde_json::Value,
+    pub constraints: String,
+}
+
+/// One market event, tagged by `eventType` as Golem's clients expect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "eventType")]
+pub enum Event {
+    #[serde(rename = "ProposalEvent")]
+    Proposal {
+        #[serde(rename = "eventDate")]
+        event_date: DateTime<Utc>,
+        proposal: ProposalView,
+    },
+    #[serde(rename = "ProposalRejectedEvent")]
+    ProposalRejected {
+        #[serde(rename = "eventDate")]
+        event_date: DateTime<Utc>,
+        #[serde(rename = "proposalId")]
+        proposal_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<serde_json::Value>,
+    },
+}

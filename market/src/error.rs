@@ -1,0 +1,22 @@
+/// Errors of the market, by what the caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something malformed: fix the input.
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// It existed, and is over (unsubscribed, expired, rejected).
+    #[error("{0}")]
+    Gone(String),
+    /// Not allowed in the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A peer sent something that does not hold up (a forged id, a wrong owner).
+    #[error("refused from the network: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

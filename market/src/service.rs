@@ -1,0 +1,276 @@
+//! The market service: subscriptions from the REST API, offers from the network, and matching.
+
+use crate::api::{DemandOfferBase, DemandView, Event, OfferView, ProposalView};
+use crate::store::{MarketStore, Presence, Stored};
+use crate::wire::{Announcement, MarketRequest, MarketResponse, OfferBody};
+use crate::{Error, Offer, Result};
+use agora_grammar::{Offers, Side, Vocabulary, match_pair};
+use agora_identity::Address;
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// How long an offer or a demand stands unless its properties say otherwise.
+pub const DEFAULT_LIFETIME: Duration = Duration::hours(1);
+
+/// An id derived from its parts: hex SHA-256 of them, separated.
+pub(crate) fn derived_id(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// One node's market.
+#[derive(Debug, Clone)]
+pub struct Market {
+    store: MarketStore,
+    node_id: Address,
+    /// Woken whenever events are added, so long polls answer at once.
+    events: Arc<Notify>,
+}
+
+fn owner_text(a: Address) -> String {
+    format!("{a:#x}")
+}
+
+fn now_millis() -> DateTime<Utc> {
+    // Ids commit to millisecond timestamps; storing the same precision keeps them checkable.
+    Utc::now().duration_trunc(Duration::milliseconds(1)).unwrap_or_else(|_| Utc::now())
+}
+
+/// Checks a subscription body as a user wrote it: properties flatten, constraints parse.
+fn check(base: &DemandOfferBase) -> Result<Offer> {
+    agora_grammar::parse(&base.constraints).map_err(|e| Error::BadInput(format!("constraints: {e}")))?;
+    let now = now_millis();
+    Offer::new(&base.properties, &base.constraints, Address::ZERO, now, now + DEFAULT_LIFETIME)
+        .map_err(|e| Error::BadInput(e.to_string()))
+}
+
+fn stored(spec: &Offer, id: String) -> Stored {
+    Stored {
+        id,
+        owner: owner_text(spec.provider_id),
+        properties: serde_json::to_value(&spec.properties).unwrap_or_default(),
+        constraints: spec.constraints.clone(),
+        created_at: spec.timestamp,
+        expires_at: spec.expiration,
+    }
+}
+
+fn side(vocab: &mut Vocabulary, s: &Stored) -> Option<Side> {
+    // Stored specs were checked when they came in; one that no longer reads is skipped.
+    Side::parse(vocab, &s.properties, &s.constraints).ok()
+}
+
+impl Market {
+    pub fn new(pool: sqlx::PgPool, node_id: Address) -> Self {
+        Self { store: MarketStore::new(pool), node_id, events: Arc::new(Notify::new()) }
+    }
+
+    pub fn store(&self) -> &MarketStore {
+        &self.store
+    }
+
+    /// Publishes an offer; its id is its subscription id.
+    pub async fn subscribe_offer(&self, base: &DemandOfferBase) -> Result<String> {
+        let mut spec = check(base)?;
+        spec.provider_id = self.node_id;
+        let id = spec.id();
+        self.store.insert_offer(&stored(&spec, id.clone())).await?;
+        Ok(id)
+    }
+
+    /// Places a demand and matches it against every offer this node knows.
+    pub async fn subscribe_demand(&self, base: &DemandOfferBase) -> Result<String> {
+        let mut spec = check(base)?;
+        spec.provider_id = self.node_id;
+        let id = spec.demand_id();
+        let demand = stored(&spec, id.clone());
+        self.store.insert_demand(&demand).await?;
+        let offers = self.store.active_remote_offers().await?;
+        let mut index = Offers::new(agora_grammar::DEFAULT_INDEXED);
+        let mut kept = Vec::with_capacity(offers.len());
+        for offer in offers.into_iter().filter(|o| o.owner != owner_text(self.node_id)) {
+            let (Ok(flat), Ok(expr)) =
+                (agora_grammar::flatten(&offer.properties), agora_grammar::parse(&offer.constraints))
+            else {
+                continue;
+            };
+            index.push(&flat, &expr);
+            kept.push(offer);
+        }
+        let flat = agora_grammar::flatten(&demand.properties).map_err(|e| Error::BadInput(e.to_string()))?;
+        let expr = agora_grammar::parse(&demand.constraints).map_err(|e| Error::BadInput(e.to_string()))?;
+        let compiled = index.demand(&flat, &expr);
+        let mut added = false;
+        for at in index.match_all(&compiled) {
+            added |= self.store.initial_proposal(&id, &kept[at]).await?;
+        }
+        if added {
+            self.events.notify_waiters();
+        }
+        Ok(id)
+    }
+
+    pub async fn offers(&self) -> Result<Vec<OfferView>> {
+        self.store.list_offers().await
+    }
+
+    pub async fn demands(&self) -> Result<Vec<DemandView>> {
+        self.store.list_demands().await
+    }
+
+    fn presence_error(kind: &str, id: &str, presence: Presence) -> Error {
+        match presence {
+            Presence::Unsubscribed => {
+                Error::Gone(format!("{kind} subscription {id} is already unsubscribed"))
+            }
+            _ => Error::NotFound(format!("no {kind} subscription {id}")),
+        }
+    }
+
+    /// Withdraws an offer. Returns the announcement that tells the network.
+    pub async fn unsubscribe_offer(&self, id: &str) -> Result<Announcement> {
+        if !self.store.unsubscribe_offer(id).await? {
+            return Err(Self::presence_error("offer", id, self.store.offer_presence(id).await?));
+        }
+        Ok(Announcement::Unsubscribed { offer_ids: vec![id.to_string()] })
+    }
+
+    pub async fn unsubscribe_demand(&self, id: &str) -> Result<()> {
+        if !self.store.unsubscribe_demand(id).await? {
+            return Err(Self::presence_error("demand", id, self.store.demand_presence(id).await?));
+        }
+        self.events.notify_waiters();
+        Ok(())
+    }
+
+    /// Events of a demand subscription: waits up to `timeout` for the first, returns up to `max`.
+    pub async fn collect_demand_events(
+        &self,
+        demand_id: &str,
+        timeout: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<Event>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so an event added in between still wakes this poll.
+            let woken = self.events.notified();
+            match self.store.demand_presence(demand_id).await? {
+                Presence::Active => {}
+                other => return Err(Self::presence_error("demand", demand_id, other)),
+            }
+            let events = self.store.take_events(demand_id, max.max(1) as i64).await?;
+            if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(events);
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    pub async fn demand_proposal(&self, demand_id: &str, proposal_id: &str) -> Result<ProposalView> {
+        if self.store.demand_presence(demand_id).await? == Presence::Unknown {
+            return Err(Error::NotFound(format!("no demand subscription {demand_id}")));
+        }
+        self.store.proposal(demand_id, proposal_id).await
+    }
+
+    /// What to announce now: every standing own offer, in announcements of a bounded size.
+    pub async fn announcements(&self) -> Result<Vec<Announcement>> {
+        let ids: Vec<String> = self.store.active_offers().await?.into_iter().map(|o| o.id).collect();
+        Ok(ids
+            .chunks(crate::MAX_OFFERS_PER_ANNOUNCEMENT)
+            .map(|chunk| Announcement::Offered { offer_ids: chunk.to_vec() })
+            .collect())
+    }
+
+    /// Handles an announcement from `provider` (the address behind the sending peer). Returns the
+    /// offer ids to fetch from that peer.
+    pub async fn on_announcement(
+        &self,
+        provider: Address,
+        announcement: Announcement,
+    ) -> Result<Vec<String>> {
+        if provider == self.node_id {
+            return Ok(Vec::new());
+        }
+        match announcement {
+            Announcement::Offered { offer_ids } => {
+                let mut unknown = Vec::new();
+                for id in offer_ids.into_iter().take(crate::MAX_OFFERS_PER_ANNOUNCEMENT) {
+                    if !self.store.knows_remote_offer(&id).await? {
+                        unknown.push(id);
+                    }
+                }
+                Ok(unknown)
+            }
+            Announcement::Unsubscribed { offer_ids } => {
+                self.store.unsubscribe_remote(&offer_ids, &owner_text(provider)).await?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Takes in an offer fetched from `provider`: its id must be the hash of its content, and its
+    /// owner the peer that served it. Then matches it against every standing demand.
+    pub async fn on_offer_body(&self, provider: Address, peer: &str, body: OfferBody) -> Result<()> {
+        let owner: Address = agora_identity::parse_address(&body.provider_id)
+            .map_err(|e| Error::Refused(format!("offer {}: {e}", body.offer_id)))?;
+        if owner != provider {
+            return Err(Error::Refused(format!(
+                "offer {} names provider {owner} but came from {provider}",
+                body.offer_id
+            )));
+        }
+        let spec = Offer::new(&body.properties, &body.constraints, owner, body.timestamp, body.expiration)
+            .map_err(|e| Error::Refused(format!("offer {}: {e}", body.offer_id)))?;
+        spec.check_id(&body.offer_id).map_err(|e| Error::Refused(e.to_string()))?;
+        agora_grammar::parse(&body.constraints)
+            .map_err(|e| Error::Refused(format!("offer {}: constraints: {e}", body.offer_id)))?;
+        if !self.store.insert_remote_offer(&body, peer).await? {
+            return Ok(());
+        }
+        let Some(offer) = self.store.remote_offer(&body.offer_id).await? else { return Ok(()) };
+        let mut vocab = Vocabulary::default();
+        let Some(offer_side) = side(&mut vocab, &offer) else { return Ok(()) };
+        let mut added = false;
+        for demand in self.store.active_demands().await? {
+            let Some(demand_side) = side(&mut vocab, &demand) else { continue };
+            if match_pair(&vocab, &demand_side, &offer_side).result == agora_grammar::Outcome::Match {
+                added |= self.store.initial_proposal(&demand.id, &offer).await?;
+            }
+        }
+        if added {
+            self.events.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Answers a directed request from another node.
+    pub async fn handle(&self, request: MarketRequest) -> MarketResponse {
+        match request {
+            MarketRequest::GetOffer { offer_id } => match self.store.own_offer(&offer_id).await {
+                Ok(found) => MarketResponse::Offer {
+                    offer: found.map(|s| OfferBody {
+                        offer_id: s.id,
+                        provider_id: s.owner,
+                        properties: s.properties,
+                        constraints: s.constraints,
+                        timestamp: s.created_at,
+                        expiration: s.expires_at,
+                    }),
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "answering GetOffer");
+                    MarketResponse::Error { message: "internal error".into() }
+                }
+            },
+        }
+    }
+}

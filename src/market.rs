@@ -1,0 +1,102 @@
+//! Wires the market to the network: announcements in and out, offer bodies fetched and served.
+
+use agora_market::{Announcement, Market, MarketRequest, MarketResponse, OFFERS_TOPIC};
+use agora_net::{Inbound, NetHandle, PeerId};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// How often a provider repeats its offers, so nodes that joined later see them.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
+/// Offer bodies fetched at once, at most.
+const CONCURRENT_FETCHES: usize = 16;
+
+/// Publishes an announcement on the offers topic.
+pub async fn announce(net: &NetHandle, announcement: &Announcement) {
+    // Serialising our own enum cannot fail.
+    let data = serde_json::to_vec(announcement).expect("announcement JSON");
+    if let Err(e) = net.publish(OFFERS_TOPIC, data).await {
+        tracing::warn!(error = %e, "could not announce offers");
+    }
+}
+
+/// Runs until `shutdown`: answers market requests, follows announcements, repeats own offers.
+pub async fn run(
+    market: Market,
+    net: NetHandle,
+    mut inbound: mpsc::Receiver<Inbound>,
+    shutdown: CancellationToken,
+) {
+    let fetches = Arc::new(Semaphore::new(CONCURRENT_FETCHES));
+    let mut repeat = tokio::time::interval(ANNOUNCE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = repeat.tick() => match market.announcements().await {
+                Ok(list) => for a in &list { announce(&net, a).await },
+                Err(e) => tracing::warn!(error = %e, "could not list offers to announce"),
+            },
+            event = inbound.recv() => match event {
+                None => break,
+                Some(Inbound::Request { body, reply, .. }) => {
+                    let response = match serde_json::from_value::<MarketRequest>(body) {
+                        Ok(request) => market.handle(request).await,
+                        Err(e) => MarketResponse::Error { message: format!("bad request: {e}") },
+                    };
+                    let _requester_gone = reply.send(serde_json::to_value(response).unwrap_or_default());
+                }
+                Some(Inbound::Gossip { from, topic, data }) if topic == OFFERS_TOPIC => {
+                    on_gossip(&market, &net, &fetches, from, &data).await;
+                }
+                Some(Inbound::Gossip { topic, .. }) => tracing::debug!(%topic, "gossip on an unknown topic"),
+            },
+        }
+    }
+}
+
+async fn on_gossip(market: &Market, net: &NetHandle, fetches: &Arc<Semaphore>, from: PeerId, data: &[u8]) {
+    let Ok(provider) = agora_identity::address_of_peer(&from) else {
+        tracing::debug!(%from, "announcement from a peer without an address");
+        return;
+    };
+    let announcement: Announcement = match serde_json::from_slice(data) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(%from, error = %e, "malformed announcement");
+            return;
+        }
+    };
+    let wanted = match market.on_announcement(provider, announcement).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record an announcement");
+            return;
+        }
+    };
+    for offer_id in wanted {
+        let Ok(permit) = fetches.clone().acquire_owned().await else { return };
+        let (market, net) = (market.clone(), net.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let request = serde_json::to_value(MarketRequest::GetOffer { offer_id: offer_id.clone() })
+                .expect("request JSON");
+            let answer = match net.request(from, request).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::debug!(%from, %offer_id, error = %e, "could not fetch an offer");
+                    return;
+                }
+            };
+            match serde_json::from_value::<MarketResponse>(answer) {
+                Ok(MarketResponse::Offer { offer: Some(body) }) => {
+                    if let Err(e) = market.on_offer_body(provider, &from.to_string(), body).await {
+                        tracing::warn!(%from, %offer_id, error = %e, "offer refused");
+                    }
+                }
+                Ok(_) => tracing::debug!(%offer_id, "offer no longer offered"),
+                Err(e) => tracing::debug!(%from, error = %e, "malformed offer answer"),
+            }
+        });
+    }
+}

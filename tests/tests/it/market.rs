@@ -1,0 +1,171 @@
+//! The market across nodes: offers travel from providers to a requestor, demands match them.
+
+use agora_tests::{NodeProcess, TestPg, wait_for};
+use serde_json::{Value, json};
+
+async fn call(node: &NodeProcess, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, node.url(path)).bearer_auth(&node.node.admin_token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn net_id(node: &NodeProcess) -> (String, String) {
+    let out = node.cli(&["net", "status", "--json"], None);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let peer = status["peer_id"].as_str().unwrap().to_string();
+    let addr = format!("{}/p2p/{peer}", status["listen"][0].as_str().unwrap());
+    (peer, addr)
+}
+
+fn address(node: &NodeProcess) -> String {
+    let out = node.cli(&["id", "show", "--json"], None);
+    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    id["address"].as_str().unwrap().to_ascii_lowercase()
+}
+
+fn offer(runtime: &str, mem: u32) -> Value {
+    json!({
+        "properties": {"golem": {"runtime": {"name": runtime}, "inf": {"mem": {"gib": mem}}},
+                       "golem.srv.caps.multi-activity": true},
+        "constraints": "(golem.srv.comp.expiration>0)"
+    })
+}
+
+fn demand(constraints: &str) -> Value {
+    json!({"properties": {"golem.srv.comp.expiration": 1_900_000_000_000_u64}, "constraints": constraints})
+}
+
+/// Collects the proposals a demand receives within `secs` seconds.
+async fn proposals(node: &NodeProcess, demand_id: &str, secs: u64) -> Vec<Value> {
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        let path = format!("/market-api/v1/demands/{demand_id}/events?timeout=1&maxEvents=10");
+        let (status, events) = call(node, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{events}");
+        for event in events.as_array().unwrap() {
+            assert_eq!(event["eventType"], "ProposalEvent");
+            found.push(event["proposal"].clone());
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn offers_reach_the_requestor_and_a_demand_matches_only_what_it_asks_for() {
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let urls = [pg.url(), pg.another_database("provider_two").await, pg.another_database("requestor").await];
+    let db = |i: usize| [("DATABASE_URL", urls[i].as_str())];
+
+    let p1 = NodeProcess::start(&root.path().join("p1"), &[], &db(0)).await;
+    let (_, p1_addr) = net_id(&p1);
+    let p2 = NodeProcess::start(&root.path().join("p2"), &["--peer", &p1_addr], &db(1)).await;
+    let r = NodeProcess::start(&root.path().join("r"), &["--peer", &p1_addr], &db(2)).await;
+    let (p1_id, p2_id) = (address(&p1), address(&p2));
+
+    let (status, wasm_offer) =
+        call(&p1, reqwest::Method::POST, "/market-api/v1/offers", Some(offer("wasmtime", 8))).await;
+    assert_eq!(status, 201, "{wasm_offer}");
+    let (status, _) =
+        call(&p2, reqwest::Method::POST, "/market-api/v1/offers", Some(offer("docker", 4))).await;
+    assert_eq!(status, 201);
+    let (_, listed) = call(&p1, reqwest::Method::GET, "/market-api/v1/offers", None).await;
+    assert_eq!(listed[0]["offerId"], wasm_offer);
+    assert_eq!(listed[0]["providerId"], p1_id.as_str());
+
+    // Both offers reach the requestor: a demand open to any runtime sees both providers.
+    let (status, any) =
+        call(&r, reqwest::Method::POST, "/market-api/v1/demands", Some(demand("(golem.inf.mem.gib>=1)")))
+            .await;
+    assert_eq!(status, 201, "{any}");
+    let any = any.as_str().unwrap().to_string();
+    let seen = wait_for(60, "both offers to reach the requestor", || {
+        let r = &r;
+        let any = any.clone();
+        async move {
+            let found = proposals(r, &any, 1).await;
+            (!found.is_empty()).then_some(found)
+        }
+    })
+    .await;
+    let mut issuers: Vec<String> = seen.iter().map(|p| p["issuerId"].as_str().unwrap().to_string()).collect();
+    if issuers.len() < 2 {
+        issuers
+            .extend(proposals(&r, &any, 8).await.iter().map(|p| p["issuerId"].as_str().unwrap().to_string()));
+    }
+    issuers.sort();
+    let mut expected = vec![p1_id.clone(), p2_id.clone()];
+    expected.sort();
+    assert_eq!(issuers, expected);
+
+    // A demand for wasmtime with 8 GiB matches the first provider and not the second.
+    let (_, wasm) = call(
+        &r,
+        reqwest::Method::POST,
+        "/market-api/v1/demands",
+        Some(demand("(&(golem.runtime.name=wasmtime)(golem.inf.mem.gib>=8))")),
+    )
+    .await;
+    let wasm = wasm.as_str().unwrap().to_string();
+    let matched = proposals(&r, &wasm, 2).await;
+    assert_eq!(matched.len(), 1, "{matched:?}");
+    let proposal = &matched[0];
+    assert_eq!(proposal["issuerId"], p1_id.as_str());
+    assert_eq!(proposal["state"], "Initial");
+    assert_eq!(proposal["properties"]["golem.runtime.name"], "wasmtime");
+    let path =
+        format!("/market-api/v1/demands/{wasm}/proposals/{}", proposal["proposalId"].as_str().unwrap());
+    let (status, again) = call(&r, reqwest::Method::GET, &path, None).await;
+    assert_eq!((status, &again["proposalId"]), (200, &proposal["proposalId"]));
+
+    // An unsubscribed offer stops matching.
+    let (status, _) = call(
+        &p1,
+        reqwest::Method::DELETE,
+        &format!("/market-api/v1/offers/{}", wasm_offer.as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = call(
+        &p1,
+        reqwest::Method::DELETE,
+        &format!("/market-api/v1/offers/{}", wasm_offer.as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 410, "a second unsubscribe is Gone");
+    wait_for(30, "the unsubscription to reach the requestor", || {
+        let r = &r;
+        async move {
+            // Demand ids commit to their timestamp, so each round places a new demand.
+            let (_, id) = call(
+                r,
+                reqwest::Method::POST,
+                "/market-api/v1/demands",
+                Some(demand("(golem.runtime.name=wasmtime)")),
+            )
+            .await;
+            proposals(r, id.as_str().unwrap(), 1).await.is_empty().then_some(())
+        }
+    })
+    .await;
+
+    // Bad input: a malformed constraint names line and column; an unknown subscription is 404.
+    let (status, err) =
+        call(&r, reqwest::Method::POST, "/market-api/v1/demands", Some(demand("(&(a=1)(b<=)"))).await;
+    assert_eq!(status, 400);
+    assert!(err["message"].as_str().unwrap().contains("line 1, column 13"), "{err}");
+    let (status, err) =
+        call(&r, reqwest::Method::GET, "/market-api/v1/demands/nope/events?timeout=0", None).await;
+    assert_eq!(status, 404, "{err}");
+    let (status, _) =
+        call(&r, reqwest::Method::POST, "/market-api/v1/demands", Some(json!({"properties": {}}))).await;
+    assert_eq!(status, 400);
+}
