@@ -41,10 +41,13 @@ CREATE TABLE proposals (
     demand_id        TEXT NOT NULL,
     offer_id         TEXT NOT NULL,
     issuer_id        TEXT NOT NULL,
+    -- the other side's libp2p peer, to send counter-proposals and agreements to
+    peer_id          TEXT NOT NULL,
     properties       JSONB NOT NULL,
     constraints      TEXT NOT NULL,
     state            TEXT NOT NULL CHECK (state IN ('Initial', 'Draft', 'Rejected', 'Accepted', 'Expired')),
-    prev_proposal_id TEXT REFERENCES proposals (proposal_id),
+    -- may name the other side's proposal, which is not stored here
+    prev_proposal_id TEXT,
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
@@ -57,9 +60,47 @@ CREATE TABLE market_events (
     subscription_id TEXT NOT NULL,
     event_type      TEXT NOT NULL,
     proposal_id     TEXT REFERENCES proposals (proposal_id),
+    agreement_id    TEXT,
     reason          JSONB,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     delivered       BOOLEAN NOT NULL DEFAULT FALSE
 );
 
 CREATE INDEX market_events_pending ON market_events (subscription_id, id) WHERE NOT delivered;
+
+CREATE TABLE agreements (
+    agreement_id        TEXT PRIMARY KEY,
+    -- 'requestor' or 'provider': which side of it this node is
+    role                TEXT NOT NULL CHECK (role IN ('requestor', 'provider')),
+    peer_id             TEXT NOT NULL,
+    requestor_id        TEXT NOT NULL,
+    provider_id         TEXT NOT NULL,
+    demand              JSONB NOT NULL,
+    offer               JSONB NOT NULL,
+    valid_to            TIMESTAMPTZ NOT NULL,
+    state               TEXT NOT NULL CHECK (state IN
+                            ('Proposal', 'Pending', 'Approved', 'Rejected', 'Cancelled', 'Expired', 'Terminated')),
+    proposed_signature  TEXT,
+    approved_signature  TEXT,
+    approved_date       TIMESTAMPTZ,
+    reason              JSONB,
+    created_at          TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE agreement_events (
+    id           BIGSERIAL PRIMARY KEY,
+    agreement_id TEXT NOT NULL REFERENCES agreements (agreement_id),
+    event_type   TEXT NOT NULL,
+    reason       JSONB,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- Messages to other nodes that must arrive (an approval, a termination): kept until the peer
+-- acknowledges, retried meanwhile, so a peer that restarts still gets them.
+CREATE TABLE market_outbox (
+    id         BIGSERIAL PRIMARY KEY,
+    peer_id    TEXT NOT NULL,
+    message    JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    attempts   INTEGER NOT NULL DEFAULT 0
+);

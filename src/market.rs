@@ -1,7 +1,9 @@
 //! Wires the market to the network: announcements in and out, offer bodies fetched and served.
 
-use agora_market::{Announcement, Market, MarketRequest, MarketResponse, OFFERS_TOPIC};
+use agora_market::{Announcement, Courier, Market, MarketRequest, MarketResponse, OFFERS_TOPIC};
 use agora_net::{Inbound, NetHandle, PeerId};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
@@ -11,6 +13,28 @@ use tokio_util::sync::CancellationToken;
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
 /// Offer bodies fetched at once, at most.
 const CONCURRENT_FETCHES: usize = 16;
+/// How often undelivered negotiation messages are tried again.
+const OUTBOX_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Carries the market's messages over the node's network.
+#[derive(Debug, Clone)]
+pub struct NetCourier(pub NetHandle);
+
+impl Courier for NetCourier {
+    fn send(
+        &self,
+        peer: String,
+        request: MarketRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<MarketResponse, String>> + Send>> {
+        let net = self.0.clone();
+        Box::pin(async move {
+            let peer: PeerId = peer.parse().map_err(|e| format!("peer id {peer}: {e}"))?;
+            let body = serde_json::to_value(request).map_err(|e| e.to_string())?;
+            let answer = net.request(peer, body).await.map_err(|e| e.to_string())?;
+            serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))
+        })
+    }
+}
 
 /// Publishes an announcement on the offers topic.
 pub async fn announce(net: &NetHandle, announcement: &Announcement) {
@@ -30,21 +54,32 @@ pub async fn run(
 ) {
     let fetches = Arc::new(Semaphore::new(CONCURRENT_FETCHES));
     let mut repeat = tokio::time::interval(ANNOUNCE_INTERVAL);
+    let mut outbox = tokio::time::interval(OUTBOX_INTERVAL);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = outbox.tick() => {
+                let market = market.clone();
+                // Deliveries wait on other nodes; they must not hold up this loop.
+                tokio::spawn(async move { market.flush_outbox().await });
+            }
             _ = repeat.tick() => match market.announcements().await {
                 Ok(list) => for a in &list { announce(&net, a).await },
                 Err(e) => tracing::warn!(error = %e, "could not list offers to announce"),
             },
             event = inbound.recv() => match event {
                 None => break,
-                Some(Inbound::Request { body, reply, .. }) => {
-                    let response = match serde_json::from_value::<MarketRequest>(body) {
-                        Ok(request) => market.handle(request).await,
-                        Err(e) => MarketResponse::Error { message: format!("bad request: {e}") },
-                    };
-                    let _requester_gone = reply.send(serde_json::to_value(response).unwrap_or_default());
+                Some(Inbound::Request { from, body, reply }) => {
+                    let market = market.clone();
+                    // Answered on its own task: a slow database must not hold up the network loop.
+                    tokio::spawn(async move {
+                        let sender = agora_identity::address_of_peer(&from).ok();
+                        let response = match serde_json::from_value::<MarketRequest>(body) {
+                            Ok(request) => market.handle(&from.to_string(), sender, request).await,
+                            Err(e) => MarketResponse::Error { message: format!("bad request: {e}") },
+                        };
+                        let _requester_gone = reply.send(serde_json::to_value(response).unwrap_or_default());
+                    });
                 }
                 Some(Inbound::Gossip { from, topic, data }) if topic == OFFERS_TOPIC => {
                     on_gossip(&market, &net, &fetches, from, &data).await;

@@ -230,7 +230,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let node_id = identities.default_address().await?;
     tracing::info!(%api_addr, node_id = %node_id, data_dir = %data.path().display(), "agora node is up");
 
-    let market = agora_market::Market::new(db.pool.clone(), node_id);
+    // The network started with this key, so it is unlocked.
+    let signer = identities.signer(node_id)?;
+    let market = agora_market::Market::new(db.pool.clone(), signer)
+        .with_courier(std::sync::Arc::new(crate::market::NetCourier(net.clone())));
     let market_task =
         tokio::spawn(crate::market::run(market.clone(), net.clone(), inbound, shutdown.clone()));
     let state = AppState::new(identities, db.pool.clone(), net, market, admin_token);

@@ -53,6 +53,12 @@ pub enum Event {
         event_date: DateTime<Utc>,
         proposal: ProposalView,
     },
+    #[serde(rename = "AgreementEvent")]
+    Agreement {
+        #[serde(rename = "eventDate")]
+        event_date: DateTime<Utc>,
+        agreement: AgreementView,
+    },
     #[serde(rename = "ProposalRejectedEvent")]
     ProposalRejected {
         #[serde(rename = "eventDate")]
@@ -62,4 +68,46 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<serde_json::Value>,
     },
+}
+
+/// `POST /agreements` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgreementProposal {
+    pub proposal_id: String,
+    pub valid_to: DateTime<Utc>,
+}
+
+/// An agreement as Golem's API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgreementView {
+    pub agreement_id: String,
+    pub demand: serde_json::Value,
+    pub offer: serde_json::Value,
+    pub valid_to: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_date: Option<DateTime<Utc>>,
+    pub state: String,
+    pub timestamp: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposed_signature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_signature: Option<String>,
+    /// Which side of the agreement this node is (agora's addition).
+    pub role: String,
+}
+
+/// `{"message": …}` with optional extra fields, as Golem's `Reason`.
+pub type Reason = serde_json::Value;
+
+/// An agreement-related event (`/agreementEvents`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgreementEvent {
+    pub event_type: String,
+    pub event_date: DateTime<Utc>,
+    pub agreement_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
 }

@@ -15,6 +15,9 @@ pub enum Error {
     /// A peer sent something that does not hold up (a forged id, a wrong owner).
     #[error("refused from the network: {0}")]
     Refused(String),
+    /// The other node could not be reached; try again.
+    #[error("the other node did not answer: {0}")]
+    Unreachable(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

@@ -29,16 +29,20 @@
 
 pub mod api;
 mod error;
+mod negotiation;
 mod offer;
 mod service;
 mod store;
 pub mod wire;
 
 pub use error::{Error, Result};
+pub use negotiation::Courier;
 pub use offer::{Error as OfferError, Offer};
 pub use service::{DEFAULT_LIFETIME, Market};
 pub use store::{MarketStore, Presence, Stored};
-pub use wire::{Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody};
+pub use wire::{
+    AgreementBody, Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody, WireProposal,
+};
 
 /// Offer ids one announcement may carry; more are ignored (a provider with more offers spreads
 /// them over several announcements).

@@ -27,17 +27,21 @@ pub(crate) fn derived_id(parts: &[&str]) -> String {
 /// One node's market.
 #[derive(Debug, Clone)]
 pub struct Market {
-    store: MarketStore,
-    node_id: Address,
+    pub(crate) store: MarketStore,
+    pub(crate) node_id: Address,
+    /// Signs agreements: the node's identity.
+    pub(crate) identity: agora_identity::Identity,
+    /// Carries negotiation messages to other nodes.
+    pub(crate) courier: Option<Arc<dyn crate::negotiation::Courier>>,
     /// Woken whenever events are added, so long polls answer at once.
-    events: Arc<Notify>,
+    pub(crate) events: Arc<Notify>,
 }
 
 fn owner_text(a: Address) -> String {
     format!("{a:#x}")
 }
 
-fn now_millis() -> DateTime<Utc> {
+pub(crate) fn now_millis() -> DateTime<Utc> {
     // Ids commit to millisecond timestamps; storing the same precision keeps them checkable.
     Utc::now().duration_trunc(Duration::milliseconds(1)).unwrap_or_else(|_| Utc::now())
 }
@@ -67,8 +71,21 @@ fn side(vocab: &mut Vocabulary, s: &Stored) -> Option<Side> {
 }
 
 impl Market {
-    pub fn new(pool: sqlx::PgPool, node_id: Address) -> Self {
-        Self { store: MarketStore::new(pool), node_id, events: Arc::new(Notify::new()) }
+    /// The market of the node whose identity is `identity`.
+    pub fn new(pool: sqlx::PgPool, identity: agora_identity::Identity) -> Self {
+        Self {
+            store: MarketStore::new(pool),
+            node_id: identity.address(),
+            identity,
+            courier: None,
+            events: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Lets the market send negotiation messages.
+    pub fn with_courier(mut self, courier: Arc<dyn crate::negotiation::Courier>) -> Self {
+        self.courier = Some(courier);
+        self
     }
 
     pub fn store(&self) -> &MarketStore {
@@ -252,8 +269,13 @@ impl Market {
         Ok(())
     }
 
-    /// Answers a directed request from another node.
-    pub async fn handle(&self, request: MarketRequest) -> MarketResponse {
+    /// Answers a directed request from `peer`, whose node address is `sender`.
+    pub async fn handle(
+        &self,
+        peer: &str,
+        sender: Option<Address>,
+        request: MarketRequest,
+    ) -> MarketResponse {
         match request {
             MarketRequest::GetOffer { offer_id } => match self.store.own_offer(&offer_id).await {
                 Ok(found) => MarketResponse::Offer {
@@ -271,6 +293,19 @@ impl Market {
                     MarketResponse::Error { message: "internal error".into() }
                 }
             },
+            negotiation => {
+                let Some(sender) = sender else {
+                    return MarketResponse::Error { message: "a peer without a node address".into() };
+                };
+                match self.on_negotiation(sender, peer, negotiation).await {
+                    Ok(()) => MarketResponse::Ack,
+                    Err(Error::Db(e)) => {
+                        tracing::error!(error = %e, "handling a negotiation message");
+                        MarketResponse::Error { message: "internal error".into() }
+                    }
+                    Err(e) => MarketResponse::Error { message: e.to_string() },
+                }
+            }
         }
     }
 }

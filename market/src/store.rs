@@ -54,6 +54,7 @@ struct EventRow {
     event_type: String,
     created_at: DateTime<Utc>,
     proposal_id: Option<String>,
+    agreement_id: Option<String>,
     reason: Option<serde_json::Value>,
 }
 
@@ -68,6 +69,10 @@ pub enum Presence {
 impl MarketStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     pub async fn insert_offer(&self, s: &Stored) -> Result<()> {
@@ -266,9 +271,11 @@ impl MarketStore {
         let proposal_id = crate::service::derived_id(&["initial", demand_id, &offer.id]);
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO proposals (proposal_id, subscription_id, demand_id, offer_id, issuer_id,
+            "INSERT INTO proposals (proposal_id, subscription_id, demand_id, offer_id, issuer_id, peer_id,
                                     properties, constraints, state)
-             VALUES ($1, $2, $2, $3, $4, $5, $6, 'Initial') ON CONFLICT (proposal_id) DO NOTHING",
+             VALUES ($1, $2, $2, $3, $4,
+                     (SELECT peer_id FROM remote_offers WHERE offer_id = $3), $5, $6, 'Initial')
+             ON CONFLICT (proposal_id) DO NOTHING",
         )
         .bind(&proposal_id)
         .bind(demand_id)
@@ -301,7 +308,7 @@ impl MarketStore {
             "UPDATE market_events SET delivered = TRUE
              WHERE id IN (SELECT id FROM market_events WHERE subscription_id = $1 AND NOT delivered
                           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING id, event_type, created_at, proposal_id, reason",
+             RETURNING id, event_type, created_at, proposal_id, agreement_id, reason",
         )
         .bind(subscription)
         .bind(max)
@@ -314,6 +321,14 @@ impl MarketStore {
         for row in rows {
             let proposal_id = row.proposal_id.unwrap_or_default();
             events.push(match row.event_type.as_str() {
+                "AgreementEvent" => Event::Agreement {
+                    event_date: row.created_at,
+                    agreement: crate::negotiation::agreement_view(
+                        self,
+                        row.agreement_id.as_deref().unwrap_or(""),
+                    )
+                    .await?,
+                },
                 "ProposalRejectedEvent" => {
                     Event::ProposalRejected { event_date: row.created_at, proposal_id, reason: row.reason }
                 }

@@ -16,10 +16,41 @@ pub enum Announcement {
 }
 
 /// Directed requests over `/agora/market/1`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MarketRequest {
-    GetOffer { offer_id: String },
+    GetOffer {
+        offer_id: String,
+    },
+    /// A counter-proposal, in either direction.
+    Proposal {
+        proposal: WireProposal,
+    },
+    RejectProposal {
+        proposal_id: String,
+        reason: Option<serde_json::Value>,
+    },
+    /// The requestor's signed agreement, for the provider to approve or reject.
+    ProposeAgreement {
+        agreement: AgreementBody,
+        signature: String,
+    },
+    ApproveAgreement {
+        agreement_id: String,
+        signature: String,
+    },
+    RejectAgreement {
+        agreement_id: String,
+        reason: Option<serde_json::Value>,
+    },
+    CancelAgreement {
+        agreement_id: String,
+        reason: Option<serde_json::Value>,
+    },
+    TerminateAgreement {
+        agreement_id: String,
+        reason: Option<serde_json::Value>,
+    },
 }
 
 /// Answers to [`MarketRequest`]s.
@@ -27,7 +58,33 @@ pub enum MarketRequest {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MarketResponse {
     Offer { offer: Option<OfferBody> },
+    Ack,
     Error { message: String },
+}
+
+/// A proposal as it travels between the two sides of a negotiation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireProposal {
+    pub proposal_id: String,
+    pub prev_proposal_id: String,
+    pub demand_id: String,
+    pub offer_id: String,
+    pub issuer_id: String,
+    pub properties: serde_json::Value,
+    pub constraints: String,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// What both parties sign: the agreement's terms, as canonical JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgreementBody {
+    pub agreement_id: String,
+    pub demand: serde_json::Value,
+    pub offer: serde_json::Value,
+    pub valid_to: DateTime<Utc>,
+    pub timestamp: DateTime<Utc>,
 }
 
 /// An offer as it travels: everything its id commits to, and the id.

@@ -45,6 +45,7 @@ impl From<agora_market::Error> for ApiError {
             E::NotFound(m) => Self::NotFound(m),
             E::Gone(m) => Self::Gone(m),
             E::Conflict(m) => Self::Conflict(m),
+            E::Unreachable(m) => Self::Unavailable(m),
             E::Db(e) => Self::Internal(format!("database: {e}")),
         }
     }

@@ -16,7 +16,11 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/demands", get(list_demands).post(subscribe_demand))
         .route("/demands/{subscription_id}", axum::routing::delete(unsubscribe_demand))
         .route("/demands/{subscription_id}/events", get(collect_offers))
-        .route("/demands/{subscription_id}/proposals/{proposal_id}", get(get_proposal_offer))
+        .route(
+            "/demands/{subscription_id}/proposals/{proposal_id}",
+            get(get_proposal_offer).post(counter_proposal_demand),
+        )
+        .merge(negotiation_routes())
 }
 
 /// The longest a long poll may wait.
@@ -102,4 +106,190 @@ async fn get_proposal_offer(
     Path((id, proposal_id)): Path<(String, String)>,
 ) -> Result<Json<ProposalView>, ApiError> {
     Ok(Json(state.market.demand_proposal(&id, &proposal_id).await?))
+}
+
+/// Routes of negotiation and agreements.
+pub fn negotiation_routes() -> axum::Router<AppState> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/offers/{subscription_id}/events", get(collect_demands))
+        .route(
+            "/offers/{subscription_id}/proposals/{proposal_id}",
+            get(get_proposal_demand).post(counter_proposal_offer),
+        )
+        .route("/offers/{subscription_id}/proposals/{proposal_id}/reject", post(reject_proposal_demand))
+        .route("/demands/{subscription_id}/proposals/{proposal_id}/reject", post(reject_proposal_offer))
+        .route("/agreements", get(list_agreements).post(create_agreement))
+        .route("/agreements/{agreement_id}", get(get_agreement).delete(cancel_agreement))
+        .route("/agreements/{agreement_id}/confirm", post(confirm_agreement))
+        .route("/agreements/{agreement_id}/wait", post(wait_for_approval))
+        .route("/agreements/{agreement_id}/approve", post(approve_agreement))
+        .route("/agreements/{agreement_id}/reject", post(reject_agreement))
+        .route("/agreements/{agreement_id}/terminate", post(terminate_agreement))
+        .route("/agreements/events", get(agreement_events))
+        .route("/agreementEvents", get(agreement_events))
+}
+
+/// An optional `{"message": …}` body.
+async fn reason(body: axum::body::Bytes) -> Result<Option<serde_json::Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&body).map(Some).map_err(|e| ApiError::BadRequest(format!("reason: {e}")))
+}
+
+async fn collect_demands(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(poll): Query<Poll>,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    Ok(Json(state.market.collect_offer_events(&id, poll.timeout()?, poll.max_events()).await?))
+}
+
+async fn get_proposal_demand(
+    State(state): State<AppState>,
+    Path((id, proposal_id)): Path<(String, String)>,
+) -> Result<Json<ProposalView>, ApiError> {
+    Ok(Json(state.market.offer_proposal(&id, &proposal_id).await?))
+}
+
+async fn counter_proposal_offer(
+    State(state): State<AppState>,
+    Path((id, proposal_id)): Path<(String, String)>,
+    Body(body): Body<DemandOfferBase>,
+) -> Result<(StatusCode, Json<String>), ApiError> {
+    let new_id = state.market.counter_proposal(&id, &proposal_id, &body, true).await?;
+    Ok((StatusCode::CREATED, Json(new_id)))
+}
+
+pub(super) async fn counter_proposal_demand(
+    State(state): State<AppState>,
+    Path((id, proposal_id)): Path<(String, String)>,
+    Body(body): Body<DemandOfferBase>,
+) -> Result<(StatusCode, Json<String>), ApiError> {
+    let new_id = state.market.counter_proposal(&id, &proposal_id, &body, false).await?;
+    Ok((StatusCode::CREATED, Json(new_id)))
+}
+
+async fn reject_proposal_demand(
+    State(state): State<AppState>,
+    Path((id, proposal_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    state.market.reject_proposal(&id, &proposal_id, reason(body).await?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reject_proposal_offer(
+    State(state): State<AppState>,
+    Path((id, proposal_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    state.market.reject_proposal(&id, &proposal_id, reason(body).await?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_agreement(
+    State(state): State<AppState>,
+    Body(body): Body<agora_market::api::AgreementProposal>,
+) -> Result<(StatusCode, Json<String>), ApiError> {
+    let id = state.market.create_agreement(&body.proposal_id, body.valid_to).await?;
+    Ok((StatusCode::CREATED, Json(id)))
+}
+
+async fn list_agreements(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<agora_market::api::AgreementView>>, ApiError> {
+    Ok(Json(state.market.agreements().await?))
+}
+
+async fn get_agreement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<agora_market::api::AgreementView>, ApiError> {
+    Ok(Json(state.market.agreement(&id).await?))
+}
+
+async fn confirm_agreement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.market.confirm_agreement(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn approve_agreement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<String>, ApiError> {
+    Ok(Json(state.market.approve_agreement(&id).await?.to_string()))
+}
+
+async fn reject_agreement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    state.market.reject_agreement(&id, reason(body).await?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn cancel_agreement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    state.market.cancel_agreement(&id, reason(body).await?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn terminate_agreement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    state.market.terminate_agreement(&id, reason(body).await?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Golem's `timeout` (seconds) for `wait`; answers 408 when it runs out.
+#[derive(Debug, Deserialize)]
+struct Wait {
+    timeout: Option<f64>,
+}
+
+async fn wait_for_approval(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(wait): Query<Wait>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let timeout = Poll { timeout: wait.timeout, max_events: None }.timeout()?;
+    Ok(match state.market.wait_for_approval(&id, timeout).await? {
+        Some(outcome) => Json(outcome).into_response(),
+        None => (
+            StatusCode::REQUEST_TIMEOUT,
+            Json(serde_json::json!({"message": format!("agreement {id} is still pending")})),
+        )
+            .into_response(),
+    })
+}
+
+/// `/agreementEvents` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AgreementPoll {
+    timeout: Option<f64>,
+    max_events: Option<usize>,
+    after_timestamp: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn agreement_events(
+    State(state): State<AppState>,
+    Query(poll): Query<AgreementPoll>,
+) -> Result<Json<Vec<agora_market::api::AgreementEvent>>, ApiError> {
+    let p = Poll { timeout: poll.timeout, max_events: poll.max_events };
+    let events =
+        state.market.agreement_events(poll.after_timestamp, p.timeout()?, p.max_events() as i64).await?;
+    Ok(Json(events))
 }

@@ -3,6 +3,7 @@
 mod grammar_cli;
 mod identity_store;
 mod market;
+mod negotiation;
 mod network;
 mod node;
 mod services;

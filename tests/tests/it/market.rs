@@ -124,6 +124,127 @@ async fn offers_reach_the_requestor_and_a_demand_matches_only_what_it_asks_for()
     let (status, again) = call(&r, reqwest::Method::GET, &path, None).await;
     assert_eq!((status, &again["proposalId"]), (200, &proposal["proposalId"]));
 
+    // Negotiation: the requestor counters, the provider counters back, and the requestor makes an
+    // agreement of the provider's counter-proposal.
+    let initial_id = proposal["proposalId"].as_str().unwrap().to_string();
+    let offer_id = wasm_offer.as_str().unwrap().to_string();
+    let counter = demand("(&(golem.runtime.name=wasmtime)(golem.inf.mem.gib>=8))");
+    let (status, r_draft) = call(
+        &r,
+        reqwest::Method::POST,
+        &format!("/market-api/v1/demands/{wasm}/proposals/{initial_id}"),
+        Some(counter),
+    )
+    .await;
+    assert_eq!(status, 201, "{r_draft}");
+    let r_draft = r_draft.as_str().unwrap().to_string();
+    let (_, events) =
+        call(&p1, reqwest::Method::GET, &format!("/market-api/v1/offers/{offer_id}/events?timeout=10"), None)
+            .await;
+    assert_eq!(events[0]["eventType"], "ProposalEvent", "{events}");
+    assert_eq!(events[0]["proposal"]["proposalId"], r_draft.as_str());
+    assert_eq!(events[0]["proposal"]["prevProposalId"], initial_id.as_str());
+    assert_eq!(events[0]["proposal"]["state"], "Draft");
+    let (status, p_draft) = call(
+        &p1,
+        reqwest::Method::POST,
+        &format!("/market-api/v1/offers/{offer_id}/proposals/{r_draft}"),
+        Some(offer("wasmtime", 8)),
+    )
+    .await;
+    assert_eq!(status, 201, "{p_draft}");
+    let p_draft = p_draft.as_str().unwrap().to_string();
+    let (_, events) =
+        call(&r, reqwest::Method::GET, &format!("/market-api/v1/demands/{wasm}/events?timeout=10"), None)
+            .await;
+    assert_eq!(events[0]["proposal"]["proposalId"], p_draft.as_str(), "{events}");
+    assert_eq!(events[0]["proposal"]["issuerId"], p1_id.as_str());
+    assert_eq!(events[0]["proposal"]["prevProposalId"], r_draft.as_str());
+
+    let valid_to = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
+    let (status, agreement) = call(
+        &r,
+        reqwest::Method::POST,
+        "/market-api/v1/agreements",
+        Some(json!({"proposalId": p_draft, "validTo": valid_to})),
+    )
+    .await;
+    assert_eq!(status, 201, "{agreement}");
+    let agreement = agreement.as_str().unwrap().to_string();
+    let (status, body) =
+        call(&r, reqwest::Method::POST, &format!("/market-api/v1/agreements/{agreement}/confirm"), None)
+            .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, events) =
+        call(&p1, reqwest::Method::GET, &format!("/market-api/v1/offers/{offer_id}/events?timeout=10"), None)
+            .await;
+    assert_eq!(events[0]["eventType"], "AgreementEvent", "{events}");
+    assert_eq!(events[0]["agreement"]["agreementId"], agreement.as_str());
+    assert_eq!(events[0]["agreement"]["state"], "Pending");
+
+    // The requestor restarts between confirm and approve; the approval still reaches it.
+    let mut r = r;
+    assert_eq!(r.stop(), Some(0));
+    let (status, approved) =
+        call(&p1, reqwest::Method::POST, &format!("/market-api/v1/agreements/{agreement}/approve"), None)
+            .await;
+    assert_eq!((status, approved.as_str()), (200, Some("Approved")));
+    let (status, again) =
+        call(&p1, reqwest::Method::POST, &format!("/market-api/v1/agreements/{agreement}/approve"), None)
+            .await;
+    assert_eq!(status, 409, "a double approve is a conflict: {again}");
+    let r = NodeProcess::start(&root.path().join("r"), &["--peer", &p1_addr], &db(2)).await;
+    let (status, outcome) = call(
+        &r,
+        reqwest::Method::POST,
+        &format!("/market-api/v1/agreements/{agreement}/wait?timeout=60"),
+        None,
+    )
+    .await;
+    assert_eq!((status, outcome.as_str()), (200, Some("Approved")), "{outcome}");
+    let (_, seen) =
+        call(&r, reqwest::Method::GET, &format!("/market-api/v1/agreements/{agreement}"), None).await;
+    assert_eq!(seen["state"], "Approved");
+    assert!(seen["proposedSignature"].as_str().is_some_and(|s| s.len() == 132), "{seen}");
+    assert!(seen["approvedSignature"].as_str().is_some_and(|s| s.len() == 132), "{seen}");
+
+    // Terminated with a reason, which the provider receives.
+    let (status, _) = call(
+        &r,
+        reqwest::Method::POST,
+        &format!("/market-api/v1/agreements/{agreement}/terminate"),
+        Some(json!({"message": "work done"})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let reason = wait_for(30, "the termination to reach the provider", || {
+        let p1 = &p1;
+        let agreement = agreement.clone();
+        async move {
+            let (_, events) =
+                call(p1, reqwest::Method::GET, "/market-api/v1/agreementEvents?timeout=1", None).await;
+            events
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| {
+                    e["agreementId"] == agreement.as_str() && e["eventType"] == "AgreementTerminatedEvent"
+                })
+                .map(|e| e["reason"].clone())
+        }
+    })
+    .await;
+    assert_eq!(reason["message"], "work done");
+    let (_, requestor_events) =
+        call(&r, reqwest::Method::GET, "/market-api/v1/agreementEvents?timeout=0", None).await;
+    let kinds: Vec<&str> =
+        requestor_events.as_array().unwrap().iter().map(|e| e["eventType"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["AgreementApprovedEvent", "AgreementTerminatedEvent"],
+        "no event lost across the restart"
+    );
+
     // An unsubscribed offer stops matching.
     let (status, _) = call(
         &p1,

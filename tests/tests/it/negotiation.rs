@@ -1,0 +1,165 @@
+//! Signatures decide: an agreement whose provider signature is forged is refused, and one whose
+//! requestor signature is forged is never recorded. Two markets on real Postgres, joined by a
+//! courier that can tamper with what it carries.
+
+use agora_identity::{Address, Identity};
+use agora_market::api::{DemandOfferBase, Event};
+use agora_market::{Courier, Market, MarketRequest, MarketResponse};
+use agora_tests::TestPg;
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Delivers to another market in-process, forging provider signatures when told to.
+#[derive(Debug)]
+struct Link {
+    to: Arc<OnceLock<Market>>,
+    from_peer: String,
+    from: Address,
+    forge_approvals: bool,
+}
+
+impl Courier for Link {
+    fn send(
+        &self,
+        _peer: String,
+        request: MarketRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<MarketResponse, String>> + Send>> {
+        let to = self.to.get().expect("linked").clone();
+        let (from_peer, from) = (self.from_peer.clone(), self.from);
+        let request = match request {
+            MarketRequest::ApproveAgreement { agreement_id, .. } if self.forge_approvals => {
+                let forged = Identity::random().sign_message(agreement_id.as_bytes());
+                MarketRequest::ApproveAgreement { agreement_id, signature: forged }
+            }
+            other => other,
+        };
+        Box::pin(async move { Ok(to.handle(&from_peer, Some(from), request).await) })
+    }
+}
+
+async fn market(pg: &TestPg, db: Option<&str>, identity: &Identity, link: Link) -> Market {
+    let url = match db {
+        Some(name) => pg.another_database(name).await,
+        None => pg.url(),
+    };
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    agora::node::MIGRATOR.run(&pool).await.unwrap();
+    Market::new(pool, identity.clone()).with_courier(Arc::new(link))
+}
+
+fn base(properties: serde_json::Value, constraints: &str) -> DemandOfferBase {
+    DemandOfferBase { properties, constraints: constraints.into() }
+}
+
+async fn first_proposal(events: Vec<Event>) -> String {
+    match events.into_iter().next() {
+        Some(Event::Proposal { proposal, .. }) => proposal.proposal_id,
+        other => panic!("expected a proposal event, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn forged_signatures_are_refused() {
+    let pg = TestPg::start().await;
+    let (p_id, r_id) = (Identity::random(), Identity::random());
+    let (p_peer, r_peer) = (p_id.peer_id().to_string(), r_id.peer_id().to_string());
+    let (to_provider, to_requestor) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
+    let provider = market(
+        &pg,
+        None,
+        &p_id,
+        Link {
+            to: to_requestor.clone(),
+            from_peer: p_peer.clone(),
+            from: p_id.address(),
+            forge_approvals: true,
+        },
+    )
+    .await;
+    let requestor = market(
+        &pg,
+        Some("requestor"),
+        &r_id,
+        Link {
+            to: to_provider.clone(),
+            from_peer: r_peer.clone(),
+            from: r_id.address(),
+            forge_approvals: false,
+        },
+    )
+    .await;
+    to_provider.set(provider.clone()).unwrap();
+    to_requestor.set(requestor.clone()).unwrap();
+
+    // The offer travels as it would over the network: fetched by id, checked, matched.
+    let offer_id =
+        provider.subscribe_offer(&base(json!({"golem.runtime.name": "wasmtime"}), "()")).await.unwrap();
+    let MarketResponse::Offer { offer: Some(body) } = provider
+        .handle(&r_peer, Some(r_id.address()), MarketRequest::GetOffer { offer_id: offer_id.clone() })
+        .await
+    else {
+        panic!("the provider serves its offer");
+    };
+    // An offer whose content does not hash to its id is refused.
+    let mut forged_body = body.clone();
+    forged_body.properties = json!({"golem.runtime.name": "docker"});
+    assert!(requestor.on_offer_body(p_id.address(), &p_peer, forged_body).await.is_err());
+    requestor.on_offer_body(p_id.address(), &p_peer, body).await.unwrap();
+
+    let demand_id =
+        requestor.subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)")).await.unwrap();
+    let wait = Duration::from_secs(5);
+    let initial = first_proposal(requestor.collect_demand_events(&demand_id, wait, 10).await.unwrap()).await;
+    let r_draft = requestor
+        .counter_proposal(&demand_id, &initial, &base(json!({}), "(golem.runtime.name=wasmtime)"), false)
+        .await
+        .unwrap();
+    let seen = first_proposal(provider.collect_offer_events(&offer_id, wait, 10).await.unwrap()).await;
+    assert_eq!(seen, r_draft);
+    let p_draft = provider
+        .counter_proposal(&offer_id, &r_draft, &base(json!({"golem.runtime.name": "wasmtime"}), "()"), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        first_proposal(requestor.collect_demand_events(&demand_id, wait, 10).await.unwrap()).await,
+        p_draft
+    );
+
+    let agreement_id = requestor
+        .create_agreement(&p_draft, chrono::Utc::now() + chrono::Duration::minutes(5))
+        .await
+        .unwrap();
+    let agreement = requestor.agreement(&agreement_id).await.unwrap();
+
+    // A requestor signature by anyone but the requestor is refused, and nothing is recorded.
+    let body = agora_market::AgreementBody {
+        agreement_id: agreement_id.clone(),
+        demand: agreement.demand.clone(),
+        offer: agreement.offer.clone(),
+        valid_to: agreement.valid_to,
+        timestamp: agreement.timestamp,
+    };
+    let forged = agora_identity::sign_json(&Identity::random(), &body).unwrap();
+    let answer = provider
+        .handle(
+            &r_peer,
+            Some(r_id.address()),
+            MarketRequest::ProposeAgreement { agreement: body, signature: forged },
+        )
+        .await;
+    assert!(
+        matches!(&answer, MarketResponse::Error { message } if message.contains("signature")),
+        "{answer:?}"
+    );
+    assert!(provider.agreement(&agreement_id).await.is_err(), "a forged proposal is not recorded");
+
+    // The genuine confirmation goes through; the approval the courier forges does not count.
+    requestor.confirm_agreement(&agreement_id).await.unwrap();
+    assert_eq!(provider.agreement(&agreement_id).await.unwrap().state, "Pending");
+    assert_eq!(provider.approve_agreement(&agreement_id).await.unwrap(), "Approved");
+    assert_eq!(requestor.agreement(&agreement_id).await.unwrap().state, "Pending", "forged approval refused");
+    assert_eq!(requestor.wait_for_approval(&agreement_id, Duration::from_millis(300)).await.unwrap(), None);
+}
