@@ -73,6 +73,25 @@ pub enum MarketCommand {
         #[arg(long)]
         json: bool,
     },
+    /// This node's standing offers.
+    Offers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// This node's standing demands.
+    Demands {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Agreements this node is a party to.
+    Agreements {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish an offer from a file (`{"properties": {…}, "constraints": "…"}`); prints its id.
+    SubscribeOffer { file: PathBuf },
+    /// Place a demand from a file (`{"properties": {…}, "constraints": "…"}`); prints its id.
+    SubscribeDemand { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +190,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Market(MarketCommand::Match { offer, demand, json }) => {
             crate::matching::run(&offer, &demand, json)
         }
+        Command::Market(cmd) => crate::market_cli::run(cmd, &client(data_dir)?).await,
         Command::Results(ResultsCommand::Hash { dir }) => {
             let hash = agora_activity::results_hash(&dir).map_err(|e| Error::Input(e.to_string()))?;
             println!("{hash}");

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
 /// Offer bodies fetched at once, at most.
 const CONCURRENT_FETCHES: usize = 16;
+/// Announcements handled at once, at most.
+const CONCURRENT_ANNOUNCEMENTS: usize = 64;
 /// How often undelivered negotiation messages are tried again.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -53,15 +55,25 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let fetches = Arc::new(Semaphore::new(CONCURRENT_FETCHES));
+    let handling = Arc::new(Semaphore::new(CONCURRENT_ANNOUNCEMENTS));
     let mut repeat = tokio::time::interval(ANNOUNCE_INTERVAL);
     let mut outbox = tokio::time::interval(OUTBOX_INTERVAL);
+    // After a stall, carry on at the normal pace rather than catching up in a burst.
+    repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    outbox.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flushing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = outbox.tick() => {
-                let market = market.clone();
-                // Deliveries wait on other nodes; they must not hold up this loop.
-                tokio::spawn(async move { market.flush_outbox().await });
+                // Deliveries wait on other nodes; they must not hold up this loop. One at a time.
+                if !flushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let (market, flushing) = (market.clone(), flushing.clone());
+                    tokio::spawn(async move {
+                        market.flush_outbox().await;
+                        flushing.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
             }
             _ = repeat.tick() => match market.announcements().await {
                 Ok(list) => for a in &list { announce(&net, a).await },
@@ -82,9 +94,30 @@ pub async fn run(
                     });
                 }
                 Some(Inbound::Gossip { from, topic, data }) if topic == OFFERS_TOPIC => {
-                    on_gossip(&market, &net, &fetches, from, &data).await;
+                    // Handled on its own task, so a slow database never stalls the loop; when too
+                    // many are in hand the announcement is dropped (it is repeated).
+                    match handling.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (market, net, fetches) = (market.clone(), net.clone(), fetches.clone());
+                            tokio::spawn(async move {
+                                let _permit = permit;
+                                on_gossip(&market, &net, &fetches, from, &data).await;
+                            });
+                        }
+                        Err(_) => tracing::debug!(%from, "announcements at their limit; one dropped"),
+                    }
                 }
                 Some(Inbound::Gossip { topic, .. }) => tracing::debug!(%topic, "gossip on an unknown topic"),
+                Some(Inbound::Subscribed { topic, .. }) if topic == OFFERS_TOPIC => {
+                    // A node joined the offers topic: repeat our offers now rather than at the
+                    // next tick, so it sees them at once. (Announcements are ids; this is cheap.)
+                    if let Ok(list) = market.announcements().await {
+                        for a in &list {
+                            announce(&net, a).await;
+                        }
+                    }
+                }
+                Some(Inbound::Subscribed { .. }) => {}
             },
         }
     }
@@ -103,14 +136,22 @@ async fn on_gossip(market: &Market, net: &NetHandle, fetches: &Arc<Semaphore>, f
         }
     };
     let wanted = match market.on_announcement(provider, announcement).await {
-        Ok(ids) => ids,
+        Ok(ids) => {
+            tracing::trace!(me = %market.node_id(), %provider, wanted = ids.len(), "announcement");
+            ids
+        }
         Err(e) => {
             tracing::warn!(error = %e, "could not record an announcement");
             return;
         }
     };
     for offer_id in wanted {
-        let Ok(permit) = fetches.clone().acquire_owned().await else { return };
+        // Never wait for a permit here: this runs on the loop that also answers requests. An
+        // offer skipped now is announced again shortly.
+        let Ok(permit) = fetches.clone().try_acquire_owned() else {
+            tracing::debug!(%offer_id, "fetches at their limit; the offer waits for its next announcement");
+            return;
+        };
         let (market, net) = (market.clone(), net.clone());
         tokio::spawn(async move {
             let _permit = permit;
@@ -119,7 +160,7 @@ async fn on_gossip(market: &Market, net: &NetHandle, fetches: &Arc<Semaphore>, f
             let answer = match net.request(from, request).await {
                 Ok(answer) => answer,
                 Err(e) => {
-                    tracing::debug!(%from, %offer_id, error = %e, "could not fetch an offer");
+                    tracing::debug!(me = %market.node_id(), %from, %offer_id, error = %e, "could not fetch an offer");
                     return;
                 }
             };
@@ -127,6 +168,9 @@ async fn on_gossip(market: &Market, net: &NetHandle, fetches: &Arc<Semaphore>, f
                 Ok(MarketResponse::Offer { offer: Some(body) }) => {
                     if let Err(e) = market.on_offer_body(provider, &from.to_string(), body).await {
                         tracing::warn!(%from, %offer_id, error = %e, "offer refused");
+                        if matches!(e, agora_market::Error::Refused(_)) {
+                            net.penalise(from).await;
+                        }
                     }
                 }
                 Ok(_) => tracing::debug!(%offer_id, "offer no longer offered"),

@@ -230,6 +230,8 @@ impl Cluster {
         let mut cmd = self.command("postgres");
         cmd.arg("-D").arg(self.data_dir()).args(self.server_options());
         cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+        // Room for many nodes' pools in one throwaway cluster (benchmarks run a hundred).
+        cmd.args(["-c", "max_connections=400"]);
         cmd
     }
 

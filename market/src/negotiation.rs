@@ -507,6 +507,7 @@ impl Market {
             .bind(&message)
             .execute(self.store.pool())
             .await?;
+        self.outbox_pending.store(true, std::sync::atomic::Ordering::Release);
         self.flush_outbox().await;
         Ok(())
     }
@@ -514,6 +515,9 @@ impl Market {
     /// Delivers queued messages; those not acknowledged stay for the next try.
     pub async fn flush_outbox(&self) {
         let Some(courier) = self.courier.as_deref() else { return };
+        if !self.outbox_pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
         let rows: Vec<(i64, String, serde_json::Value)> =
             match sqlx::query_as("SELECT id, peer_id, message FROM market_outbox ORDER BY id LIMIT 100")
                 .fetch_all(self.store.pool())
@@ -528,6 +532,10 @@ impl Market {
         for (id, peer, message) in rows {
             let Ok(request) = serde_json::from_value::<MarketRequest>(message) else { continue };
             let delivered = matches!(courier.send(peer.clone(), request).await, Ok(MarketResponse::Ack));
+            if !delivered {
+                // Still something to deliver next time.
+                self.outbox_pending.store(true, std::sync::atomic::Ordering::Release);
+            }
             let query = if delivered {
                 "DELETE FROM market_outbox WHERE id = $1"
             } else {

@@ -35,7 +35,17 @@ pub struct Market {
     pub(crate) courier: Option<Arc<dyn crate::negotiation::Courier>>,
     /// Woken whenever events are added, so long polls answer at once.
     pub(crate) events: Arc<Notify>,
+    /// Whether this node has a standing demand: unknown, no, yes. Asked for every announcement
+    /// heard, so it is kept here rather than asked of the database each time.
+    has_demands: Arc<std::sync::atomic::AtomicU8>,
+    /// Whether the outbox may hold undelivered messages (true at start: a restart may have left
+    /// some), so an idle node does not poll it.
+    pub(crate) outbox_pending: Arc<std::sync::atomic::AtomicBool>,
 }
+
+const UNKNOWN: u8 = 0;
+const NO: u8 = 1;
+const YES: u8 = 2;
 
 fn owner_text(a: Address) -> String {
     format!("{a:#x}")
@@ -79,6 +89,8 @@ impl Market {
             identity,
             courier: None,
             events: Arc::new(Notify::new()),
+            has_demands: Arc::new(std::sync::atomic::AtomicU8::new(UNKNOWN)),
+            outbox_pending: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -86,6 +98,11 @@ impl Market {
     pub fn with_courier(mut self, courier: Arc<dyn crate::negotiation::Courier>) -> Self {
         self.courier = Some(courier);
         self
+    }
+
+    /// The address of the node this market belongs to.
+    pub fn node_id(&self) -> Address {
+        self.node_id
     }
 
     pub fn store(&self) -> &MarketStore {
@@ -108,6 +125,7 @@ impl Market {
         let id = spec.demand_id();
         let demand = stored(&spec, id.clone());
         self.store.insert_demand(&demand).await?;
+        self.has_demands.store(YES, std::sync::atomic::Ordering::Relaxed);
         let offers = self.store.active_remote_offers().await?;
         let mut index = Offers::new(agora_grammar::DEFAULT_INDEXED);
         let mut kept = Vec::with_capacity(offers.len());
@@ -162,6 +180,7 @@ impl Market {
         if !self.store.unsubscribe_demand(id).await? {
             return Err(Self::presence_error("demand", id, self.store.demand_presence(id).await?));
         }
+        self.has_demands.store(UNKNOWN, std::sync::atomic::Ordering::Relaxed);
         self.events.notify_waiters();
         Ok(())
     }
@@ -207,6 +226,19 @@ impl Market {
             .collect())
     }
 
+    async fn has_standing_demand(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.has_demands.load(Relaxed) {
+            YES => Ok(true),
+            NO => Ok(false),
+            _ => {
+                let yes = self.store.has_active_demands().await?;
+                self.has_demands.store(if yes { YES } else { NO }, Relaxed);
+                Ok(yes)
+            }
+        }
+    }
+
     /// Handles an announcement from `provider` (the address behind the sending peer). Returns the
     /// offer ids to fetch from that peer.
     pub async fn on_announcement(
@@ -218,6 +250,9 @@ impl Market {
             return Ok(Vec::new());
         }
         match announcement {
+            // A node with no standing demand has nothing to match offers with: it fetches none,
+            // and learns them from the next announcement once it places a demand.
+            Announcement::Offered { .. } if !self.has_standing_demand().await? => Ok(Vec::new()),
             Announcement::Offered { offer_ids } => {
                 let mut unknown = Vec::new();
                 for id in offer_ids.into_iter().take(crate::MAX_OFFERS_PER_ANNOUNCEMENT) {

@@ -126,6 +126,14 @@ impl MarketStore {
         .await?)
     }
 
+    pub async fn has_active_demands(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM demands WHERE unsubscribed_at IS NULL AND expires_at > now())",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Other nodes' offers still standing.
     pub async fn active_remote_offers(&self) -> Result<Vec<Stored>> {
         Ok(sqlx::query_as(

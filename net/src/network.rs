@@ -42,6 +42,11 @@ pub enum Inbound {
         topic: String,
         data: Vec<u8>,
     },
+    /// A peer joined a gossip topic: what it missed can be repeated to it now.
+    Subscribed {
+        peer: PeerId,
+        topic: String,
+    },
     /// A market request; the node answers through `reply` (dropping it answers with an error).
     Request {
         from: PeerId,
@@ -65,7 +70,13 @@ enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<()>>),
     Publish { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<()>> },
     Request { peer: PeerId, body: serde_json::Value, reply: oneshot::Sender<Result<serde_json::Value>> },
+    Penalise(PeerId),
 }
+
+/// Misbehaviours (a forged offer, say) after which a peer is banned.
+const PENALTIES_TO_BAN: u32 = 3;
+/// How long a ban lasts.
+const BAN: Duration = Duration::from_secs(600);
 
 /// Inbound events waiting for the node, at most; gossip beyond this is dropped (it is repeated).
 const INBOUND_QUEUE: usize = 1024;
@@ -113,6 +124,12 @@ impl NetHandle {
         self.ask(|reply| Command::Publish { topic: topic.to_string(), data, reply }).await?
     }
 
+    /// Reports that `peer` sent something that does not hold up. After a few reports the peer is
+    /// disconnected and ignored for a while.
+    pub async fn penalise(&self, peer: PeerId) {
+        let _stopped = self.commands.send(Command::Penalise(peer)).await;
+    }
+
     /// Sends a market request to `peer` and waits for the answer (bounded by the protocol's
     /// request timeout).
     pub async fn request(&self, peer: PeerId, body: serde_json::Value) -> Result<serde_json::Value> {
@@ -140,6 +157,8 @@ pub struct Network {
     answering: FuturesUnordered<PendingResponse>,
     /// Per peer: the second being counted and the requests in it.
     rate: HashMap<PeerId, (std::time::Instant, u32)>,
+    penalties: HashMap<PeerId, u32>,
+    banned: HashMap<PeerId, std::time::Instant>,
 }
 
 impl std::fmt::Debug for Network {
@@ -237,6 +256,8 @@ pub async fn start(
         outbound: HashMap::new(),
         answering: FuturesUnordered::new(),
         rate: HashMap::new(),
+        penalties: HashMap::new(),
+        banned: HashMap::new(),
     };
     let task = tokio::spawn(network.run(shutdown));
     Ok((NetHandle { commands: tx, peer_id }, inbound_rx, task))
@@ -290,6 +311,16 @@ impl Network {
                 let id = self.swarm.behaviour_mut().market.send_request(&peer, body);
                 self.outbound.insert(id, reply);
             }
+            Command::Penalise(peer) => {
+                let count = self.penalties.entry(peer).or_insert(0);
+                *count += 1;
+                if *count >= PENALTIES_TO_BAN {
+                    tracing::warn!(%peer, "banned for misbehaving");
+                    self.penalties.remove(&peer);
+                    self.banned.insert(peer, std::time::Instant::now() + BAN);
+                    let _not_connected = self.swarm.disconnect_peer_id(peer);
+                }
+            }
             Command::Dial(addr, reply) => {
                 let result =
                     self.swarm.dial(addr.clone()).map_err(|e| Error::Dial { addr, message: e.to_string() });
@@ -298,7 +329,35 @@ impl Network {
         }
     }
 
+    fn is_banned(&mut self, peer: &PeerId) -> bool {
+        match self.banned.get(peer) {
+            Some(until) if *until > std::time::Instant::now() => true,
+            Some(_) => {
+                self.banned.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let from = match &event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => Some(*peer_id),
+            SwarmEvent::Behaviour(BehaviourEvent::Market(request_response::Event::Message {
+                peer, ..
+            })) => Some(*peer),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                ..
+            })) => Some(*propagation_source),
+            _ => None,
+        };
+        if let Some(peer) = from
+            && self.is_banned(&peer)
+        {
+            let _not_connected = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
@@ -353,6 +412,15 @@ impl Network {
                 if let Some(reply) = self.outbound.remove(&request_id) {
                     let failure = Error::Request { peer: peer.to_string(), message: error.to_string() };
                     let _asker_gone = reply.send(Err(failure));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                peer_id,
+                topic,
+            })) => {
+                let event = Inbound::Subscribed { peer: peer_id, topic: topic.into_string() };
+                if self.inbound.try_send(event).is_err() {
+                    tracing::debug!("inbound queue full; subscription notice dropped");
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {

@@ -65,7 +65,10 @@ impl TestPg {
 
     /// Creates another database in the same cluster (for a second node, say) and returns its URL.
     pub async fn another_database(&self, name: &str) -> String {
-        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "plain database names only");
+        assert!(
+            name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "plain database names only"
+        );
         let pool = self.pool().await;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&pool)

@@ -278,6 +278,32 @@ async fn offers_reach_the_requestor_and_a_demand_matches_only_what_it_asks_for()
     })
     .await;
 
+    // The same from the command line.
+    let file = root.path().join("offer.json");
+    std::fs::write(&file, offer("docker", 16).to_string()).unwrap();
+    let out = p1.cli(&["market", "subscribe-offer", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli_offer = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let listed: Value =
+        serde_json::from_slice(&p1.cli(&["market", "offers", "--json"], None).stdout).unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|o| o["offerId"] == cli_offer.as_str()), "{listed}");
+    let table = String::from_utf8(p1.cli(&["market", "offers"], None).stdout).unwrap();
+    assert!(table.starts_with("OFFER") && table.contains("docker"), "{table}");
+    let agreements: Value =
+        serde_json::from_slice(&r.cli(&["market", "agreements", "--json"], None).stdout).unwrap();
+    assert_eq!(agreements[0]["state"], "Terminated");
+    assert_eq!(agreements[0]["role"], "requestor");
+    let table = String::from_utf8(p1.cli(&["market", "agreements"], None).stdout).unwrap();
+    assert!(table.contains("provider") && table.contains("Terminated"), "{table}");
+    std::fs::write(&file, "{\"properties\": {}, \"constraints\": \"(a=\"}").unwrap();
+    let bad = r.cli(&["market", "subscribe-demand", file.to_str().unwrap()], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("line 1, column"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
     // Bad input: a malformed constraint names line and column; an unknown subscription is 404.
     let (status, err) =
         call(&r, reqwest::Method::POST, "/market-api/v1/demands", Some(demand("(&(a=1)(b<=)"))).await;

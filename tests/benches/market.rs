@@ -1,0 +1,252 @@
+//! Market benchmarks on loopback, printing their figures:
+//! - how long until the offers of 100 provider nodes are all visible to one requestor;
+//! - proposal → approved agreement latency, p50 and p99;
+//! - agreements per second with many negotiations at once.
+//!
+//! Every node is a real libp2p swarm with its own Postgres database (one throwaway cluster), and
+//! the agora node's own market loop; they share one process. `cargo bench -p agora-tests --bench market`.
+
+use agora_identity::Identity;
+use agora_market::api::{DemandOfferBase, Event};
+use agora_market::{Market, OFFERS_TOPIC};
+use agora_net::{NetConfig, NetHandle};
+use agora_tests::TestPg;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The provider nodes, unless `AGORA_BENCH_PROVIDERS` says otherwise.
+const DEFAULT_PROVIDERS: usize = 100;
+
+const SEQUENTIAL_AGREEMENTS: usize = 100;
+const CONCURRENT_AGREEMENTS: usize = 100;
+
+struct Node {
+    market: Market,
+    net: NetHandle,
+    addr: String,
+}
+
+async fn node(pg: &TestPg, db: &str, peers: Vec<String>, shutdown: &CancellationToken) -> Node {
+    let url = pg.another_database(db).await;
+    let size = if db == "requestor" { 16 } else { 3 };
+    let pool = PgPoolOptions::new().max_connections(size).connect(&url).await.expect("connect");
+    agora::node::MIGRATOR.run(&pool).await.expect("migrate");
+    let identity = Identity::random();
+    let config = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+        peers: peers.iter().map(|p| p.parse().expect("peer multiaddr")).collect(),
+        topics: vec![OFFERS_TOPIC.to_string()],
+        ..Default::default()
+    };
+    let (net, inbound, _task) =
+        agora_net::start(identity.libp2p_keypair(), config, shutdown.clone()).await.expect("network");
+    let market = Market::new(pool, identity).with_courier(Arc::new(agora::market::NetCourier(net.clone())));
+    tokio::spawn(agora::market::run(market.clone(), net.clone(), inbound, shutdown.clone()));
+    let status = net.status().await.expect("status");
+    let addr = format!("{}/p2p/{}", status.listen[0], status.peer_id);
+    Node { market, net, addr }
+}
+
+fn offer(i: usize) -> DemandOfferBase {
+    DemandOfferBase {
+        properties: json!({"golem.runtime.name": "wasmtime", "golem.node.id.name": format!("p{i}"), "golem.inf.mem.gib": 8}),
+        constraints: "()".into(),
+    }
+}
+
+/// The provider's agent: counters every proposal once and approves every agreement.
+fn provider_agent(market: Market, offer_id: String, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        while !shutdown.is_cancelled() {
+            let Ok(events) = market.collect_offer_events(&offer_id, Duration::from_secs(5), 50).await else {
+                continue;
+            };
+            for event in events {
+                match event {
+                    Event::Proposal { proposal, .. } if proposal.state == "Draft" => {
+                        let base = DemandOfferBase {
+                            properties: proposal.properties.clone(),
+                            constraints: "()".into(),
+                        };
+                        if let Err(e) =
+                            market.counter_proposal(&offer_id, &proposal.proposal_id, &base, true).await
+                        {
+                            eprintln!("provider counter failed: {e}");
+                        }
+                    }
+                    Event::Agreement { agreement, .. } => {
+                        if let Err(e) = market.approve_agreement(&agreement.agreement_id).await {
+                            eprintln!("approve failed: {e}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+}
+
+async fn next_proposal(market: &Market, demand: &str, state: &str) -> String {
+    loop {
+        for event in market.collect_demand_events(demand, Duration::from_secs(10), 10).await.expect("events")
+        {
+            if let Event::Proposal { proposal, .. } = event
+                && proposal.state == state
+            {
+                return proposal.proposal_id;
+            }
+        }
+    }
+}
+
+/// One negotiation with provider `i`: returns the time from the requestor's counter-proposal to
+/// the approved agreement.
+async fn negotiate(requestor: &Market, i: usize) -> Duration {
+    let base = DemandOfferBase {
+        properties: json!({"golem.srv.comp.expiration": 1_900_000_000_000_u64, "bench.round": rand_round()}),
+        constraints: format!("(golem.node.id.name=p{i})"),
+    };
+    let demand = requestor.subscribe_demand(&base).await.expect("demand");
+    let initial = next_proposal(requestor, &demand, "Initial").await;
+    let start = Instant::now();
+    requestor.counter_proposal(&demand, &initial, &base, false).await.expect("counter");
+    let draft = next_proposal(requestor, &demand, "Draft").await;
+    let agreement = requestor
+        .create_agreement(&draft, chrono::Utc::now() + chrono::Duration::minutes(10))
+        .await
+        .expect("agreement");
+    requestor.confirm_agreement(&agreement).await.expect("confirm");
+    let outcome = requestor.wait_for_approval(&agreement, Duration::from_secs(30)).await.expect("wait");
+    assert_eq!(outcome.as_deref(), Some("Approved"));
+    let took = start.elapsed();
+    requestor.unsubscribe_demand(&demand).await.expect("unsubscribe");
+    took
+}
+
+/// Demand ids commit to their content and millisecond timestamp; a counter keeps them apart.
+fn rand_round() -> u64 {
+    static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at]
+}
+
+fn providers() -> usize {
+    std::env::var("AGORA_BENCH_PROVIDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_PROVIDERS)
+}
+
+fn main() {
+    // RUST_LOG=agora=debug shows what the nodes do.
+    let _no_other_subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    #[allow(non_snake_case)]
+    let PROVIDERS = providers();
+    runtime.block_on(async {
+        let pg = TestPg::start().await;
+        let shutdown = CancellationToken::new();
+        let requestor = node(&pg, "requestor", Vec::new(), &shutdown).await;
+
+        let setup = Instant::now();
+        let mut providers = Vec::with_capacity(PROVIDERS);
+        for i in 0..PROVIDERS {
+            let provider = node(&pg, &format!("provider_{i}"), vec![requestor.addr.clone()], &shutdown).await;
+            providers.push(provider);
+        }
+        println!("setup: {PROVIDERS} provider nodes up in {:.2} s", setup.elapsed().as_secs_f64());
+
+        // The requestor is looking for offers before they are published.
+        let watching = DemandOfferBase { properties: json!({}), constraints: "(golem.runtime.name=wasmtime)".into() };
+        let watch = requestor.market.subscribe_demand(&watching).await.expect("demand");
+        let published = Instant::now();
+        let mut offer_ids = Vec::with_capacity(PROVIDERS);
+        for (i, provider) in providers.iter().enumerate() {
+            let id = provider.market.subscribe_offer(&offer(i)).await.expect("offer");
+            for a in provider.market.announcements().await.expect("announcements") {
+                agora::market::announce(&provider.net, &a).await;
+            }
+            offer_ids.push(id);
+        }
+        let publishing = published.elapsed();
+        // Time until half, nine tenths and all of the offers are visible; gives up after 120 s and
+        // says how many arrived.
+        let mut marks: Vec<(usize, Option<Duration>)> =
+            vec![(PROVIDERS / 2, None), (PROVIDERS * 9 / 10, None), (PROVIDERS, None)];
+        let mut seen = 0;
+        while published.elapsed() < Duration::from_secs(120) && marks.iter().any(|(_, t)| t.is_none()) {
+            seen = requestor.market.store().active_remote_offers().await.expect("offers").len();
+            for (count, at) in &mut marks {
+                if at.is_none() && seen >= *count {
+                    *at = Some(published.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let shown: Vec<String> = marks
+            .iter()
+            .map(|(count, at)| match at {
+                Some(t) => format!("{count} offers after {:.0} ms", t.as_secs_f64() * 1e3),
+                None => format!("{count} offers not reached in 120 s"),
+            })
+            .collect();
+        println!(
+            "offer propagation ({PROVIDERS} providers, publishing took {:.0} ms): {}; {seen} of {PROVIDERS} visible at the end",
+            publishing.as_secs_f64() * 1e3,
+            shown.join(", ")
+        );
+        let visible: Vec<usize> = {
+            let names: Vec<String> = requestor
+                .market
+                .store()
+                .active_remote_offers()
+                .await
+                .expect("offers")
+                .iter()
+                .filter_map(|o| o.properties["golem.node.id.name"].as_str().map(str::to_string))
+                .collect();
+            (0..PROVIDERS).filter(|i| names.contains(&format!("p{i}"))).collect()
+        };
+        requestor.market.unsubscribe_demand(&watch).await.expect("unsubscribe");
+        for (provider, id) in providers.iter().zip(offer_ids) {
+            provider_agent(provider.market.clone(), id, shutdown.clone());
+        }
+
+        let mut latencies = Vec::with_capacity(SEQUENTIAL_AGREEMENTS);
+        for round in 0..SEQUENTIAL_AGREEMENTS {
+            latencies.push(negotiate(&requestor.market, visible[round % visible.len()]).await);
+        }
+        latencies.sort();
+        println!(
+            "proposal → approved agreement, {SEQUENTIAL_AGREEMENTS} one after another: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            latencies.last().expect("latencies").as_secs_f64() * 1e3
+        );
+
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(CONCURRENT_AGREEMENTS);
+        for i in 0..CONCURRENT_AGREEMENTS {
+            let market = requestor.market.clone();
+            let provider = visible[i % visible.len()];
+            tasks.push(tokio::spawn(async move { negotiate(&market, provider).await }));
+        }
+        for task in tasks {
+            task.await.expect("negotiation task");
+        }
+        let elapsed = start.elapsed();
+        println!(
+            "throughput: {CONCURRENT_AGREEMENTS} negotiations at once, {:.1} agreements per second ({:.2} s in all)",
+            CONCURRENT_AGREEMENTS as f64 / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64()
+        );
+        shutdown.cancel();
+    });
+}
