@@ -130,7 +130,7 @@ impl Market {
         row.ok_or_else(|| Error::NotFound(format!("no proposal {proposal_id} on {subscription}")))
     }
 
-    async fn require_subscription(&self, subscription: &str, provider_side: bool) -> Result<()> {
+    pub(crate) async fn require_subscription(&self, subscription: &str, provider_side: bool) -> Result<()> {
         let presence = if provider_side {
             self.store.offer_presence(subscription).await?
         } else {
@@ -735,15 +735,7 @@ impl Market {
         timeout: std::time::Duration,
         max: usize,
     ) -> Result<Vec<crate::api::Event>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let woken = self.events.notified();
-            self.require_subscription(offer_id, true).await?;
-            let events = self.store.take_events(offer_id, max.max(1) as i64).await?;
-            if !events.is_empty() || tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return Ok(events);
-            }
-        }
+        self.collect_events(offer_id, true, timeout, max).await
     }
 
     pub async fn offer_proposal(&self, offer_id: &str, proposal_id: &str) -> Result<ProposalView> {

@@ -192,20 +192,26 @@ impl Market {
         timeout: std::time::Duration,
         max: usize,
     ) -> Result<Vec<Event>> {
+        self.collect_events(demand_id, false, timeout, max).await
+    }
+
+    /// The long poll of a subscription's events (either side): waits up to `timeout` for the
+    /// first, returns up to `max`; an unknown or ended subscription is an error.
+    pub(crate) async fn collect_events(
+        &self,
+        subscription: &str,
+        provider_side: bool,
+        timeout: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<Event>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Registered before the check, so an event added in between still wakes this poll.
             let woken = self.events.notified();
-            match self.store.demand_presence(demand_id).await? {
-                Presence::Active => {}
-                other => return Err(Self::presence_error("demand", demand_id, other)),
-            }
-            let events = self.store.take_events(demand_id, max.max(1) as i64).await?;
-            if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+            self.require_subscription(subscription, provider_side).await?;
+            let events = self.store.take_events(subscription, max.max(1) as i64).await?;
+            if !events.is_empty() || tokio::time::timeout_at(deadline, woken).await.is_err() {
                 return Ok(events);
-            }
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return Ok(Vec::new());
             }
         }
     }

@@ -117,8 +117,8 @@ pub fn negotiation_routes() -> axum::Router<AppState> {
             "/offers/{subscription_id}/proposals/{proposal_id}",
             get(get_proposal_demand).post(counter_proposal_offer),
         )
-        .route("/offers/{subscription_id}/proposals/{proposal_id}/reject", post(reject_proposal_demand))
-        .route("/demands/{subscription_id}/proposals/{proposal_id}/reject", post(reject_proposal_offer))
+        .route("/offers/{subscription_id}/proposals/{proposal_id}/reject", post(reject_proposal))
+        .route("/demands/{subscription_id}/proposals/{proposal_id}/reject", post(reject_proposal))
         .route("/agreements", get(list_agreements).post(create_agreement))
         .route("/agreements/{agreement_id}", get(get_agreement).delete(cancel_agreement))
         .route("/agreements/{agreement_id}/confirm", post(confirm_agreement))
@@ -171,16 +171,8 @@ pub(super) async fn counter_proposal_demand(
     Ok((StatusCode::CREATED, Json(new_id)))
 }
 
-async fn reject_proposal_demand(
-    State(state): State<AppState>,
-    Path((id, proposal_id)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<StatusCode, ApiError> {
-    state.market.reject_proposal(&id, &proposal_id, reason(body).await?).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn reject_proposal_offer(
+/// Rejects the other side's proposal: the same on an offer (provider) and a demand (requestor).
+async fn reject_proposal(
     State(state): State<AppState>,
     Path((id, proposal_id)): Path<(String, String)>,
     body: axum::body::Bytes,
