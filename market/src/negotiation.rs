@@ -5,7 +5,7 @@
 
 use crate::api::{AgreementEvent, AgreementView, DemandOfferBase, ProposalView, Reason};
 use crate::service::{derived_id, now_millis};
-use crate::store::{MarketStore, Presence};
+use crate::store::{EventRef, MarketStore, Presence, add_event};
 use crate::wire::{AgreementBody, MarketRequest, MarketResponse, WireProposal};
 use crate::{Error, Market, Result};
 use agora_identity::{Address, sign_json, verify_json};
@@ -596,14 +596,8 @@ impl Market {
                 .rows_affected()
                     == 1;
                 if inserted {
-                    sqlx::query(
-                        "INSERT INTO market_events (subscription_id, event_type, proposal_id)
-                         VALUES ($1, 'ProposalEvent', $2)",
-                    )
-                    .bind(&subscription)
-                    .bind(&proposal.proposal_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    let about = EventRef::Proposal(&proposal.proposal_id);
+                    add_event(&mut *tx, &subscription, "ProposalEvent", about, None).await?;
                 }
                 tx.commit().await?;
             }
@@ -617,14 +611,14 @@ impl Market {
                 .fetch_optional(self.store.pool())
                 .await?;
                 if let Some(subscription) = subscription {
-                    sqlx::query(
-                        "INSERT INTO market_events (subscription_id, event_type, proposal_id, reason)
-                         VALUES ($1, 'ProposalRejectedEvent', $2, $3)",
+                    let about = EventRef::Proposal(&proposal_id);
+                    add_event(
+                        self.store.pool(),
+                        &subscription,
+                        "ProposalRejectedEvent",
+                        about,
+                        reason_of(reason),
                     )
-                    .bind(&subscription)
-                    .bind(&proposal_id)
-                    .bind(reason_of(reason))
-                    .execute(self.store.pool())
                     .await?;
                 }
             }
@@ -661,14 +655,8 @@ impl Market {
                 .rows_affected()
                     == 1;
                 if inserted {
-                    sqlx::query(
-                        "INSERT INTO market_events (subscription_id, event_type, agreement_id)
-                         VALUES ($1, 'AgreementEvent', $2)",
-                    )
-                    .bind(&offer_id)
-                    .bind(&agreement.agreement_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    let about = EventRef::Agreement(&agreement.agreement_id);
+                    add_event(&mut *tx, &offer_id, "AgreementEvent", about, None).await?;
                 }
                 tx.commit().await?;
             }

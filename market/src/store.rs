@@ -58,6 +58,39 @@ struct EventRow {
     reason: Option<serde_json::Value>,
 }
 
+/// What a market event points at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EventRef<'a> {
+    Proposal(&'a str),
+    Agreement(&'a str),
+}
+
+/// Adds an event for a subscription's collectors, inside the caller's transaction (or not).
+pub(crate) async fn add_event(
+    executor: impl sqlx::PgExecutor<'_>,
+    subscription: &str,
+    event_type: &str,
+    about: EventRef<'_>,
+    reason: Option<serde_json::Value>,
+) -> Result<()> {
+    let (proposal, agreement) = match about {
+        EventRef::Proposal(id) => (Some(id), None),
+        EventRef::Agreement(id) => (None, Some(id)),
+    };
+    sqlx::query(
+        "INSERT INTO market_events (subscription_id, event_type, proposal_id, agreement_id, reason)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(subscription)
+    .bind(event_type)
+    .bind(proposal)
+    .bind(agreement)
+    .bind(reason)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 /// Whether a subscription is there, and active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presence {
@@ -76,34 +109,34 @@ impl MarketStore {
     }
 
     pub async fn insert_offer(&self, s: &Stored) -> Result<()> {
-        sqlx::query(
+        self.insert_spec(
             "INSERT INTO offers (offer_id, provider_id, properties, constraints, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (offer_id) DO NOTHING",
+            s,
         )
-        .bind(&s.id)
-        .bind(&s.owner)
-        .bind(&s.properties)
-        .bind(&s.constraints)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     pub async fn insert_demand(&self, s: &Stored) -> Result<()> {
-        sqlx::query(
+        self.insert_spec(
             "INSERT INTO demands (demand_id, requestor_id, properties, constraints, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (demand_id) DO NOTHING",
+            s,
         )
-        .bind(&s.id)
-        .bind(&s.owner)
-        .bind(&s.properties)
-        .bind(&s.constraints)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .execute(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Offers and demands are stored alike; only the table differs.
+    async fn insert_spec(&self, insert: &'static str, s: &Stored) -> Result<()> {
+        sqlx::query(insert)
+            .bind(&s.id)
+            .bind(&s.owner)
+            .bind(&s.properties)
+            .bind(&s.constraints)
+            .bind(s.created_at)
+            .bind(s.expires_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -296,14 +329,7 @@ impl MarketStore {
         .rows_affected()
             == 1;
         if inserted {
-            sqlx::query(
-                "INSERT INTO market_events (subscription_id, event_type, proposal_id)
-                 VALUES ($1, 'ProposalEvent', $2)",
-            )
-            .bind(demand_id)
-            .bind(&proposal_id)
-            .execute(&mut *tx)
-            .await?;
+            add_event(&mut *tx, demand_id, "ProposalEvent", EventRef::Proposal(&proposal_id), None).await?;
         }
         tx.commit().await?;
         Ok(inserted)
