@@ -1,6 +1,6 @@
 //! Wires the market to the network: announcements in and out, offer bodies fetched and served.
 
-use agora_market::{Announcement, Courier, Market, MarketRequest, MarketResponse, OFFERS_TOPIC};
+use agora_market::{Announcement, Courier, FollowUp, Market, MarketRequest, MarketResponse, OFFERS_TOPIC};
 use agora_net::{Inbound, NetHandle, PeerId};
 use std::future::Future;
 use std::pin::Pin;
@@ -9,12 +9,15 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// How often a provider repeats its offers, so nodes that joined later see them.
-pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a node repeats its offers to the whole network, for nodes that missed them. A node
+/// joining next to it is told at once, directly; this round reaches the rest. Each round costs
+/// every node a copy of every announcement, so it is not frequent.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
 /// Offer bodies fetched at once, at most.
 const CONCURRENT_FETCHES: usize = 16;
-/// Announcements handled at once, at most.
-const CONCURRENT_ANNOUNCEMENTS: usize = 64;
+/// Announcements in hand at once (waiting for fetches included), at most; more are dropped until
+/// their next announcement.
+const CONCURRENT_ANNOUNCEMENTS: usize = 256;
 /// How often undelivered negotiation messages are tried again.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -62,6 +65,22 @@ pub async fn run(
     repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     outbox.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flushing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Offers heard of before this node had a demand are fetched once it places one.
+    tokio::spawn({
+        let (market, net, fetches, shutdown) = (market.clone(), net.clone(), fetches.clone(), shutdown.clone());
+        async move {
+            loop {
+                let wanted = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    wanted = market.heard_offers_wanted() => wanted,
+                };
+                for (offer_id, peer, provider) in wanted {
+                    let Ok(peer) = peer.parse::<PeerId>() else { continue };
+                    fetch(&market, &net, &fetches, peer, provider, offer_id, false).await;
+                }
+            }
+        }
+    });
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -82,11 +101,18 @@ pub async fn run(
             event = inbound.recv() => match event {
                 None => break,
                 Some(Inbound::Request { from, body, reply }) => {
+                    let request = serde_json::from_value::<MarketRequest>(body);
+                    if let Ok(MarketRequest::Announce { announcement }) = request {
+                        let _requester_gone =
+                            reply.send(serde_json::to_value(MarketResponse::Ack).unwrap_or_default());
+                        follow(&market, &net, &handling, &fetches, from, announcement);
+                        continue;
+                    }
                     let market = market.clone();
                     // Answered on its own task: a slow database must not hold up the network loop.
                     tokio::spawn(async move {
                         let sender = agora_identity::address_of_peer(&from).ok();
-                        let response = match serde_json::from_value::<MarketRequest>(body) {
+                        let response = match request {
                             Ok(request) => market.handle(&from.to_string(), sender, request).await,
                             Err(e) => MarketResponse::Error { message: format!("bad request: {e}") },
                         };
@@ -94,28 +120,28 @@ pub async fn run(
                     });
                 }
                 Some(Inbound::Gossip { from, topic, data }) if topic == OFFERS_TOPIC => {
-                    // Handled on its own task, so a slow database never stalls the loop; when too
-                    // many are in hand the announcement is dropped (it is repeated).
-                    match handling.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let (market, net, fetches) = (market.clone(), net.clone(), fetches.clone());
-                            tokio::spawn(async move {
-                                let _permit = permit;
-                                on_gossip(&market, &net, &fetches, from, &data).await;
-                            });
-                        }
-                        Err(_) => tracing::debug!(%from, "announcements at their limit; one dropped"),
+                    match serde_json::from_slice::<Announcement>(&data) {
+                        Ok(announcement) => follow(&market, &net, &handling, &fetches, from, announcement),
+                        Err(e) => tracing::debug!(%from, error = %e, "malformed announcement"),
                     }
                 }
                 Some(Inbound::Gossip { topic, .. }) => tracing::debug!(%topic, "gossip on an unknown topic"),
-                Some(Inbound::Subscribed { topic, .. }) if topic == OFFERS_TOPIC => {
-                    // A node joined the offers topic: repeat our offers now rather than at the
-                    // next tick, so it sees them at once. (Announcements are ids; this is cheap.)
-                    if let Ok(list) = market.announcements().await {
-                        for a in &list {
-                            announce(&net, a).await;
+                Some(Inbound::Subscribed { peer, topic }) if topic == OFFERS_TOPIC => {
+                    // A node joined the offers topic next to us: tell it our offers now, directly,
+                    // rather than at the next tick. Sent to that node alone: a broadcast here
+                    // would repeat every offer to the whole network each time any two nodes
+                    // connect.
+                    let (market, net) = (market.clone(), net.clone());
+                    tokio::spawn(async move {
+                        let Ok(list) = market.announcements().await else { return };
+                        for announcement in list {
+                            let request = serde_json::to_value(MarketRequest::Announce { announcement })
+                                .expect("request JSON");
+                            if let Err(e) = net.request(peer, request).await {
+                                tracing::debug!(%peer, error = %e, "could not tell a joining peer our offers");
+                            }
                         }
-                    }
+                    });
                 }
                 Some(Inbound::Subscribed { .. }) => {}
             },
@@ -123,59 +149,95 @@ pub async fn run(
     }
 }
 
-async fn on_gossip(market: &Market, net: &NetHandle, fetches: &Arc<Semaphore>, from: PeerId, data: &[u8]) {
+/// Follows up an announcement heard from `from` (gossip or a direct request) on its own task, so
+/// a slow database never stalls the loop; when too many are in hand it is dropped (offers are
+/// announced again).
+fn follow(
+    market: &Market,
+    net: &NetHandle,
+    handling: &Arc<Semaphore>,
+    fetches: &Arc<Semaphore>,
+    from: PeerId,
+    announcement: Announcement,
+) {
+    match handling.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let (market, net, fetches) = (market.clone(), net.clone(), fetches.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                on_announcement(&market, &net, &fetches, from, announcement).await;
+            });
+        }
+        Err(_) => tracing::debug!(%from, "announcements at their limit; one dropped"),
+    }
+}
+
+async fn on_announcement(
+    market: &Market,
+    net: &NetHandle,
+    fetches: &Arc<Semaphore>,
+    from: PeerId,
+    announcement: Announcement,
+) {
     let Ok(provider) = agora_identity::address_of_peer(&from) else {
         tracing::debug!(%from, "announcement from a peer without an address");
         return;
     };
-    let announcement: Announcement = match serde_json::from_slice(data) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::debug!(%from, error = %e, "malformed announcement");
-            return;
-        }
-    };
-    let wanted = match market.on_announcement(provider, announcement).await {
-        Ok(ids) => {
-            tracing::trace!(me = %market.node_id(), %provider, wanted = ids.len(), "announcement");
-            ids
-        }
+    let (wanted, confirming) = match market.on_announcement(&from.to_string(), provider, announcement).await {
+        Ok(FollowUp::Fetch(ids)) => (ids, false),
+        Ok(FollowUp::Confirm(ids)) => (ids, true),
         Err(e) => {
             tracing::warn!(error = %e, "could not record an announcement");
             return;
         }
     };
     for offer_id in wanted {
-        // Never wait for a permit here: this runs on the loop that also answers requests. An
-        // offer skipped now is announced again shortly.
-        let Ok(permit) = fetches.clone().try_acquire_owned() else {
-            tracing::debug!(%offer_id, "fetches at their limit; the offer waits for its next announcement");
-            return;
+        fetch(market, net, fetches, from, provider, offer_id, confirming).await;
+    }
+}
+
+/// Asks `from` for one of its offers, waiting for a fetch permit, and acts on the answer on its
+/// own task: a body is checked and matched; "not offered" after a withdrawal drops the offer.
+async fn fetch(
+    market: &Market,
+    net: &NetHandle,
+    fetches: &Arc<Semaphore>,
+    from: PeerId,
+    provider: agora_identity::Address,
+    offer_id: String,
+    confirming: bool,
+) {
+    let Ok(permit) = fetches.clone().acquire_owned().await else { return };
+    let (market, net) = (market.clone(), net.clone());
+    tokio::spawn(async move {
+        let _permit = permit;
+        let request =
+            serde_json::to_value(MarketRequest::GetOffer { offer_id: offer_id.clone() }).expect("request JSON");
+        let answer = match net.request(from, request).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(me = %market.node_id(), %from, %offer_id, error = %e, "could not fetch an offer");
+                return;
+            }
         };
-        let (market, net) = (market.clone(), net.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let request = serde_json::to_value(MarketRequest::GetOffer { offer_id: offer_id.clone() })
-                .expect("request JSON");
-            let answer = match net.request(from, request).await {
-                Ok(answer) => answer,
-                Err(e) => {
-                    tracing::debug!(me = %market.node_id(), %from, %offer_id, error = %e, "could not fetch an offer");
-                    return;
+        match serde_json::from_value::<MarketResponse>(answer) {
+            Ok(MarketResponse::Offer { offer: Some(_) }) if confirming => {}
+            Ok(MarketResponse::Offer { offer: None }) if confirming => {
+                if let Err(e) = market.on_offer_gone(provider, &offer_id).await {
+                    tracing::warn!(%offer_id, error = %e, "could not drop a withdrawn offer");
                 }
-            };
-            match serde_json::from_value::<MarketResponse>(answer) {
-                Ok(MarketResponse::Offer { offer: Some(body) }) => {
-                    if let Err(e) = market.on_offer_body(provider, &from.to_string(), body).await {
-                        tracing::warn!(%from, %offer_id, error = %e, "offer refused");
-                        if matches!(e, agora_market::Error::Refused(_)) {
-                            net.penalise(from).await;
-                        }
+            }
+            Ok(MarketResponse::Offer { offer: Some(body) }) => {
+                if let Err(e) = market.on_offer_body(provider, &from.to_string(), body).await {
+                    tracing::warn!(%from, %offer_id, error = %e, "offer refused");
+                    if matches!(e, agora_market::Error::Refused(_)) {
+                        net.penalise(from).await;
                     }
                 }
-                Ok(_) => tracing::debug!(%offer_id, "offer no longer offered"),
-                Err(e) => tracing::debug!(%from, error = %e, "malformed offer answer"),
             }
-        });
-    }
+            Ok(_) => tracing::debug!(%offer_id, "offer no longer offered"),
+            Err(e) => tracing::debug!(%from, error = %e, "malformed offer answer"),
+        }
+    });
+
 }

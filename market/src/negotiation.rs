@@ -710,7 +710,7 @@ impl Market {
                     self.event(&agreement_id, event, reason_of(reason)).await?;
                 }
             }
-            MarketRequest::GetOffer { .. } => {}
+            MarketRequest::GetOffer { .. } | MarketRequest::Announce { .. } => {}
         }
         self.events.notify_waiters();
         Ok(())

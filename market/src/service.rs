@@ -8,6 +8,7 @@ use agora_grammar::{Offers, Side, Vocabulary, match_pair};
 use agora_identity::Address;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -24,6 +25,15 @@ pub(crate) fn derived_id(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// What a node does after an announcement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Fetch these offers' bodies from the announcing peer.
+    Fetch(Vec<String>),
+    /// Ask the announcing peer whether it still offers these; drop those it no longer does.
+    Confirm(Vec<String>),
+}
+
 /// One node's market.
 #[derive(Debug, Clone)]
 pub struct Market {
@@ -38,6 +48,11 @@ pub struct Market {
     /// Whether this node has a standing demand: unknown, no, yes. Asked for every announcement
     /// heard, so it is kept here rather than asked of the database each time.
     has_demands: Arc<std::sync::atomic::AtomicU8>,
+    /// Offers heard of while this node had no demand: id → (announcing peer, its address). Fetched
+    /// once a demand is placed, so the node need not wait for the next announcement.
+    heard: Arc<std::sync::Mutex<HashMap<String, (String, Address)>>>,
+    /// Woken when a demand is placed while offers are waiting in `heard`.
+    demand_placed: Arc<Notify>,
     /// Whether the outbox may hold undelivered messages (true at start: a restart may have left
     /// some), so an idle node does not poll it.
     pub(crate) outbox_pending: Arc<std::sync::atomic::AtomicBool>,
@@ -46,6 +61,13 @@ pub struct Market {
 const UNKNOWN: u8 = 0;
 const NO: u8 = 1;
 const YES: u8 = 2;
+
+/// Offers remembered while a node has no demand, at most.
+const MAX_HEARD: usize = 100_000;
+
+fn owned_by(offer: &Stored, provider: Address) -> bool {
+    agora_identity::parse_address(&offer.owner).is_ok_and(|owner| owner == provider)
+}
 
 fn owner_text(a: Address) -> String {
     format!("{a:#x}")
@@ -90,6 +112,8 @@ impl Market {
             courier: None,
             events: Arc::new(Notify::new()),
             has_demands: Arc::new(std::sync::atomic::AtomicU8::new(UNKNOWN)),
+            heard: Arc::default(),
+            demand_placed: Arc::new(Notify::new()),
             outbox_pending: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
@@ -126,6 +150,9 @@ impl Market {
         let demand = stored(&spec, id.clone());
         self.store.insert_demand(&demand).await?;
         self.has_demands.store(YES, std::sync::atomic::Ordering::Relaxed);
+        if !self.heard.lock().expect("heard lock").is_empty() {
+            self.demand_placed.notify_one();
+        }
         let offers = self.store.active_remote_offers().await?;
         let mut index = Offers::new(agora_grammar::DEFAULT_INDEXED);
         let mut kept = Vec::with_capacity(offers.len());
@@ -245,20 +272,31 @@ impl Market {
         }
     }
 
-    /// Handles an announcement from `provider` (the address behind the sending peer). Returns the
-    /// offer ids to fetch from that peer.
+    /// Handles an announcement from `provider` (the address behind the sending peer): says which
+    /// offers to fetch from that peer, or which to ask it about. Gossip is unsigned, so an
+    /// announcement changes nothing by itself; the node acts only on the peer's own answers.
     pub async fn on_announcement(
         &self,
+        peer: &str,
         provider: Address,
         announcement: Announcement,
-    ) -> Result<Vec<String>> {
+    ) -> Result<FollowUp> {
         if provider == self.node_id {
-            return Ok(Vec::new());
+            return Ok(FollowUp::Fetch(Vec::new()));
         }
         match announcement {
-            // A node with no standing demand has nothing to match offers with: it fetches none,
-            // and learns them from the next announcement once it places a demand.
-            Announcement::Offered { .. } if !self.has_standing_demand().await? => Ok(Vec::new()),
+            // A node with no standing demand has nothing to match offers with: it fetches none
+            // now, and remembers them for when it places one.
+            Announcement::Offered { offer_ids } if !self.has_standing_demand().await? => {
+                let mut heard = self.heard.lock().expect("heard lock");
+                for id in offer_ids.into_iter().take(crate::MAX_OFFERS_PER_ANNOUNCEMENT) {
+                    if heard.len() >= MAX_HEARD {
+                        break;
+                    }
+                    heard.insert(id, (peer.to_string(), provider));
+                }
+                Ok(FollowUp::Fetch(Vec::new()))
+            }
             Announcement::Offered { offer_ids } => {
                 let mut unknown = Vec::new();
                 for id in offer_ids.into_iter().take(crate::MAX_OFFERS_PER_ANNOUNCEMENT) {
@@ -266,13 +304,50 @@ impl Market {
                         unknown.push(id);
                     }
                 }
-                Ok(unknown)
+                Ok(FollowUp::Fetch(unknown))
             }
-            Announcement::Unsubscribed { offer_ids } => {
-                self.store.unsubscribe_remote(&offer_ids, &owner_text(provider)).await?;
-                Ok(Vec::new())
+            Announcement::Unsubscribed { mut offer_ids } => {
+                offer_ids.truncate(crate::MAX_OFFERS_PER_ANNOUNCEMENT);
+                {
+                    let mut heard = self.heard.lock().expect("heard lock");
+                    for id in &offer_ids {
+                        if heard.get(id).is_some_and(|(_, owner)| *owner == provider) {
+                            heard.remove(id);
+                        }
+                    }
+                }
+                let mut standing = Vec::new();
+                for id in offer_ids {
+                    if self.store.remote_offer(&id).await?.is_some_and(|o| owned_by(&o, provider)) {
+                        standing.push(id);
+                    }
+                }
+                Ok(FollowUp::Confirm(standing))
             }
         }
+    }
+
+    /// Waits until a demand is placed while offers heard of earlier wait to be fetched; returns
+    /// them as (offer id, peer, provider), and forgets them.
+    pub async fn heard_offers_wanted(&self) -> Vec<(String, String, Address)> {
+        loop {
+            self.demand_placed.notified().await;
+            let taken = std::mem::take(&mut *self.heard.lock().expect("heard lock"));
+            if !taken.is_empty() {
+                return taken.into_iter().map(|(id, (peer, provider))| (id, peer, provider)).collect();
+            }
+        }
+    }
+
+    /// `provider` answered that it no longer offers `offer_id` (asked after an announcement said
+    /// so): the offer stops matching here.
+    pub async fn on_offer_gone(&self, provider: Address, offer_id: &str) -> Result<()> {
+        if let Some(offer) = self.store.remote_offer(offer_id).await?
+            && owned_by(&offer, provider)
+        {
+            self.store.unsubscribe_remote(&[offer.id], &offer.owner).await?;
+        }
+        Ok(())
     }
 
     /// Takes in an offer fetched from `provider`: its id must be the hash of its content, and its

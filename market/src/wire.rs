@@ -22,6 +22,10 @@ pub enum MarketRequest {
     GetOffer {
         offer_id: String,
     },
+    /// An announcement sent straight to one peer: to a node that just joined the offers topic.
+    Announce {
+        announcement: Announcement,
+    },
     /// A counter-proposal, in either direction.
     Proposal {
         proposal: WireProposal,

@@ -137,6 +137,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[at]
 }
 
+/// This process's CPU time so far (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    // In USER_HZ ticks, which Linux fixes at 100 per second for user space.
+    ticks / 100.0
+}
+
 fn providers() -> usize {
     std::env::var("AGORA_BENCH_PROVIDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_PROVIDERS)
 }
@@ -167,13 +177,24 @@ fn main() {
         let watching = DemandOfferBase { properties: json!({}), constraints: "(golem.runtime.name=wasmtime)".into() };
         let watch = requestor.market.subscribe_demand(&watching).await.expect("demand");
         let published = Instant::now();
+        // Every provider publishes at once, as separate nodes would.
+        let publishing: Vec<_> = providers
+            .iter()
+            .enumerate()
+            .map(|(i, provider)| {
+                let (market, net) = (provider.market.clone(), provider.net.clone());
+                tokio::spawn(async move {
+                    let id = market.subscribe_offer(&offer(i)).await.expect("offer");
+                    for a in market.announcements().await.expect("announcements") {
+                        agora::market::announce(&net, &a).await;
+                    }
+                    id
+                })
+            })
+            .collect();
         let mut offer_ids = Vec::with_capacity(PROVIDERS);
-        for (i, provider) in providers.iter().enumerate() {
-            let id = provider.market.subscribe_offer(&offer(i)).await.expect("offer");
-            for a in provider.market.announcements().await.expect("announcements") {
-                agora::market::announce(&provider.net, &a).await;
-            }
-            offer_ids.push(id);
+        for task in publishing {
+            offer_ids.push(task.await.expect("publishing task"));
         }
         let publishing = published.elapsed();
         // Time until half, nine tenths and all of the offers are visible; gives up after 120 s and
@@ -215,6 +236,18 @@ fn main() {
             (0..PROVIDERS).filter(|i| names.contains(&format!("p{i}"))).collect()
         };
         requestor.market.unsubscribe_demand(&watch).await.expect("unsubscribe");
+        // What the idle network costs: all nodes announcing and keeping their connections.
+        let (cpu_before, idle) = (cpu_seconds(), Instant::now());
+        let peers = requestor.net.status().await.expect("status").peers.len();
+        let provider_peers = providers[0].net.status().await.expect("status").peers.len();
+        println!("connections: requestor {peers}, provider 0 {provider_peers}");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        println!(
+            "idle: {} nodes use {:.0}% of one core (process CPU time over {:.0} s, Postgres not counted)",
+            PROVIDERS + 1,
+            (cpu_seconds() - cpu_before) / idle.elapsed().as_secs_f64() * 100.0,
+            idle.elapsed().as_secs_f64()
+        );
         for (provider, id) in providers.iter().zip(offer_ids) {
             provider_agent(provider.market.clone(), id, shutdown.clone());
         }
