@@ -67,7 +67,8 @@ pub async fn run(
     let flushing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Offers heard of before this node had a demand are fetched once it places one.
     tokio::spawn({
-        let (market, net, fetches, shutdown) = (market.clone(), net.clone(), fetches.clone(), shutdown.clone());
+        let (market, net, fetches, shutdown) =
+            (market.clone(), net.clone(), fetches.clone(), shutdown.clone());
         async move {
             loop {
                 let wanted = tokio::select! {
@@ -89,6 +90,9 @@ pub async fn run(
                 if !flushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
                     let (market, flushing) = (market.clone(), flushing.clone());
                     tokio::spawn(async move {
+                        if let Err(e) = market.expire_proposals().await {
+                            tracing::warn!(error = %e, "could not expire proposals");
+                        }
                         market.flush_outbox().await;
                         flushing.store(false, std::sync::atomic::Ordering::Release);
                     });
@@ -211,8 +215,8 @@ async fn fetch(
     let (market, net) = (market.clone(), net.clone());
     tokio::spawn(async move {
         let _permit = permit;
-        let request =
-            serde_json::to_value(MarketRequest::GetOffer { offer_id: offer_id.clone() }).expect("request JSON");
+        let request = serde_json::to_value(MarketRequest::GetOffer { offer_id: offer_id.clone() })
+            .expect("request JSON");
         let answer = match net.request(from, request).await {
             Ok(answer) => answer,
             Err(e) => {
@@ -239,5 +243,4 @@ async fn fetch(
             Err(e) => tracing::debug!(%from, error = %e, "malformed offer answer"),
         }
     });
-
 }

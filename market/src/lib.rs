@@ -38,7 +38,7 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use negotiation::Courier;
 pub use offer::{Error as OfferError, Offer};
-pub use service::{DEFAULT_LIFETIME, FollowUp, Market};
+pub use service::{DEFAULT_LIFETIME, DEFAULT_PROPOSAL_LIFETIME, FollowUp, Market};
 pub use store::{MarketStore, Presence, Stored};
 pub use wire::{
     AgreementBody, Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody, WireProposal,

@@ -117,7 +117,22 @@ impl Market {
         self.courier.as_deref().ok_or_else(|| Error::Unreachable("this node has no network".into()))
     }
 
+    /// Marks every Initial or Draft proposal older than the proposal lifetime Expired (a
+    /// compare-and-set on the state, so an answer that got in first stands).
+    pub async fn expire_proposals(&self) -> Result<u64> {
+        let lifetime = self.proposal_lifetime.num_milliseconds() as f64 / 1000.0;
+        Ok(sqlx::query(
+            "UPDATE proposals SET state = 'Expired'
+             WHERE state IN ('Initial', 'Draft') AND created_at < now() - make_interval(secs => $1)",
+        )
+        .bind(lifetime)
+        .execute(self.store.pool())
+        .await?
+        .rows_affected())
+    }
+
     async fn proposal_row(&self, subscription: &str, proposal_id: &str) -> Result<ProposalRow> {
+        self.expire_proposals().await?;
         let row: Option<ProposalRow> = sqlx::query_as(
             "SELECT proposal_id, subscription_id, demand_id, offer_id, issuer_id, peer_id, properties,
                     constraints, state
@@ -228,6 +243,7 @@ impl Market {
         if valid_to <= Utc::now() {
             return Err(Error::BadInput(format!("validTo {valid_to} is in the past")));
         }
+        self.expire_proposals().await?;
         let row: Option<ProposalRow> = sqlx::query_as(
             "SELECT p.proposal_id, p.subscription_id, p.demand_id, p.offer_id, p.issuer_id, p.peer_id,
                     p.properties, p.constraints, p.state
@@ -244,6 +260,9 @@ impl Market {
             return Err(Error::Conflict(
                 "an agreement is made from the provider's proposal, not one's own".into(),
             ));
+        }
+        if proposal.state == "Expired" {
+            return Err(Error::Gone(format!("proposal {proposal_id} has expired unanswered")));
         }
         if proposal.state != "Draft" {
             return Err(Error::Conflict(format!(
@@ -730,6 +749,7 @@ impl Market {
         if self.store.offer_presence(offer_id).await? == Presence::Unknown {
             return Err(Error::NotFound(format!("no offer subscription {offer_id}")));
         }
+        self.expire_proposals().await?;
         self.store.proposal(offer_id, proposal_id).await
     }
 }

@@ -53,6 +53,8 @@ pub struct Market {
     heard: Arc<std::sync::Mutex<HashMap<String, (String, Address)>>>,
     /// Woken when a demand is placed while offers are waiting in `heard`.
     demand_placed: Arc<Notify>,
+    /// How long an Initial or Draft proposal waits for an answer before it is Expired.
+    pub(crate) proposal_lifetime: Duration,
     /// Whether the outbox may hold undelivered messages (true at start: a restart may have left
     /// some), so an idle node does not poll it.
     pub(crate) outbox_pending: Arc<std::sync::atomic::AtomicBool>,
@@ -61,6 +63,9 @@ pub struct Market {
 const UNKNOWN: u8 = 0;
 const NO: u8 = 1;
 const YES: u8 = 2;
+
+/// How long an unanswered proposal stays open.
+pub const DEFAULT_PROPOSAL_LIFETIME: Duration = Duration::minutes(30);
 
 /// Offers remembered while a node has no demand, at most.
 const MAX_HEARD: usize = 100_000;
@@ -114,8 +119,15 @@ impl Market {
             has_demands: Arc::new(std::sync::atomic::AtomicU8::new(UNKNOWN)),
             heard: Arc::default(),
             demand_placed: Arc::new(Notify::new()),
+            proposal_lifetime: DEFAULT_PROPOSAL_LIFETIME,
             outbox_pending: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+
+    /// Sets how long a proposal waits for an answer before it expires.
+    pub fn with_proposal_lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.proposal_lifetime = Duration::from_std(lifetime).unwrap_or(DEFAULT_PROPOSAL_LIFETIME);
+        self
     }
 
     /// Lets the market send negotiation messages.
@@ -247,6 +259,7 @@ impl Market {
         if self.store.demand_presence(demand_id).await? == Presence::Unknown {
             return Err(Error::NotFound(format!("no demand subscription {demand_id}")));
         }
+        self.expire_proposals().await?;
         self.store.proposal(demand_id, proposal_id).await
     }
 

@@ -163,3 +163,46 @@ async fn forged_signatures_are_refused() {
     assert_eq!(requestor.agreement(&agreement_id).await.unwrap().state, "Pending", "forged approval refused");
     assert_eq!(requestor.wait_for_approval(&agreement_id, Duration::from_millis(300)).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn an_unanswered_proposal_expires() {
+    let pg = TestPg::start().await;
+    let (p_id, r_id) = (Identity::random(), Identity::random());
+    let (p_peer, r_peer) = (p_id.peer_id().to_string(), r_id.peer_id().to_string());
+    let (to_provider, to_requestor) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
+    let link = |to: &Arc<OnceLock<Market>>, from_peer: &str, from: &Identity| Link {
+        to: to.clone(),
+        from_peer: from_peer.to_string(),
+        from: from.address(),
+        forge_approvals: false,
+    };
+    let lifetime = Duration::from_millis(800);
+    let provider =
+        market(&pg, None, &p_id, link(&to_requestor, &p_peer, &p_id)).await.with_proposal_lifetime(lifetime);
+    let requestor = market(&pg, Some("requestor"), &r_id, link(&to_provider, &r_peer, &r_id))
+        .await
+        .with_proposal_lifetime(lifetime);
+    to_provider.set(provider.clone()).unwrap();
+    to_requestor.set(requestor.clone()).unwrap();
+
+    let offer_id =
+        provider.subscribe_offer(&base(json!({"golem.runtime.name": "wasmtime"}), "()")).await.unwrap();
+    let MarketResponse::Offer { offer: Some(body) } =
+        provider.handle(&r_peer, Some(r_id.address()), MarketRequest::GetOffer { offer_id }).await
+    else {
+        panic!("the provider serves its offer");
+    };
+    requestor.on_offer_body(p_id.address(), &p_peer, body).await.unwrap();
+    let demand_id =
+        requestor.subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)")).await.unwrap();
+    let events = requestor.collect_demand_events(&demand_id, Duration::from_secs(5), 10).await.unwrap();
+    let initial = first_proposal(events).await;
+    assert_eq!(requestor.demand_proposal(&demand_id, &initial).await.unwrap().state, "Initial");
+
+    tokio::time::sleep(lifetime + Duration::from_millis(400)).await;
+    assert_eq!(requestor.demand_proposal(&demand_id, &initial).await.unwrap().state, "Expired");
+    let late = requestor
+        .counter_proposal(&demand_id, &initial, &base(json!({}), "(golem.runtime.name=wasmtime)"), false)
+        .await;
+    assert!(matches!(late, Err(agora_market::Error::Gone(ref m)) if m.contains("Expired")), "{late:?}");
+}
