@@ -1,10 +1,14 @@
 //! Activities: work a requestor runs on a provider's exe-units, and the results it leaves.
 //!
-//! Every run leaves a results folder (`stdout`, `stderr`, `exitCode`, `outputs/…`). Its hash,
-//! [`results_hash`], is the verification proposal: honest providers running the same
-//! deterministic job produce the same folder, so the same hash. The hash is the `h1:` directory
-//! hash of Go's `golang.org/x/mod/sumdb/dirhash` (`Hash1`), so anyone can recompute it with
-//! standard tools: `agora results hash DIR` prints it.
+//! - [`exescript`]: Golem's JSON batches (`deploy`, `start`, `run`, `transfer`, `terminate`),
+//!   checked whole before anything runs.
+//! - [`ExeUnit`]: what a runtime does for an activity; [`WasmUnit`] (wasmtime, WASI preview 1,
+//!   deterministic) and [`DockerUnit`] (bollard, locked down) are the two.
+//! - Results: every run leaves a results folder (`stdout`, `stderr`, `exitCode`, `outputs/…`).
+//!   Its hash, [`results_hash`], is the verification proposal: honest providers running the same
+//!   deterministic job produce the same folder, so the same hash. The hash is the `h1:`
+//!   directory hash of Go's `golang.org/x/mod/sumdb/dirhash` (`Hash1`), so anyone can recompute
+//!   it with standard tools: `agora results hash DIR` prints it.
 //!
 //! This crate is not the market (agreements) or payment (debit notes); it runs work and
 //! describes its results.
@@ -16,6 +20,15 @@
 //! assert!(hash.starts_with("h1:"));
 //! ```
 
+mod docker;
+pub mod exescript;
 mod results;
+mod unit;
+mod wasm;
+mod wasm_unit;
 
+pub use docker::DockerUnit;
 pub use results::{Error, results_hash};
+pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage};
+pub use wasm::{WasmRuntime, default_limits};
+pub use wasm_unit::WasmUnit;

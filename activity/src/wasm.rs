@@ -1,0 +1,293 @@
+//! The WASM exe-unit: WASI preview 1 modules on wasmtime, deterministic by construction.
+//!
+//! What makes a run reproducible on any node: the wall clock starts at a fixed instant and both
+//! clocks advance by a fixed step per reading; random bytes come from a seed derived from the
+//! run itself; there are no sockets; NaNs are canonicalised and relaxed SIMD is deterministic;
+//! environment variables are passed sorted. Limits come from the agreement: fuel (a
+//! deterministic budget of work), an epoch deadline (wall-clock time) and a memory cap.
+//! Compiled modules are cached by the SHA-256 of their bytes.
+
+use crate::unit::{ExeError, Limits, RunOutcome, RunSpec, Usage};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+/// How often the epoch advances: the resolution of the time limit.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The wall clock a module sees at its first reading: 2000-01-01T00:00:00Z.
+pub const FIXED_EPOCH_SECS: u64 = 946_684_800;
+/// How far either clock moves per reading, so loops that wait on time still end.
+pub const CLOCK_STEP: Duration = Duration::from_millis(1);
+/// Bytes of the random stream before it repeats.
+const RANDOM_POOL: usize = 64 * 1024;
+
+struct State {
+    wasi: WasiP1Ctx,
+    limiter: MemoryCap,
+}
+
+/// Caps linear memory, and remembers that the cap was hit so the error can say so.
+struct MemoryCap {
+    max: usize,
+    hit: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = Some(desired);
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Both clocks: a counter that moves one step per reading.
+#[derive(Clone)]
+struct SteppingClock {
+    readings: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SteppingClock {
+    fn next(&self) -> Duration {
+        let n = self.readings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CLOCK_STEP * u32::try_from(n).unwrap_or(u32::MAX)
+    }
+}
+
+impl HostWallClock for SteppingClock {
+    fn resolution(&self) -> Duration {
+        CLOCK_STEP
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(FIXED_EPOCH_SECS) + self.next()
+    }
+}
+
+impl HostMonotonicClock for SteppingClock {
+    fn resolution(&self) -> u64 {
+        CLOCK_STEP.as_nanos() as u64
+    }
+    fn now(&self) -> u64 {
+        self.next().as_nanos() as u64
+    }
+}
+
+/// A byte stream from SHA-256 in counter mode over `seed`.
+fn random_pool(seed: &[u8; 32], domain: &str) -> Vec<u8> {
+    let mut pool = Vec::with_capacity(RANDOM_POOL);
+    let mut counter = 0u64;
+    while pool.len() < RANDOM_POOL {
+        let mut hasher = Sha256::new();
+        hasher.update(domain.as_bytes());
+        hasher.update(seed);
+        hasher.update(counter.to_le_bytes());
+        pool.extend_from_slice(&hasher.finalize());
+        counter += 1;
+    }
+    pool
+}
+
+/// The wasmtime engine, its compiled-module cache and the epoch ticker. One per node.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<State>,
+    cache: Mutex<HashMap<[u8; 32], InstancePre<State>>>,
+}
+
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cached = self.cache.lock().map(|c| c.len()).unwrap_or(0);
+        f.debug_struct("WasmRuntime").field("cached_modules", &cached).finish_non_exhaustive()
+    }
+}
+
+impl WasmRuntime {
+    pub fn new() -> Result<Self, ExeError> {
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true);
+        // Threads are not compiled in (wasmtime's `threads` feature is off): no shared memory.
+        let engine = Engine::new(&config).map_err(|e| ExeError::Engine(format!("wasmtime: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
+            .map_err(|e| ExeError::Engine(format!("WASI: {e}")))?;
+        // The ticker holds the engine weakly and ends once the runtime is gone.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| ExeError::Engine(format!("epoch ticker: {e}")))?;
+        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()) })
+    }
+
+    /// Compiles `bytes` (a `.wasm` module) unless a module with the same SHA-256 is cached.
+    /// Returns the digest and whether it was compiled now.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<([u8; 32], bool), ExeError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        if self.cache.lock().expect("module cache").contains_key(&digest) {
+            return Ok((digest, false));
+        }
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| ExeError::BadPackage(format!("not a WASM module this node can run: {e:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| {
+            ExeError::BadPackage(format!("the module needs imports beyond WASI preview 1: {e:#}"))
+        })?;
+        self.cache.lock().expect("module cache").insert(digest, pre);
+        Ok((digest, true))
+    }
+
+    /// Runs a prepared module's `_start`, blocking the calling thread: call it from
+    /// `spawn_blocking`. The results folder gets `stdout`, `stderr` and `outputs/`.
+    pub fn run(&self, module: &[u8; 32], spec: &RunSpec) -> Result<RunOutcome, ExeError> {
+        let started = Instant::now();
+        let cpu_start = thread_cpu();
+        let pre = self
+            .cache
+            .lock()
+            .expect("module cache")
+            .get(module)
+            .cloned()
+            .ok_or_else(|| ExeError::NotDeployed("no module is deployed in this activity".into()))?;
+        let outputs = spec.results.join("outputs");
+        std::fs::create_dir_all(&outputs).map_err(|e| ExeError::Io(format!("{}: {e}", outputs.display())))?;
+        let stdout = create(&spec.results.join("stdout"))?;
+        let stderr = create(&spec.results.join("stderr"))?;
+
+        let seed = spec.seed();
+        let clock = SteppingClock { readings: Arc::default() };
+        let mut args = vec![spec.entry_point.clone()];
+        args.extend(spec.args.iter().cloned());
+        let env: Vec<(&String, &String)> = spec.env.iter().collect();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.args(&args)
+            .envs(&env)
+            .stdout(wasmtime_wasi::cli::OutputFile::new(stdout))
+            .stderr(wasmtime_wasi::cli::OutputFile::new(stderr))
+            .wall_clock(clock.clone())
+            .monotonic_clock(clock)
+            .secure_random(wasmtime_wasi::Deterministic::new(random_pool(&seed, "secure")))
+            .insecure_random(wasmtime_wasi::Deterministic::new(random_pool(&seed, "insecure")))
+            .insecure_random_seed(u128::from_le_bytes(seed[..16].try_into().expect("16 bytes")))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        preopen(&mut wasi, &spec.input, "/input", FsPerms::ReadOnly)?;
+        preopen(&mut wasi, &outputs, "/output", FsPerms::ReadWrite)?;
+        for (host, name) in &spec.datasets {
+            preopen(&mut wasi, host, &format!("/datasets/{name}"), FsPerms::ReadOnly)?;
+        }
+        let limits = &spec.limits;
+        let mut store = Store::new(
+            &self.engine,
+            State { wasi: wasi.build_p1(), limiter: MemoryCap { max: limits.memory_bytes, hit: None } },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let fuel = limits.fuel.unwrap_or(u64::MAX);
+        store.set_fuel(fuel).map_err(|e| ExeError::Engine(e.to_string()))?;
+        let ticks = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+
+        let outcome = pre.instantiate(&mut store).and_then(|instance| {
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call(&mut store, ())
+        });
+        let fuel_used = fuel - store.get_fuel().unwrap_or(0);
+        let usage = Usage {
+            duration_sec: started.elapsed().as_secs_f64(),
+            // The module runs on this thread alone.
+            cpu_sec: (thread_cpu() - cpu_start).as_secs_f64(),
+            fuel: Some(fuel_used),
+        };
+        let exit_code = match outcome {
+            Ok(()) => 0,
+            Err(e) => {
+                if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    exit.0
+                } else if let Some(desired) = store.data().limiter.hit {
+                    return Err(ExeError::Limit(format!(
+                        "the module asked for {} MiB of memory; the limit is {} MiB",
+                        desired >> 20,
+                        limits.memory_bytes >> 20
+                    )));
+                } else if let Some(trap) = e.downcast_ref::<Trap>() {
+                    return Err(match trap {
+                        Trap::OutOfFuel => ExeError::Limit(format!(
+                            "the module used its whole fuel budget of {fuel} and was stopped"
+                        )),
+                        Trap::Interrupt => ExeError::Limit(format!(
+                            "the module ran past its time limit of {:.1} s and was stopped",
+                            limits.time.as_secs_f64()
+                        )),
+                        other => ExeError::Failed(format!("the module trapped: {other}")),
+                    });
+                } else {
+                    return Err(ExeError::Failed(format!("the module failed: {e:#}")));
+                }
+            }
+        };
+        Ok(RunOutcome { exit_code, usage })
+    }
+
+    /// Modules compiled and kept.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().expect("module cache").len()
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+fn create(path: &Path) -> Result<std::fs::File, ExeError> {
+    std::fs::File::create(path).map_err(|e| ExeError::Io(format!("{}: {e}", path.display())))
+}
+
+fn preopen(wasi: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerms) -> Result<(), ExeError> {
+    wasi.preopened_dir(host, guest, perms)
+        .map(|_| ())
+        .map_err(|e| ExeError::Io(format!("cannot open {} as {guest}: {e}", host.display())))
+}
+
+/// Limits a run gets when the agreement says nothing.
+pub fn default_limits() -> Limits {
+    Limits {
+        time: Duration::from_secs(60),
+        memory_bytes: 256 << 20,
+        fuel: None,
+        pids: 64,
+        cpus: 1.0,
+        network: false,
+    }
+}
