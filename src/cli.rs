@@ -103,7 +103,7 @@ pub enum ResultsCommand {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Start the node and serve until SIGINT or SIGTERM.
-    Run(NodeArgs),
+    Run(Box<NodeArgs>),
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,6 +26,19 @@ pub struct FileConfig {
     pub peers: Option<Vec<String>>,
     pub mdns: Option<bool>,
     pub swarm_key_file: Option<PathBuf>,
+    pub transfer_dirs: Option<Vec<PathBuf>>,
+    pub docker_socket: Option<String>,
+    pub datasets: Option<Vec<DatasetConfig>>,
+}
+
+/// A `[[datasets]]` entry: a folder the provider offers to runs, read-only, by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub name: String,
+    pub path: PathBuf,
+    /// Hex SHA-256 of the folder's `h1:` directory hash (`agora results hash DIR --hex`).
+    pub sha256: String,
 }
 
 /// Flags of `agora node run`, each with its environment variable.
@@ -61,6 +74,14 @@ pub struct NodeArgs {
     /// Pre-shared key file of a private network (pnet); only nodes with the same key connect.
     #[arg(long = "swarm-key", env = "AGORA_SWARM_KEY_FILE", value_name = "FILE")]
     pub swarm_key_file: Option<PathBuf>,
+
+    /// A folder `file://` transfers may read from (repeatable).
+    #[arg(long = "transfer-dir", env = "AGORA_TRANSFER_DIRS", value_delimiter = ',', value_name = "DIR")]
+    pub transfer_dirs: Vec<PathBuf>,
+
+    /// The Docker engine's socket, for container activities.
+    #[arg(long = "docker-socket", env = "AGORA_DOCKER_SOCKET", value_name = "PATH")]
+    pub docker_socket: Option<String>,
 }
 
 /// Where the node's database is.
@@ -81,6 +102,42 @@ pub struct Settings {
     pub log: String,
     pub identity_password_file: Option<PathBuf>,
     pub net: agora_net::NetConfig,
+    pub activity: ActivitySettings,
+}
+
+/// What the node allows activities it hosts.
+#[derive(Debug, Clone, Default)]
+pub struct ActivitySettings {
+    pub transfer_dirs: Vec<PathBuf>,
+    pub docker_socket: Option<String>,
+    pub datasets: Vec<agora_activity::Dataset>,
+}
+
+/// Checks each dataset folder against its configured digest.
+fn datasets(configured: Vec<DatasetConfig>) -> Result<Vec<agora_activity::Dataset>, Error> {
+    let mut names = std::collections::BTreeSet::new();
+    configured
+        .into_iter()
+        .map(|d| {
+            if !names.insert(d.name.clone()) || d.name.is_empty() || d.name.contains('/') {
+                return Err(Error::Config(format!(
+                    "datasets: name '{}' is empty, has a '/' or is used twice",
+                    d.name
+                )));
+            }
+            let digest = agora_activity::folder_sha256(&d.path)
+                .map_err(|e| Error::Config(format!("datasets '{}' at {}: {e}", d.name, d.path.display())))?;
+            if digest != d.sha256.to_ascii_lowercase() {
+                return Err(Error::Config(format!(
+                    "datasets '{}': sha256 is {} in the settings but {} hashes to {digest}",
+                    d.name,
+                    d.sha256,
+                    d.path.display()
+                )));
+            }
+            Ok(agora_activity::Dataset { name: d.name, path: d.path, sha256: digest })
+        })
+        .collect()
 }
 
 /// The p2p listen address when none is given: every interface, a fixed port.
@@ -186,6 +243,15 @@ impl Settings {
             log,
             identity_password_file: args.identity_password_file.clone().or(file.identity_password_file),
             net,
+            activity: ActivitySettings {
+                transfer_dirs: if args.transfer_dirs.is_empty() {
+                    file.transfer_dirs.unwrap_or_default()
+                } else {
+                    args.transfer_dirs.clone()
+                },
+                docker_socket: non_empty(args.docker_socket.clone()).or(file.docker_socket),
+                datasets: datasets(file.datasets.unwrap_or_default())?,
+            },
         })
     }
 }

@@ -16,6 +16,7 @@
 //! assert_eq!(settings.api_addr.to_string(), agora::config::DEFAULT_API_ADDR);
 //! ```
 
+pub mod activity;
 pub mod api;
 pub mod cli;
 pub mod client;

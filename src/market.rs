@@ -104,7 +104,7 @@ pub async fn run(
             },
             event = inbound.recv() => match event {
                 None => break,
-                Some(Inbound::Request { from, body, reply }) => {
+                Some(Inbound::Request { from, body, reply, .. }) => {
                     let request = serde_json::from_value::<MarketRequest>(body);
                     if let Ok(MarketRequest::Announce { announcement }) = request {
                         let _requester_gone =

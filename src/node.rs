@@ -234,9 +234,22 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let signer = identities.signer(node_id)?;
     let market = agora_market::Market::new(db.pool.clone(), signer)
         .with_courier(std::sync::Arc::new(crate::market::NetCourier(net.clone())));
+    let host = agora_activity::HostConfig {
+        work_dir: data.path().join("activities"),
+        transfer_dirs: settings.activity.transfer_dirs.clone(),
+        datasets: settings.activity.datasets.clone(),
+        docker_socket: settings.activity.docker_socket.clone(),
+    };
+    let blobs = agora_activity::BlobStore::open(data.path().join("blobs"))?;
+    let messenger = std::sync::Arc::new(crate::activity::NetMessenger(net.clone()));
+    let activities = agora_activity::Activities::new(db.pool.clone(), host, blobs, messenger)
+        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    let inbound = crate::activity::serve(activities.clone(), inbound, shutdown.clone());
     let market_task =
         tokio::spawn(crate::market::run(market.clone(), net.clone(), inbound, shutdown.clone()));
-    let state = AppState::new(identities, db.pool.clone(), net, market, admin_token);
+    let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();
+    let state = AppState::new(identities, db.pool.clone(), net, market, admin_token)
+        .with_activities(activities, datasets);
     let served = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

@@ -20,15 +20,21 @@
 //! assert!(hash.starts_with("h1:"));
 //! ```
 
+pub mod blobs;
 mod docker;
 pub mod exescript;
 mod results;
+mod service;
+pub mod transfer;
 mod unit;
 mod wasm;
 mod wasm_unit;
+pub mod wire;
 
+pub use blobs::BlobStore;
 pub use docker::DockerUnit;
-pub use results::{Error, results_hash};
+pub use results::{Error, folder_sha256, results_hash};
+pub use service::{Activities, Dataset, HostConfig, MAX_WAIT, Messenger};
 pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage};
 pub use wasm::{WasmRuntime, default_limits};
 pub use wasm_unit::WasmUnit;

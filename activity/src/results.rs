@@ -34,6 +34,19 @@ pub fn results_hash(dir: &Path) -> Result<String, Error> {
     Ok(format!("h1:{}", base64::engine::general_purpose::STANDARD.encode(summary.finalize())))
 }
 
+/// A folder's digest as hex: the SHA-256 inside its [`results_hash`] (the same value, spelled in
+/// hex). Datasets are named by it.
+pub fn folder_sha256(dir: &Path) -> Result<String, Error> {
+    if !dir.is_dir() {
+        return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::other("not a folder") });
+    }
+    let h1 = results_hash(dir)?;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(&h1["h1:".len()..])
+        .expect("results_hash writes base64");
+    Ok(hex::encode(digest))
+}
+
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), Error> {
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;

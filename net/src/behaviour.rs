@@ -9,8 +9,12 @@ pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 
 /// Directed market messages: offer bodies, proposals, agreements.
 pub const MARKET_PROTOCOL: &str = "/agora/market/1";
+/// Activity control, results and content-addressed blobs.
+pub const ACTIVITY_PROTOCOL: &str = "/agora/activity/1";
 /// How long a directed request may take before it fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Activity requests may wait on work (a long poll of results, a deploy): a longer bound.
+pub const ACTIVITY_REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
 /// Directed requests one connection may carry at once.
 pub const MAX_CONCURRENT_STREAMS: usize = 64;
 
@@ -29,6 +33,7 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub market: JsonProtocol,
+    pub activity: JsonProtocol,
 }
 
 impl Behaviour {
@@ -66,6 +71,20 @@ impl Behaviour {
                 .with_request_timeout(REQUEST_TIMEOUT)
                 .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
         );
-        Ok(Self { identify, ping: ping::Behaviour::default(), kad, gossipsub, mdns: mdns.into(), market })
+        let activity = request_response::json::Behaviour::new(
+            [(StreamProtocol::new(ACTIVITY_PROTOCOL), request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(ACTIVITY_REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+        );
+        Ok(Self {
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            gossipsub,
+            mdns: mdns.into(),
+            market,
+            activity,
+        })
     }
 }

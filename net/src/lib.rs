@@ -32,7 +32,7 @@ mod network;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, pnet::PreSharedKey};
-pub use network::{Inbound, NetConfig, NetHandle, NetStatus, Network, start};
+pub use network::{Channel, Inbound, NetConfig, NetHandle, NetStatus, Network, start};
 
 /// Errors of the network.
 #[derive(Debug, thiserror::Error)]

@@ -47,12 +47,22 @@ pub enum Inbound {
         peer: PeerId,
         topic: String,
     },
-    /// A market request; the node answers through `reply` (dropping it answers with an error).
+    /// A directed request; the node answers through `reply` (dropping it answers with an error).
     Request {
+        channel: Channel,
         from: PeerId,
         body: serde_json::Value,
         reply: oneshot::Sender<serde_json::Value>,
     },
+}
+
+/// The directed request-response protocols a request travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// `/agora/market/1`
+    Market,
+    /// `/agora/activity/1`
+    Activity,
 }
 
 /// What `agora net status` shows.
@@ -68,8 +78,17 @@ pub struct NetStatus {
 enum Command {
     Status(oneshot::Sender<NetStatus>),
     Dial(Multiaddr, oneshot::Sender<Result<()>>),
-    Publish { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<()>> },
-    Request { peer: PeerId, body: serde_json::Value, reply: oneshot::Sender<Result<serde_json::Value>> },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Request {
+        channel: Channel,
+        peer: PeerId,
+        body: serde_json::Value,
+        reply: oneshot::Sender<Result<serde_json::Value>>,
+    },
     Penalise(PeerId),
 }
 
@@ -133,8 +152,19 @@ impl NetHandle {
     /// Sends a market request to `peer` and waits for the answer (bounded by the protocol's
     /// request timeout).
     pub async fn request(&self, peer: PeerId, body: serde_json::Value) -> Result<serde_json::Value> {
+        self.request_on(Channel::Market, peer, body).await
+    }
+
+    /// Sends a request on one of the directed protocols and waits for the answer.
+    pub async fn request_on(
+        &self,
+        channel: Channel,
+        peer: PeerId,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::Request { peer, body, reply: tx }).await.map_err(|_| Error::Stopped)?;
+        let command = Command::Request { channel, peer, body, reply: tx };
+        self.commands.send(command).await.map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 }
@@ -142,7 +172,11 @@ impl NetHandle {
 type PendingResponse = Pin<
     Box<
         dyn std::future::Future<
-                Output = (request_response::ResponseChannel<serde_json::Value>, Option<serde_json::Value>),
+                Output = (
+                    Channel,
+                    request_response::ResponseChannel<serde_json::Value>,
+                    Option<serde_json::Value>,
+                ),
             > + Send,
     >,
 >;
@@ -153,7 +187,8 @@ pub struct Network {
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     connected: BTreeSet<PeerId>,
-    outbound: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<serde_json::Value>>>,
+    outbound:
+        HashMap<(Channel, request_response::OutboundRequestId), oneshot::Sender<Result<serde_json::Value>>>,
     answering: FuturesUnordered<PendingResponse>,
     /// Per peer: the second being counted and the requests in it.
     rate: HashMap<PeerId, (std::time::Instant, u32)>,
@@ -273,9 +308,9 @@ impl Network {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.event(event),
-                Some((channel, answer)) = self.answering.next(), if !self.answering.is_empty() => {
+                Some((channel, response, answer)) = self.answering.next(), if !self.answering.is_empty() => {
                     let answer = answer.unwrap_or_else(|| serde_json::json!({"error": "not answered"}));
-                    if self.swarm.behaviour_mut().market.send_response(channel, answer).is_err() {
+                    if self.json(channel).send_response(response, answer).is_err() {
                         tracing::debug!("a requester left before its answer");
                     }
                 }
@@ -307,9 +342,9 @@ impl Network {
                 };
                 let _asker_gone = reply.send(result);
             }
-            Command::Request { peer, body, reply } => {
-                let id = self.swarm.behaviour_mut().market.send_request(&peer, body);
-                self.outbound.insert(id, reply);
+            Command::Request { channel, peer, body, reply } => {
+                let id = self.json(channel).send_request(&peer, body);
+                self.outbound.insert((channel, id), reply);
             }
             Command::Penalise(peer) => {
                 let count = self.penalties.entry(peer).or_insert(0);
@@ -343,9 +378,10 @@ impl Network {
     fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         let from = match &event {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => Some(*peer_id),
-            SwarmEvent::Behaviour(BehaviourEvent::Market(request_response::Event::Message {
-                peer, ..
-            })) => Some(*peer),
+            SwarmEvent::Behaviour(
+                BehaviourEvent::Market(request_response::Event::Message { peer, .. })
+                | BehaviourEvent::Activity(request_response::Event::Message { peer, .. }),
+            ) => Some(*peer),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 ..
@@ -402,18 +438,24 @@ impl Network {
                 peer,
                 message,
                 ..
-            })) => self.market_message(peer, message),
+            })) => self.message(Channel::Market, peer, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Activity(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => self.message(Channel::Activity, peer, message),
             SwarmEvent::Behaviour(BehaviourEvent::Market(request_response::Event::OutboundFailure {
                 request_id,
                 error,
                 peer,
                 ..
-            })) => {
-                if let Some(reply) = self.outbound.remove(&request_id) {
-                    let failure = Error::Request { peer: peer.to_string(), message: error.to_string() };
-                    let _asker_gone = reply.send(Err(failure));
-                }
-            }
+            })) => self.failed(Channel::Market, request_id, peer, error),
+            SwarmEvent::Behaviour(BehaviourEvent::Activity(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            })) => self.failed(Channel::Activity, request_id, peer, error),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
                 peer_id,
                 topic,
@@ -440,29 +482,51 @@ impl Network {
         entry.1 <= REQUESTS_PER_PEER_PER_SECOND
     }
 
-    fn market_message(
+    fn json(&mut self, channel: Channel) -> &mut crate::behaviour::JsonProtocol {
+        match channel {
+            Channel::Market => &mut self.swarm.behaviour_mut().market,
+            Channel::Activity => &mut self.swarm.behaviour_mut().activity,
+        }
+    }
+
+    fn failed(
         &mut self,
+        channel: Channel,
+        request_id: request_response::OutboundRequestId,
+        peer: PeerId,
+        error: request_response::OutboundFailure,
+    ) {
+        if let Some(reply) = self.outbound.remove(&(channel, request_id)) {
+            let failure = Error::Request { peer: peer.to_string(), message: error.to_string() };
+            let _asker_gone = reply.send(Err(failure));
+        }
+    }
+
+    fn message(
+        &mut self,
+        channel: Channel,
         peer: PeerId,
         message: request_response::Message<serde_json::Value, serde_json::Value>,
     ) {
         match message {
-            request_response::Message::Request { request, channel, .. } => {
+            request_response::Message::Request { request, channel: response, .. } => {
                 if !self.allowed(peer) {
                     tracing::warn!(%peer, "request rate limit exceeded");
                     let busy = serde_json::json!({"error": "rate limited"});
-                    let _gone = self.swarm.behaviour_mut().market.send_response(channel, busy);
+                    let _gone = self.json(channel).send_response(response, busy);
                     return;
                 }
                 let (tx, rx) = oneshot::channel();
-                if self.inbound.try_send(Inbound::Request { from: peer, body: request, reply: tx }).is_err() {
+                let request = Inbound::Request { channel, from: peer, body: request, reply: tx };
+                if self.inbound.try_send(request).is_err() {
                     let busy = serde_json::json!({"error": "busy"});
-                    let _gone = self.swarm.behaviour_mut().market.send_response(channel, busy);
+                    let _gone = self.json(channel).send_response(response, busy);
                     return;
                 }
-                self.answering.push(Box::pin(async move { (channel, rx.await.ok()) }));
+                self.answering.push(Box::pin(async move { (channel, response, rx.await.ok()) }));
             }
             request_response::Message::Response { request_id, response } => {
-                if let Some(reply) = self.outbound.remove(&request_id) {
+                if let Some(reply) = self.outbound.remove(&(channel, request_id)) {
                     let _asker_gone = reply.send(Ok(response));
                 }
             }

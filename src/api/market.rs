@@ -52,8 +52,14 @@ impl Poll {
 
 async fn subscribe_offer(
     State(state): State<AppState>,
-    Body(body): Body<DemandOfferBase>,
+    Body(mut body): Body<DemandOfferBase>,
 ) -> Result<(StatusCode, Json<String>), ApiError> {
+    // Compute-to-data: the offer advertises the digests of the datasets this node holds.
+    if !state.datasets.is_empty()
+        && let Some(properties) = body.properties.as_object_mut()
+    {
+        properties.insert("agora.datasets".into(), serde_json::json!(state.datasets));
+    }
     let id = state.market.subscribe_offer(&body).await?;
     // Tell the network now rather than at the next periodic announcement.
     let announcement = agora_market::Announcement::Offered { offer_ids: vec![id.clone()] };

@@ -4,6 +4,7 @@
 //! where the key is an app-key or the node's admin token (from `node.json` in the data dir).
 //! The management endpoints under `/admin/v1` take the admin token only.
 
+mod activity;
 mod admin;
 mod auth;
 mod error;
@@ -32,6 +33,10 @@ pub struct AppState {
     pub market: agora_market::Market,
     admin_token: Arc<str>,
     pub metrics: Arc<Metrics>,
+    /// Absent in tests that drive the market alone.
+    pub activities: Option<agora_activity::Activities>,
+    /// `sha256:<hex>` of the datasets this node offers; added to its offers.
+    pub datasets: Vec<String>,
 }
 
 impl AppState {
@@ -43,7 +48,23 @@ impl AppState {
         admin_token: String,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
-        Self { identities, pool, net, market, admin_token: admin_token.into(), metrics }
+        Self {
+            identities,
+            pool,
+            net,
+            market,
+            admin_token: admin_token.into(),
+            metrics,
+            activities: None,
+            datasets: Vec::new(),
+        }
+    }
+
+    /// Serves activities and blobs too.
+    pub fn with_activities(mut self, activities: agora_activity::Activities, datasets: Vec<String>) -> Self {
+        self.activities = Some(activities);
+        self.datasets = datasets;
+        self
     }
 }
 
@@ -55,6 +76,8 @@ pub fn app(state: AppState) -> Router {
         .route("/net-api/v1/status", get(net_status))
         .nest("/admin/v1", admin::routes())
         .nest("/market-api/v1", market::routes())
+        .nest("/activity-api/v1", activity::routes())
+        .merge(activity::blob_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .route("/version", get(version))

@@ -15,6 +15,7 @@
 
 mod anvil;
 mod docker;
+pub mod flow;
 mod node;
 mod pg;
 pub mod reaper;

@@ -1,5 +1,6 @@
 //! Cross-crate scenarios on real services. One binary, one module per concern.
 
+mod activity;
 mod grammar_cli;
 mod identity_store;
 mod market;

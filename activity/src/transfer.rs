@@ -1,0 +1,111 @@
+//! `transfer` commands: where data may come from and go to, checked before a batch runs.
+
+use std::path::{Component, Path, PathBuf};
+
+/// A transfer, understood.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transfer {
+    /// Into the activity's `/input` folder, at `to` (relative).
+    In { from: Source, to: PathBuf },
+    /// From the last run's `/output` folder, at `from` (relative), into a blob.
+    OutToBlob { from: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    Http(String),
+    /// A file under one of the provider's transfer folders (checked, canonical).
+    File(PathBuf),
+    /// A blob on the requestor's node.
+    Blob(String),
+}
+
+/// Why a transfer is refused: the HTTP status and the message.
+pub type Refusal = (u16, String);
+
+/// A path inside the activity: relative, without `..`.
+fn inside(path: &str, folder: &str, url: &str) -> Result<PathBuf, Refusal> {
+    let relative = Path::new(path);
+    if path.is_empty() || relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err((400, format!("{url}: a path under {folder}/ without '..' is needed")));
+    }
+    Ok(relative.to_path_buf())
+}
+
+/// Checks one `transfer {from, to}` against what the provider allows.
+pub fn check(from: &str, to: &str, allowed: &[PathBuf]) -> Result<Transfer, Refusal> {
+    if let Some(rest) = to.strip_prefix("container:/input/") {
+        let to = inside(rest, "/input", to)?;
+        let source = if from.starts_with("http://") || from.starts_with("https://") {
+            Source::Http(from.to_string())
+        } else if let Some(path) = from.strip_prefix("file://") {
+            let canonical = std::fs::canonicalize(path).map_err(|e| (400, format!("{from}: {e}")))?;
+            let permitted = allowed
+                .iter()
+                .filter_map(|dir| std::fs::canonicalize(dir).ok())
+                .any(|dir| canonical.starts_with(&dir));
+            if !permitted {
+                let list: Vec<String> = allowed.iter().map(|d| d.display().to_string()).collect();
+                return Err((
+                    403,
+                    format!(
+                        "{from} is outside the folders this provider allows transfers from ({})",
+                        if list.is_empty() { "none".to_string() } else { list.join(", ") }
+                    ),
+                ));
+            }
+            Source::File(canonical)
+        } else if let Some(hex) = crate::blobs::parse_blob_url(from) {
+            Source::Blob(hex)
+        } else {
+            return Err((
+                400,
+                format!(
+                    "{from}: a transfer comes from http(s)://, file:// (allowed folders) or blob:sha256:<hex>"
+                ),
+            ));
+        };
+        return Ok(Transfer::In { from: source, to });
+    }
+    if let Some(rest) = from.strip_prefix("container:/output/") {
+        let from_path = inside(rest, "/output", from)?;
+        if to == "blob:" {
+            return Ok(Transfer::OutToBlob { from: from_path });
+        }
+        return Err((400, format!("{to}: outputs go to \"blob:\" (fetched back by the requestor's node)")));
+    }
+    Err((
+        400,
+        format!(
+            "transfer from {from} to {to}: one side must be container:/input/… (in) or container:/output/… (out)"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_allowed_and_what_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("data.csv"), "a,b\n").unwrap();
+        let allowed = vec![dir.path().to_path_buf()];
+        let file = format!("file://{}", dir.path().join("data.csv").display());
+        assert!(matches!(check(&file, "container:/input/data.csv", &allowed), Ok(Transfer::In { .. })));
+        assert!(matches!(
+            check("http://127.0.0.1:9/x", "container:/input/x", &allowed),
+            Ok(Transfer::In { from: Source::Http(_), .. })
+        ));
+        assert_eq!(
+            check("container:/output/r.txt", "blob:", &allowed),
+            Ok(Transfer::OutToBlob { from: "r.txt".into() })
+        );
+        let (status, message) = check("file:///etc/passwd", "container:/input/p", &allowed).unwrap_err();
+        assert_eq!(status, 403);
+        assert!(message.contains("outside the folders this provider allows"), "{message}");
+        assert_eq!(check(&file, "container:/input/../escape", &allowed).unwrap_err().0, 400);
+        assert_eq!(check("ftp://x/y", "container:/input/y", &allowed).unwrap_err().0, 400);
+        assert_eq!(check("blob:sha256:abc", "container:/input/y", &allowed).unwrap_err().0, 400);
+    }
+}

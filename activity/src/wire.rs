@@ -1,0 +1,122 @@
+//! What nodes say to each other over `/agora/activity/1`, and the JSON shapes of Golem's
+//! `/activity-api/v1` that both ends share.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A requestor's node to the provider's (and, for blobs, either way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ActivityRequest {
+    Create {
+        agreement_id: String,
+    },
+    Exec {
+        activity_id: String,
+        script: String,
+    },
+    /// Results of a batch: waits up to `wait_ms` for new ones (or for `command_index` to finish).
+    Results {
+        activity_id: String,
+        batch_id: String,
+        wait_ms: u64,
+        command_index: Option<usize>,
+    },
+    State {
+        activity_id: String,
+    },
+    Usage {
+        activity_id: String,
+    },
+    Destroy {
+        activity_id: String,
+    },
+    /// A piece of a content-addressed blob.
+    GetBlob {
+        sha256: String,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// Answers to [`ActivityRequest`]s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ActivityResponse {
+    Created {
+        activity_id: String,
+    },
+    Batch {
+        batch_id: String,
+    },
+    Results {
+        results: Vec<CommandResult>,
+    },
+    State {
+        state: ActivityState,
+    },
+    Usage {
+        usage: ActivityUsage,
+    },
+    Done,
+    /// `data` is base64; `total` is the blob's whole size.
+    Blob {
+        data: String,
+        total: u64,
+    },
+    /// Refused, with the HTTP status the requestor's API answers with, and why.
+    Error {
+        status: u16,
+        message: String,
+    },
+}
+
+/// One command's result (Golem's `ExeScriptCommandResult`, plus agora's `exitCode`,
+/// `resultsHash` and `outputs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandResult {
+    pub index: usize,
+    pub event_date: DateTime<Utc>,
+    /// `Ok` or `Error`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub is_batch_finished: bool,
+    /// `run`: the exit code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// `run`: the `h1:` hash of the run's results folder, the verification proposal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results_hash: Option<String>,
+    /// `transfer` to `blob:`: the `blob:sha256:…` the output can be fetched as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
+}
+
+/// Golem's `ActivityState`: `[current, next]`, with a reason once terminated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityState {
+    pub state: (String, Option<String>),
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// Golem's `ActivityUsage`, in the order of [`USAGE_VECTOR`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityUsage {
+    pub current_usage: Vec<f64>,
+    /// Seconds since the Unix epoch.
+    pub timestamp: i64,
+}
+
+/// The usage counters, as `golem.usage.vector` names them.
+pub const USAGE_VECTOR: [&str; 3] = ["golem.usage.duration_sec", "golem.usage.cpu_sec", "agora.usage.fuel"];

@@ -1,0 +1,205 @@
+//! `/activity-api/v1`, with the paths and JSON of Golem's activity API, and `/blobs`, the
+//! node's content-addressed store for inputs and outputs.
+
+use super::{AppState, Body};
+use crate::api::ApiError;
+use agora_activity::Activities;
+use agora_activity::wire::{ActivityState, ActivityUsage, CommandResult};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/activity", post(create))
+        .route("/activity/{id}", axum::routing::delete(destroy))
+        .route("/activity/{id}/exec", post(exec))
+        .route("/activity/{id}/exec/{batch}", get(results))
+        .route("/activity/{id}/state", get(state))
+        .route("/activity/{id}/usage", get(usage))
+}
+
+pub fn blob_routes() -> Router<AppState> {
+    Router::new().route("/blobs", post(put_blob)).route("/blobs/{sha256}", get(get_blob))
+}
+
+fn activities(state: &AppState) -> Result<&Activities, ApiError> {
+    state
+        .activities
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("activities are not running on this node".into()))
+}
+
+fn refused((status, message): (u16, String)) -> ApiError {
+    match status {
+        400 => ApiError::BadRequest(message),
+        403 => ApiError::Forbidden(message),
+        404 => ApiError::NotFound(message),
+        409 => ApiError::Conflict(message),
+        410 => ApiError::Gone(message),
+        502 | 503 => ApiError::Unavailable(message),
+        _ => ApiError::Internal(message),
+    }
+}
+
+/// Golem accepts the agreement id as a bare JSON string or as `{"agreementId": …}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CreateRequest {
+    Id(String),
+    #[serde(rename_all = "camelCase")]
+    Object {
+        agreement_id: String,
+    },
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Body(body): Body<CreateRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let agreement_id = match body {
+        CreateRequest::Id(id) | CreateRequest::Object { agreement_id: id } => id,
+    };
+    let id = activities(&state)?.create(&agreement_id).await.map_err(refused)?;
+    Ok((StatusCode::CREATED, Json(json!({"activityId": id}))))
+}
+
+async fn destroy(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    activities(&state)?.destroy(&id).await.map_err(refused)?;
+    Ok(Json(Value::Null))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExeScriptRequest {
+    text: String,
+}
+
+async fn exec(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<ExeScriptRequest>,
+) -> Result<Json<String>, ApiError> {
+    Ok(Json(activities(&state)?.exec(&id, &body.text).await.map_err(refused)?))
+}
+
+/// `timeout` (seconds) and `commandIndex`, as Golem's SDKs send them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultsQuery {
+    timeout: Option<f64>,
+    command_index: Option<usize>,
+}
+
+impl ResultsQuery {
+    fn timeout(&self) -> Result<Duration, ApiError> {
+        match self.timeout {
+            None => Ok(Duration::ZERO),
+            Some(t) if t.is_finite() && t >= 0.0 => {
+                Ok(Duration::from_secs_f64(t).min(agora_activity::MAX_WAIT))
+            }
+            Some(t) => Err(ApiError::BadRequest(format!("timeout must be a number of seconds ≥ 0, got {t}"))),
+        }
+    }
+}
+
+async fn results(
+    State(state): State<AppState>,
+    Path((id, batch)): Path<(String, String)>,
+    Query(query): Query<ResultsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let activities = activities(&state)?.clone();
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !streaming {
+        let found =
+            activities.results(&id, &batch, query.timeout()?, query.command_index).await.map_err(refused)?;
+        return Ok(Json(found).into_response());
+    }
+    // Server-sent events: one `runtime` event per finished command, as it finishes; the stream
+    // ends after the batch's last. An unknown activity or batch is an error before it starts.
+    activities.results(&id, &batch, Duration::ZERO, None).await.map_err(refused)?;
+    let stream = futures_util::stream::unfold(
+        (activities, id, batch, 0usize, false),
+        |(a, id, batch, sent, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let found: Vec<CommandResult> = match a
+                    .results(&id, &batch, Duration::from_secs(30), Some(sent))
+                    .await
+                {
+                    Ok(found) => found,
+                    Err((_, message)) => {
+                        let event = Event::default().event("error").data(message);
+                        return Some((Ok::<_, std::convert::Infallible>(event), (a, id, batch, sent, true)));
+                    }
+                };
+                if let Some(result) = found.into_iter().find(|r| r.index == sent) {
+                    let finished = result.is_batch_finished;
+                    let event =
+                        Event::default().event("runtime").data(runtime_event(&batch, &result).to_string());
+                    return Some((Ok(event), (a, id, batch, sent + 1, finished)));
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Golem's `RuntimeEvent` for a finished command, with agora's result fields beside it.
+fn runtime_event(batch: &str, result: &CommandResult) -> Value {
+    json!({
+        "batchId": batch,
+        "index": result.index,
+        "timestamp": result.event_date,
+        "kind": {"finished": {"returnCode": result.exit_code.unwrap_or(if result.result == "Ok" { 0 } else { 1 }),
+                              "message": result.message}},
+        "result": result,
+    })
+}
+
+async fn state(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ActivityState>, ApiError> {
+    Ok(Json(activities(&state)?.state(&id).await.map_err(refused)?))
+}
+
+async fn usage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ActivityUsage>, ApiError> {
+    Ok(Json(activities(&state)?.usage(&id).await.map_err(refused)?))
+}
+
+async fn put_blob(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let blobs = activities(&state)?.blobs().clone();
+    let hex = tokio::task::spawn_blocking(move || blobs.put(&body))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("storing a blob: {e}")))?;
+    Ok((StatusCode::CREATED, Json(json!({"sha256": hex, "url": format!("blob:sha256:{hex}")}))))
+}
+
+async fn get_blob(State(state): State<AppState>, Path(sha256): Path<String>) -> Result<Response, ApiError> {
+    let path = activities(&state)?
+        .blobs()
+        .path(&sha256)
+        .ok_or_else(|| ApiError::NotFound(format!("no blob {sha256} on this node")))?;
+    let bytes =
+        tokio::fs::read(&path).await.map_err(|e| ApiError::Internal(format!("reading a blob: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}

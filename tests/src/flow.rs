@@ -1,0 +1,128 @@
+//! Driving nodes through their REST API: calls, and the whole negotiation that ends in an
+//! Approved agreement between a requestor and a provider.
+
+use crate::{NodeProcess, wait_for};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// One REST call with the node's admin token: the status and the body (JSON, or the text as a
+/// JSON string).
+pub async fn call(
+    node: &NodeProcess,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, node.url(path)).bearer_auth(&node.node.admin_token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("the node answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("a body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+pub async fn get(node: &NodeProcess, path: &str) -> (u16, Value) {
+    call(node, reqwest::Method::GET, path, None).await
+}
+
+pub async fn post(node: &NodeProcess, path: &str, body: Value) -> (u16, Value) {
+    call(node, reqwest::Method::POST, path, Some(body)).await
+}
+
+/// The node's peer id and its first listen address with `/p2p/<id>`.
+pub fn net_id(node: &NodeProcess) -> (String, String) {
+    let out = node.cli(&["net", "status", "--json"], None);
+    let status: Value = serde_json::from_slice(&out.stdout).expect("net status JSON");
+    let peer = status["peer_id"].as_str().expect("peer_id").to_string();
+    let addr = format!("{}/p2p/{peer}", status["listen"][0].as_str().expect("a listen address"));
+    (peer, addr)
+}
+
+/// Uploads bytes to the node's blob store; returns `blob:sha256:<hex>`.
+pub async fn put_blob(node: &NodeProcess, bytes: Vec<u8>) -> String {
+    let resp = reqwest::Client::new()
+        .post(node.url("/blobs"))
+        .bearer_auth(&node.node.admin_token)
+        .body(bytes)
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(resp.status().as_u16(), 201);
+    let body: Value = resp.json().await.expect("JSON");
+    body["url"].as_str().expect("url").to_string()
+}
+
+/// Waits for the first event of a subscription matching `pick`.
+async fn event(node: &NodeProcess, path: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let (status, events) = get(node, &format!("{path}?timeout=2&maxEvents=10")).await;
+        assert_eq!(status, 200, "{events}");
+        if let Some(found) = events.as_array().expect("events").iter().find(|e| pick(e)) {
+            return found.clone();
+        }
+    }
+    panic!("no matching event on {path} within 60 s");
+}
+
+/// Runs the market from offer to Approved agreement: the provider offers `offer` (plus a
+/// unique name), the requestor demands it with `demand` properties, both counter once, the
+/// requestor confirms and the provider approves. Returns the agreement id.
+pub async fn agree(
+    requestor: &NodeProcess,
+    provider: &NodeProcess,
+    mut offer: Value,
+    mut demand: Value,
+) -> String {
+    static ROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name =
+        format!("offer-{}-{}", std::process::id(), ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    offer["golem.node.id.name"] = json!(name);
+    demand["golem.srv.comp.expiration"] = json!(1_900_000_000_000_u64);
+    let offer_base = json!({"properties": offer, "constraints": "()"});
+    let demand_base = json!({"properties": demand, "constraints": format!("(golem.node.id.name={name})")});
+    let (status, offer_id) = post(provider, "/market-api/v1/offers", offer_base.clone()).await;
+    assert_eq!(status, 201, "{offer_id}");
+    let offer_id = offer_id.as_str().expect("offer id").to_string();
+    let (status, demand_id) = post(requestor, "/market-api/v1/demands", demand_base.clone()).await;
+    assert_eq!(status, 201, "{demand_id}");
+    let demand_id = demand_id.as_str().expect("demand id").to_string();
+    let demand_events = format!("/market-api/v1/demands/{demand_id}/events");
+    let offer_events = format!("/market-api/v1/offers/{offer_id}/events");
+
+    let initial = event(requestor, &demand_events, |e| e["proposal"]["state"] == "Initial").await;
+    let initial = initial["proposal"]["proposalId"].as_str().expect("proposal id").to_string();
+    let path = format!("/market-api/v1/demands/{demand_id}/proposals/{initial}");
+    let (status, r_draft) = post(requestor, &path, demand_base).await;
+    assert_eq!(status, 201, "{r_draft}");
+    let r_draft = r_draft.as_str().expect("draft id").to_string();
+    event(provider, &offer_events, |e| e["proposal"]["proposalId"] == r_draft.as_str()).await;
+    let (status, p_draft) =
+        post(provider, &format!("/market-api/v1/offers/{offer_id}/proposals/{r_draft}"), offer_base).await;
+    assert_eq!(status, 201, "{p_draft}");
+    let p_draft = p_draft.as_str().expect("draft id").to_string();
+    event(requestor, &demand_events, |e| e["proposal"]["proposalId"] == p_draft.as_str()).await;
+
+    let valid_to = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
+    let (status, agreement) =
+        post(requestor, "/market-api/v1/agreements", json!({"proposalId": p_draft, "validTo": valid_to}))
+            .await;
+    assert_eq!(status, 201, "{agreement}");
+    let agreement = agreement.as_str().expect("agreement id").to_string();
+    let (status, body) =
+        post(requestor, &format!("/market-api/v1/agreements/{agreement}/confirm"), json!(null)).await;
+    assert_eq!(status, 204, "{body}");
+    event(provider, &offer_events, |e| e["agreement"]["agreementId"] == agreement.as_str()).await;
+    let (status, body) =
+        post(provider, &format!("/market-api/v1/agreements/{agreement}/approve"), json!(null)).await;
+    assert_eq!(status, 200, "{body}");
+    let approved = wait_for(30, "the approval to reach the requestor", || async {
+        let (_, seen) = get(requestor, &format!("/market-api/v1/agreements/{agreement}")).await;
+        (seen["state"] == "Approved").then_some(())
+    })
+    .await;
+    let () = approved;
+    agreement
+}

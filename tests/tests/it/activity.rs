@@ -1,0 +1,288 @@
+//! Activities on real provider nodes: WASM modules on wasmtime and containers on a private
+//! dockerd, driven through the requestor's `/activity-api/v1`.
+
+use agora_tests::flow::{agree, call, get, net_id, post, put_blob};
+use agora_tests::{BUSYBOX_IMAGE, Dockerd, NodeProcess, TestPg};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+fn module(name: &str) -> Vec<u8> {
+    let path = agora_tests::workspace_root().join("tests/wasm").join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+async fn create_activity(r: &NodeProcess, agreement: &str) -> String {
+    let (status, created) = post(r, "/activity-api/v1/activity", json!({"agreementId": agreement})).await;
+    assert_eq!(status, 201, "{created}");
+    created["activityId"].as_str().unwrap().to_string()
+}
+
+/// Sends a batch and waits until it is finished; returns every command's result.
+async fn batch(r: &NodeProcess, activity: &str, script: Value) -> Vec<Value> {
+    let (status, batch) =
+        post(r, &format!("/activity-api/v1/activity/{activity}/exec"), json!({"text": script.to_string()}))
+            .await;
+    assert_eq!(status, 200, "{batch}");
+    let batch = batch.as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (status, results) =
+            get(r, &format!("/activity-api/v1/activity/{activity}/exec/{batch}?timeout=10")).await;
+        assert_eq!(status, 200, "{results}");
+        let results = results.as_array().unwrap().clone();
+        if results.last().is_some_and(|last| last["isBatchFinished"] == true) {
+            return results;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "batch {batch} did not finish: {results:?}");
+    }
+}
+
+fn run(entry_point: &str, args: &[&str]) -> Value {
+    json!({"run": {"entry_point": entry_point, "args": args}})
+}
+
+fn wasm_offer() -> Value {
+    // 64 MiB of memory and 2 s per run.
+    json!({"golem.runtime.name": "wasmtime", "golem.inf.mem.gib": 0.0625, "agora.limits.time_sec": 2})
+}
+
+/// Deploys `name` under a new agreement with `provider` and runs it once with `run_body`.
+async fn run_module(
+    r: &NodeProcess,
+    provider: &NodeProcess,
+    name: &str,
+    run_body: Value,
+) -> (String, Vec<Value>) {
+    let package = put_blob(r, module(name)).await;
+    let agreement = agree(r, provider, wasm_offer(), json!({"golem.srv.comp.task_package": package})).await;
+    let activity = create_activity(r, &agreement).await;
+    let results = batch(r, &activity, json!([{"deploy": {}}, {"start": {}}, {"run": run_body}])).await;
+    (activity, results)
+}
+
+#[tokio::test]
+async fn wasm_activities_on_provider_nodes() {
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let urls = [pg.url(), pg.another_database("p2").await, pg.another_database("r").await];
+    let db = |i: usize| [("DATABASE_URL", urls[i].as_str())];
+    let p1 = NodeProcess::start(&root.path().join("p1"), &[], &db(0)).await;
+    let (_, p1_addr) = net_id(&p1);
+    let p2 = NodeProcess::start(&root.path().join("p2"), &["--peer", &p1_addr], &db(1)).await;
+    let r = NodeProcess::start(&root.path().join("r"), &["--peer", &p1_addr], &db(2)).await;
+
+    // Hello world: deploy, start, run; the state and the usage counters follow.
+    let (hello, results) = run_module(&r, &p1, "hello", json!({"entry_point": "hello", "args": []})).await;
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(results.iter().all(|r| r["result"] == "Ok"), "{results:?}");
+    assert_eq!(results[2]["stdout"], "hello from wasm\n");
+    assert_eq!(results[2]["exitCode"], 0);
+    assert!(results[2]["resultsHash"].as_str().unwrap().starts_with("h1:"));
+    let (_, state) = get(&r, &format!("/activity-api/v1/activity/{hello}/state")).await;
+    assert_eq!(state["state"], json!(["Ready", null]));
+    let (_, usage) = get(&r, &format!("/activity-api/v1/activity/{hello}/usage")).await;
+    let counters: Vec<f64> =
+        usage["currentUsage"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(counters[0] > 0.0 && counters[2] > 0.0, "duration and fuel are counted: {usage}");
+
+    // cat: the input comes from the requestor's blob store, the output goes back to it.
+    let package = put_blob(&r, module("cat")).await;
+    let agreement = agree(&r, &p1, wasm_offer(), json!({"golem.srv.comp.task_package": package})).await;
+    let activity = create_activity(&r, &agreement).await;
+    let input = put_blob(&r, b"first line\nsecond line\n".to_vec()).await;
+    let results = batch(
+        &r,
+        &activity,
+        json!([{"deploy": {}}, {"start": {}},
+               {"transfer": {"from": input, "to": "container:/input/in.txt"}},
+               {"run": {"entry_point": "cat", "args": []}},
+               {"transfer": {"from": "container:/output/out.txt", "to": "blob:"}}]),
+    )
+    .await;
+    assert!(results.iter().all(|r| r["result"] == "Ok"), "{results:?}");
+    assert_eq!(results[3]["stdout"], "first line\nsecond line\n");
+    let output = results[4]["blob"].as_str().unwrap().strip_prefix("blob:sha256:").unwrap().to_string();
+    let fetched = reqwest::Client::new()
+        .get(r.url(&format!("/blobs/{output}")))
+        .bearer_auth(&r.node.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status().as_u16(), 200);
+    assert_eq!(fetched.bytes().await.unwrap(), "first line\nsecond line\n".as_bytes());
+
+    // Environment variables arrive sorted by name; a non-zero exit code is an Error result.
+    let (_, results) =
+        run_module(&r, &p1, "env", json!({"entry_point": "env", "env": {"ZETA": "z", "ALPHA": "a"}})).await;
+    assert_eq!(results[2]["stdout"], "ALPHA=a\nZETA=z\n");
+    let (_, results) = run_module(&r, &p1, "exit", json!({"entry_point": "exit"})).await;
+    assert_eq!(results[2]["result"], "Error");
+    assert_eq!(results[2]["exitCode"], 3);
+    assert_eq!(results[2]["stderr"], "failing on purpose\n");
+    assert_eq!(results[2]["message"], "exited with code 3");
+
+    // Determinism: clocks and random bytes, run on two providers, hash the same.
+    let (_, on_p1) = run_module(&r, &p1, "entropy", json!({"entry_point": "entropy"})).await;
+    let (_, on_p2) = run_module(&r, &p2, "entropy", json!({"entry_point": "entropy"})).await;
+    assert_eq!(on_p1[2]["result"], "Ok", "{on_p1:?}");
+    assert_eq!(on_p1[2]["resultsHash"], on_p2[2]["resultsHash"]);
+
+    // Limits: a loop stops at the time limit, a memory bomb at the memory limit.
+    let started = std::time::Instant::now();
+    let (_, spin) = run_module(&r, &p1, "spin", json!({"entry_point": "spin"})).await;
+    assert_eq!(spin[2]["result"], "Error");
+    assert!(spin[2]["message"].as_str().unwrap().contains("time limit of 2.0 s"), "{spin:?}");
+    assert!(started.elapsed().as_secs() < 60);
+    let (_, grow) = run_module(&r, &p1, "grow", json!({"entry_point": "grow"})).await;
+    assert!(grow[2]["message"].as_str().unwrap().contains("the limit is 64 MiB"), "{grow:?}");
+
+    // Bad input: each a 4xx with a message.
+    let exec = format!("/activity-api/v1/activity/{activity}/exec");
+    let (status, body) = post(&r, &exec, json!({"text": "[{\"deploy\": "})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("not valid JSON"), "{body}");
+    let (status, body) = post(&r, &exec, json!({"text": "[{\"explode\": {}}]"})).await;
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("unknown command \"explode\""), "{body}");
+    let script =
+        json!([{"transfer": {"from": "file:///etc/passwd", "to": "container:/input/p"}}]).to_string();
+    let (status, body) = post(&r, &exec, json!({"text": script})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("outside the folders this provider allows"), "{body}");
+    let (status, body) = post(&p1, "/activity-api/v1/activity", json!(agreement)).await;
+    assert_eq!(status, 403, "the provider is not the agreement's requestor: {body}");
+    let (status, body) =
+        post(&r, "/activity-api/v1/activity", json!({"agreementId": "no-such-agreement"})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = get(&r, "/activity-api/v1/activity/no-such-activity/state").await;
+    assert_eq!(status, 404);
+
+    // Terminating the agreement terminates its activities.
+    let (status, body) =
+        post(&r, &format!("/market-api/v1/agreements/{agreement}/terminate"), json!({"message": "done"}))
+            .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    agora_tests::wait_for(30, "the activity to end with its agreement", || async {
+        let (_, state) = get(&r, &format!("/activity-api/v1/activity/{activity}/state")).await;
+        (state["state"][0] == "Terminated").then_some(())
+    })
+    .await;
+    let (status, body) = post(&r, &exec, json!({"text": "[{\"start\": {}}]"})).await;
+    assert_eq!(status, 410, "{body}");
+}
+
+#[tokio::test]
+async fn docker_activities_on_a_provider_node() {
+    let dockerd = Dockerd::start().await;
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("data.csv"), "name,qty\napple,3\nbanana,5\ncherry,7\n").unwrap();
+    let dataset = root.path().join("reference");
+    std::fs::create_dir_all(&dataset).unwrap();
+    std::fs::write(dataset.join("ref.txt"), "reference data\n").unwrap();
+    let digest = agora_activity::folder_sha256(&dataset).unwrap();
+    let config = root.path().join("provider.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[datasets]]\nname = \"reference\"\npath = \"{}\"\nsha256 = \"{digest}\"\n",
+            dataset.display()
+        ),
+    )
+    .unwrap();
+    let urls = [pg.url(), pg.another_database("r").await];
+    let socket = dockerd.socket().display().to_string();
+    let p = NodeProcess::start(
+        &root.path().join("p"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--docker-socket",
+            &socket,
+            "--transfer-dir",
+            shared.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", urls[0].as_str())],
+    )
+    .await;
+    let (_, p_addr) = net_id(&p);
+    let r = NodeProcess::start(
+        &root.path().join("r"),
+        &["--peer", &p_addr],
+        &[("DATABASE_URL", urls[1].as_str())],
+    )
+    .await;
+
+    let offer =
+        json!({"golem.runtime.name": "docker", "golem.inf.mem.gib": 0.125, "agora.limits.time_sec": 5});
+    let package = format!("docker:{BUSYBOX_IMAGE}");
+    let agreement = agree(&r, &p, offer.clone(), json!({"golem.srv.comp.task_package": package})).await;
+    let (_, offers) = get(&p, "/market-api/v1/offers").await;
+    assert_eq!(offers[0]["properties"]["agora.datasets"], json!([format!("sha256:{digest}")]), "{offers}");
+    let activity = create_activity(&r, &agreement).await;
+    let data = format!("file://{}", shared.join("data.csv").display());
+    let csv_doubled =
+        "sed 1d /input/data.csv | while IFS=, read name qty; do echo \"$name,$((qty * 2))\"; done";
+    let results = batch(
+        &r,
+        &activity,
+        json!([
+            {"deploy": {}}, {"start": {}},
+            {"transfer": {"from": data, "to": "container:/input/data.csv"}},
+            run("cat", &["/input/data.csv"]),
+            run("sh", &["-c", "grep an /input/data.csv > /output/grep.txt && cat /output/grep.txt"]),
+            run("sed", &["s/,/;/g", "/input/data.csv"]),
+            run("sh", &["-c", csv_doubled]),
+            {"run": {"entry_point": "env", "env": {"B_VAR": "2", "A_VAR": "1"}}},
+            run("ls", &["/sys/class/net"]),
+            run("grep", &["CapEff", "/proc/self/status"]),
+            {"run": {"entry_point": "cat", "args": ["/datasets/reference/ref.txt"], "datasets": ["reference"]}},
+        ]),
+    )
+    .await;
+    assert!(results.iter().all(|r| r["result"] == "Ok"), "{results:#?}");
+    assert_eq!(results[3]["stdout"], "name,qty\napple,3\nbanana,5\ncherry,7\n");
+    assert_eq!(results[4]["stdout"], "banana,5\n");
+    assert_eq!(results[5]["stdout"], "name;qty\napple;3\nbanana;5\ncherry;7\n");
+    assert_eq!(results[6]["stdout"], "apple,6\nbanana,10\ncherry,14\n");
+    let env = results[7]["stdout"].as_str().unwrap();
+    assert!(env.contains("A_VAR=1\n") && env.contains("B_VAR=2\n"), "{env}");
+    assert_eq!(results[8]["stdout"], "lo\n", "no network but loopback");
+    assert_eq!(results[9]["stdout"], "CapEff:\t0000000000000000\n", "every capability dropped");
+    assert_eq!(results[10]["stdout"], "reference data\n");
+
+    let results = batch(&r, &activity, json!([run("sh", &["-c", "echo oops >&2; exit 3"])])).await;
+    assert_eq!((results[0]["result"].as_str(), results[0]["exitCode"].as_i64()), (Some("Error"), Some(3)));
+    assert_eq!(results[0]["stderr"], "oops\n");
+    let started = std::time::Instant::now();
+    let results = batch(&r, &activity, json!([run("sleep", &["60"])])).await;
+    assert!(results[0]["message"].as_str().unwrap().contains("time limit of 5.0 s"), "{results:?}");
+    assert!(started.elapsed().as_secs() < 30);
+
+    // A missing image is a clear error at deploy.
+    let missing = agree(&r, &p, offer, json!({"golem.srv.comp.task_package": "docker:not-here:1"})).await;
+    let other = create_activity(&r, &missing).await;
+    let results = batch(&r, &other, json!([{"deploy": {}}, run("true", &[])])).await;
+    assert_eq!(results.len(), 1);
+    assert!(
+        results[0]["message"].as_str().unwrap().contains("image not-here:1 is not on this provider's engine")
+    );
+
+    // Destroying the activity leaves no container and no folder behind.
+    let (status, _) =
+        call(&r, reqwest::Method::DELETE, &format!("/activity-api/v1/activity/{activity}"), None).await;
+    assert_eq!(status, 200);
+    let containers = dockerd
+        .client()
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert!(containers.is_empty(), "{containers:?}");
+    let folder: PathBuf = root.path().join("p/activities").join(&activity);
+    assert!(!folder.exists(), "{} is left", folder.display());
+}
