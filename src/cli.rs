@@ -97,7 +97,12 @@ pub enum MarketCommand {
 #[derive(Debug, Subcommand)]
 pub enum ResultsCommand {
     /// Print the `h1:` hash of a results folder, the value providers propose for verification.
-    Hash { dir: PathBuf },
+    Hash {
+        dir: PathBuf,
+        /// The same digest in hex, as a dataset's `sha256` in the settings.
+        #[arg(long)]
+        hex: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,8 +196,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             crate::matching::run(&offer, &demand, json)
         }
         Command::Market(cmd) => crate::market_cli::run(cmd, &client(data_dir)?).await,
-        Command::Results(ResultsCommand::Hash { dir }) => {
-            let hash = agora_activity::results_hash(&dir).map_err(|e| Error::Input(e.to_string()))?;
+        Command::Results(ResultsCommand::Hash { dir, hex }) => {
+            let hash =
+                if hex { agora_activity::folder_sha256(&dir) } else { agora_activity::results_hash(&dir) }
+                    .map_err(|e| Error::Input(e.to_string()))?;
             println!("{hash}");
             Ok(())
         }

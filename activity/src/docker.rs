@@ -83,11 +83,12 @@ impl DockerUnit {
         }
     }
 
-    async fn run_in(&self, id: &str, spec: &RunSpec) -> Result<i64, ExeError> {
+    async fn run_in(&self, id: &str, spec: &RunSpec) -> Result<(i64, Instant), ExeError> {
         self.docker
             .start_container(id, None)
             .await
             .map_err(|e| ExeError::Failed(format!("the container did not start: {e}")))?;
+        let started_at = Instant::now();
         let waited =
             tokio::time::timeout(spec.limits.time, self.docker.wait_container(id, None).next()).await;
         let code = match waited {
@@ -127,7 +128,7 @@ impl DockerUnit {
         }
         write(&spec.results.join("stdout"), &stdout)?;
         write(&spec.results.join("stderr"), &stderr)?;
-        Ok(code)
+        Ok((code, started_at))
     }
 }
 
@@ -215,9 +216,10 @@ impl ExeUnit for DockerUnit {
             sampler.abort();
             self.remove(&created.id).await;
             guard.disarm();
-            let code = code?;
+            let (code, started_at) = code?;
             let elapsed = started.elapsed().as_secs_f64();
             Ok(RunOutcome {
+                started_at: Some(started_at),
                 exit_code: i32::try_from(code).unwrap_or(i32::MAX),
                 usage: Usage {
                     duration_sec: elapsed,

@@ -106,6 +106,9 @@ impl Usage {
 pub struct RunOutcome {
     pub exit_code: i32,
     pub usage: Usage,
+    /// When the work itself began (the module's `_start`, the container's start), for
+    /// measuring what comes before it.
+    pub started_at: Option<std::time::Instant>,
 }
 
 /// A runtime an activity deploys a package into and runs commands on.

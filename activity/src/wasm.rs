@@ -216,8 +216,10 @@ impl WasmRuntime {
         let ticks = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
 
+        let mut started_at = None;
         let outcome = pre.instantiate(&mut store).and_then(|instance| {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            started_at = Some(Instant::now());
             start.call(&mut store, ())
         });
         let fuel_used = fuel - store.get_fuel().unwrap_or(0);
@@ -254,7 +256,7 @@ impl WasmRuntime {
                 }
             }
         };
-        Ok(RunOutcome { exit_code, usage })
+        Ok(RunOutcome { exit_code, usage, started_at })
     }
 
     /// Modules compiled and kept.

@@ -20,36 +20,60 @@ impl TestPg {
     /// Starts a cluster from the system's server binaries and creates a database in it.
     pub async fn start() -> Self {
         let bin = Binaries::locate(None).unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
-        let dir = shared_tempdir();
-        let cluster = Cluster::new(bin, dir.path().join("pg"), free_port(), Listen::Loopback)
-            .unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
-        cluster.prepare().unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
-        cluster.init(false).unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
-        let mut cmd = cluster.foreground_command();
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        // SIGQUIT is PostgreSQL's immediate shutdown: right for a server whose test is gone.
-        let child = Supervised::spawn(cmd, Signal::SIGQUIT, 10).expect("start postgres");
-        let mut pg = Self { cluster, child, db: String::new(), _dir: dir };
-        let admin = pg.wait_ready().await;
-        let db = format!("agora_test_{}", std::process::id());
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&admin)
-            .await
-            .expect("create the test database");
-        admin.close().await;
-        pg.db = db;
-        pg
+        let mut dir = shared_tempdir();
+        let log = dir.path().join("postgres.log");
+        // The free port is found by binding and letting go, so a test starting beside this one
+        // can take it first: then the server exits at once, and it gets another port.
+        for attempt in 1..=5 {
+            let cluster = Cluster::new(bin.clone(), dir.path().join("pg"), free_port(), Listen::Loopback)
+                .unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+            if attempt == 1 {
+                cluster.prepare().unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+                cluster.init(false).unwrap_or_else(|e| panic!("PostgreSQL for tests: {e}"));
+            }
+            let mut cmd = cluster.foreground_command();
+            let log_file = std::fs::File::create(&log).expect("postgres log");
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+            // SIGQUIT is PostgreSQL's immediate shutdown: right for a server whose test is gone.
+            let child = Supervised::spawn(cmd, Signal::SIGQUIT, 10).expect("start postgres");
+            let mut pg = Self { cluster, child, db: String::new(), _dir: dir };
+            let Some(admin) = pg.wait_ready().await else {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                if said.contains("already in use") && attempt < 5 {
+                    dir = pg.into_dir();
+                    continue;
+                }
+                panic!("postgres exited during start-up; its log:\n{said}");
+            };
+            let db = format!("agora_test_{}", std::process::id());
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .execute(&admin)
+                .await
+                .expect("create the test database");
+            admin.close().await;
+            pg.db = db;
+            return pg;
+        }
+        unreachable!("the last attempt panics or returns")
     }
 
-    async fn wait_ready(&mut self) -> PgPool {
+    /// Gives back the folder of a server that did not start.
+    fn into_dir(self) -> tempfile::TempDir {
+        let Self { child, _dir, .. } = self;
+        drop(child);
+        _dir
+    }
+
+    /// A connection once the server answers; `None` if it exited first.
+    async fn wait_ready(&mut self) -> Option<PgPool> {
         let options = self.cluster.connect_options("postgres");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.exited() {
-                panic!("postgres exited during start-up: {status}");
+            if self.child.exited().is_some() {
+                return None;
             }
             match PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await {
-                Ok(pool) => return pool,
+                Ok(pool) => return Some(pool),
                 Err(e) if std::time::Instant::now() > deadline => {
                     panic!("postgres did not start: {e}")
                 }
