@@ -87,6 +87,8 @@ struct Live {
     /// (current, reason, error)
     state: Mutex<(String, Option<String>, Option<String>)>,
     last_outputs: Mutex<Option<PathBuf>>,
+    /// Batches still running, stopped when the activity ends (their containers go with them).
+    running: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 struct Inner {
@@ -352,6 +354,7 @@ impl Activities {
             usage: Mutex::default(),
             state: Mutex::new(("Initialized".into(), None, None)),
             last_outputs: Mutex::default(),
+            running: Mutex::default(),
         };
         self.inner.live.lock().expect("activities").insert(id.clone(), Arc::new(live));
         tracing::info!(activity = %id, agreement = agreement_id, runtime, "activity created");
@@ -406,8 +409,14 @@ impl Activities {
         let batch_id = new_id();
         let batch = Arc::new(Batch::default());
         live.batches.lock().expect("batches").insert(batch_id.clone(), batch.clone());
-        let (this, id, batch_name) = (self.clone(), id.to_string(), batch_id.clone());
-        tokio::spawn(async move { this.run_batch(&id, live, &batch_name, batch, commands, transfers).await });
+        let (this, id, batch_name, keep) = (self.clone(), id.to_string(), batch_id.clone(), live.clone());
+        let task =
+            tokio::spawn(
+                async move { this.run_batch(&id, live, &batch_name, batch, commands, transfers).await },
+            );
+        let mut running = keep.running.lock().expect("running");
+        running.retain(|t| !t.is_finished());
+        running.push(task.abort_handle());
         ActivityResponse::Batch { batch_id }
     }
 
@@ -625,6 +634,14 @@ impl Activities {
             }
             *state = ("Terminated".into(), Some(reason.to_string()), None);
         }
+        // A batch that is still running stops here; a container it ran is removed as its run
+        // is dropped. (The terminating batch itself is the caller, and is not aborted under it.)
+        let current = tokio::task::try_id();
+        for task in live.running.lock().expect("running").drain(..) {
+            if Some(task.id()) != current {
+                task.abort();
+            }
+        }
         live.unit.lock().await.terminate().await;
         if let Err(e) = std::fs::remove_dir_all(&live.dir) {
             tracing::debug!(activity = id, error = %e, "activity folder");
@@ -650,6 +667,18 @@ impl Activities {
                 self.terminate_hosted(&id, &format!("agreement {agreement_id} is {}", agreement.state)).await;
             }
         }
+    }
+
+    /// After a restart: hosted activities did not survive it (their work was in this process),
+    /// so they are recorded as Terminated.
+    pub async fn recover(&self) -> Result<u64, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE activities SET state = 'Terminated', reason = 'the provider node restarted'
+             WHERE role = 'provider' AND state <> 'Terminated'",
+        )
+        .execute(&self.inner.pool)
+        .await?
+        .rows_affected())
     }
 
     // ---------------------------------------------------------------- requestor side

@@ -279,7 +279,10 @@ impl Market {
             NO => Ok(false),
             _ => {
                 let yes = self.store.has_active_demands().await?;
-                self.has_demands.store(if yes { YES } else { NO }, Relaxed);
+                // Only if nothing was learnt meanwhile: a demand placed while the database was
+                // asked has already said YES, and a stale NO must not undo it.
+                let _learnt_meanwhile =
+                    self.has_demands.compare_exchange(UNKNOWN, if yes { YES } else { NO }, Relaxed, Relaxed);
                 Ok(yes)
             }
         }
@@ -307,6 +310,11 @@ impl Market {
                         break;
                     }
                     heard.insert(id, (peer.to_string(), provider));
+                }
+                // A demand placed since the check above looked at `heard` before these were
+                // added (the lock orders the two): wake the fetcher for them.
+                if self.has_demands.load(std::sync::atomic::Ordering::Relaxed) == YES {
+                    self.demand_placed.notify_one();
                 }
                 Ok(FollowUp::Fetch(Vec::new()))
             }

@@ -84,6 +84,28 @@ async fn wasm_activities_on_provider_nodes() {
     let counters: Vec<f64> =
         usage["currentUsage"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(counters[0] > 0.0 && counters[2] > 0.0, "duration and fuel are counted: {usage}");
+    // The same results as server-sent events, one per command as it finishes.
+    let script = json!([run("hello", &[]), run("hello", &[])]).to_string();
+    let (_, batch_id) =
+        post(&r, &format!("/activity-api/v1/activity/{hello}/exec"), json!({"text": script})).await;
+    let stream = reqwest::Client::new()
+        .get(r.url(&format!("/activity-api/v1/activity/{hello}/exec/{}", batch_id.as_str().unwrap())))
+        .bearer_auth(&r.node.admin_token)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let text = stream.text().await.unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert_eq!(text.matches("event: runtime").count(), 2, "{text}");
+    assert_eq!(events[1]["index"], 1);
+    assert_eq!(events[1]["kind"]["finished"]["returnCode"], 0);
+    assert_eq!(events[1]["result"]["stdout"], "hello from wasm\n");
 
     // cat: the input comes from the requestor's blob store, the output goes back to it.
     let package = put_blob(&r, module("cat")).await;
@@ -262,7 +284,8 @@ async fn docker_activities_on_a_provider_node() {
     assert!(started.elapsed().as_secs() < 30);
 
     // A missing image is a clear error at deploy.
-    let missing = agree(&r, &p, offer, json!({"golem.srv.comp.task_package": "docker:not-here:1"})).await;
+    let missing =
+        agree(&r, &p, offer.clone(), json!({"golem.srv.comp.task_package": "docker:not-here:1"})).await;
     let other = create_activity(&r, &missing).await;
     let results = batch(&r, &other, json!([{"deploy": {}}, run("true", &[])])).await;
     assert_eq!(results.len(), 1);
@@ -270,19 +293,38 @@ async fn docker_activities_on_a_provider_node() {
         results[0]["message"].as_str().unwrap().contains("image not-here:1 is not on this provider's engine")
     );
 
-    // Destroying the activity leaves no container and no folder behind.
+    // An image can also come as a tarball the requestor transfers in (`docker save` format).
+    let tarball = root.path().join("busybox.tar");
+    let saved = std::process::Command::new("docker")
+        .args(["-H", &format!("unix://{socket}"), "save", "-o", tarball.to_str().unwrap(), BUSYBOX_IMAGE])
+        .status()
+        .unwrap();
+    assert!(saved.success());
+    let package = put_blob(&r, std::fs::read(&tarball).unwrap()).await;
+    let from_tarball = agree(&r, &p, offer, json!({"golem.srv.comp.task_package": package})).await;
+    let loaded = create_activity(&r, &from_tarball).await;
+    let results = batch(&r, &loaded, json!([{"deploy": {}}, run("echo", &["loaded"])])).await;
+    assert_eq!(results[1]["stdout"], "loaded\n", "{results:?}");
+
+    // Destroying an activity while its container runs stops and removes the container, and
+    // leaves no folder behind.
+    let containers = || async {
+        let options = bollard::query_parameters::ListContainersOptions { all: true, ..Default::default() };
+        dockerd.client().list_containers(Some(options)).await.unwrap()
+    };
+    let script = json!([run("sleep", &["60"])]).to_string();
+    let (status, _) =
+        post(&r, &format!("/activity-api/v1/activity/{activity}/exec"), json!({"text": script})).await;
+    assert_eq!(status, 200);
+    agora_tests::wait_for(30, "the container to start", || async {
+        (!containers().await.is_empty()).then_some(())
+    })
+    .await;
     let (status, _) =
         call(&r, reqwest::Method::DELETE, &format!("/activity-api/v1/activity/{activity}"), None).await;
     assert_eq!(status, 200);
-    let containers = dockerd
-        .client()
-        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
-            all: true,
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    assert!(containers.is_empty(), "{containers:?}");
+    agora_tests::wait_for(20, "no container left", || async { containers().await.is_empty().then_some(()) })
+        .await;
     let folder: PathBuf = root.path().join("p/activities").join(&activity);
     assert!(!folder.exists(), "{} is left", folder.display());
 }
