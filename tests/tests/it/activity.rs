@@ -37,6 +37,22 @@ async fn batch(r: &NodeProcess, activity: &str, script: Value) -> Vec<Value> {
     }
 }
 
+/// Serves `body` to one HTTP GET on a loopback port; returns the address.
+async fn serve_once(body: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0; 4096];
+        let _read = socket.read(&mut request).await.unwrap();
+        let answer =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        socket.write_all(answer.as_bytes()).await.unwrap();
+    });
+    addr
+}
+
 fn run(entry_point: &str, args: &[&str]) -> Value {
     json!({"run": {"entry_point": entry_point, "args": args}})
 }
@@ -245,6 +261,7 @@ async fn docker_activities_on_a_provider_node() {
     assert_eq!(offers[0]["properties"]["agora.datasets"], json!([format!("sha256:{digest}")]), "{offers}");
     let activity = create_activity(&r, &agreement).await;
     let data = format!("file://{}", shared.join("data.csv").display());
+    let web = format!("http://{}/notes.txt", serve_once("fetched over http\n").await);
     let csv_doubled =
         "sed 1d /input/data.csv | while IFS=, read name qty; do echo \"$name,$((qty * 2))\"; done";
     let results = batch(
@@ -261,6 +278,8 @@ async fn docker_activities_on_a_provider_node() {
             run("ls", &["/sys/class/net"]),
             run("grep", &["CapEff", "/proc/self/status"]),
             {"run": {"entry_point": "cat", "args": ["/datasets/reference/ref.txt"], "datasets": ["reference"]}},
+            {"transfer": {"from": web, "to": "container:/input/notes.txt"}},
+            run("cat", &["/input/notes.txt"]),
         ]),
     )
     .await;
@@ -274,6 +293,7 @@ async fn docker_activities_on_a_provider_node() {
     assert_eq!(results[8]["stdout"], "lo\n", "no network but loopback");
     assert_eq!(results[9]["stdout"], "CapEff:\t0000000000000000\n", "every capability dropped");
     assert_eq!(results[10]["stdout"], "reference data\n");
+    assert_eq!(results[12]["stdout"], "fetched over http\n");
 
     let results = batch(&r, &activity, json!([run("sh", &["-c", "echo oops >&2; exit 3"])])).await;
     assert_eq!((results[0]["result"].as_str(), results[0]["exitCode"].as_i64()), (Some("Error"), Some(3)));
