@@ -348,3 +348,62 @@ async fn docker_activities_on_a_provider_node() {
     let folder: PathBuf = root.path().join("p/activities").join(&activity);
     assert!(!folder.exists(), "{} is left", folder.display());
 }
+
+/// Never called: the in-process host below answers before it would need another node.
+#[derive(Debug)]
+struct Nowhere;
+
+impl agora_activity::Messenger for Nowhere {
+    fn send(
+        &self,
+        peer: String,
+        _request: agora_activity::wire::ActivityRequest,
+    ) -> futures_util::future::BoxFuture<'static, Result<agora_activity::wire::ActivityResponse, String>>
+    {
+        Box::pin(async move { Err(format!("no network here (asked for {peer})")) })
+    }
+}
+
+#[tokio::test]
+async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
+    use agora_activity::wire::{ActivityRequest, ActivityResponse};
+    let pg = TestPg::start().await;
+    let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    agora::node::MIGRATOR.run(&pool).await.unwrap();
+    let (requestor, stranger) = (agora_identity::Identity::random(), agora_identity::Identity::random());
+    sqlx::query(
+        "INSERT INTO agreements (agreement_id, role, peer_id, requestor_id, provider_id, demand, offer, valid_to, state)
+         VALUES ('a1', 'provider', 'peer', $1, '0x00', $2, $3, now() + interval '1 hour', 'Approved')",
+    )
+    .bind(format!("{:#x}", requestor.address()))
+    .bind(json!({"properties": {"golem.srv.comp.task_package": "blob:sha256:00"}}))
+    .bind(json!({"properties": {"golem.runtime.name": "wasmtime"}}))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let host = agora_activity::HostConfig { work_dir: work.path().join("activities"), ..Default::default() };
+    let blobs = agora_activity::BlobStore::open(work.path().join("blobs")).unwrap();
+    let activities =
+        agora_activity::Activities::new(pool.clone(), host, blobs, std::sync::Arc::new(Nowhere)).unwrap();
+
+    let create = || ActivityRequest::Create { agreement_id: "a1".into() };
+    let refused = activities.handle("peer", Some(stranger.address()), create()).await;
+    assert!(
+        matches!(&refused, ActivityResponse::Error { status: 403, message } if message.contains("not yours")),
+        "{refused:?}"
+    );
+    let folders = std::fs::read_dir(work.path().join("activities")).unwrap().count();
+    assert_eq!(folders, 0, "a refused create leaves no folder");
+    let ActivityResponse::Created { activity_id } =
+        activities.handle("peer", Some(requestor.address()), create()).await
+    else {
+        panic!("the requestor creates an activity");
+    };
+    let exec = ActivityRequest::Exec { activity_id: activity_id.clone(), script: "[{\"start\": {}}]".into() };
+    let refused = activities.handle("peer", Some(stranger.address()), exec).await;
+    assert!(matches!(&refused, ActivityResponse::Error { status: 403, .. }), "{refused:?}");
+    let state = ActivityRequest::State { activity_id };
+    let mine = activities.handle("peer", Some(requestor.address()), state).await;
+    assert!(matches!(&mine, ActivityResponse::State { state } if state.state.0 == "Initialized"), "{mine:?}");
+}
