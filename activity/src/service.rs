@@ -200,6 +200,18 @@ impl Activities {
         }))
     }
 
+    async fn is_counterparty(&self, peer: Address) -> bool {
+        let party = format!("{peer:#x}");
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM agreements
+                            WHERE (lower(requestor_id) = $1 OR lower(provider_id) = $1) AND state = 'Approved')",
+        )
+        .bind(party)
+        .fetch_one(&self.inner.pool)
+        .await
+        .unwrap_or(false)
+    }
+
     async fn set_state(&self, id: &str, state: &str, reason: Option<&str>) {
         let done = sqlx::query(
             "UPDATE activities SET state = $2, reason = COALESCE($3, reason) WHERE activity_id = $1",
@@ -225,6 +237,11 @@ impl Activities {
     ) -> ActivityResponse {
         let Some(sender) = sender else { return refuse(403, "a peer without a node address") };
         match request {
+            // Blobs are inputs and outputs of agreed work: served only to the other party of an
+            // agreement with this node, never to any peer that learns a hash.
+            ActivityRequest::GetBlob { .. } if !self.is_counterparty(sender).await => {
+                refuse(403, "blobs are served only to the other party of an agreement with this node")
+            }
             ActivityRequest::GetBlob { sha256, offset, len } => {
                 match self.inner.blobs.read(&sha256, offset, len) {
                     Ok(Some((data, total))) => ActivityResponse::Blob {

@@ -406,4 +406,12 @@ async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
     let state = ActivityRequest::State { activity_id };
     let mine = activities.handle("peer", Some(requestor.address()), state).await;
     assert!(matches!(&mine, ActivityResponse::State { state } if state.state.0 == "Initialized"), "{mine:?}");
+
+    // Blobs go only to the other party of an agreement.
+    let hex = activities.blobs().put(b"an output").unwrap();
+    let get = || ActivityRequest::GetBlob { sha256: hex.clone(), offset: 0, len: 1024 };
+    let refused = activities.handle("peer", Some(stranger.address()), get()).await;
+    assert!(matches!(&refused, ActivityResponse::Error { status: 403, .. }), "{refused:?}");
+    let served = activities.handle("peer", Some(requestor.address()), get()).await;
+    assert!(matches!(&served, ActivityResponse::Blob { total: 9, .. }), "{served:?}");
 }
