@@ -704,7 +704,7 @@ impl Activities {
         match self.inner.messenger.send(peer.to_string(), request).await {
             Ok(ActivityResponse::Error { status, message }) => Err((status, message)),
             Ok(answer) => Ok(answer),
-            Err(e) => Err((502, format!("the provider's node did not answer: {e}"))),
+            Err(e) => Err((504, format!("the provider's node did not answer: {e}"))),
         }
     }
 
@@ -814,9 +814,22 @@ impl Activities {
 
     pub async fn state(&self, id: &str) -> Result<ActivityState, (u16, String)> {
         let peer = self.driven(id).await?;
-        match self.ask(&peer, ActivityRequest::State { activity_id: id.into() }).await? {
-            ActivityResponse::State { state } => Ok(state),
-            other => Err((502, format!("unexpected answer from the provider: {other:?}"))),
+        match self.ask(&peer, ActivityRequest::State { activity_id: id.into() }).await {
+            Ok(ActivityResponse::State { state }) => {
+                self.set_state(id, &state.state.0, state.reason.as_deref()).await;
+                Ok(state)
+            }
+            // The provider's node does not answer: the activity is Unresponsive until it does.
+            Err((504, message)) => {
+                self.set_state(id, "Unresponsive", None).await;
+                Ok(ActivityState {
+                    state: ("Unresponsive".into(), None),
+                    reason: None,
+                    error_message: Some(message),
+                })
+            }
+            Err(refused) => Err(refused),
+            Ok(other) => Err((502, format!("unexpected answer from the provider: {other:?}"))),
         }
     }
 

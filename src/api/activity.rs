@@ -43,7 +43,7 @@ fn refused((status, message): (u16, String)) -> ApiError {
         404 => ApiError::NotFound(message),
         409 => ApiError::Conflict(message),
         410 => ApiError::Gone(message),
-        502 | 503 => ApiError::Unavailable(message),
+        502..=504 => ApiError::Unavailable(message),
         _ => ApiError::Internal(message),
     }
 }

@@ -161,7 +161,7 @@ async fn wasm_activities_on_provider_nodes() {
 
     // Determinism: clocks and random bytes, run on two providers, hash the same.
     let (_, on_p1) = run_module(&r, &p1, "entropy", json!({"entry_point": "entropy"})).await;
-    let (_, on_p2) = run_module(&r, &p2, "entropy", json!({"entry_point": "entropy"})).await;
+    let (on_p2_activity, on_p2) = run_module(&r, &p2, "entropy", json!({"entry_point": "entropy"})).await;
     assert_eq!(on_p1[2]["result"], "Ok", "{on_p1:?}");
     assert_eq!(on_p1[2]["resultsHash"], on_p2[2]["resultsHash"]);
 
@@ -207,6 +207,13 @@ async fn wasm_activities_on_provider_nodes() {
     .await;
     let (status, body) = post(&r, &exec, json!({"text": "[{\"start\": {}}]"})).await;
     assert_eq!(status, 410, "{body}");
+
+    // A provider whose node is gone leaves its activities Unresponsive.
+    let mut p2 = p2;
+    assert_eq!(p2.stop(), Some(0));
+    let (status, state) = get(&r, &format!("/activity-api/v1/activity/{on_p2_activity}/state")).await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["state"], json!(["Unresponsive", null]), "{state}");
 }
 
 #[tokio::test]
