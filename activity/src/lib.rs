@@ -36,5 +36,5 @@ pub use docker::DockerUnit;
 pub use results::{Error, folder_sha256, results_hash};
 pub use service::{Activities, Dataset, HostConfig, MAX_WAIT, Messenger};
 pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage};
-pub use wasm::{WasmRuntime, default_limits};
+pub use wasm::{Metering, WasmRuntime, default_limits};
 pub use wasm_unit::WasmUnit;

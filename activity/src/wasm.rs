@@ -112,6 +112,16 @@ pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<State>,
     cache: Mutex<HashMap<[u8; 32], InstancePre<State>>>,
+    metering: Metering,
+}
+
+/// What the engine compiles into modules to stop them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metering {
+    /// Fuel: a deterministic budget and counter of work.
+    pub fuel: bool,
+    /// Epoch interruption: the wall-clock deadline.
+    pub epochs: bool,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -122,11 +132,19 @@ impl std::fmt::Debug for WasmRuntime {
 }
 
 impl WasmRuntime {
+    /// The runtime nodes use: fuel and epochs both on.
     pub fn new() -> Result<Self, ExeError> {
+        Self::with_metering(Metering { fuel: true, epochs: true })
+    }
+
+    /// A runtime with only some of the metering compiled in, to measure what each costs. With
+    /// fuel off, a run's fuel limit and counter do nothing; with epochs off, neither does its
+    /// time limit.
+    pub fn with_metering(metering: Metering) -> Result<Self, ExeError> {
         let mut config = Config::new();
         config
-            .consume_fuel(true)
-            .epoch_interruption(true)
+            .consume_fuel(metering.fuel)
+            .epoch_interruption(metering.epochs)
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true);
         // Threads are not compiled in (wasmtime's `threads` feature is off): no shared memory.
@@ -146,7 +164,7 @@ impl WasmRuntime {
                 }
             })
             .map_err(|e| ExeError::Engine(format!("epoch ticker: {e}")))?;
-        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()) })
+        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()), metering })
     }
 
     /// Compiles `bytes` (a `.wasm` module) unless a module with the same SHA-256 is cached.
@@ -212,9 +230,13 @@ impl WasmRuntime {
         );
         store.limiter(|s| &mut s.limiter);
         let fuel = limits.fuel.unwrap_or(u64::MAX);
-        store.set_fuel(fuel).map_err(|e| ExeError::Engine(e.to_string()))?;
-        let ticks = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
+        if self.metering.fuel {
+            store.set_fuel(fuel).map_err(|e| ExeError::Engine(e.to_string()))?;
+        }
+        if self.metering.epochs {
+            let ticks = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+            store.set_epoch_deadline(ticks);
+        }
 
         let mut started_at = None;
         let outcome = pre.instantiate(&mut store).and_then(|instance| {
@@ -222,7 +244,7 @@ impl WasmRuntime {
             started_at = Some(Instant::now());
             start.call(&mut store, ())
         });
-        let fuel_used = fuel - store.get_fuel().unwrap_or(0);
+        let fuel_used = if self.metering.fuel { fuel - store.get_fuel().unwrap_or(0) } else { 0 };
         let usage = Usage {
             duration_sec: started.elapsed().as_secs_f64(),
             // The module runs on this thread alone.

@@ -3,13 +3,14 @@
 //!   results folder, WASI context, instantiation, the blocking thread);
 //! - container start overhead of the Docker exe-unit against `docker run --rm … true`, on a
 //!   private dockerd;
-//! - the results-hash rate over a 1 GiB folder.
+//! - the results-hash rate over a 1 GiB folder;
+//! - what fuel and epoch metering cost, on a tight loop and on call-heavy code.
 //!
 //! `cargo bench -p agora-tests --bench activity`. `AGORA_BENCH_SKIP_DOCKER=1` leaves out the
 //! container part (it needs root and Debian's docker.io).
 
 use agora_activity::{
-    DockerUnit, ExeUnit, Package, RunSpec, WasmRuntime, WasmUnit, default_limits, results_hash,
+    DockerUnit, ExeUnit, Metering, Package, RunSpec, WasmRuntime, WasmUnit, default_limits, results_hash,
 };
 use agora_tests::{BUSYBOX_IMAGE, Dockerd};
 use std::collections::BTreeMap;
@@ -74,6 +75,47 @@ async fn wasm() {
     println!("wasm: whole hello run (to results written): {}", stats(whole));
 }
 
+/// Median time of `runs` runs of a module on a runtime with the given metering.
+fn timed(metering: Metering, module: &[u8], runs: usize) -> Duration {
+    let runtime = WasmRuntime::with_metering(metering).expect("wasmtime");
+    let (digest, _) = runtime.prepare(module).expect("module");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut samples: Vec<Duration> = (0..runs)
+        .map(|i| {
+            let spec = spec(dir.path(), i);
+            let started = Instant::now();
+            let outcome = runtime.run(&digest, &spec).expect("run");
+            assert_eq!(outcome.exit_code, 0);
+            started.elapsed()
+        })
+        .collect();
+    samples.sort();
+    samples[runs / 2]
+}
+
+fn metering() {
+    for (name, file) in [("tight loop (300 M iterations)", "loop"), ("call-heavy (fib 32)", "calls")] {
+        let module = wat::parse_file(agora_tests::workspace_root().join(format!("tests/wasm/{file}.wat")))
+            .expect("module text");
+        let none = timed(Metering { fuel: false, epochs: false }, &module, 5);
+        let cost = |metering| {
+            let took = timed(metering, &module, 5);
+            format!(
+                "{:.0} ms ({:+.0}%)",
+                took.as_secs_f64() * 1e3,
+                (took.as_secs_f64() / none.as_secs_f64() - 1.0) * 100.0
+            )
+        };
+        println!(
+            "metering, {name}: none {:.0} ms, fuel {}, epochs {}, both (what nodes run) {}",
+            none.as_secs_f64() * 1e3,
+            cost(Metering { fuel: true, epochs: false }),
+            cost(Metering { fuel: false, epochs: true }),
+            cost(Metering { fuel: true, epochs: true })
+        );
+    }
+}
+
 async fn docker() {
     let dockerd = Dockerd::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -135,4 +177,5 @@ fn main() {
         runtime.block_on(docker());
     }
     hashing();
+    metering();
 }
