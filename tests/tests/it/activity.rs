@@ -427,14 +427,11 @@ async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
 /// `AGORA_WRITE_WASM=1` rewrites the committed modules from their text.
 #[test]
 fn committed_modules_match_their_text() {
-    let dir = agora_tests::workspace_root().join("tests/wasm");
-    for name in ["hello"] {
-        let built = module(name);
-        let committed = dir.join(format!("{name}.wasm"));
-        if std::env::var_os("AGORA_WRITE_WASM").is_some() {
-            std::fs::write(&committed, &built).unwrap();
-        }
-        let on_disk = std::fs::read(&committed).unwrap_or_else(|e| panic!("{}: {e}", committed.display()));
-        assert_eq!(on_disk, built, "{} is not what {name}.wat compiles to", committed.display());
+    let committed = agora_tests::workspace_root().join("tests/wasm/hello.wasm");
+    let built = module("hello");
+    if std::env::var_os("AGORA_WRITE_WASM").is_some() {
+        std::fs::write(&committed, &built).unwrap();
     }
+    let on_disk = std::fs::read(&committed).unwrap_or_else(|e| panic!("{}: {e}", committed.display()));
+    assert_eq!(on_disk, built, "{} is not what hello.wat compiles to", committed.display());
 }
