@@ -305,6 +305,13 @@ async fn docker_activities_on_a_provider_node() {
     let results = batch(&r, &activity, json!([run("sh", &["-c", "echo oops >&2; exit 3"])])).await;
     assert_eq!((results[0]["result"].as_str(), results[0]["exitCode"].as_i64()), (Some("Error"), Some(3)));
     assert_eq!(results[0]["stderr"], "oops\n");
+    // A memory bomb: a shell string doubling until the 128 MiB limit stops it.
+    let results =
+        batch(&r, &activity, json!([run("sh", &["-c", "x=0123456789; while true; do x=$x$x; done"])])).await;
+    assert!(
+        results[0]["message"].as_str().unwrap().contains("went over its memory limit of 128 MiB"),
+        "{results:?}"
+    );
     let started = std::time::Instant::now();
     let results = batch(&r, &activity, json!([run("sleep", &["60"])])).await;
     assert!(results[0]["message"].as_str().unwrap().contains("time limit of 5.0 s"), "{results:?}");
