@@ -675,6 +675,7 @@ impl Activities {
             .lock()
             .expect("activities")
             .iter()
+            .filter(|(_, live)| live.state.lock().expect("state").0 != "Terminated")
             .map(|(id, live)| (id.clone(), live.agreement_id.clone()))
             .collect();
         for (id, agreement_id) in hosted {

@@ -54,11 +54,19 @@ async fn subscribe_offer(
     State(state): State<AppState>,
     Body(mut body): Body<DemandOfferBase>,
 ) -> Result<(StatusCode, Json<String>), ApiError> {
-    // Compute-to-data: the offer advertises the digests of the datasets this node holds.
-    if !state.datasets.is_empty()
-        && let Some(properties) = body.properties.as_object_mut()
-    {
-        properties.insert("agora.datasets".into(), serde_json::json!(state.datasets));
+    let declared = agora_grammar::flatten(&body.properties).unwrap_or_default();
+    if let Some(properties) = body.properties.as_object_mut() {
+        // Compute-to-data: the offer advertises the digests of the datasets this node holds.
+        if !state.datasets.is_empty() {
+            properties.insert("agora.datasets".into(), serde_json::json!(state.datasets));
+        }
+        // What `/usage` counts, in its order, as Golem's SDKs read it from the offer.
+        if !declared.contains_key("golem.com.usage.vector") {
+            properties.insert(
+                "golem.com.usage.vector".into(),
+                serde_json::json!(agora_activity::wire::USAGE_VECTOR),
+            );
+        }
     }
     let id = state.market.subscribe_offer(&body).await?;
     // Tell the network now rather than at the next periodic announcement.

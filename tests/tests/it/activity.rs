@@ -266,6 +266,8 @@ async fn docker_activities_on_a_provider_node() {
     let agreement = agree(&r, &p, offer.clone(), json!({"golem.srv.comp.task_package": package})).await;
     let (_, offers) = get(&p, "/market-api/v1/offers").await;
     assert_eq!(offers[0]["properties"]["agora.datasets"], json!([format!("sha256:{digest}")]), "{offers}");
+    let vector = json!(["golem.usage.duration_sec", "golem.usage.cpu_sec", "agora.usage.fuel"]);
+    assert_eq!(offers[0]["properties"]["golem.com.usage.vector"], vector, "{offers}");
     let activity = create_activity(&r, &agreement).await;
     let data = format!("file://{}", shared.join("data.csv").display());
     let web = format!("http://{}/notes.txt", serve_once("fetched over http\n").await);
