@@ -45,6 +45,55 @@ pub enum Command {
     /// The peer-to-peer network.
     #[command(subcommand)]
     Net(NetCommand),
+    /// Activities on providers, as their requestor.
+    #[command(subcommand)]
+    Activity(ActivityCommand),
+    /// The node's content-addressed blobs: inputs to send, outputs fetched back.
+    #[command(subcommand)]
+    Blob(BlobCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActivityCommand {
+    /// Create an activity on an Approved agreement's provider; prints its id.
+    Create { agreement: String },
+    /// Run an ExeScript batch from FILE (`[{"deploy": {}}, …]`) and wait for it: one line per
+    /// command. Exits 1 when a command fails.
+    Exec {
+        activity: String,
+        file: PathBuf,
+        /// Give up waiting after this many seconds (the batch goes on).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The activity's state.
+    State {
+        activity: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The activity's usage counters.
+    Usage {
+        activity: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the activity on the provider.
+    Destroy { activity: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlobCommand {
+    /// Store FILE; prints its `blob:sha256:…` for a transfer or a package.
+    Put { file: PathBuf },
+    /// Write a blob (an output fetched back) to FILE, or to stdout.
+    Get {
+        sha256: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +245,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             crate::matching::run(&offer, &demand, json)
         }
         Command::Market(cmd) => crate::market_cli::run(cmd, &client(data_dir)?).await,
+        Command::Activity(cmd) => crate::activity_cli::activity(cmd, &client(data_dir)?).await,
+        Command::Blob(cmd) => crate::activity_cli::blob(cmd, &client(data_dir)?).await,
         Command::Results(ResultsCommand::Hash { dir, hex }) => {
             let hash =
                 if hex { agora_activity::folder_sha256(&dir) } else { agora_activity::results_hash(&dir) }

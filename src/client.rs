@@ -61,6 +61,34 @@ impl Client {
             .ok_or_else(|| Error::Http("empty answer".into()))
     }
 
+    /// Posts raw bytes (a blob).
+    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<T, Error> {
+        self.send(self.http.post(self.url(path)).body(body))
+            .await?
+            .ok_or_else(|| Error::Http("empty answer".into()))
+    }
+
+    /// Gets raw bytes (a blob).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, Error> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Error::Http(format!("{e} (is the node at {} still running?)", self.base)))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| Error::Http(e.to_string()))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or_else(|| format!("the node answered {status}"));
+            return Err(Error::Refused { status: status.as_u16(), message });
+        }
+        Ok(bytes.to_vec())
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), Error> {
         self.send::<serde_json::Value>(self.http.delete(self.url(path))).await.map(|_| ())
     }

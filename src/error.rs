@@ -35,6 +35,9 @@ pub enum Error {
     /// A command's argument is wrong (a missing file, an unreadable folder).
     #[error("{0}")]
     Input(String),
+    /// Work ran and failed (a command of a batch ended in an error); what was printed says how.
+    #[error("{0}")]
+    WorkFailed(String),
 }
 
 impl Error {

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod activity;
+mod activity_cli;
 pub mod api;
 pub mod cli;
 pub mod client;

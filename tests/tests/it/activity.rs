@@ -100,6 +100,31 @@ async fn wasm_activities_on_provider_nodes() {
     let counters: Vec<f64> =
         usage["currentUsage"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(counters[0] > 0.0 && counters[2] > 0.0, "duration and fuel are counted: {usage}");
+    // The same from a script, with the CLI.
+    let script_file = root.path().join("hello.json");
+    std::fs::write(&script_file, json!([run("hello", &[])]).to_string()).unwrap();
+    let out = r.cli(&["activity", "exec", &hello, script_file.to_str().unwrap(), "--json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["stdout"], "hello from wasm\n");
+    assert_eq!(listed[0]["resultsHash"], results[2]["resultsHash"], "the same run, the same hash");
+    let out = r.cli(&["activity", "exec", &hello, script_file.to_str().unwrap()], None);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("RESULTS HASH") && shown.contains("hello from wasm"), "{shown}");
+    std::fs::write(&script_file, "[{\"run\": {}}]").unwrap();
+    let out = r.cli(&["activity", "exec", &hello, script_file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing field `entry_point`"));
+    let out = r.cli(&["activity", "state", &hello, "--json"], None);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["state"][0], "Ready");
+    let file = root.path().join("blob.txt");
+    std::fs::write(&file, "round trip\n").unwrap();
+    let out = r.cli(&["blob", "put", file.to_str().unwrap()], None);
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(url.starts_with("blob:sha256:"), "{url}");
+    let out = r.cli(&["blob", "get", &url], None);
+    assert_eq!(out.stdout, b"round trip\n");
+
     // The same results as server-sent events, one per command as it finishes.
     let script = json!([run("hello", &[]), run("hello", &[])]).to_string();
     let (_, batch_id) =

@@ -1,0 +1,134 @@
+//! `agora activity …` and `agora blob …`: a requestor's scripts driving activities through the
+//! node's `/activity-api/v1` and `/blobs`.
+
+use crate::Error;
+use crate::cli::{ActivityCommand, BlobCommand};
+use crate::client::Client;
+use crate::output::{json, table};
+use agora_activity::wire::{ActivityState, ActivityUsage, CommandResult, USAGE_VECTOR};
+use serde_json::{Value, json as j};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// How long one results request waits on the node.
+const POLL: u64 = 30;
+
+pub async fn activity(cmd: ActivityCommand, client: &Client) -> Result<(), Error> {
+    match cmd {
+        ActivityCommand::Create { agreement } => {
+            let created: Value =
+                client.post("/activity-api/v1/activity", &j!({"agreementId": agreement})).await?;
+            println!("{}", created["activityId"].as_str().unwrap_or_default());
+        }
+        ActivityCommand::Exec { activity, file, timeout, json: as_json } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
+            // Checked here too, so a mistake is reported with the file's name before anything is sent.
+            agora_activity::exescript::parse(&text)
+                .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
+            let batch: String = client
+                .post(&format!("/activity-api/v1/activity/{activity}/exec"), &j!({"text": text}))
+                .await?;
+            let deadline = Instant::now() + Duration::from_secs(timeout);
+            let mut shown = 0;
+            let results = loop {
+                let path = format!("/activity-api/v1/activity/{activity}/exec/{batch}?timeout={POLL}");
+                let results: Vec<CommandResult> = client.get(&path).await?;
+                // Progress on stderr, a line per command as it finishes.
+                for r in results.iter().skip(shown) {
+                    eprintln!(
+                        "command {}: {}{}",
+                        r.index,
+                        r.result,
+                        r.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+                    );
+                }
+                shown = results.len();
+                if results.last().is_some_and(|r| r.is_batch_finished) {
+                    break results;
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::WorkFailed(format!(
+                        "batch {batch} is still running after {timeout} s; see it with GET /activity-api/v1/activity/{activity}/exec/{batch}"
+                    )));
+                }
+            };
+            if as_json {
+                json(&results);
+            } else {
+                let rows: Vec<Vec<String>> = results
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.index.to_string(),
+                            r.result.clone(),
+                            r.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+                            r.results_hash.clone().or_else(|| r.blob.clone()).unwrap_or_else(|| "-".into()),
+                            r.message.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                table(&["COMMAND", "RESULT", "EXIT", "RESULTS HASH / BLOB", "MESSAGE"], &rows);
+                for r in results.iter().filter(|r| r.stdout.as_deref().is_some_and(|s| !s.is_empty())) {
+                    println!("--- stdout of command {}", r.index);
+                    print!("{}", r.stdout.as_deref().unwrap_or_default());
+                }
+            }
+            if let Some(failed) = results.iter().find(|r| r.result != "Ok") {
+                return Err(Error::WorkFailed(format!(
+                    "command {} failed: {}",
+                    failed.index,
+                    failed.message.as_deref().unwrap_or("no message")
+                )));
+            }
+        }
+        ActivityCommand::State { activity, json: as_json } => {
+            let state: ActivityState =
+                client.get(&format!("/activity-api/v1/activity/{activity}/state")).await?;
+            if as_json {
+                json(&state);
+            } else {
+                let reason = state.reason.or(state.error_message).unwrap_or_default();
+                table(&["ACTIVITY", "STATE", "REASON"], &[vec![activity, state.state.0, reason]]);
+            }
+        }
+        ActivityCommand::Usage { activity, json: as_json } => {
+            let usage: ActivityUsage =
+                client.get(&format!("/activity-api/v1/activity/{activity}/usage")).await?;
+            if as_json {
+                json(&usage);
+            } else {
+                let rows: Vec<Vec<String>> = USAGE_VECTOR
+                    .iter()
+                    .zip(&usage.current_usage)
+                    .map(|(name, value)| vec![name.to_string(), value.to_string()])
+                    .collect();
+                table(&["COUNTER", "VALUE"], &rows);
+            }
+        }
+        ActivityCommand::Destroy { activity } => {
+            client.delete(&format!("/activity-api/v1/activity/{activity}")).await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn blob(cmd: BlobCommand, client: &Client) -> Result<(), Error> {
+    match cmd {
+        BlobCommand::Put { file } => {
+            let bytes = std::fs::read(&file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
+            let stored: Value = client.post_bytes("/blobs", bytes).await?;
+            println!("{}", stored["url"].as_str().unwrap_or_default());
+        }
+        BlobCommand::Get { sha256, output } => {
+            let sha256 = sha256.strip_prefix("blob:sha256:").unwrap_or(&sha256).to_string();
+            let bytes = client.get_bytes(&format!("/blobs/{sha256}")).await?;
+            match output {
+                Some(path) => std::fs::write(&path, bytes)
+                    .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?,
+                None => std::io::stdout().write_all(&bytes)?,
+            }
+        }
+    }
+    Ok(())
+}
