@@ -116,3 +116,70 @@ pub trait BlobSource: Send + Sync {
     /// `(data, total size)` of the piece at `offset`.
     fn piece(&self, sha256: String, offset: u64, len: u64) -> BoxFuture<'_, Result<(Vec<u8>, u64), String>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves pieces of `data`, counting the requests.
+    struct Source {
+        data: Vec<u8>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl BlobSource for Source {
+        fn piece(
+            &self,
+            _sha256: String,
+            offset: u64,
+            len: u64,
+        ) -> BoxFuture<'_, Result<(Vec<u8>, u64), String>> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let start = (offset as usize).min(self.data.len());
+            let end = (start + len as usize).min(self.data.len());
+            let piece = self.data[start..end].to_vec();
+            let total = self.data.len() as u64;
+            Box::pin(async move { Ok((piece, total)) })
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn a_blob_arrives_in_pieces_and_is_kept_only_if_it_hashes_to_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let data: Vec<u8> = (0..1_300_000u32).map(|i| (i % 251) as u8).collect();
+        let hex = hex::encode(Sha256::digest(&data));
+        let source = Source { data: data.clone(), asked: Default::default() };
+        let path = block_on(store.fetch(&hex, &source)).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        assert_eq!(
+            source.asked.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "three pieces of at most 512 KiB"
+        );
+        // Now local: not asked again.
+        block_on(store.fetch(&hex, &source)).unwrap();
+        assert_eq!(source.asked.load(std::sync::atomic::Ordering::Relaxed), 3);
+
+        let other = hex::encode(Sha256::digest(b"what was asked for"));
+        let liar = Source { data: b"something else".to_vec(), asked: Default::default() };
+        let error = block_on(store.fetch(&other, &liar)).unwrap_err();
+        assert!(error.contains("arrived with content hashing to"), "{error}");
+        assert!(store.path(&other).is_none(), "nothing kept");
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn blob_urls_are_checked() {
+        let hex = "ab".repeat(32);
+        assert_eq!(parse_blob_url(&format!("blob:sha256:{hex}")), Some(hex.clone()));
+        assert_eq!(parse_blob_url(&format!("blob:sha256:{}", hex.to_uppercase())), Some(hex));
+        assert_eq!(parse_blob_url("blob:sha256:abc"), None);
+        assert_eq!(parse_blob_url(&format!("blob:md5:{}", "ab".repeat(32))), None);
+        assert_eq!(parse_blob_url(&format!("blob:sha256:{}", "zz".repeat(32))), None);
+    }
+}
