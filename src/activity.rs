@@ -3,7 +3,7 @@
 
 use agora_activity::wire::{ActivityRequest, ActivityResponse};
 use agora_activity::{Activities, Messenger};
-use agora_net::{Channel, Inbound, NetHandle, PeerId};
+use agora_net::{Channel, Inbound, NetHandle};
 use futures_util::future::BoxFuture;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -23,12 +23,7 @@ impl Messenger for NetMessenger {
         request: ActivityRequest,
     ) -> BoxFuture<'static, Result<ActivityResponse, String>> {
         let net = self.0.clone();
-        Box::pin(async move {
-            let peer: PeerId = peer.parse().map_err(|e| format!("peer id {peer}: {e}"))?;
-            let body = serde_json::to_value(request).map_err(|e| e.to_string())?;
-            let answer = net.request_on(Channel::Activity, peer, body).await.map_err(|e| e.to_string())?;
-            serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))
-        })
+        Box::pin(async move { net.request_typed(Channel::Activity, &peer, &request).await })
     }
 }
 

@@ -26,7 +26,8 @@ impl Client {
         Ok(Self { http, base: node.api_url, token: node.admin_token })
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<Option<T>, Error> {
+    /// Sends with the token; the body of a success, or the node's refusal with its message.
+    async fn bytes(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, Error> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
@@ -41,6 +42,11 @@ impl Client {
                 .unwrap_or_else(|| format!("the node answered {status}"));
             return Err(Error::Refused { status: status.as_u16(), message });
         }
+        Ok(bytes.to_vec())
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<Option<T>, Error> {
+        let bytes = self.bytes(req).await?;
         if bytes.is_empty() {
             return Ok(None);
         }
@@ -70,23 +76,7 @@ impl Client {
 
     /// Gets raw bytes (a blob).
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>, Error> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| Error::Http(format!("{e} (is the node at {} still running?)", self.base)))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| Error::Http(e.to_string()))?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
-                .unwrap_or_else(|| format!("the node answered {status}"));
-            return Err(Error::Refused { status: status.as_u16(), message });
-        }
-        Ok(bytes.to_vec())
+        self.bytes(self.http.get(self.url(path))).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), Error> {

@@ -1,7 +1,7 @@
 //! Wires the market to the network: announcements in and out, offer bodies fetched and served.
 
 use agora_market::{Announcement, Courier, FollowUp, Market, MarketRequest, MarketResponse, OFFERS_TOPIC};
-use agora_net::{Inbound, NetHandle, PeerId};
+use agora_net::{Channel, Inbound, NetHandle, PeerId};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,12 +32,7 @@ impl Courier for NetCourier {
         request: MarketRequest,
     ) -> Pin<Box<dyn Future<Output = Result<MarketResponse, String>> + Send>> {
         let net = self.0.clone();
-        Box::pin(async move {
-            let peer: PeerId = peer.parse().map_err(|e| format!("peer id {peer}: {e}"))?;
-            let body = serde_json::to_value(request).map_err(|e| e.to_string())?;
-            let answer = net.request(peer, body).await.map_err(|e| e.to_string())?;
-            serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))
-        })
+        Box::pin(async move { net.request_typed(agora_net::Channel::Market, &peer, &request).await })
     }
 }
 
@@ -139,9 +134,10 @@ pub async fn run(
                     tokio::spawn(async move {
                         let Ok(list) = market.announcements().await else { return };
                         for announcement in list {
-                            let request = serde_json::to_value(MarketRequest::Announce { announcement })
-                                .expect("request JSON");
-                            if let Err(e) = net.request(peer, request).await {
+                            let request = MarketRequest::Announce { announcement };
+                            let sent: Result<MarketResponse, String> =
+                                net.request_typed(Channel::Market, &peer.to_string(), &request).await;
+                            if let Err(e) = sent {
                                 tracing::debug!(%peer, error = %e, "could not tell a joining peer our offers");
                             }
                         }
@@ -215,16 +211,8 @@ async fn fetch(
     let (market, net) = (market.clone(), net.clone());
     tokio::spawn(async move {
         let _permit = permit;
-        let request = serde_json::to_value(MarketRequest::GetOffer { offer_id: offer_id.clone() })
-            .expect("request JSON");
-        let answer = match net.request(from, request).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                tracing::debug!(me = %market.node_id(), %from, %offer_id, error = %e, "could not fetch an offer");
-                return;
-            }
-        };
-        match serde_json::from_value::<MarketResponse>(answer) {
+        let request = MarketRequest::GetOffer { offer_id: offer_id.clone() };
+        match net.request_typed::<_, MarketResponse>(Channel::Market, &from.to_string(), &request).await {
             Ok(MarketResponse::Offer { offer: Some(_) }) if confirming => {}
             Ok(MarketResponse::Offer { offer: None }) if confirming => {
                 if let Err(e) = market.on_offer_gone(provider, &offer_id).await {
@@ -240,7 +228,9 @@ async fn fetch(
                 }
             }
             Ok(_) => tracing::debug!(%offer_id, "offer no longer offered"),
-            Err(e) => tracing::debug!(%from, error = %e, "malformed offer answer"),
+            Err(e) => {
+                tracing::debug!(me = %market.node_id(), %from, %offer_id, error = %e, "could not fetch an offer")
+            }
         }
     });
 }

@@ -155,6 +155,20 @@ impl NetHandle {
         self.request_on(Channel::Market, peer, body).await
     }
 
+    /// Sends a typed request to a peer named by its id text and decodes the answer; every
+    /// failure (a bad peer id, the network, an answer of another shape) is said in the error.
+    pub async fn request_typed<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        channel: Channel,
+        peer: &str,
+        request: &Req,
+    ) -> std::result::Result<Resp, String> {
+        let peer: PeerId = peer.parse().map_err(|e| format!("peer id {peer}: {e}"))?;
+        let body = serde_json::to_value(request).map_err(|e| e.to_string())?;
+        let answer = self.request_on(channel, peer, body).await.map_err(|e| e.to_string())?;
+        serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))
+    }
+
     /// Sends a request on one of the directed protocols and waits for the answer.
     pub async fn request_on(
         &self,

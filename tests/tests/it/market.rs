@@ -1,26 +1,8 @@
 //! The market across nodes: offers travel from providers to a requestor, demands match them.
 
+use agora_tests::flow::{call, net_id};
 use agora_tests::{NodeProcess, TestPg, wait_for};
 use serde_json::{Value, json};
-
-async fn call(node: &NodeProcess, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, node.url(path)).bearer_auth(&node.node.admin_token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-fn net_id(node: &NodeProcess) -> (String, String) {
-    let out = node.cli(&["net", "status", "--json"], None);
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let peer = status["peer_id"].as_str().unwrap().to_string();
-    let addr = format!("{}/p2p/{peer}", status["listen"][0].as_str().unwrap());
-    (peer, addr)
-}
 
 fn address(node: &NodeProcess) -> String {
     let out = node.cli(&["id", "show", "--json"], None);
