@@ -244,7 +244,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let messenger = std::sync::Arc::new(crate::activity::NetMessenger(net.clone()));
     let activities = agora_activity::Activities::new(db.pool.clone(), host, blobs, messenger)
         .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    let ended = activities.recover().await?;
+    let ended = activities.recover().await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
     if ended > 0 {
         tracing::info!(ended, "activities hosted before the restart are Terminated");
     }

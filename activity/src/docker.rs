@@ -20,11 +20,43 @@ use std::time::Instant;
 pub struct DockerUnit {
     docker: Docker,
     image: Option<String>,
+    /// Put on every container as [`OWNER_LABEL`], so a node can find what it left behind.
+    owner: String,
 }
 
+/// The label naming the node (by its activities folder) that made a container.
+pub const OWNER_LABEL: &str = "agora.owner";
+
 impl DockerUnit {
-    pub fn new(docker: Docker) -> Self {
-        Self { docker, image: None }
+    /// A unit whose containers carry `owner` in [`OWNER_LABEL`].
+    pub fn new(docker: Docker, owner: impl Into<String>) -> Self {
+        Self { docker, image: None, owner: owner.into() }
+    }
+
+    /// Removes every container labelled with `owner`: those a node that stopped abruptly left
+    /// running. Returns how many.
+    pub async fn remove_leftovers(docker: &Docker, owner: &str) -> Result<usize, ExeError> {
+        let filters =
+            std::collections::HashMap::from([("label".to_string(), vec![format!("{OWNER_LABEL}={owner}")])]);
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let found = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| ExeError::Engine(format!("listing containers: {e}")))?;
+        for container in &found {
+            if let Some(id) = &container.id {
+                let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+                docker
+                    .remove_container(id, Some(options))
+                    .await
+                    .map_err(|e| ExeError::Engine(format!("removing container {id}: {e}")))?;
+            }
+        }
+        Ok(found.len())
     }
 
     /// Connects to the engine at a Unix socket and agrees on the API version.
@@ -188,6 +220,10 @@ impl ExeUnit for DockerUnit {
                 env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
                 network_disabled: Some(!limits.network),
                 working_dir: Some("/".into()),
+                labels: Some(std::collections::HashMap::from([(
+                    OWNER_LABEL.to_string(),
+                    self.owner.clone(),
+                )])),
                 host_config: Some(HostConfig {
                     binds: Some(binds),
                     network_mode: Some(network.into()),

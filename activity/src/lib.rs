@@ -32,7 +32,7 @@ mod wasm_unit;
 pub mod wire;
 
 pub use blobs::BlobStore;
-pub use docker::DockerUnit;
+pub use docker::{DockerUnit, OWNER_LABEL};
 pub use results::{Error, folder_sha256, results_hash};
 pub use service::{Activities, Dataset, HostConfig, MAX_WAIT, Messenger};
 pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage};

@@ -333,7 +333,7 @@ impl Activities {
                     ));
                 };
                 let docker = DockerUnit::connect(socket).await.map_err(|e| refuse(503, e.to_string()))?;
-                Box::new(DockerUnit::new(docker))
+                Box::new(DockerUnit::new(docker, self.owner()))
             }
             other => {
                 return Err(refuse(
@@ -689,14 +689,35 @@ impl Activities {
 
     /// After a restart: hosted activities did not survive it (their work was in this process),
     /// so they are recorded as Terminated.
-    pub async fn recover(&self) -> Result<u64, sqlx::Error> {
-        Ok(sqlx::query(
+    /// Also removes the containers they left on the engine, when it answers.
+    pub async fn recover(&self) -> Result<u64, ExeError> {
+        // The engine may be down now and up later: that is not a reason to stay down.
+        if let Some(socket) = &self.inner.config.docker_socket {
+            let removed = match DockerUnit::connect(socket).await {
+                Ok(docker) => DockerUnit::remove_leftovers(&docker, &self.owner()).await,
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, "containers left by an earlier run of this node are removed")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not look for containers left by an earlier run"),
+            }
+        }
+        sqlx::query(
             "UPDATE activities SET state = 'Terminated', reason = 'the provider node restarted'
              WHERE role = 'provider' AND state <> 'Terminated'",
         )
         .execute(&self.inner.pool)
-        .await?
-        .rows_affected())
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(|e| ExeError::Engine(format!("database: {e}")))
+    }
+
+    /// What this node's containers are labelled with: its activities folder, unique per node.
+    fn owner(&self) -> String {
+        self.inner.config.work_dir.display().to_string()
     }
 
     // ---------------------------------------------------------------- requestor side

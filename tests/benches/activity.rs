@@ -119,7 +119,7 @@ fn metering() {
 async fn docker() {
     let dockerd = Dockerd::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut unit = DockerUnit::new(dockerd.client().clone());
+    let mut unit = DockerUnit::new(dockerd.client().clone(), "activity-bench");
     unit.deploy(Package::Image(BUSYBOX_IMAGE.into())).await.expect("deploy");
     let mut ours = Vec::with_capacity(CONTAINER_RUNS);
     let mut to_start = Vec::with_capacity(CONTAINER_RUNS);

@@ -264,6 +264,17 @@ async fn docker_activities_on_a_provider_node() {
     .unwrap();
     let urls = [pg.url(), pg.another_database("r").await];
     let socket = dockerd.socket().display().to_string();
+    // What a provider that was killed mid-run leaves: a container with its label. The node
+    // removes it when it starts again.
+    let owner = root.path().join("p/activities").display().to_string();
+    let leftover = bollard::models::ContainerCreateBody {
+        image: Some(BUSYBOX_IMAGE.into()),
+        cmd: Some(vec!["sleep".into(), "600".into()]),
+        labels: Some(std::collections::HashMap::from([(agora_activity::OWNER_LABEL.to_string(), owner)])),
+        ..Default::default()
+    };
+    let leftover = dockerd.client().create_container(None, leftover).await.unwrap().id;
+    dockerd.client().start_container(&leftover, None).await.unwrap();
     let p = NodeProcess::start(
         &root.path().join("p"),
         &[
@@ -284,6 +295,8 @@ async fn docker_activities_on_a_provider_node() {
         &[("DATABASE_URL", urls[1].as_str())],
     )
     .await;
+    let inspected = dockerd.client().inspect_container(&leftover, None).await;
+    assert!(inspected.is_err(), "the leftover container is removed at start: {inspected:?}");
 
     let offer =
         json!({"golem.runtime.name": "docker", "golem.inf.mem.gib": 0.125, "agora.limits.time_sec": 5});
