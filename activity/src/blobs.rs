@@ -24,8 +24,19 @@ pub fn parse_blob_url(url: &str) -> Option<String> {
 }
 
 impl BlobStore {
+    /// Opens (or makes) the folder, and removes what a fetch cut short by a crash left: any
+    /// file not named by a hash.
     pub fn open(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let named_by_hash =
+                name.to_str().is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !named_by_hash {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
         Ok(Self { dir })
     }
 
@@ -171,6 +182,12 @@ mod tests {
         assert!(error.contains("arrived with content hashing to"), "{error}");
         assert!(store.path(&other).is_none(), "nothing kept");
         assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1, "no temporary file left");
+
+        // A fetch cut short by a crash leaves a temporary file; opening the store removes it.
+        std::fs::write(dir.path().join("blobs/.tmpAbC123"), b"half a blob").unwrap();
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        assert!(store.path(&hex).is_some(), "whole blobs stay");
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1);
     }
 
     #[test]

@@ -689,8 +689,16 @@ impl Activities {
 
     /// After a restart: hosted activities did not survive it (their work was in this process),
     /// so they are recorded as Terminated.
-    /// Also removes the containers they left on the engine, when it answers.
+    /// Also removes their folders, and the containers they left on the engine when it answers.
     pub async fn recover(&self) -> Result<u64, ExeError> {
+        // Their folders go too: nothing will read them again.
+        if let Ok(entries) = std::fs::read_dir(&self.inner.config.work_dir) {
+            for entry in entries.flatten() {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "could not remove an old activity folder");
+                }
+            }
+        }
         // The engine may be down now and up later: that is not a reason to stay down.
         if let Some(socket) = &self.inner.config.docker_socket {
             let removed = match DockerUnit::connect(socket).await {

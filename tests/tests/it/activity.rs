@@ -273,6 +273,9 @@ async fn docker_activities_on_a_provider_node() {
         labels: Some(std::collections::HashMap::from([(agora_activity::OWNER_LABEL.to_string(), owner)])),
         ..Default::default()
     };
+    let stale = root.path().join("p/activities/stale-activity");
+    std::fs::create_dir_all(stale.join("input")).unwrap();
+    std::fs::write(stale.join("input/data.csv"), "left by a killed node\n").unwrap();
     let leftover = dockerd.client().create_container(None, leftover).await.unwrap().id;
     dockerd.client().start_container(&leftover, None).await.unwrap();
     let p = NodeProcess::start(
@@ -297,6 +300,7 @@ async fn docker_activities_on_a_provider_node() {
     .await;
     let inspected = dockerd.client().inspect_container(&leftover, None).await;
     assert!(inspected.is_err(), "the leftover container is removed at start: {inspected:?}");
+    assert!(!stale.exists(), "and the activity folder it left");
 
     let offer =
         json!({"golem.runtime.name": "docker", "golem.inf.mem.gib": 0.125, "agora.limits.time_sec": 5});
