@@ -120,3 +120,44 @@ pub struct ActivityUsage {
 
 /// The usage counters, as `golem.usage.vector` names them.
 pub const USAGE_VECTOR: [&str; 3] = ["golem.usage.duration_sec", "golem.usage.cpu_sec", "agora.usage.fuel"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// Golem's SDKs read a batch's results in this shape: it must not change by accident.
+    #[test]
+    fn the_rest_json_of_a_batch_result_is_pinned() {
+        let results = vec![
+            CommandResult {
+                index: 0,
+                event_date: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+                result: "Ok".into(),
+                stdout: Some("hello\n".into()),
+                stderr: Some(String::new()),
+                message: None,
+                is_batch_finished: false,
+                exit_code: Some(0),
+                results_hash: Some("h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".into()),
+                blob: None,
+            },
+            CommandResult {
+                index: 1,
+                event_date: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 6).unwrap(),
+                result: "Error".into(),
+                stdout: None,
+                stderr: None,
+                message: Some("exited with code 3".into()),
+                is_batch_finished: true,
+                exit_code: Some(3),
+                results_hash: None,
+                blob: Some(format!("blob:sha256:{}", "cd".repeat(32))),
+            },
+        ];
+        assert_eq!(
+            serde_json::to_string(&results).unwrap(),
+            r#"[{"index":0,"eventDate":"2026-01-02T03:04:05Z","result":"Ok","stdout":"hello\n","stderr":"","isBatchFinished":false,"exitCode":0,"resultsHash":"h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="},{"index":1,"eventDate":"2026-01-02T03:04:06Z","result":"Error","message":"exited with code 3","isBatchFinished":true,"exitCode":3,"blob":"blob:sha256:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"}]"#
+        );
+    }
+}

@@ -111,3 +111,53 @@ pub struct AgreementEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn at(s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, s).unwrap()
+    }
+
+    /// Golem's SDKs read these shapes: they must not change by accident.
+    #[test]
+    fn the_rest_json_of_a_proposal_is_pinned() {
+        let proposal = ProposalView {
+            proposal_id: "a0".repeat(32),
+            issuer_id: "0x2222222222222222222222222222222222222222".into(),
+            state: "Draft".into(),
+            timestamp: at(6),
+            prev_proposal_id: Some("b0".repeat(32)),
+            properties: json!({"golem.runtime.name": "wasmtime"}),
+            constraints: "()".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&proposal).unwrap(),
+            r#"{"proposalId":"a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0","issuerId":"0x2222222222222222222222222222222222222222","state":"Draft","timestamp":"2026-01-02T03:04:06Z","prevProposalId":"b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0","properties":{"golem.runtime.name":"wasmtime"},"constraints":"()"}"#
+        );
+    }
+
+    #[test]
+    fn the_rest_json_of_an_agreement_is_pinned() {
+        let body = crate::wire::tests::fixed_body();
+        let agreement = AgreementView {
+            agreement_id: body.agreement_id,
+            demand: body.demand,
+            offer: body.offer,
+            valid_to: body.valid_to,
+            approved_date: Some(at(9)),
+            state: "Approved".into(),
+            timestamp: body.timestamp,
+            proposed_signature: Some("0xaa".into()),
+            approved_signature: Some("0xbb".into()),
+            role: "requestor".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&agreement).unwrap(),
+            r#"{"agreementId":"9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f","demand":{"constraints":"(golem.runtime.name=wasmtime)","demandId":"d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1","properties":{"golem.srv.comp.expiration":1900000000000,"golem.srv.comp.task_package":"blob:sha256:00"},"requestorId":"0x1111111111111111111111111111111111111111","timestamp":"2026-01-02T03:04:05Z"},"offer":{"constraints":"()","offerId":"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f","properties":{"golem.inf.mem.gib":0.5,"golem.runtime.name":"wasmtime"},"proposalId":"a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0","providerId":"0x2222222222222222222222222222222222222222"},"validTo":"2026-01-02T03:04:50Z","approvedDate":"2026-01-02T03:04:09Z","state":"Approved","timestamp":"2026-01-02T03:04:07Z","proposedSignature":"0xaa","approvedSignature":"0xbb","role":"requestor"}"#
+        );
+    }
+}

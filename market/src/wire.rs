@@ -115,3 +115,52 @@ impl OfferBody {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+    use sha2::{Digest, Sha256};
+
+    /// A fixed agreement body, as both sides sign it.
+    pub(crate) fn fixed_body() -> AgreementBody {
+        let at = |s| Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, s).unwrap();
+        AgreementBody {
+            agreement_id: "9f".repeat(32),
+            demand: json!({
+                "demandId": "d1".repeat(32),
+                "requestorId": "0x1111111111111111111111111111111111111111",
+                "properties": {"golem.srv.comp.expiration": 1_900_000_000_000_u64,
+                               "golem.srv.comp.task_package": "blob:sha256:00"},
+                "constraints": "(golem.runtime.name=wasmtime)",
+                "timestamp": at(5),
+            }),
+            offer: json!({
+                "offerId": "0f".repeat(32),
+                "providerId": "0x2222222222222222222222222222222222222222",
+                "properties": {"golem.runtime.name": "wasmtime", "golem.inf.mem.gib": 0.5},
+                "constraints": "()",
+                "proposalId": "a0".repeat(32),
+            }),
+            valid_to: at(50),
+            timestamp: at(7),
+        }
+    }
+
+    /// What both parties sign must not change by accident: a change here breaks every signature
+    /// between nodes of different versions.
+    #[test]
+    fn the_signed_agreement_body_is_pinned() {
+        let bytes = agora_identity::canonical_json(&fixed_body()).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"agreementId":"9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f","demand":{"constraints":"(golem.runtime.name=wasmtime)","demandId":"d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1","properties":{"golem.srv.comp.expiration":1900000000000,"golem.srv.comp.task_package":"blob:sha256:00"},"requestorId":"0x1111111111111111111111111111111111111111","timestamp":"2026-01-02T03:04:05Z"},"offer":{"constraints":"()","offerId":"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f","properties":{"golem.inf.mem.gib":0.5,"golem.runtime.name":"wasmtime"},"proposalId":"a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0","providerId":"0x2222222222222222222222222222222222222222"},"timestamp":"2026-01-02T03:04:07Z","validTo":"2026-01-02T03:04:50Z"}"#
+        );
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            "3416abb8c1e9cef552dca39c0c3fade61bdce1e980611599b6c05892c5b7a3cb"
+        );
+    }
+}
