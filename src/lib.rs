@@ -6,7 +6,8 @@
 //! - [`config`]: settings from a TOML file, `AGORA_*` variables and flags.
 //! - [`postgres`]: private PostgreSQL clusters from the system's server binaries.
 //! - [`datadir`]: the node's data dir, its lock, and the file that tells the CLI where the node is.
-//! - [`node`]: start-up, serving and graceful shutdown.
+//! - [`node`]: start-up, serving and graceful shutdown; [`agreements`]: what activities learn of
+//!   agreements, answered by the market.
 //! - [`api`]: the axum router (`fn app(state) -> Router`), authentication and metrics.
 //! - [`client`] and [`cli`]: the `agora` commands that talk to a running node.
 //!
@@ -16,15 +17,14 @@
 //! assert_eq!(settings.api_addr.to_string(), agora::config::DEFAULT_API_ADDR);
 //! ```
 
-pub mod activity;
 mod activity_cli;
+pub mod agreements;
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod datadir;
 mod error;
-pub mod market;
 mod market_cli;
 mod matching;
 pub mod node;

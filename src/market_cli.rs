@@ -4,6 +4,7 @@ use crate::Error;
 use crate::cli::MarketCommand;
 use crate::client::Client;
 use crate::output::{json, table};
+use agora_market::Role;
 use agora_market::api::{AgreementView, DemandOfferBase, DemandView, OfferView};
 use std::path::Path;
 
@@ -69,16 +70,15 @@ pub async fn run(cmd: MarketCommand, client: &Client) -> Result<(), Error> {
                 let rows: Vec<Vec<String>> = agreements
                     .iter()
                     .map(|a| {
-                        let other = if a.role == "requestor" {
-                            &a.offer["providerId"]
-                        } else {
-                            &a.demand["requestorId"]
+                        let other = match a.role {
+                            Role::Requestor => &a.offer.provider_id,
+                            Role::Provider => &a.demand.requestor_id,
                         };
                         vec![
                             short(&a.agreement_id),
-                            a.role.clone(),
-                            a.state.clone(),
-                            other.as_str().unwrap_or("-").to_string(),
+                            a.role.to_string(),
+                            a.state.to_string(),
+                            other.clone(),
                             when(&a.valid_to),
                         ]
                     })

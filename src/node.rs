@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The schema, from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -21,6 +22,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// How long to wait for a database connection before calling the database unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_SIZE: u32 = 16;
+/// How long a stopping node waits for its tasks (handlers, batches, deliveries) to finish after
+/// its activities are terminated. A results long poll ends at once on shutdown; a delivery to
+/// an unresponsive peer is the longest wait, bounded by the market protocol's 15 s timeout.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The database the embedded cluster keeps agora's tables in.
 const EMBEDDED_DB: &str = "agora";
@@ -213,7 +218,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         })
     }
     .await;
-    let (net, inbound, net_task) = match network {
+    let (net, net_task) = match network {
         Ok(started) => started,
         Err(e) => {
             db.close().await;
@@ -232,34 +237,54 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 
     // The network started with this key, so it is unlocked.
     let signer = identities.signer(node_id)?;
-    let market = agora_market::Market::new(db.pool.clone(), signer)
-        .with_courier(std::sync::Arc::new(crate::market::NetCourier(net.clone())));
+    let tasks = TaskTracker::new();
+    let market =
+        agora_market::Market::new(db.pool.clone(), signer).with_courier(std::sync::Arc::new(net.clone()));
     let host = agora_activity::HostConfig {
         work_dir: data.path().join("activities"),
         transfer_dirs: settings.activity.transfer_dirs.clone(),
         datasets: settings.activity.datasets.clone(),
         docker_socket: settings.activity.docker_socket.clone(),
     };
+    let other = |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(e.to_string()));
     let blobs = agora_activity::BlobStore::open(data.path().join("blobs"))?;
-    let messenger = std::sync::Arc::new(crate::activity::NetMessenger(net.clone()));
-    let activities = agora_activity::Activities::new(db.pool.clone(), host, blobs, messenger)
-        .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    let ended = activities.recover().await.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    let activities = agora_activity::Activities::new(
+        db.pool.clone(),
+        host,
+        blobs,
+        std::sync::Arc::new(net.clone()),
+        std::sync::Arc::new(crate::agreements::MarketAgreements(market.clone())),
+        tasks.clone(),
+    )
+    .map_err(|e| other(&e))?;
+    let ended = activities.recover().await.map_err(|e| other(&e))?;
     if ended > 0 {
         tracing::info!(ended, "activities hosted before the restart are Terminated");
     }
-    let inbound = crate::activity::serve(activities.clone(), inbound, shutdown.clone());
-    let market_task =
-        tokio::spawn(crate::market::run(market.clone(), net.clone(), inbound, shutdown.clone()));
+    agora_market::serve(market.clone(), net.clone(), shutdown.clone(), tasks.clone())
+        .await
+        .map_err(|e| other(&e))?;
+    activities.serve(&net, shutdown.clone()).await.map_err(|e| other(&e))?;
     let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();
     let state = AppState::new(identities, db.pool.clone(), net, market, admin_token)
-        .with_activities(activities, datasets);
+        .with_activities(activities.clone(), datasets);
     let served = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
     tracing::info!("shutting down");
     shutdown.cancel();
-    let _ended = market_task.await;
+    // Hosted activities end first (their batches stopped, their containers removed), then the
+    // node waits for every task it spawned, up to a deadline.
+    activities.shutdown().await;
+    tasks.close();
+    match tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait()).await {
+        Ok(()) => tracing::info!("all tasks finished"),
+        Err(_) => tracing::warn!(
+            left = tasks.len(),
+            deadline_secs = SHUTDOWN_DEADLINE.as_secs(),
+            "tasks still running at the shutdown deadline are abandoned"
+        ),
+    }
     let _ended = net_task.await;
     data.remove_node_file();
     db.close().await;

@@ -90,34 +90,42 @@ impl BlobStore {
 
     /// Fetches a blob from a peer unless this node has it, piece by piece, and keeps it only if
     /// its content hashes to its name.
-    pub async fn fetch(&self, sha256: &str, source: &dyn BlobSource) -> Result<PathBuf, String> {
+    pub async fn fetch(&self, sha256: &str, source: &dyn BlobSource) -> crate::Result<PathBuf> {
+        use crate::Error;
         if let Some(path) = self.path(sha256) {
             return Ok(path);
         }
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| e.to_string())?;
+        let io = |e: std::io::Error| Error::Io(format!("blob {sha256}: {e}"));
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
         let mut hasher = Sha256::new();
         let mut offset = 0;
         loop {
             let (data, total) = source.piece(sha256.to_string(), offset, CHUNK).await?;
             if total > MAX_BLOB {
-                return Err(format!("blob {sha256} is {total} bytes; the most a node takes is {MAX_BLOB}"));
+                return Err(Error::BadInput(format!(
+                    "blob {sha256} is {total} bytes; the most a node takes is {MAX_BLOB}"
+                )));
             }
             hasher.update(&data);
-            tmp.write_all(&data).map_err(|e| e.to_string())?;
+            tmp.write_all(&data).map_err(io)?;
             offset += data.len() as u64;
             if offset >= total {
                 break;
             }
             if data.is_empty() {
-                return Err(format!("blob {sha256} ended early, at {offset} of {total} bytes"));
+                return Err(Error::Remote(format!(
+                    "blob {sha256} ended early, at {offset} of {total} bytes"
+                )));
             }
         }
         let got = hex::encode(hasher.finalize());
         if got != sha256.to_ascii_lowercase() {
-            return Err(format!("blob {sha256} arrived with content hashing to {got}; dropped"));
+            return Err(Error::Remote(format!(
+                "blob {sha256} arrived with content hashing to {got}; dropped"
+            )));
         }
         let path = self.dir.join(&got);
-        tmp.persist(&path).map_err(|e| e.error.to_string())?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
         Ok(path)
     }
 }
@@ -125,7 +133,7 @@ impl BlobStore {
 /// Where blob pieces come from: another node, over the network.
 pub trait BlobSource: Send + Sync {
     /// `(data, total size)` of the piece at `offset`.
-    fn piece(&self, sha256: String, offset: u64, len: u64) -> BoxFuture<'_, Result<(Vec<u8>, u64), String>>;
+    fn piece(&self, sha256: String, offset: u64, len: u64) -> BoxFuture<'_, crate::Result<(Vec<u8>, u64)>>;
 }
 
 #[cfg(test)]
@@ -144,7 +152,7 @@ mod tests {
             _sha256: String,
             offset: u64,
             len: u64,
-        ) -> BoxFuture<'_, Result<(Vec<u8>, u64), String>> {
+        ) -> BoxFuture<'_, crate::Result<(Vec<u8>, u64)>> {
             self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let start = (offset as usize).min(self.data.len());
             let end = (start + len as usize).min(self.data.len());
@@ -178,7 +186,7 @@ mod tests {
 
         let other = hex::encode(Sha256::digest(b"what was asked for"));
         let liar = Source { data: b"something else".to_vec(), asked: Default::default() };
-        let error = block_on(store.fetch(&other, &liar)).unwrap_err();
+        let error = block_on(store.fetch(&other, &liar)).unwrap_err().to_string();
         assert!(error.contains("arrived with content hashing to"), "{error}");
         assert!(store.path(&other).is_none(), "nothing kept");
         assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1, "no temporary file left");

@@ -10,6 +10,11 @@
 //!   directory hash of Go's `golang.org/x/mod/sumdb/dirhash` (`Hash1`), so anyone can recompute
 //!   it with standard tools: `agora results hash DIR` prints it.
 //!
+//! - [`Activities`]: hosting (provider side) and driving (requestor side), on the node's network
+//!   ([`Activities::serve`]); what they know of agreements comes through the [`Agreements`]
+//!   trait, which the node implements over its market. Errors are [`Error`], by what the caller
+//!   can do; between nodes they travel as a [`wire::Refusal`].
+//!
 //! This crate is not the market (agreements) or payment (debit notes); it runs work and
 //! describes its results.
 //!
@@ -20,11 +25,17 @@
 //! assert!(hash.starts_with("h1:"));
 //! ```
 
+mod batch;
 pub mod blobs;
 mod docker;
+mod driver;
+mod error;
 pub mod exescript;
+mod host;
+mod network;
 mod results;
 mod service;
+mod store;
 pub mod transfer;
 mod unit;
 mod wasm;
@@ -33,8 +44,10 @@ pub mod wire;
 
 pub use blobs::BlobStore;
 pub use docker::{DockerUnit, OWNER_LABEL};
-pub use results::{Error, folder_sha256, results_hash};
-pub use service::{Activities, Dataset, HostConfig, MAX_WAIT, Messenger};
+pub use error::{Error, Result};
+pub use results::{Error as ResultsError, folder_sha256, results_hash};
+pub use service::{Activities, Agreements, Dataset, HostConfig, MAX_CONCURRENT_BATCHES, MAX_WAIT, Messenger};
+pub use store::ActivityStore;
 pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage};
 pub use wasm::{Metering, WasmRuntime, default_limits};
 pub use wasm_unit::WasmUnit;

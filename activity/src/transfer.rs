@@ -1,5 +1,6 @@
 //! `transfer` commands: where data may come from and go to, checked before a batch runs.
 
+use crate::{Error, Result};
 use std::path::{Component, Path, PathBuf};
 
 /// A transfer, understood.
@@ -20,50 +21,42 @@ pub enum Source {
     Blob(String),
 }
 
-/// Why a transfer is refused: the HTTP status and the message.
-pub type Refusal = (u16, String);
-
 /// A path inside the activity: relative, without `..`.
-fn inside(path: &str, folder: &str, url: &str) -> Result<PathBuf, Refusal> {
+fn inside(path: &str, folder: &str, url: &str) -> Result<PathBuf> {
     let relative = Path::new(path);
     if path.is_empty() || relative.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err((400, format!("{url}: a path under {folder}/ without '..' is needed")));
+        return Err(Error::BadInput(format!("{url}: a path under {folder}/ without '..' is needed")));
     }
     Ok(relative.to_path_buf())
 }
 
 /// Checks one `transfer {from, to}` against what the provider allows.
-pub fn check(from: &str, to: &str, allowed: &[PathBuf]) -> Result<Transfer, Refusal> {
+pub fn check(from: &str, to: &str, allowed: &[PathBuf]) -> Result<Transfer> {
     if let Some(rest) = to.strip_prefix("container:/input/") {
         let to = inside(rest, "/input", to)?;
         let source = if from.starts_with("http://") || from.starts_with("https://") {
             Source::Http(from.to_string())
         } else if let Some(path) = from.strip_prefix("file://") {
-            let canonical = std::fs::canonicalize(path).map_err(|e| (400, format!("{from}: {e}")))?;
+            let canonical =
+                std::fs::canonicalize(path).map_err(|e| Error::BadInput(format!("{from}: {e}")))?;
             let permitted = allowed
                 .iter()
                 .filter_map(|dir| std::fs::canonicalize(dir).ok())
                 .any(|dir| canonical.starts_with(&dir));
             if !permitted {
                 let list: Vec<String> = allowed.iter().map(|d| d.display().to_string()).collect();
-                return Err((
-                    403,
-                    format!(
-                        "{from} is outside the folders this provider allows transfers from ({})",
-                        if list.is_empty() { "none".to_string() } else { list.join(", ") }
-                    ),
-                ));
+                return Err(Error::Forbidden(format!(
+                    "{from} is outside the folders this provider allows transfers from ({})",
+                    if list.is_empty() { "none".to_string() } else { list.join(", ") }
+                )));
             }
             Source::File(canonical)
         } else if let Some(hex) = crate::blobs::parse_blob_url(from) {
             Source::Blob(hex)
         } else {
-            return Err((
-                400,
-                format!(
-                    "{from}: a transfer comes from http(s)://, file:// (allowed folders) or blob:sha256:<hex>"
-                ),
-            ));
+            return Err(Error::BadInput(format!(
+                "{from}: a transfer comes from http(s)://, file:// (allowed folders) or blob:sha256:<hex>"
+            )));
         };
         return Ok(Transfer::In { from: source, to });
     }
@@ -72,14 +65,13 @@ pub fn check(from: &str, to: &str, allowed: &[PathBuf]) -> Result<Transfer, Refu
         if to == "blob:" {
             return Ok(Transfer::OutToBlob { from: from_path });
         }
-        return Err((400, format!("{to}: outputs go to \"blob:\" (fetched back by the requestor's node)")));
+        return Err(Error::BadInput(format!(
+            "{to}: outputs go to \"blob:\" (fetched back by the requestor's node)"
+        )));
     }
-    Err((
-        400,
-        format!(
-            "transfer from {from} to {to}: one side must be container:/input/… (in) or container:/output/… (out)"
-        ),
-    ))
+    Err(Error::BadInput(format!(
+        "transfer from {from} to {to}: one side must be container:/input/… (in) or container:/output/… (out)"
+    )))
 }
 
 #[cfg(test)]
@@ -98,14 +90,16 @@ mod tests {
             Ok(Transfer::In { from: Source::Http(_), .. })
         ));
         assert_eq!(
-            check("container:/output/r.txt", "blob:", &allowed),
-            Ok(Transfer::OutToBlob { from: "r.txt".into() })
+            check("container:/output/r.txt", "blob:", &allowed).unwrap(),
+            Transfer::OutToBlob { from: "r.txt".into() }
         );
-        let (status, message) = check("file:///etc/passwd", "container:/input/p", &allowed).unwrap_err();
-        assert_eq!(status, 403);
-        assert!(message.contains("outside the folders this provider allows"), "{message}");
-        assert_eq!(check(&file, "container:/input/../escape", &allowed).unwrap_err().0, 400);
-        assert_eq!(check("ftp://x/y", "container:/input/y", &allowed).unwrap_err().0, 400);
-        assert_eq!(check("blob:sha256:abc", "container:/input/y", &allowed).unwrap_err().0, 400);
+        let refused = check("file:///etc/passwd", "container:/input/p", &allowed).unwrap_err();
+        assert!(
+            matches!(&refused, Error::Forbidden(m) if m.contains("outside the folders this provider allows"))
+        );
+        let bad = |from: &str, to: &str| matches!(check(from, to, &allowed), Err(Error::BadInput(_)));
+        assert!(bad(&file, "container:/input/../escape"));
+        assert!(bad("ftp://x/y", "container:/input/y"));
+        assert!(bad("blob:sha256:abc", "container:/input/y"));
     }
 }

@@ -64,11 +64,28 @@ pub enum ActivityResponse {
         data: String,
         total: u64,
     },
-    /// Refused, with the HTTP status the requestor's API answers with, and why.
+    /// Refused: what kind of refusal, and why.
     Error {
-        status: u16,
+        refusal: Refusal,
         message: String,
     },
+}
+
+/// Why a node refused an activity request, by what the asker can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Refusal {
+    BadInput,
+    Forbidden,
+    NotFound,
+    Conflict,
+    Gone,
+    /// At a limit: try again shortly.
+    Busy,
+    /// It could not reach what it needed.
+    Unavailable,
+    /// It failed; its log has the details.
+    Internal,
 }
 
 /// One command's result (Golem's `ExeScriptCommandResult`, plus agora's `exitCode`,

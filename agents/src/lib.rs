@@ -21,6 +21,5 @@
 //! assert_eq!(pricing.cost(&[Decimal::from(100), Decimal::from(50)]).unwrap(), Decimal::new(7, 1));
 //! ```
 
-mod pricing;
-
-pub use pricing::{LinearPricing, PricingError};
+// Pricing is part of an agreement's terms, so the market holds it; agents decide with it.
+pub use agora_market::{LinearPricing, PricingError};

@@ -1,5 +1,7 @@
 //! Golem's market API shapes (ya-client `market-api.yaml`), as agora serves them.
 
+use crate::wire::{DemandTerms, OfferTerms};
+use crate::{AgreementState, ProposalState, Role};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +37,7 @@ pub struct DemandView {
 pub struct ProposalView {
     pub proposal_id: String,
     pub issuer_id: String,
-    pub state: String,
+    pub state: ProposalState,
     pub timestamp: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prev_proposal_id: Option<String>,
@@ -57,7 +59,7 @@ pub enum Event {
     Agreement {
         #[serde(rename = "eventDate")]
         event_date: DateTime<Utc>,
-        agreement: AgreementView,
+        agreement: Box<AgreementView>,
     },
     #[serde(rename = "ProposalRejectedEvent")]
     ProposalRejected {
@@ -78,24 +80,24 @@ pub struct AgreementProposal {
     pub valid_to: DateTime<Utc>,
 }
 
-/// An agreement as Golem's API shows it.
+/// An agreement as Golem's API shows it ([`crate::Agreement::view`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgreementView {
     pub agreement_id: String,
-    pub demand: serde_json::Value,
-    pub offer: serde_json::Value,
+    pub demand: DemandTerms,
+    pub offer: OfferTerms,
     pub valid_to: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approved_date: Option<DateTime<Utc>>,
-    pub state: String,
+    pub state: AgreementState,
     pub timestamp: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proposed_signature: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approved_signature: Option<String>,
     /// Which side of the agreement this node is (agora's addition).
-    pub role: String,
+    pub role: Role,
 }
 
 /// `{"message": …}` with optional extra fields, as Golem's `Reason`.
@@ -128,7 +130,7 @@ mod tests {
         let proposal = ProposalView {
             proposal_id: "a0".repeat(32),
             issuer_id: "0x2222222222222222222222222222222222222222".into(),
-            state: "Draft".into(),
+            state: ProposalState::Draft,
             timestamp: at(6),
             prev_proposal_id: Some("b0".repeat(32)),
             properties: json!({"golem.runtime.name": "wasmtime"}),
@@ -149,15 +151,15 @@ mod tests {
             offer: body.offer,
             valid_to: body.valid_to,
             approved_date: Some(at(9)),
-            state: "Approved".into(),
+            state: AgreementState::Approved,
             timestamp: body.timestamp,
             proposed_signature: Some("0xaa".into()),
             approved_signature: Some("0xbb".into()),
-            role: "requestor".into(),
+            role: Role::Requestor,
         };
         assert_eq!(
             serde_json::to_string(&agreement).unwrap(),
-            r#"{"agreementId":"9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f","demand":{"constraints":"(golem.runtime.name=wasmtime)","demandId":"d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1","properties":{"golem.srv.comp.expiration":1900000000000,"golem.srv.comp.task_package":"blob:sha256:00"},"requestorId":"0x1111111111111111111111111111111111111111","timestamp":"2026-01-02T03:04:05Z"},"offer":{"constraints":"()","offerId":"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f","properties":{"golem.inf.mem.gib":0.5,"golem.runtime.name":"wasmtime"},"proposalId":"a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0","providerId":"0x2222222222222222222222222222222222222222"},"validTo":"2026-01-02T03:04:50Z","approvedDate":"2026-01-02T03:04:09Z","state":"Approved","timestamp":"2026-01-02T03:04:07Z","proposedSignature":"0xaa","approvedSignature":"0xbb","role":"requestor"}"#
+            r#"{"agreementId":"9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f9f","demand":{"constraints":"(golem.runtime.name=wasmtime)","demandId":"d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1","properties":{"golem.srv.comp.expiration":1900000000000,"golem.srv.comp.task_package":"blob:sha256:00"},"proposalId":"b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0","requestorId":"0x1111111111111111111111111111111111111111","timestamp":"2026-01-02T03:04:05Z"},"offer":{"constraints":"()","offerId":"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f","properties":{"golem.inf.mem.gib":0.5,"golem.runtime.name":"wasmtime"},"proposalId":"a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0","providerId":"0x2222222222222222222222222222222222222222","timestamp":"2026-01-02T03:04:06Z"},"validTo":"2026-01-02T03:04:50Z","approvedDate":"2026-01-02T03:04:09Z","state":"Approved","timestamp":"2026-01-02T03:04:07Z","proposedSignature":"0xaa","approvedSignature":"0xbb","role":"requestor"}"#
         );
     }
 }

@@ -18,6 +18,9 @@ pub enum Error {
     /// The other node could not be reached; try again.
     #[error("the other node did not answer: {0}")]
     Unreachable(String),
+    /// A stored row that does not read back: a bug, or a database changed by hand.
+    #[error("stored market data is inconsistent: {0}")]
+    Corrupt(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

@@ -1,5 +1,5 @@
-//! The market: providers' offers, requestors' demands, and (in later parts) the negotiation that
-//! turns a matching pair into an agreement both sides sign.
+//! The market: providers' offers, requestors' demands, and the negotiation that turns a matching
+//! pair into an agreement both sides sign.
 //!
 //! - [`Offer`]: an offer's content and its id, a SHA-256 over the canonical JSON of everything it
 //!   says — flattened properties, constraints, owner and timestamps. A received offer whose id
@@ -8,10 +8,18 @@
 //!   bodies are fetched from their provider with a [`MarketRequest`].
 //! - [`Market`]: subscriptions from the REST API, offers from the network, matching (with the
 //!   grammar crate's indexed matcher), proposals and events, all in Postgres ([`MarketStore`]).
+//! - Negotiation (`negotiation.rs`, `agreeing.rs`): the state machine of proposals and
+//!   agreements; every statement it needs is in the store, the only module that speaks SQL.
+//! - [`Agreement`]: the typed agreement, made from the provider's Draft and the requestor's
+//!   proposal it answered, with accessors for the terms payments and agents read (pricing,
+//!   usage vector, payment platform, debit-note and payment timeouts).
+//!   [`Market::agreement`] is how the rest of the node reads one.
+//! - [`serve`]: the market on the network — its `/agora/market/1` route, announcements on
+//!   [`OFFERS_TOPIC`], offer fetches and the outbox — through a [`Courier`], which the node's
+//!   [`agora_net::NetHandle`] is.
 //! - [`api`]: the JSON shapes of Golem's `/market-api/v1`.
 //!
-//! This crate is not the network that carries offers (the node wires [`Market`] to it), nor the
-//! grammar that matches them.
+//! This crate is not the network itself, nor the grammar that matches offers.
 //!
 //! ```
 //! use agora_market::Offer;
@@ -27,21 +35,32 @@
 //! offer.check_id(&offer.id()).unwrap();
 //! ```
 
+mod agreeing;
+mod agreement;
 pub mod api;
+mod courier;
 mod error;
+mod ids;
 mod negotiation;
+mod network;
 mod offer;
+mod pricing;
 mod service;
 mod store;
 pub mod wire;
 
+pub use agreement::{Agreement, AgreementState, PaymentPlatform, Role, TermsError, keys};
+pub use courier::{Courier, Delivery};
 pub use error::{Error, Result};
-pub use negotiation::Courier;
+pub use ids::{MAX_ID_LEN, is_valid_id};
+pub use network::{ANNOUNCE_INTERVAL, serve};
 pub use offer::{Error as OfferError, Offer};
+pub use pricing::{LinearPricing, PricingError};
 pub use service::{DEFAULT_LIFETIME, DEFAULT_PROPOSAL_LIFETIME, FollowUp, Market};
-pub use store::{MarketStore, Presence, Stored};
+pub use store::{Change, MarketStore, Presence, ProposalState, Stored};
 pub use wire::{
-    AgreementBody, Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody, WireProposal,
+    AgreementBody, Announcement, DemandTerms, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody,
+    OfferTerms, WireProposal,
 };
 
 /// Offer ids one announcement may carry; more are ignored (a provider with more offers spreads

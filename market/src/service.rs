@@ -1,29 +1,20 @@
 //! The market service: subscriptions from the REST API, offers from the network, and matching.
 
-use crate::api::{DemandOfferBase, DemandView, Event, OfferView, ProposalView};
+use crate::api::{DemandOfferBase, DemandView, Event, OfferView};
+use crate::courier::Courier;
+use crate::ids::now_millis;
 use crate::store::{MarketStore, Presence, Stored};
-use crate::wire::{Announcement, MarketRequest, MarketResponse, OfferBody};
+use crate::wire::{Announcement, OfferBody};
 use crate::{Error, Offer, Result};
 use agora_grammar::{Offers, Side, Vocabulary, match_pair};
 use agora_identity::Address;
-use chrono::{DateTime, Duration, DurationRound, Utc};
-use sha2::{Digest, Sha256};
+use chrono::Duration;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// How long an offer or a demand stands unless its properties say otherwise.
 pub const DEFAULT_LIFETIME: Duration = Duration::hours(1);
-
-/// An id derived from its parts: hex SHA-256 of them, separated.
-pub(crate) fn derived_id(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for part in parts {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    hex::encode(h.finalize())
-}
 
 /// What a node does after an announcement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +33,7 @@ pub struct Market {
     /// Signs agreements: the node's identity.
     pub(crate) identity: agora_identity::Identity,
     /// Carries negotiation messages to other nodes.
-    pub(crate) courier: Option<Arc<dyn crate::negotiation::Courier>>,
+    pub(crate) courier: Option<Arc<dyn Courier>>,
     /// Woken whenever events are added, so long polls answer at once.
     pub(crate) events: Arc<Notify>,
     /// Whether this node has a standing demand: unknown, no, yes. Asked for every announcement
@@ -76,11 +67,6 @@ fn owned_by(offer: &Stored, provider: Address) -> bool {
 
 fn owner_text(a: Address) -> String {
     format!("{a:#x}")
-}
-
-pub(crate) fn now_millis() -> DateTime<Utc> {
-    // Ids commit to millisecond timestamps; storing the same precision keeps them checkable.
-    Utc::now().duration_trunc(Duration::milliseconds(1)).unwrap_or_else(|_| Utc::now())
 }
 
 /// Checks a subscription body as a user wrote it: properties flatten, constraints parse.
@@ -131,7 +117,7 @@ impl Market {
     }
 
     /// Lets the market send negotiation messages.
-    pub fn with_courier(mut self, courier: Arc<dyn crate::negotiation::Courier>) -> Self {
+    pub fn with_courier(mut self, courier: Arc<dyn Courier>) -> Self {
         self.courier = Some(courier);
         self
     }
@@ -145,13 +131,40 @@ impl Market {
         &self.store
     }
 
-    /// Publishes an offer; its id is its subscription id.
+    pub(crate) fn courier(&self) -> Result<&dyn Courier> {
+        self.courier.as_deref().ok_or_else(|| Error::Unreachable("this node has no network".into()))
+    }
+
+    /// Tells the network now, if this market has one, rather than at the next periodic round.
+    async fn announce(&self, announcement: Announcement) {
+        if let Some(courier) = &self.courier {
+            courier.announce(announcement).await;
+        }
+    }
+
+    /// Publishes an offer, and announces it; its id is its subscription id.
     pub async fn subscribe_offer(&self, base: &DemandOfferBase) -> Result<String> {
         let mut spec = check(base)?;
         spec.provider_id = self.node_id;
         let id = spec.id();
         self.store.insert_offer(&stored(&spec, id.clone())).await?;
+        self.announce(Announcement::Offered { offer_ids: vec![id.clone()] }).await;
         Ok(id)
+    }
+
+    pub(crate) async fn require_subscription(&self, subscription: &str, provider_side: bool) -> Result<()> {
+        let presence = if provider_side {
+            self.store.offer_presence(subscription).await?
+        } else {
+            self.store.demand_presence(subscription).await?
+        };
+        match presence {
+            Presence::Active => Ok(()),
+            Presence::Unsubscribed => {
+                Err(Error::Gone(format!("subscription {subscription} is unsubscribed")))
+            }
+            Presence::Unknown => Err(Error::NotFound(format!("no subscription {subscription}"))),
+        }
     }
 
     /// Places a demand and matches it against every offer this node knows.
@@ -207,12 +220,13 @@ impl Market {
         }
     }
 
-    /// Withdraws an offer. Returns the announcement that tells the network.
-    pub async fn unsubscribe_offer(&self, id: &str) -> Result<Announcement> {
+    /// Withdraws an offer, and tells the network.
+    pub async fn unsubscribe_offer(&self, id: &str) -> Result<()> {
         if !self.store.unsubscribe_offer(id).await? {
             return Err(Self::presence_error("offer", id, self.store.offer_presence(id).await?));
         }
-        Ok(Announcement::Unsubscribed { offer_ids: vec![id.to_string()] })
+        self.announce(Announcement::Unsubscribed { offer_ids: vec![id.to_string()] }).await;
+        Ok(())
     }
 
     pub async fn unsubscribe_demand(&self, id: &str) -> Result<()> {
@@ -253,14 +267,6 @@ impl Market {
                 return Ok(events);
             }
         }
-    }
-
-    pub async fn demand_proposal(&self, demand_id: &str, proposal_id: &str) -> Result<ProposalView> {
-        if self.store.demand_presence(demand_id).await? == Presence::Unknown {
-            return Err(Error::NotFound(format!("no demand subscription {demand_id}")));
-        }
-        self.expire_proposals().await?;
-        self.store.proposal(demand_id, proposal_id).await
     }
 
     /// What to announce now: every standing own offer, in announcements of a bounded size.
@@ -404,45 +410,5 @@ impl Market {
             self.events.notify_waiters();
         }
         Ok(())
-    }
-
-    /// Answers a directed request from `peer`, whose node address is `sender`.
-    pub async fn handle(
-        &self,
-        peer: &str,
-        sender: Option<Address>,
-        request: MarketRequest,
-    ) -> MarketResponse {
-        match request {
-            MarketRequest::GetOffer { offer_id } => match self.store.own_offer(&offer_id).await {
-                Ok(found) => MarketResponse::Offer {
-                    offer: found.map(|s| OfferBody {
-                        offer_id: s.id,
-                        provider_id: s.owner,
-                        properties: s.properties,
-                        constraints: s.constraints,
-                        timestamp: s.created_at,
-                        expiration: s.expires_at,
-                    }),
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "answering GetOffer");
-                    MarketResponse::Error { message: "internal error".into() }
-                }
-            },
-            negotiation => {
-                let Some(sender) = sender else {
-                    return MarketResponse::Error { message: "a peer without a node address".into() };
-                };
-                match self.on_negotiation(sender, peer, negotiation).await {
-                    Ok(()) => MarketResponse::Ack,
-                    Err(Error::Db(e)) => {
-                        tracing::error!(error = %e, "handling a negotiation message");
-                        MarketResponse::Error { message: "internal error".into() }
-                    }
-                    Err(e) => MarketResponse::Error { message: e.to_string() },
-                }
-            }
-        }
     }
 }

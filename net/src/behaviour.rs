@@ -1,3 +1,4 @@
+use crate::Channel;
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -7,15 +8,7 @@ use std::time::Duration;
 /// The largest gossip message: offer announcements carry ids, not bodies.
 pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
 
-/// Directed market messages: offer bodies, proposals, agreements.
-pub const MARKET_PROTOCOL: &str = "/agora/market/1";
-/// Activity control, results and content-addressed blobs.
-pub const ACTIVITY_PROTOCOL: &str = "/agora/activity/1";
-/// How long a directed request may take before it fails.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Activity requests may wait on work (a long poll of results, a deploy): a longer bound.
-pub const ACTIVITY_REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
-/// Directed requests one connection may carry at once.
+/// Directed requests one connection may carry at once, per protocol.
 pub const MAX_CONCURRENT_STREAMS: usize = 64;
 
 /// The request-response behaviour of one protocol: JSON both ways, decoded at the edges by the
@@ -65,26 +58,48 @@ impl Behaviour {
         } else {
             None
         };
-        let market = request_response::json::Behaviour::new(
-            [(StreamProtocol::new(MARKET_PROTOCOL), request_response::ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(REQUEST_TIMEOUT)
-                .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
-        );
-        let activity = request_response::json::Behaviour::new(
-            [(StreamProtocol::new(ACTIVITY_PROTOCOL), request_response::ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(ACTIVITY_REQUEST_TIMEOUT)
-                .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
-        );
         Ok(Self {
             identify,
             ping: ping::Behaviour::default(),
             kad,
             gossipsub,
             mdns: mdns.into(),
-            market,
-            activity,
+            market: json_protocol(Channel::Market),
+            activity: json_protocol(Channel::Activity),
         })
+    }
+
+    /// The behaviour of one directed protocol.
+    pub fn protocol(&mut self, channel: Channel) -> &mut JsonProtocol {
+        match channel {
+            Channel::Market => &mut self.market,
+            Channel::Activity => &mut self.activity,
+        }
+    }
+}
+
+fn json_protocol(channel: Channel) -> JsonProtocol {
+    let spec = channel.spec();
+    request_response::json::Behaviour::new(
+        [(StreamProtocol::new(spec.name), request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(spec.timeout)
+            .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+    )
+}
+
+/// A behaviour event: a directed protocol's, with the protocol it came on, or another.
+// Matched at once where it is made; boxing the large variant would allocate per event for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Split {
+    Request(Channel, request_response::Event<serde_json::Value, serde_json::Value>),
+    Other(BehaviourEvent),
+}
+
+pub(crate) fn split(event: BehaviourEvent) -> Split {
+    match event {
+        BehaviourEvent::Market(e) => Split::Request(Channel::Market, e),
+        BehaviourEvent::Activity(e) => Split::Request(Channel::Activity, e),
+        other => Split::Other(other),
     }
 }

@@ -9,6 +9,13 @@
 //! The node's libp2p key is its identity's secp256k1 key, so a peer id names a node address
 //! (`agora_identity::address_of_peer`).
 //!
+//! Inbound traffic has one route per protocol ([`routes`]): the part of the node that serves a
+//! protocol asks for its receiver with [`NetHandle::serve`], and gets that protocol's requests
+//! and no others; gossip topics likewise with [`NetHandle::follow`]. Handlers per protocol are
+//! capped ([`Spec::handlers`]); a request beyond the cap, over a peer's rate, or on a protocol
+//! nobody serves is refused with a message the sender sees as [`Error::Refused`]. The protocols
+//! are listed in one table, [`Channel::spec`].
+//!
 //! This crate is not the market: it carries bytes between peers under versioned protocol names
 //! (`/agora/…/1`) and knows nothing of offers or agreements.
 //!
@@ -20,7 +27,7 @@
 //!     ..Default::default()
 //! };
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let (net, _inbound, task) = agora_net::start(key, config, shutdown.clone()).await?;
+//! let (net, task) = agora_net::start(key, config, shutdown.clone()).await?;
 //! println!("{:?}", net.status().await?);
 //! shutdown.cancel();
 //! task.await.ok();
@@ -29,10 +36,14 @@
 
 mod behaviour;
 mod network;
+mod protocol;
+pub mod routes;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, pnet::PreSharedKey};
-pub use network::{Channel, Inbound, NetConfig, NetHandle, NetStatus, Network, start};
+pub use network::{NetConfig, NetHandle, NetStatus, Network, start};
+pub use protocol::{ACTIVITY_HANDLERS, CHANNELS, Channel, MARKET_HANDLERS, Spec};
+pub use routes::{Gossip, Request, RouteError};
 
 /// Errors of the network.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +60,16 @@ pub enum Error {
     Stopped,
     #[error("request to {peer} failed: {message}")]
     Request { peer: String, message: String },
+    /// The other node's network refused the request (busy, rate limited, not served).
+    #[error("{peer} refused the request: {message}")]
+    Refused { peer: String, message: String },
+    #[error("not a peer id: {0}")]
+    BadPeer(String),
+    /// The answer did not have the protocol's shape.
+    #[error("{0}")]
+    BadAnswer(String),
+    #[error(transparent)]
+    Route(#[from] RouteError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,5 +1,6 @@
-use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::{Error, Result};
+use crate::behaviour::{Behaviour, BehaviourEvent, Split, split};
+use crate::routes::{Gossip, Request, RouteError, Routes, refusal, refusal_of};
+use crate::{Channel, Error, Result};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use libp2p::core::transport::upgrade::Version;
@@ -34,37 +35,6 @@ pub struct NetConfig {
     pub topics: Vec<String>,
 }
 
-/// What the network hands to the node: gossip received, and directed requests to answer.
-#[derive(Debug)]
-pub enum Inbound {
-    Gossip {
-        from: PeerId,
-        topic: String,
-        data: Vec<u8>,
-    },
-    /// A peer joined a gossip topic: what it missed can be repeated to it now.
-    Subscribed {
-        peer: PeerId,
-        topic: String,
-    },
-    /// A directed request; the node answers through `reply` (dropping it answers with an error).
-    Request {
-        channel: Channel,
-        from: PeerId,
-        body: serde_json::Value,
-        reply: oneshot::Sender<serde_json::Value>,
-    },
-}
-
-/// The directed request-response protocols a request travels on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    /// `/agora/market/1`
-    Market,
-    /// `/agora/activity/1`
-    Activity,
-}
-
 /// What `agora net status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NetStatus {
@@ -90,6 +60,8 @@ enum Command {
         reply: oneshot::Sender<Result<serde_json::Value>>,
     },
     Penalise(PeerId),
+    Serve(Channel, oneshot::Sender<std::result::Result<mpsc::Receiver<Request>, RouteError>>),
+    Follow(String, oneshot::Sender<std::result::Result<mpsc::Receiver<Gossip>, RouteError>>),
 }
 
 /// Misbehaviours (a forged offer, say) after which a peer is banned.
@@ -97,8 +69,6 @@ const PENALTIES_TO_BAN: u32 = 3;
 /// How long a ban lasts.
 const BAN: Duration = Duration::from_secs(600);
 
-/// Inbound events waiting for the node, at most; gossip beyond this is dropped (it is repeated).
-const INBOUND_QUEUE: usize = 1024;
 /// Directed requests one peer may make per second before it is refused.
 const REQUESTS_PER_PEER_PER_SECOND: u32 = 200;
 
@@ -149,27 +119,36 @@ impl NetHandle {
         let _stopped = self.commands.send(Command::Penalise(peer)).await;
     }
 
-    /// Sends a market request to `peer` and waits for the answer (bounded by the protocol's
-    /// request timeout).
-    pub async fn request(&self, peer: PeerId, body: serde_json::Value) -> Result<serde_json::Value> {
-        self.request_on(Channel::Market, peer, body).await
+    /// Opens this node's route for `channel`: every request on that protocol comes out of the
+    /// returned receiver, and nowhere else. Answer each with [`Request::answer`].
+    pub async fn serve(&self, channel: Channel) -> Result<mpsc::Receiver<Request>> {
+        self.ask(|tx| Command::Serve(channel, tx)).await?.map_err(Error::Route)
+    }
+
+    /// Follows a gossip topic (one the network subscribed to at start): its messages, and peers
+    /// joining it, come out of the returned receiver.
+    pub async fn follow(&self, topic: &str) -> Result<mpsc::Receiver<Gossip>> {
+        self.ask(|tx| Command::Follow(topic.to_string(), tx)).await?.map_err(Error::Route)
     }
 
     /// Sends a typed request to a peer named by its id text and decodes the answer; every
-    /// failure (a bad peer id, the network, an answer of another shape) is said in the error.
+    /// failure (a bad peer id, the network, a refusal, an answer of another shape) is said in
+    /// the error.
     pub async fn request_typed<Req: Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         channel: Channel,
         peer: &str,
         request: &Req,
-    ) -> std::result::Result<Resp, String> {
-        let peer: PeerId = peer.parse().map_err(|e| format!("peer id {peer}: {e}"))?;
-        let body = serde_json::to_value(request).map_err(|e| e.to_string())?;
-        let answer = self.request_on(channel, peer, body).await.map_err(|e| e.to_string())?;
-        serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))
+    ) -> Result<Resp> {
+        let peer_id: PeerId = peer.parse().map_err(|e| Error::BadPeer(format!("{peer}: {e}")))?;
+        let body = serde_json::to_value(request).map_err(|e| Error::BadAnswer(e.to_string()))?;
+        let answer = self.request_on(channel, peer_id, body).await?;
+        serde_json::from_value(answer)
+            .map_err(|e| Error::BadAnswer(format!("{peer} answered {channel} in an unexpected shape: {e}")))
     }
 
-    /// Sends a request on one of the directed protocols and waits for the answer.
+    /// Sends a request on one of the directed protocols and waits for the answer. A refusal by
+    /// the other node's network (busy, rate limited, not served) is an [`Error::Refused`].
     pub async fn request_on(
         &self,
         channel: Channel,
@@ -179,7 +158,11 @@ impl NetHandle {
         let (tx, rx) = oneshot::channel();
         let command = Command::Request { channel, peer, body, reply: tx };
         self.commands.send(command).await.map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+        let answer = rx.await.map_err(|_| Error::Stopped)??;
+        match refusal_of(&answer) {
+            Some(message) => Err(Error::Refused { peer: peer.to_string(), message: message.to_string() }),
+            None => Ok(answer),
+        }
     }
 }
 
@@ -199,7 +182,7 @@ type PendingResponse = Pin<
 pub struct Network {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
-    inbound: mpsc::Sender<Inbound>,
+    routes: Routes,
     connected: BTreeSet<PeerId>,
     outbound:
         HashMap<(Channel, request_response::OutboundRequestId), oneshot::Sender<Result<serde_json::Value>>>,
@@ -246,7 +229,7 @@ pub async fn start(
     key: Keypair,
     config: NetConfig,
     shutdown: CancellationToken,
-) -> Result<(NetHandle, mpsc::Receiver<Inbound>, JoinHandle<()>)> {
+) -> Result<(NetHandle, JoinHandle<()>)> {
     let transport = transport(&key, config.swarm_key).map_err(|e| Error::Setup(e.to_string()))?;
     let behaviour = Behaviour::new(&key, config.mdns).map_err(Error::Setup)?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
@@ -296,11 +279,10 @@ pub async fn start(
             .map_err(|e| Error::Setup(e.to_string()))?;
     }
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let network = Network {
         swarm,
         commands: rx,
-        inbound: inbound_tx,
+        routes: Routes::default(),
         connected: BTreeSet::new(),
         outbound: HashMap::new(),
         answering: FuturesUnordered::new(),
@@ -309,7 +291,7 @@ pub async fn start(
         banned: HashMap::new(),
     };
     let task = tokio::spawn(network.run(shutdown));
-    Ok((NetHandle { commands: tx, peer_id }, inbound_rx, task))
+    Ok((NetHandle { commands: tx, peer_id }, task))
 }
 
 impl Network {
@@ -323,8 +305,9 @@ impl Network {
                 },
                 event = self.swarm.select_next_some() => self.event(event),
                 Some((channel, response, answer)) = self.answering.next(), if !self.answering.is_empty() => {
-                    let answer = answer.unwrap_or_else(|| serde_json::json!({"error": "not answered"}));
-                    if self.json(channel).send_response(response, answer).is_err() {
+                    let answer = answer
+                        .unwrap_or_else(|| refusal(format!("{channel}: the request was dropped unanswered")));
+                    if self.swarm.behaviour_mut().protocol(channel).send_response(response, answer).is_err() {
                         tracing::debug!("a requester left before its answer");
                     }
                 }
@@ -356,8 +339,14 @@ impl Network {
                 };
                 let _asker_gone = reply.send(result);
             }
+            Command::Serve(channel, reply) => {
+                let _asker_gone = reply.send(self.routes.serve(channel));
+            }
+            Command::Follow(topic, reply) => {
+                let _asker_gone = reply.send(self.routes.follow(&topic));
+            }
             Command::Request { channel, peer, body, reply } => {
-                let id = self.json(channel).send_request(&peer, body);
+                let id = self.swarm.behaviour_mut().protocol(channel).send_request(&peer, body);
                 self.outbound.insert((channel, id), reply);
             }
             Command::Penalise(peer) => {
@@ -389,27 +378,21 @@ impl Network {
         }
     }
 
-    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        let from = match &event {
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => Some(*peer_id),
-            SwarmEvent::Behaviour(
-                BehaviourEvent::Market(request_response::Event::Message { peer, .. })
-                | BehaviourEvent::Activity(request_response::Event::Message { peer, .. }),
-            ) => Some(*peer),
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                propagation_source,
-                ..
-            })) => Some(*propagation_source),
-            _ => None,
-        };
-        if let Some(peer) = from
-            && self.is_banned(&peer)
-        {
+    /// Drops what a banned peer sends; true if `peer` is banned.
+    fn refuse_banned(&mut self, peer: PeerId) -> bool {
+        if self.is_banned(&peer) {
             let _not_connected = self.swarm.disconnect_peer_id(peer);
-            return;
+            return true;
         }
+        false
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                if self.refuse_banned(peer_id) {
+                    return;
+                }
                 tracing::debug!(%peer_id, addr = %endpoint.get_remote_address(), "connected");
                 self.connected.insert(peer_id);
             }
@@ -420,16 +403,22 @@ impl Network {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::warn!(?peer_id, %error, "could not connect");
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
+            SwarmEvent::Behaviour(event) => match split(event) {
+                Split::Request(channel, event) => self.request_event(channel, event),
+                Split::Other(other) => self.behaviour_event(other),
+            },
+            _ => {}
+        }
+    }
+
+    fn behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer_id, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
                     if let Err(e) = self.swarm.dial(addr) {
@@ -437,52 +426,41 @@ impl Network {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                propagation_source,
-                message,
-                ..
-            })) => {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message, .. }) => {
+                if self.refuse_banned(propagation_source) {
+                    return;
+                }
                 let from = message.source.unwrap_or(propagation_source);
-                let event = Inbound::Gossip { from, topic: message.topic.into_string(), data: message.data };
-                if self.inbound.try_send(event).is_err() {
-                    tracing::warn!("inbound queue full; gossip dropped");
-                }
+                self.routes.gossip(message.topic.as_str(), Gossip::Message { from, data: message.data });
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Market(request_response::Event::Message {
-                peer,
-                message,
-                ..
-            })) => self.message(Channel::Market, peer, message),
-            SwarmEvent::Behaviour(BehaviourEvent::Activity(request_response::Event::Message {
-                peer,
-                message,
-                ..
-            })) => self.message(Channel::Activity, peer, message),
-            SwarmEvent::Behaviour(BehaviourEvent::Market(request_response::Event::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            })) => self.failed(Channel::Market, request_id, peer, error),
-            SwarmEvent::Behaviour(BehaviourEvent::Activity(request_response::Event::OutboundFailure {
-                request_id,
-                error,
-                peer,
-                ..
-            })) => self.failed(Channel::Activity, request_id, peer, error),
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
-                peer_id,
-                topic,
-            })) => {
-                let event = Inbound::Subscribed { peer: peer_id, topic: topic.into_string() };
-                if self.inbound.try_send(event).is_err() {
-                    tracing::debug!("inbound queue full; subscription notice dropped");
-                }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
+                self.routes.gossip(topic.as_str(), Gossip::Joined { peer: peer_id });
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })) => {
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
                 tracing::trace!(%peer, "routing table updated");
             }
             _ => {}
+        }
+    }
+
+    fn request_event(
+        &mut self,
+        channel: Channel,
+        event: request_response::Event<serde_json::Value, serde_json::Value>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => {
+                if !self.refuse_banned(peer) {
+                    self.message(channel, peer, message);
+                }
+            }
+            request_response::Event::OutboundFailure { request_id, error, peer, .. } => {
+                self.failed(channel, request_id, peer, error);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, protocol = %channel, %error, "an inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -494,13 +472,6 @@ impl Network {
         }
         entry.1 += 1;
         entry.1 <= REQUESTS_PER_PEER_PER_SECOND
-    }
-
-    fn json(&mut self, channel: Channel) -> &mut crate::behaviour::JsonProtocol {
-        match channel {
-            Channel::Market => &mut self.swarm.behaviour_mut().market,
-            Channel::Activity => &mut self.swarm.behaviour_mut().activity,
-        }
     }
 
     fn failed(
@@ -524,20 +495,23 @@ impl Network {
     ) {
         match message {
             request_response::Message::Request { request, channel: response, .. } => {
-                if !self.allowed(peer) {
+                let routed = if self.allowed(peer) {
+                    self.routes.route(channel, peer, request)
+                } else {
                     tracing::warn!(%peer, "request rate limit exceeded");
-                    let busy = serde_json::json!({"error": "rate limited"});
-                    let _gone = self.json(channel).send_response(response, busy);
-                    return;
+                    Err(refusal(format!(
+                        "rate limited: more than {REQUESTS_PER_PEER_PER_SECOND} requests a second from one peer"
+                    )))
+                };
+                match routed {
+                    Ok(rx) => {
+                        self.answering.push(Box::pin(async move { (channel, response, rx.await.ok()) }))
+                    }
+                    Err(refused) => {
+                        let _gone =
+                            self.swarm.behaviour_mut().protocol(channel).send_response(response, refused);
+                    }
                 }
-                let (tx, rx) = oneshot::channel();
-                let request = Inbound::Request { channel, from: peer, body: request, reply: tx };
-                if self.inbound.try_send(request).is_err() {
-                    let busy = serde_json::json!({"error": "busy"});
-                    let _gone = self.json(channel).send_response(response, busy);
-                    return;
-                }
-                self.answering.push(Box::pin(async move { (channel, response, rx.await.ok()) }));
             }
             request_response::Message::Response { request_id, response } => {
                 if let Some(reply) = self.outbound.remove(&(channel, request_id)) {

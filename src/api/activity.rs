@@ -1,11 +1,11 @@
 //! `/activity-api/v1`, with the paths and JSON of Golem's activity API, and `/blobs`, the
 //! node's content-addressed store for inputs and outputs.
 
-use super::{AppState, Body};
+use super::{AppState, Body, Ids, Params, check_id, seconds};
 use crate::api::ApiError;
 use agora_activity::Activities;
 use agora_activity::wire::{ActivityState, ActivityUsage, CommandResult};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -36,18 +36,6 @@ fn activities(state: &AppState) -> Result<&Activities, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("activities are not running on this node".into()))
 }
 
-fn refused((status, message): (u16, String)) -> ApiError {
-    match status {
-        400 => ApiError::BadRequest(message),
-        403 => ApiError::Forbidden(message),
-        404 => ApiError::NotFound(message),
-        409 => ApiError::Conflict(message),
-        410 => ApiError::Gone(message),
-        502..=504 => ApiError::Unavailable(message),
-        _ => ApiError::Internal(message),
-    }
-}
-
 /// Golem accepts the agreement id as a bare JSON string or as `{"agreementId": …}`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -66,12 +54,13 @@ async fn create(
     let agreement_id = match body {
         CreateRequest::Id(id) | CreateRequest::Object { agreement_id: id } => id,
     };
-    let id = activities(&state)?.create(&agreement_id).await.map_err(refused)?;
+    check_id("agreementId", &agreement_id)?;
+    let id = activities(&state)?.create(&agreement_id).await?;
     Ok((StatusCode::CREATED, Json(json!({"activityId": id}))))
 }
 
-async fn destroy(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    activities(&state)?.destroy(&id).await.map_err(refused)?;
+async fn destroy(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
+    activities(&state)?.destroy(&id).await?;
     Ok(Json(Value::Null))
 }
 
@@ -82,10 +71,10 @@ struct ExeScriptRequest {
 
 async fn exec(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     Body(body): Body<ExeScriptRequest>,
 ) -> Result<Json<String>, ApiError> {
-    Ok(Json(activities(&state)?.exec(&id, &body.text).await.map_err(refused)?))
+    Ok(Json(activities(&state)?.exec(&id, &body.text).await?))
 }
 
 /// `timeout` (seconds) and `commandIndex`, as Golem's SDKs send them.
@@ -98,20 +87,14 @@ struct ResultsQuery {
 
 impl ResultsQuery {
     fn timeout(&self) -> Result<Duration, ApiError> {
-        match self.timeout {
-            None => Ok(Duration::ZERO),
-            Some(t) if t.is_finite() && t >= 0.0 => {
-                Ok(Duration::from_secs_f64(t).min(agora_activity::MAX_WAIT))
-            }
-            Some(t) => Err(ApiError::BadRequest(format!("timeout must be a number of seconds ≥ 0, got {t}"))),
-        }
+        seconds("timeout", self.timeout, Duration::ZERO, agora_activity::MAX_WAIT)
     }
 }
 
 async fn results(
     State(state): State<AppState>,
-    Path((id, batch)): Path<(String, String)>,
-    Query(query): Query<ResultsQuery>,
+    Ids((id, batch)): Ids<(String, String)>,
+    Params(query): Params<ResultsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let activities = activities(&state)?.clone();
@@ -120,13 +103,12 @@ async fn results(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if !streaming {
-        let found =
-            activities.results(&id, &batch, query.timeout()?, query.command_index).await.map_err(refused)?;
+        let found = activities.results(&id, &batch, query.timeout()?, query.command_index).await?;
         return Ok(Json(found).into_response());
     }
     // Server-sent events: one `runtime` event per finished command, as it finishes; the stream
     // ends after the batch's last. An unknown activity or batch is an error before it starts.
-    activities.results(&id, &batch, Duration::ZERO, None).await.map_err(refused)?;
+    activities.results(&id, &batch, Duration::ZERO, None).await?;
     let stream = futures_util::stream::unfold(
         (activities, id, batch, 0usize, false),
         |(a, id, batch, sent, done)| async move {
@@ -139,8 +121,8 @@ async fn results(
                     .await
                 {
                     Ok(found) => found,
-                    Err((_, message)) => {
-                        let event = Event::default().event("error").data(message);
+                    Err(e) => {
+                        let event = Event::default().event("error").data(e.to_string());
                         return Some((Ok::<_, std::convert::Infallible>(event), (a, id, batch, sent, true)));
                     }
                 };
@@ -168,18 +150,12 @@ fn runtime_event(batch: &str, result: &CommandResult) -> Value {
     })
 }
 
-async fn state(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<ActivityState>, ApiError> {
-    Ok(Json(activities(&state)?.state(&id).await.map_err(refused)?))
+async fn state(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<ActivityState>, ApiError> {
+    Ok(Json(activities(&state)?.state(&id).await?))
 }
 
-async fn usage(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<ActivityUsage>, ApiError> {
-    Ok(Json(activities(&state)?.usage(&id).await.map_err(refused)?))
+async fn usage(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<ActivityUsage>, ApiError> {
+    Ok(Json(activities(&state)?.usage(&id).await?))
 }
 
 async fn put_blob(
@@ -194,7 +170,7 @@ async fn put_blob(
     Ok((StatusCode::CREATED, Json(json!({"sha256": hex, "url": format!("blob:sha256:{hex}")}))))
 }
 
-async fn get_blob(State(state): State<AppState>, Path(sha256): Path<String>) -> Result<Response, ApiError> {
+async fn get_blob(State(state): State<AppState>, Ids(sha256): Ids<String>) -> Result<Response, ApiError> {
     let path = activities(&state)?
         .blobs()
         .path(&sha256)

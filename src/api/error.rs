@@ -32,6 +32,7 @@ impl From<agora_identity::Error> for ApiError {
             E::AliasTaken(_) | E::AppKeyExists(_) | E::Locked(_) => Self::Conflict(e.to_string()),
             E::WrongPassword(_) => Self::Forbidden(e.to_string()),
             E::BadName(_) | E::BadAddress(_) | E::BadPassword => Self::BadRequest(e.to_string()),
+            E::Db(db) => db.into(),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -46,16 +47,58 @@ impl From<agora_market::Error> for ApiError {
             E::Gone(m) => Self::Gone(m),
             E::Conflict(m) => Self::Conflict(m),
             E::Unreachable(m) => Self::Unavailable(m),
-            E::Db(e) => Self::Internal(format!("database: {e}")),
+            E::Db(e) => e.into(),
+            E::Corrupt(m) => Self::Internal(m),
         }
+    }
+}
+
+impl From<agora_activity::Error> for ApiError {
+    fn from(e: agora_activity::Error) -> Self {
+        use agora_activity::Error as E;
+        match e {
+            E::BadInput(m) => Self::BadRequest(m),
+            E::Forbidden(m) => Self::Forbidden(m),
+            E::NotFound(m) => Self::NotFound(m),
+            E::Conflict(m) => Self::Conflict(m),
+            E::Gone(m) => Self::Gone(m),
+            E::Busy(m) | E::Remote(m) => Self::Unavailable(m),
+            e @ E::Unreachable(_) => Self::Unavailable(e.to_string()),
+            E::Db(e) => e.into(),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Whether a database error means the database cannot be reached now (rather than a fault in
+/// what was asked): the connection, the pool, or a server that is shutting down or starting.
+fn unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            true
+        }
+        sqlx::Error::Database(db) => {
+            // SQLSTATE class 08 (connection exception), 57P01-57P03 (shutdown, cannot connect now).
+            db.code()
+                .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(format!("database: {e}"))
+        if unreachable(&e) {
+            // The pool reconnects by itself once the database is back.
+            Self::Unavailable(format!("the node's database cannot be reached ({e}); try again shortly"))
+        } else {
+            Self::Internal(format!("database: {e}"))
+        }
     }
 }
+
+/// Seconds a client is asked to wait before it tries a 503 again.
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -79,6 +122,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(json!({ "message": message }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         response
     }

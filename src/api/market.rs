@@ -1,9 +1,9 @@
 //! `/market-api/v1`: Golem's market API paths and JSON.
 
-use super::{ApiError, AppState, Body};
+use super::{ApiError, AppState, Body, Ids, Params, check_id, seconds};
 use agora_market::api::{DemandOfferBase, DemandView, Event, OfferView, ProposalView};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
@@ -23,8 +23,11 @@ pub fn routes() -> axum::Router<AppState> {
         .merge(negotiation_routes())
 }
 
-/// The longest a long poll may wait.
-const MAX_POLL: Duration = Duration::from_secs(300);
+/// The longest a long poll (events, `wait`) waits; a larger `timeout` waits this long. Golem's
+/// SDKs poll with a few seconds.
+pub const MAX_POLL: Duration = Duration::from_secs(300);
+/// A long poll's wait when it names none (Golem's `pollTimeout` default).
+const DEFAULT_POLL: Duration = Duration::from_secs(5);
 /// The most events one poll returns.
 const MAX_EVENTS: usize = 1000;
 
@@ -38,11 +41,7 @@ struct Poll {
 
 impl Poll {
     fn timeout(&self) -> Result<Duration, ApiError> {
-        match self.timeout {
-            None => Ok(Duration::from_secs(5)),
-            Some(t) if t.is_finite() && t >= 0.0 => Ok(Duration::from_secs_f64(t).min(MAX_POLL)),
-            Some(t) => Err(ApiError::BadRequest(format!("timeout must be a number of seconds ≥ 0, got {t}"))),
-        }
+        seconds("timeout", self.timeout, DEFAULT_POLL, MAX_POLL)
     }
 
     fn max_events(&self) -> usize {
@@ -68,10 +67,8 @@ async fn subscribe_offer(
             );
         }
     }
+    // The market announces it to the network.
     let id = state.market.subscribe_offer(&body).await?;
-    // Tell the network now rather than at the next periodic announcement.
-    let announcement = agora_market::Announcement::Offered { offer_ids: vec![id.clone()] };
-    crate::market::announce(&state.net, &announcement).await;
     Ok((StatusCode::CREATED, Json(id)))
 }
 
@@ -81,10 +78,9 @@ async fn list_offers(State(state): State<AppState>) -> Result<Json<Vec<OfferView
 
 async fn unsubscribe_offer(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<StatusCode, ApiError> {
-    let announcement = state.market.unsubscribe_offer(&id).await?;
-    crate::market::announce(&state.net, &announcement).await;
+    state.market.unsubscribe_offer(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -101,7 +97,7 @@ async fn list_demands(State(state): State<AppState>) -> Result<Json<Vec<DemandVi
 
 async fn unsubscribe_demand(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<StatusCode, ApiError> {
     state.market.unsubscribe_demand(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -109,15 +105,15 @@ async fn unsubscribe_demand(
 
 async fn collect_offers(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(poll): Query<Poll>,
+    Ids(id): Ids<String>,
+    Params(poll): Params<Poll>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     Ok(Json(state.market.collect_demand_events(&id, poll.timeout()?, poll.max_events()).await?))
 }
 
 async fn get_proposal_offer(
     State(state): State<AppState>,
-    Path((id, proposal_id)): Path<(String, String)>,
+    Ids((id, proposal_id)): Ids<(String, String)>,
 ) -> Result<Json<ProposalView>, ApiError> {
     Ok(Json(state.market.demand_proposal(&id, &proposal_id).await?))
 }
@@ -154,22 +150,22 @@ async fn reason(body: axum::body::Bytes) -> Result<Option<serde_json::Value>, Ap
 
 async fn collect_demands(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(poll): Query<Poll>,
+    Ids(id): Ids<String>,
+    Params(poll): Params<Poll>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     Ok(Json(state.market.collect_offer_events(&id, poll.timeout()?, poll.max_events()).await?))
 }
 
 async fn get_proposal_demand(
     State(state): State<AppState>,
-    Path((id, proposal_id)): Path<(String, String)>,
+    Ids((id, proposal_id)): Ids<(String, String)>,
 ) -> Result<Json<ProposalView>, ApiError> {
     Ok(Json(state.market.offer_proposal(&id, &proposal_id).await?))
 }
 
 async fn counter_proposal_offer(
     State(state): State<AppState>,
-    Path((id, proposal_id)): Path<(String, String)>,
+    Ids((id, proposal_id)): Ids<(String, String)>,
     Body(body): Body<DemandOfferBase>,
 ) -> Result<(StatusCode, Json<String>), ApiError> {
     let new_id = state.market.counter_proposal(&id, &proposal_id, &body, true).await?;
@@ -178,7 +174,7 @@ async fn counter_proposal_offer(
 
 pub(super) async fn counter_proposal_demand(
     State(state): State<AppState>,
-    Path((id, proposal_id)): Path<(String, String)>,
+    Ids((id, proposal_id)): Ids<(String, String)>,
     Body(body): Body<DemandOfferBase>,
 ) -> Result<(StatusCode, Json<String>), ApiError> {
     let new_id = state.market.counter_proposal(&id, &proposal_id, &body, false).await?;
@@ -188,7 +184,7 @@ pub(super) async fn counter_proposal_demand(
 /// Rejects the other side's proposal: the same on an offer (provider) and a demand (requestor).
 async fn reject_proposal(
     State(state): State<AppState>,
-    Path((id, proposal_id)): Path<(String, String)>,
+    Ids((id, proposal_id)): Ids<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     state.market.reject_proposal(&id, &proposal_id, reason(body).await?).await?;
@@ -199,6 +195,7 @@ async fn create_agreement(
     State(state): State<AppState>,
     Body(body): Body<agora_market::api::AgreementProposal>,
 ) -> Result<(StatusCode, Json<String>), ApiError> {
+    check_id("proposalId", &body.proposal_id)?;
     let id = state.market.create_agreement(&body.proposal_id, body.valid_to).await?;
     Ok((StatusCode::CREATED, Json(id)))
 }
@@ -206,19 +203,19 @@ async fn create_agreement(
 async fn list_agreements(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<agora_market::api::AgreementView>>, ApiError> {
-    Ok(Json(state.market.agreements().await?))
+    Ok(Json(state.market.agreements().await?.iter().map(agora_market::Agreement::view).collect()))
 }
 
 async fn get_agreement(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<agora_market::api::AgreementView>, ApiError> {
-    Ok(Json(state.market.agreement(&id).await?))
+    Ok(Json(state.market.agreement(&id).await?.view()))
 }
 
 async fn confirm_agreement(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<StatusCode, ApiError> {
     state.market.confirm_agreement(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -226,14 +223,14 @@ async fn confirm_agreement(
 
 async fn approve_agreement(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<String>, ApiError> {
     Ok(Json(state.market.approve_agreement(&id).await?.to_string()))
 }
 
 async fn reject_agreement(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     state.market.reject_agreement(&id, reason(body).await?).await?;
@@ -242,7 +239,7 @@ async fn reject_agreement(
 
 async fn cancel_agreement(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     state.market.cancel_agreement(&id, reason(body).await?).await?;
@@ -251,7 +248,7 @@ async fn cancel_agreement(
 
 async fn terminate_agreement(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     state.market.terminate_agreement(&id, reason(body).await?).await?;
@@ -266,8 +263,8 @@ struct Wait {
 
 async fn wait_for_approval(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(wait): Query<Wait>,
+    Ids(id): Ids<String>,
+    Params(wait): Params<Wait>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let timeout = Poll { timeout: wait.timeout, max_events: None }.timeout()?;
@@ -292,7 +289,7 @@ struct AgreementPoll {
 
 async fn agreement_events(
     State(state): State<AppState>,
-    Query(poll): Query<AgreementPoll>,
+    Params(poll): Params<AgreementPoll>,
 ) -> Result<Json<Vec<agora_market::api::AgreementEvent>>, ApiError> {
     let p = Poll { timeout: poll.timeout, max_events: poll.max_events };
     let events =

@@ -16,13 +16,15 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 
 use agora_identity::Identities;
-use axum::extract::{Extension, FromRequest, Request, State};
+use axum::extract::{Extension, FromRequest, FromRequestParts, Path, Query, RawPathParams, Request, State};
+use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -130,6 +132,68 @@ async fn net_status(State(state): State<AppState>) -> Result<Json<agora_net::Net
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
+}
+
+/// Path parameters, each checked to be an id ([`agora_market::is_valid_id`]) before a handler,
+/// or the database, sees it.
+#[derive(Debug)]
+pub struct Ids<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Ids<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        for (name, value) in &raw {
+            check_id(name, value)?;
+        }
+        let Path(value) = Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        Ok(Ids(value))
+    }
+}
+
+/// Refuses what cannot be an id, naming the parameter and what an id is.
+pub fn check_id(name: &str, value: &str) -> Result<(), ApiError> {
+    if agora_market::is_valid_id(value) {
+        return Ok(());
+    }
+    let shown: String = value.chars().take(80).collect();
+    Err(ApiError::BadRequest(format!(
+        "{name} {shown:?} is not an id: ids are 1 to {} ASCII letters, digits, '-' or '_'",
+        agora_market::MAX_ID_LEN
+    )))
+}
+
+/// Query parameters whose rejection is an [`ApiError`] with a message.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// A wait in seconds, as Golem's SDKs send `timeout`: `default` when absent, at most `max`
+/// (clamped, so a huge number waits `max`), and a 400 for a negative or non-finite one.
+pub fn seconds(
+    name: &str,
+    value: Option<f64>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, ApiError> {
+    match value {
+        None => Ok(default.min(max)),
+        Some(t) if t.is_finite() && t >= 0.0 => Ok(Duration::from_secs_f64(t.min(max.as_secs_f64()))),
+        Some(t) => Err(ApiError::BadRequest(format!("{name} must be a number of seconds ≥ 0, got {t}"))),
+    }
 }
 
 /// A JSON body whose rejection is an [`ApiError`] with a message, like every other error.

@@ -8,7 +8,7 @@
 
 use agora_identity::Identity;
 use agora_market::api::{DemandOfferBase, Event};
-use agora_market::{Market, OFFERS_TOPIC};
+use agora_market::{AgreementState, Market, OFFERS_TOPIC, ProposalState};
 use agora_net::{NetConfig, NetHandle};
 use agora_tests::TestPg;
 use serde_json::json;
@@ -41,10 +41,11 @@ async fn node(pg: &TestPg, db: &str, peers: Vec<String>, shutdown: &Cancellation
         topics: vec![OFFERS_TOPIC.to_string()],
         ..Default::default()
     };
-    let (net, inbound, _task) =
+    let (net, _task) =
         agora_net::start(identity.libp2p_keypair(), config, shutdown.clone()).await.expect("network");
-    let market = Market::new(pool, identity).with_courier(Arc::new(agora::market::NetCourier(net.clone())));
-    tokio::spawn(agora::market::run(market.clone(), net.clone(), inbound, shutdown.clone()));
+    let market = Market::new(pool, identity).with_courier(Arc::new(net.clone()));
+    let tasks = tokio_util::task::TaskTracker::new();
+    agora_market::serve(market.clone(), net.clone(), shutdown.clone(), tasks).await.expect("market served");
     let status = net.status().await.expect("status");
     let addr = format!("{}/p2p/{}", status.listen[0], status.peer_id);
     Node { market, net, addr }
@@ -66,7 +67,7 @@ fn provider_agent(market: Market, offer_id: String, shutdown: CancellationToken)
             };
             for event in events {
                 match event {
-                    Event::Proposal { proposal, .. } if proposal.state == "Draft" => {
+                    Event::Proposal { proposal, .. } if proposal.state == ProposalState::Draft => {
                         let base = DemandOfferBase {
                             properties: proposal.properties.clone(),
                             constraints: "()".into(),
@@ -89,7 +90,7 @@ fn provider_agent(market: Market, offer_id: String, shutdown: CancellationToken)
     });
 }
 
-async fn next_proposal(market: &Market, demand: &str, state: &str) -> String {
+async fn next_proposal(market: &Market, demand: &str, state: ProposalState) -> String {
     loop {
         for event in market.collect_demand_events(demand, Duration::from_secs(10), 10).await.expect("events")
         {
@@ -110,17 +111,17 @@ async fn negotiate(requestor: &Market, i: usize) -> Duration {
         constraints: format!("(golem.node.id.name=p{i})"),
     };
     let demand = requestor.subscribe_demand(&base).await.expect("demand");
-    let initial = next_proposal(requestor, &demand, "Initial").await;
+    let initial = next_proposal(requestor, &demand, ProposalState::Initial).await;
     let start = Instant::now();
     requestor.counter_proposal(&demand, &initial, &base, false).await.expect("counter");
-    let draft = next_proposal(requestor, &demand, "Draft").await;
+    let draft = next_proposal(requestor, &demand, ProposalState::Draft).await;
     let agreement = requestor
         .create_agreement(&draft, chrono::Utc::now() + chrono::Duration::minutes(10))
         .await
         .expect("agreement");
     requestor.confirm_agreement(&agreement).await.expect("confirm");
     let outcome = requestor.wait_for_approval(&agreement, Duration::from_secs(30)).await.expect("wait");
-    assert_eq!(outcome.as_deref(), Some("Approved"));
+    assert_eq!(outcome, Some(AgreementState::Approved));
     let took = start.elapsed();
     requestor.unsubscribe_demand(&demand).await.expect("unsubscribe");
     took
@@ -182,14 +183,9 @@ fn main() {
             .iter()
             .enumerate()
             .map(|(i, provider)| {
-                let (market, net) = (provider.market.clone(), provider.net.clone());
-                tokio::spawn(async move {
-                    let id = market.subscribe_offer(&offer(i)).await.expect("offer");
-                    for a in market.announcements().await.expect("announcements") {
-                        agora::market::announce(&net, &a).await;
-                    }
-                    id
-                })
+                let market = provider.market.clone();
+                // The market announces the offer as it subscribes it.
+                tokio::spawn(async move { market.subscribe_offer(&offer(i)).await.expect("offer") })
             })
             .collect();
         let mut offer_ids = Vec::with_capacity(PROVIDERS);

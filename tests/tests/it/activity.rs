@@ -416,39 +416,96 @@ impl agora_activity::Messenger for Nowhere {
         &self,
         peer: String,
         _request: agora_activity::wire::ActivityRequest,
-    ) -> futures_util::future::BoxFuture<'static, Result<agora_activity::wire::ActivityResponse, String>>
-    {
-        Box::pin(async move { Err(format!("no network here (asked for {peer})")) })
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        agora_activity::Result<agora_activity::wire::ActivityResponse>,
+    > {
+        Box::pin(async move {
+            Err(agora_activity::Error::Unreachable(format!("no network here (asked for {peer})")))
+        })
+    }
+}
+
+/// The node's agreements, as activities learn of them: here one Approved agreement, held in
+/// memory (the node answers from its market).
+#[derive(Debug)]
+struct OneAgreement(agora_market::Agreement);
+
+impl agora_activity::Agreements for OneAgreement {
+    fn agreement(
+        &self,
+        id: &str,
+    ) -> futures_util::future::BoxFuture<'_, agora_activity::Result<Option<agora_market::Agreement>>> {
+        let found = (self.0.id == id).then(|| self.0.clone());
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn approved_with(
+        &self,
+        party: agora_identity::Address,
+    ) -> futures_util::future::BoxFuture<'_, agora_activity::Result<bool>> {
+        let a = &self.0;
+        let yes = a.state == agora_market::AgreementState::Approved
+            && (a.requestor == party || a.provider == party);
+        Box::pin(async move { Ok(yes) })
     }
 }
 
 #[tokio::test]
 async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
-    use agora_activity::wire::{ActivityRequest, ActivityResponse};
+    use agora_activity::wire::{ActivityRequest, ActivityResponse, Refusal};
     let pg = TestPg::start().await;
     let pool = sqlx::PgPool::connect(&pg.url()).await.unwrap();
     agora::node::MIGRATOR.run(&pool).await.unwrap();
     let (requestor, stranger) = (agora_identity::Identity::random(), agora_identity::Identity::random());
-    sqlx::query(
-        "INSERT INTO agreements (agreement_id, role, peer_id, requestor_id, provider_id, demand, offer, valid_to, state)
-         VALUES ('a1', 'provider', 'peer', $1, '0x00', $2, $3, now() + interval '1 hour', 'Approved')",
-    )
-    .bind(format!("{:#x}", requestor.address()))
-    .bind(json!({"properties": {"golem.srv.comp.task_package": "blob:sha256:00"}}))
-    .bind(json!({"properties": {"golem.runtime.name": "wasmtime"}}))
-    .execute(&pool)
-    .await
-    .unwrap();
+    let now = chrono::Utc::now();
+    let agreement = agora_market::Agreement {
+        id: "a1".into(),
+        role: agora_market::Role::Provider,
+        state: agora_market::AgreementState::Approved,
+        requestor: requestor.address(),
+        provider: agora_identity::Address::ZERO,
+        peer_id: "peer".into(),
+        demand: agora_market::DemandTerms {
+            constraints: "()".into(),
+            demand_id: "d1".into(),
+            properties: json!({"golem.srv.comp.task_package": "blob:sha256:00"}),
+            proposal_id: "p1".into(),
+            requestor_id: format!("{:#x}", requestor.address()),
+            timestamp: now,
+        },
+        offer: agora_market::OfferTerms {
+            constraints: "()".into(),
+            offer_id: "o1".into(),
+            properties: json!({"golem.runtime.name": "wasmtime"}),
+            proposal_id: "p2".into(),
+            provider_id: format!("{:#x}", agora_identity::Address::ZERO),
+            timestamp: now,
+        },
+        valid_to: now + chrono::Duration::hours(1),
+        timestamp: now,
+        proposed_signature: None,
+        approved_signature: None,
+        approved_date: None,
+        reason: None,
+    };
     let work = tempfile::tempdir().unwrap();
     let host = agora_activity::HostConfig { work_dir: work.path().join("activities"), ..Default::default() };
     let blobs = agora_activity::BlobStore::open(work.path().join("blobs")).unwrap();
-    let activities =
-        agora_activity::Activities::new(pool.clone(), host, blobs, std::sync::Arc::new(Nowhere)).unwrap();
+    let activities = agora_activity::Activities::new(
+        pool.clone(),
+        host,
+        blobs,
+        std::sync::Arc::new(Nowhere),
+        std::sync::Arc::new(OneAgreement(agreement)),
+        tokio_util::task::TaskTracker::new(),
+    )
+    .unwrap();
 
     let create = || ActivityRequest::Create { agreement_id: "a1".into() };
     let refused = activities.handle("peer", Some(stranger.address()), create()).await;
     assert!(
-        matches!(&refused, ActivityResponse::Error { status: 403, message } if message.contains("not yours")),
+        matches!(&refused, ActivityResponse::Error { refusal: Refusal::Forbidden, message } if message.contains("not yours")),
         "{refused:?}"
     );
     let folders = std::fs::read_dir(work.path().join("activities")).unwrap().count();
@@ -460,7 +517,7 @@ async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
     };
     let exec = ActivityRequest::Exec { activity_id: activity_id.clone(), script: "[{\"start\": {}}]".into() };
     let refused = activities.handle("peer", Some(stranger.address()), exec).await;
-    assert!(matches!(&refused, ActivityResponse::Error { status: 403, .. }), "{refused:?}");
+    assert!(matches!(&refused, ActivityResponse::Error { refusal: Refusal::Forbidden, .. }), "{refused:?}");
     let state = ActivityRequest::State { activity_id };
     let mine = activities.handle("peer", Some(requestor.address()), state).await;
     assert!(matches!(&mine, ActivityResponse::State { state } if state.state.0 == "Initialized"), "{mine:?}");
@@ -469,7 +526,7 @@ async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
     let hex = activities.blobs().put(b"an output").unwrap();
     let get = || ActivityRequest::GetBlob { sha256: hex.clone(), offset: 0, len: 1024 };
     let refused = activities.handle("peer", Some(stranger.address()), get()).await;
-    assert!(matches!(&refused, ActivityResponse::Error { status: 403, .. }), "{refused:?}");
+    assert!(matches!(&refused, ActivityResponse::Error { refusal: Refusal::Forbidden, .. }), "{refused:?}");
     let served = activities.handle("peer", Some(requestor.address()), get()).await;
     assert!(matches!(&served, ActivityResponse::Blob { total: 9, .. }), "{served:?}");
 }

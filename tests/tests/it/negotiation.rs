@@ -4,7 +4,7 @@
 
 use agora_identity::{Address, Identity};
 use agora_market::api::{DemandOfferBase, Event};
-use agora_market::{Courier, Market, MarketRequest, MarketResponse};
+use agora_market::{AgreementState, Courier, Market, MarketRequest, MarketResponse, ProposalState};
 use agora_tests::TestPg;
 use serde_json::json;
 use std::future::Future;
@@ -26,7 +26,7 @@ impl Courier for Link {
         &self,
         _peer: String,
         request: MarketRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<MarketResponse, String>> + Send>> {
+    ) -> Pin<Box<dyn Future<Output = Result<MarketResponse, agora_net::Error>> + Send>> {
         let to = self.to.get().expect("linked").clone();
         let (from_peer, from) = (self.from_peer.clone(), self.from);
         let request = match request {
@@ -37,6 +37,14 @@ impl Courier for Link {
             other => other,
         };
         Box::pin(async move { Ok(to.handle(&from_peer, Some(from), request).await) })
+    }
+
+    /// Two markets linked directly have no network to announce to.
+    fn announce(
+        &self,
+        _announcement: agora_market::Announcement,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async {})
     }
 }
 
@@ -158,9 +166,13 @@ async fn forged_signatures_are_refused() {
 
     // The genuine confirmation goes through; the approval the courier forges does not count.
     requestor.confirm_agreement(&agreement_id).await.unwrap();
-    assert_eq!(provider.agreement(&agreement_id).await.unwrap().state, "Pending");
-    assert_eq!(provider.approve_agreement(&agreement_id).await.unwrap(), "Approved");
-    assert_eq!(requestor.agreement(&agreement_id).await.unwrap().state, "Pending", "forged approval refused");
+    assert_eq!(provider.agreement(&agreement_id).await.unwrap().state, AgreementState::Pending);
+    assert_eq!(provider.approve_agreement(&agreement_id).await.unwrap(), AgreementState::Approved);
+    assert_eq!(
+        requestor.agreement(&agreement_id).await.unwrap().state,
+        AgreementState::Pending,
+        "forged approval refused"
+    );
     assert_eq!(requestor.wait_for_approval(&agreement_id, Duration::from_millis(300)).await.unwrap(), None);
 }
 
@@ -197,10 +209,10 @@ async fn an_unanswered_proposal_expires() {
         requestor.subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)")).await.unwrap();
     let events = requestor.collect_demand_events(&demand_id, Duration::from_secs(5), 10).await.unwrap();
     let initial = first_proposal(events).await;
-    assert_eq!(requestor.demand_proposal(&demand_id, &initial).await.unwrap().state, "Initial");
+    assert_eq!(requestor.demand_proposal(&demand_id, &initial).await.unwrap().state, ProposalState::Initial);
 
     tokio::time::sleep(lifetime + Duration::from_millis(400)).await;
-    assert_eq!(requestor.demand_proposal(&demand_id, &initial).await.unwrap().state, "Expired");
+    assert_eq!(requestor.demand_proposal(&demand_id, &initial).await.unwrap().state, ProposalState::Expired);
     let late = requestor
         .counter_proposal(&demand_id, &initial, &base(json!({}), "(golem.runtime.name=wasmtime)"), false)
         .await;

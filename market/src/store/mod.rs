@@ -1,8 +1,21 @@
-//! The market's tables (`migrations/0002_market.sql`).
+//! The market's tables (`migrations/0002_market.sql`), and every statement on them: this module
+//! is the only one of the crate that speaks SQL.
+//!
+//! - here: offers, demands and the offers of other nodes (`offers`, `demands`, `remote_offers`);
+//! - [`proposals`]: proposals and subscription events (`proposals`, `market_events`);
+//! - [`agreements`]: agreements, their events, and the outbox (`agreements`, `agreement_events`,
+//!   `market_outbox`).
 
-use crate::api::{DemandView, Event, OfferView, ProposalView};
+mod agreements;
+mod proposals;
+
+pub use agreements::Change;
+pub(crate) use proposals::ProposalRow;
+pub use proposals::ProposalState;
+
+use crate::Result;
+use crate::api::{DemandView, OfferView};
 use crate::wire::OfferBody;
-use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -12,7 +25,7 @@ pub struct MarketStore {
     pool: PgPool,
 }
 
-/// An active offer or demand as stored: what matching needs.
+/// A row of `offers`, `demands` or `remote_offers`, which are alike: what matching needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Stored {
     pub id: String,
@@ -23,72 +36,18 @@ pub struct Stored {
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-struct ProposalRow {
-    proposal_id: String,
-    issuer_id: String,
-    state: String,
-    created_at: DateTime<Utc>,
-    prev_proposal_id: Option<String>,
-    properties: serde_json::Value,
-    constraints: String,
-}
-
-impl From<ProposalRow> for ProposalView {
-    fn from(r: ProposalRow) -> Self {
-        Self {
-            proposal_id: r.proposal_id,
-            issuer_id: r.issuer_id,
-            state: r.state,
-            timestamp: r.created_at,
-            prev_proposal_id: r.prev_proposal_id,
-            properties: r.properties,
-            constraints: r.constraints,
+impl Stored {
+    /// An own offer as it travels to other nodes.
+    pub fn into_offer_body(self) -> OfferBody {
+        OfferBody {
+            offer_id: self.id,
+            provider_id: self.owner,
+            properties: self.properties,
+            constraints: self.constraints,
+            timestamp: self.created_at,
+            expiration: self.expires_at,
         }
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    id: i64,
-    event_type: String,
-    created_at: DateTime<Utc>,
-    proposal_id: Option<String>,
-    agreement_id: Option<String>,
-    reason: Option<serde_json::Value>,
-}
-
-/// What a market event points at.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum EventRef<'a> {
-    Proposal(&'a str),
-    Agreement(&'a str),
-}
-
-/// Adds an event for a subscription's collectors, inside the caller's transaction (or not).
-pub(crate) async fn add_event(
-    executor: impl sqlx::PgExecutor<'_>,
-    subscription: &str,
-    event_type: &str,
-    about: EventRef<'_>,
-    reason: Option<serde_json::Value>,
-) -> Result<()> {
-    let (proposal, agreement) = match about {
-        EventRef::Proposal(id) => (Some(id), None),
-        EventRef::Agreement(id) => (None, Some(id)),
-    };
-    sqlx::query(
-        "INSERT INTO market_events (subscription_id, event_type, proposal_id, agreement_id, reason)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(subscription)
-    .bind(event_type)
-    .bind(proposal)
-    .bind(agreement)
-    .bind(reason)
-    .execute(executor)
-    .await?;
-    Ok(())
 }
 
 /// Whether a subscription is there, and active.
@@ -102,10 +61,6 @@ pub enum Presence {
 impl MarketStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
-    }
-
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     pub async fn insert_offer(&self, s: &Stored) -> Result<()> {
@@ -304,87 +259,5 @@ impl MarketStore {
                 timestamp: s.created_at,
             })
             .collect())
-    }
-
-    /// Records the Initial proposal of a matching pair on the demand's subscription, with its
-    /// event, once: a pair seen again adds nothing.
-    pub async fn initial_proposal(&self, demand_id: &str, offer: &Stored) -> Result<bool> {
-        let proposal_id = crate::service::derived_id(&["initial", demand_id, &offer.id]);
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO proposals (proposal_id, subscription_id, demand_id, offer_id, issuer_id, peer_id,
-                                    properties, constraints, state)
-             VALUES ($1, $2, $2, $3, $4,
-                     (SELECT peer_id FROM remote_offers WHERE offer_id = $3), $5, $6, 'Initial')
-             ON CONFLICT (proposal_id) DO NOTHING",
-        )
-        .bind(&proposal_id)
-        .bind(demand_id)
-        .bind(&offer.id)
-        .bind(&offer.owner)
-        .bind(&offer.properties)
-        .bind(&offer.constraints)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            add_event(&mut *tx, demand_id, "ProposalEvent", EventRef::Proposal(&proposal_id), None).await?;
-        }
-        tx.commit().await?;
-        Ok(inserted)
-    }
-
-    /// Takes up to `max` undelivered events of a subscription, oldest first, marking them
-    /// delivered in the same statement.
-    pub async fn take_events(&self, subscription: &str, max: i64) -> Result<Vec<Event>> {
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "UPDATE market_events SET delivered = TRUE
-             WHERE id IN (SELECT id FROM market_events WHERE subscription_id = $1 AND NOT delivered
-                          ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING id, event_type, created_at, proposal_id, agreement_id, reason",
-        )
-        .bind(subscription)
-        .bind(max)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut rows = rows;
-        // RETURNING follows no order; events go out oldest first.
-        rows.sort_unstable_by_key(|r| r.id);
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
-            let proposal_id = row.proposal_id.unwrap_or_default();
-            events.push(match row.event_type.as_str() {
-                "AgreementEvent" => Event::Agreement {
-                    event_date: row.created_at,
-                    agreement: crate::negotiation::agreement_view(
-                        self,
-                        row.agreement_id.as_deref().unwrap_or(""),
-                    )
-                    .await?,
-                },
-                "ProposalRejectedEvent" => {
-                    Event::ProposalRejected { event_date: row.created_at, proposal_id, reason: row.reason }
-                }
-                _ => Event::Proposal {
-                    event_date: row.created_at,
-                    proposal: self.proposal(subscription, &proposal_id).await?,
-                },
-            });
-        }
-        Ok(events)
-    }
-
-    pub async fn proposal(&self, subscription: &str, proposal_id: &str) -> Result<ProposalView> {
-        let row: Option<ProposalRow> = sqlx::query_as(
-            "SELECT proposal_id, issuer_id, state, created_at, prev_proposal_id, properties, constraints
-             FROM proposals WHERE proposal_id = $1 AND subscription_id = $2",
-        )
-        .bind(proposal_id)
-        .bind(subscription)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(Into::into)
-            .ok_or_else(|| Error::NotFound(format!("no proposal {proposal_id} on {subscription}")))
     }
 }

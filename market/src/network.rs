@@ -1,13 +1,15 @@
-//! Wires the market to the network: announcements in and out, offer bodies fetched and served.
+//! The market on the network: `/agora/market/1` requests answered, announcements followed, own
+//! offers repeated, undelivered messages retried.
 
-use agora_market::{Announcement, Courier, FollowUp, Market, MarketRequest, MarketResponse, OFFERS_TOPIC};
-use agora_net::{Channel, Inbound, NetHandle, PeerId};
-use std::future::Future;
-use std::pin::Pin;
+use crate::courier::Courier;
+use crate::wire::{Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC};
+use crate::{FollowUp, Market};
+use agora_net::{Channel, Gossip, NetHandle, PeerId};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How often a node repeats its offers to the whole network, for nodes that missed them. A node
 /// joining next to it is told at once, directly; this round reaches the rest. Each round costs
@@ -21,36 +23,28 @@ const CONCURRENT_ANNOUNCEMENTS: usize = 256;
 /// How often undelivered negotiation messages are tried again.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Carries the market's messages over the node's network.
-#[derive(Debug, Clone)]
-pub struct NetCourier(pub NetHandle);
-
-impl Courier for NetCourier {
-    fn send(
-        &self,
-        peer: String,
-        request: MarketRequest,
-    ) -> Pin<Box<dyn Future<Output = Result<MarketResponse, String>> + Send>> {
-        let net = self.0.clone();
-        Box::pin(async move { net.request_typed(agora_net::Channel::Market, &peer, &request).await })
-    }
-}
-
-/// Publishes an announcement on the offers topic.
-pub async fn announce(net: &NetHandle, announcement: &Announcement) {
-    // Serialising our own enum cannot fail.
-    let data = serde_json::to_vec(announcement).expect("announcement JSON");
-    if let Err(e) = net.publish(OFFERS_TOPIC, data).await {
-        tracing::warn!(error = %e, "could not announce offers");
-    }
-}
-
-/// Runs until `shutdown`: answers market requests, follows announcements, repeats own offers.
-pub async fn run(
+/// Serves the market on `net` until `shutdown`: answers market requests (each on its own task,
+/// tracked by `tasks`), follows announcements, repeats own offers. Fails only if another part of
+/// the node already serves the market protocol.
+pub async fn serve(
     market: Market,
     net: NetHandle,
-    mut inbound: mpsc::Receiver<Inbound>,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<(), agora_net::Error> {
+    let requests = net.serve(Channel::Market).await?;
+    let gossip = net.follow(OFFERS_TOPIC).await?;
+    tasks.spawn(run(market, net, requests, gossip, shutdown, tasks.clone()));
+    Ok(())
+}
+
+async fn run(
+    market: Market,
+    net: NetHandle,
+    mut requests: tokio::sync::mpsc::Receiver<agora_net::Request>,
+    mut gossip: tokio::sync::mpsc::Receiver<Gossip>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let fetches = Arc::new(Semaphore::new(CONCURRENT_FETCHES));
     let handling = Arc::new(Semaphore::new(CONCURRENT_ANNOUNCEMENTS));
@@ -61,9 +55,9 @@ pub async fn run(
     outbox.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flushing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Offers heard of before this node had a demand are fetched once it places one.
-    tokio::spawn({
-        let (market, net, fetches, shutdown) =
-            (market.clone(), net.clone(), fetches.clone(), shutdown.clone());
+    tasks.spawn({
+        let (market, net, fetches, shutdown, tracker) =
+            (market.clone(), net.clone(), fetches.clone(), shutdown.clone(), tasks.clone());
         async move {
             loop {
                 let wanted = tokio::select! {
@@ -72,7 +66,7 @@ pub async fn run(
                 };
                 for (offer_id, peer, provider) in wanted {
                     let Ok(peer) = peer.parse::<PeerId>() else { continue };
-                    fetch(&market, &net, &fetches, peer, provider, offer_id, false).await;
+                    fetch(&tracker, &market, &net, &fetches, peer, provider, offer_id, false).await;
                 }
             }
         }
@@ -84,7 +78,7 @@ pub async fn run(
                 // Deliveries wait on other nodes; they must not hold up this loop. One at a time.
                 if !flushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
                     let (market, flushing) = (market.clone(), flushing.clone());
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         if let Err(e) = market.expire_proposals().await {
                             tracing::warn!(error = %e, "could not expire proposals");
                         }
@@ -94,48 +88,53 @@ pub async fn run(
                 }
             }
             _ = repeat.tick() => match market.announcements().await {
-                Ok(list) => for a in &list { announce(&net, a).await },
+                Ok(list) => for a in list { net.announce(a).await },
                 Err(e) => tracing::warn!(error = %e, "could not list offers to announce"),
             },
-            event = inbound.recv() => match event {
+            request = requests.recv() => match request {
                 None => break,
-                Some(Inbound::Request { from, body, reply, .. }) => {
-                    let request = serde_json::from_value::<MarketRequest>(body);
-                    if let Ok(MarketRequest::Announce { announcement }) = request {
-                        let _requester_gone =
-                            reply.send(serde_json::to_value(MarketResponse::Ack).unwrap_or_default());
-                        follow(&market, &net, &handling, &fetches, from, announcement);
-                        continue;
+                Some(request) => {
+                    let from = request.from;
+                    match request.decode::<MarketRequest>() {
+                        Ok(MarketRequest::Announce { announcement }) => {
+                            request.answer(answer(&MarketResponse::Ack));
+                            follow(&tasks, &market, &net, &handling, &fetches, from, announcement);
+                        }
+                        Ok(decoded) => {
+                            let market = market.clone();
+                            // Answered on its own task: a slow database must not hold up the
+                            // loop. The request holds its protocol's handler permit until then.
+                            tasks.spawn(async move {
+                                let sender = agora_identity::address_of_peer(&from).ok();
+                                let response = market.handle(&from.to_string(), sender, decoded).await;
+                                request.answer(answer(&response));
+                            });
+                        }
+                        Err(e) => {
+                            tracing::debug!(%from, error = %e, "a malformed market request");
+                            let message = format!("bad request: {e}");
+                            request.answer(answer(&MarketResponse::Error { message }));
+                        }
                     }
-                    let market = market.clone();
-                    // Answered on its own task: a slow database must not hold up the network loop.
-                    tokio::spawn(async move {
-                        let sender = agora_identity::address_of_peer(&from).ok();
-                        let response = match request {
-                            Ok(request) => market.handle(&from.to_string(), sender, request).await,
-                            Err(e) => MarketResponse::Error { message: format!("bad request: {e}") },
-                        };
-                        let _requester_gone = reply.send(serde_json::to_value(response).unwrap_or_default());
-                    });
                 }
-                Some(Inbound::Gossip { from, topic, data }) if topic == OFFERS_TOPIC => {
-                    match serde_json::from_slice::<Announcement>(&data) {
-                        Ok(announcement) => follow(&market, &net, &handling, &fetches, from, announcement),
-                        Err(e) => tracing::debug!(%from, error = %e, "malformed announcement"),
-                    }
-                }
-                Some(Inbound::Gossip { topic, .. }) => tracing::debug!(%topic, "gossip on an unknown topic"),
-                Some(Inbound::Subscribed { peer, topic }) if topic == OFFERS_TOPIC => {
+            },
+            event = gossip.recv() => match event {
+                None => break,
+                Some(Gossip::Message { from, data }) => match serde_json::from_slice::<Announcement>(&data) {
+                    Ok(announcement) => follow(&tasks, &market, &net, &handling, &fetches, from, announcement),
+                    Err(e) => tracing::debug!(%from, error = %e, "malformed announcement"),
+                },
+                Some(Gossip::Joined { peer }) => {
                     // A node joined the offers topic next to us: tell it our offers now, directly,
                     // rather than at the next tick. Sent to that node alone: a broadcast here
                     // would repeat every offer to the whole network each time any two nodes
                     // connect.
                     let (market, net) = (market.clone(), net.clone());
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let Ok(list) = market.announcements().await else { return };
                         for announcement in list {
                             let request = MarketRequest::Announce { announcement };
-                            let sent: Result<MarketResponse, String> =
+                            let sent: Result<MarketResponse, _> =
                                 net.request_typed(Channel::Market, &peer.to_string(), &request).await;
                             if let Err(e) = sent {
                                 tracing::debug!(%peer, error = %e, "could not tell a joining peer our offers");
@@ -143,16 +142,21 @@ pub async fn run(
                         }
                     });
                 }
-                Some(Inbound::Subscribed { .. }) => {}
             },
         }
     }
+}
+
+fn answer(response: &MarketResponse) -> serde_json::Value {
+    // Serialising our own enum cannot fail.
+    serde_json::to_value(response).expect("market response JSON")
 }
 
 /// Follows up an announcement heard from `from` (gossip or a direct request) on its own task, so
 /// a slow database never stalls the loop; when too many are in hand it is dropped (offers are
 /// announced again).
 fn follow(
+    tasks: &TaskTracker,
     market: &Market,
     net: &NetHandle,
     handling: &Arc<Semaphore>,
@@ -162,10 +166,11 @@ fn follow(
 ) {
     match handling.clone().try_acquire_owned() {
         Ok(permit) => {
-            let (market, net, fetches) = (market.clone(), net.clone(), fetches.clone());
-            tokio::spawn(async move {
+            let (market, net, fetches, tracker) =
+                (market.clone(), net.clone(), fetches.clone(), tasks.clone());
+            tasks.spawn(async move {
                 let _permit = permit;
-                on_announcement(&market, &net, &fetches, from, announcement).await;
+                on_announcement(&tracker, &market, &net, &fetches, from, announcement).await;
             });
         }
         Err(_) => tracing::debug!(%from, "announcements at their limit; one dropped"),
@@ -173,6 +178,7 @@ fn follow(
 }
 
 async fn on_announcement(
+    tasks: &TaskTracker,
     market: &Market,
     net: &NetHandle,
     fetches: &Arc<Semaphore>,
@@ -192,13 +198,15 @@ async fn on_announcement(
         }
     };
     for offer_id in wanted {
-        fetch(market, net, fetches, from, provider, offer_id, confirming).await;
+        fetch(tasks, market, net, fetches, from, provider, offer_id, confirming).await;
     }
 }
 
 /// Asks `from` for one of its offers, waiting for a fetch permit, and acts on the answer on its
 /// own task: a body is checked and matched; "not offered" after a withdrawal drops the offer.
+#[allow(clippy::too_many_arguments)] // the context of one fetch; a struct for it would be used once
 async fn fetch(
+    tasks: &TaskTracker,
     market: &Market,
     net: &NetHandle,
     fetches: &Arc<Semaphore>,
@@ -209,7 +217,7 @@ async fn fetch(
 ) {
     let Ok(permit) = fetches.clone().acquire_owned().await else { return };
     let (market, net) = (market.clone(), net.clone());
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let _permit = permit;
         let request = MarketRequest::GetOffer { offer_id: offer_id.clone() };
         match net.request_typed::<_, MarketResponse>(Channel::Market, &from.to_string(), &request).await {
@@ -222,7 +230,7 @@ async fn fetch(
             Ok(MarketResponse::Offer { offer: Some(body) }) => {
                 if let Err(e) = market.on_offer_body(provider, &from.to_string(), body).await {
                     tracing::warn!(%from, %offer_id, error = %e, "offer refused");
-                    if matches!(e, agora_market::Error::Refused(_)) {
+                    if matches!(e, crate::Error::Refused(_)) {
                         net.penalise(from).await;
                     }
                 }

@@ -1,3 +1,5 @@
+//! Golem's linear pricing, as offers state it and agreements carry it.
+
 use agora_grammar::Properties;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};

@@ -1,0 +1,251 @@
+//! Running a hosted batch: its commands one after another, each leaving a result; the first that
+//! fails ends the batch.
+
+use crate::blobs::BlobSource;
+use crate::exescript::Command;
+use crate::service::{Batch, Live, MAX_CAPTURE};
+use crate::transfer::{self, Source, Transfer};
+use crate::unit::{Package, RunSpec};
+use crate::wire::{ActivityRequest, ActivityResponse, CommandResult};
+use crate::{Activities, Error, Messenger, Result, results_hash};
+use base64::Engine as _;
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Default)]
+struct Done {
+    stdout: Option<String>,
+    stderr: Option<String>,
+    exit_code: Option<i32>,
+    results_hash: Option<String>,
+    blob: Option<String>,
+}
+
+fn capture(path: &std::path::Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_CAPTURE)]).into_owned()
+}
+
+fn source_of(package: &str) -> Result<Source> {
+    match transfer::check(package, "container:/input/package", &[]) {
+        Ok(Transfer::In { from, .. }) => Ok(from),
+        Ok(_) => Err(Error::BadInput(format!("package {package}: not a source"))),
+        Err(e) => Err(Error::BadInput(format!("package: {e}"))),
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> Error {
+    Error::Io(e.to_string())
+}
+
+impl Activities {
+    pub(crate) async fn run_batch(
+        &self,
+        id: &str,
+        live: Arc<Live>,
+        batch_id: &str,
+        batch: Arc<Batch>,
+        commands: Vec<Command>,
+        mut transfers: HashMap<usize, Transfer>,
+    ) {
+        let last = commands.len() - 1;
+        for (index, command) in commands.into_iter().enumerate() {
+            let outcome = self.command(id, &live, batch_id, index, command, transfers.remove(&index)).await;
+            let mut result = CommandResult {
+                index,
+                event_date: Utc::now(),
+                result: "Ok".into(),
+                stdout: None,
+                stderr: None,
+                message: None,
+                is_batch_finished: index == last,
+                exit_code: None,
+                results_hash: None,
+                blob: None,
+            };
+            let failed = match outcome {
+                Ok(done) => {
+                    let failed = done.exit_code.is_some_and(|c| c != 0);
+                    if failed {
+                        result.result = "Error".into();
+                        result.message =
+                            Some(format!("exited with code {}", done.exit_code.unwrap_or_default()));
+                    }
+                    result.stdout = done.stdout;
+                    result.stderr = done.stderr;
+                    result.exit_code = done.exit_code;
+                    result.results_hash = done.results_hash;
+                    result.blob = done.blob;
+                    failed
+                }
+                Err(e) => {
+                    result.result = "Error".into();
+                    // The requestor reads this: the activity's paths, not the provider's.
+                    result.message = Some(self.public_paths(&e.to_string()));
+                    true
+                }
+            };
+            if failed {
+                result.is_batch_finished = true;
+            }
+            batch.results.lock().expect("batch").push(result);
+            batch.changed.notify_waiters();
+            if failed {
+                break;
+            }
+        }
+    }
+
+    async fn command(
+        &self,
+        id: &str,
+        live: &Live,
+        batch_id: &str,
+        index: usize,
+        command: Command,
+        transfer: Option<Transfer>,
+    ) -> Result<Done> {
+        if live.is_terminated() {
+            return Err(Error::Gone(format!("activity {id} is Terminated")));
+        }
+        match command {
+            Command::Deploy(_) => {
+                let package = if let Some(image) = live.package.strip_prefix("docker:") {
+                    Package::Image(image.to_string())
+                } else {
+                    let path = live.dir.join("package");
+                    self.fetch(live, &source_of(&live.package)?, &path).await?;
+                    Package::File(path)
+                };
+                live.unit.lock().await.deploy(package).await?;
+                self.move_to(id, live, "Deployed").await;
+                Ok(Done::default())
+            }
+            Command::Start(_) => {
+                self.move_to(id, live, "Ready").await;
+                Ok(Done::default())
+            }
+            Command::Run(run) => {
+                let results = live.dir.join("runs").join(format!("{batch_id}-{index}"));
+                std::fs::create_dir_all(&results).map_err(io)?;
+                let datasets = run
+                    .datasets
+                    .iter()
+                    .filter_map(|wanted| self.dataset(wanted))
+                    .map(|d| (d.path.clone(), d.name.clone()))
+                    .collect();
+                let spec = RunSpec {
+                    entry_point: run.entry_point,
+                    args: run.args,
+                    env: run.env,
+                    input: live.dir.join("input"),
+                    results: results.clone(),
+                    datasets,
+                    limits: live.limits.clone(),
+                };
+                let outcome = live.unit.lock().await.run(spec).await?;
+                live.usage.lock().expect("usage").add(&outcome.usage);
+                std::fs::write(results.join("exitCode"), format!("{}\n", outcome.exit_code)).map_err(io)?;
+                let hash = results_hash(&results).map_err(io)?;
+                *live.last_outputs.lock().expect("outputs") = Some(results.join("outputs"));
+                Ok(Done {
+                    stdout: Some(capture(&results.join("stdout"))),
+                    stderr: Some(capture(&results.join("stderr"))),
+                    exit_code: Some(outcome.exit_code),
+                    results_hash: Some(hash),
+                    blob: None,
+                })
+            }
+            Command::Transfer(_) => match transfer {
+                Some(Transfer::In { from, to }) => {
+                    let target = live.dir.join("input").join(to);
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).map_err(io)?;
+                    }
+                    self.fetch(live, &from, &target).await?;
+                    Ok(Done::default())
+                }
+                Some(Transfer::OutToBlob { from }) => {
+                    let outputs = live.last_outputs.lock().expect("outputs").clone();
+                    let Some(outputs) = outputs else {
+                        return Err(Error::Conflict("no run has left outputs yet".into()));
+                    };
+                    let path = outputs.join(&from);
+                    let hex = self
+                        .inner
+                        .blobs
+                        .put_file(&path)
+                        .map_err(|e| Error::Io(format!("/output/{}: {e}", from.display())))?;
+                    Ok(Done { blob: Some(format!("blob:sha256:{hex}")), ..Done::default() })
+                }
+                None => Err(Error::Conflict("transfer was not checked".into())),
+            },
+            Command::Terminate(_) => {
+                self.terminate_hosted(id, "terminated by its batch").await;
+                Ok(Done::default())
+            }
+        }
+    }
+
+    async fn move_to(&self, id: &str, live: &Live, state: &str) {
+        live.state.lock().expect("state").0 = state.to_string();
+        self.inner.store.set_state(id, state, None).await;
+    }
+
+    async fn fetch(&self, live: &Live, from: &Source, target: &std::path::Path) -> Result<()> {
+        match from {
+            Source::File(path) => std::fs::copy(path, target)
+                .map(|_| ())
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display()))),
+            Source::Http(url) => {
+                let response = self
+                    .inner
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|e| Error::Remote(format!("{url}: {e}")))?;
+                if !response.status().is_success() {
+                    return Err(Error::Remote(format!("{url}: HTTP {}", response.status())));
+                }
+                let bytes = response.bytes().await.map_err(|e| Error::Remote(format!("{url}: {e}")))?;
+                std::fs::write(target, &bytes).map_err(io)
+            }
+            Source::Blob(hex) => {
+                let source =
+                    PeerBlobs { messenger: self.inner.messenger.clone(), peer: live.requestor_peer.clone() };
+                let path = self.inner.blobs.fetch(hex, &source).await?;
+                std::fs::copy(&path, target).map(|_| ()).map_err(io)
+            }
+        }
+    }
+}
+
+/// Blob pieces from another node.
+pub(crate) struct PeerBlobs {
+    pub(crate) messenger: Arc<dyn Messenger>,
+    pub(crate) peer: String,
+}
+
+impl BlobSource for PeerBlobs {
+    fn piece(&self, sha256: String, offset: u64, len: u64) -> BoxFuture<'_, Result<(Vec<u8>, u64)>> {
+        Box::pin(async move {
+            match self
+                .messenger
+                .send(self.peer.clone(), ActivityRequest::GetBlob { sha256, offset, len })
+                .await?
+            {
+                ActivityResponse::Blob { data, total } => {
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .map_err(|e| Error::Remote(format!("a blob piece that is not base64: {e}")))?;
+                    Ok((data, total))
+                }
+                ActivityResponse::Error { refusal, message } => Err(Error::from_refusal(refusal, message)),
+                other => Err(Error::Remote(format!("unexpected answer: {other:?}"))),
+            }
+        })
+    }
+}

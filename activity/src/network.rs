@@ -1,0 +1,76 @@
+//! Activities on the network: `/agora/activity/1` requests answered (each on its own tracked
+//! task, within the protocol's handler cap), activity requests sent, hosted activities swept
+//! when their agreement ends.
+
+use crate::wire::{ActivityRequest, ActivityResponse, Refusal};
+use crate::{Activities, Error, Messenger, Result};
+use agora_net::{Channel, NetHandle};
+use futures_util::future::BoxFuture;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often hosted activities are checked against their agreements.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Messenger for NetHandle {
+    fn send(&self, peer: String, request: ActivityRequest) -> BoxFuture<'static, Result<ActivityResponse>> {
+        let net = self.clone();
+        Box::pin(async move {
+            net.request_typed(Channel::Activity, &peer, &request).await.map_err(|e| match e {
+                // The other node's network refused (busy, rate limited): it is there, and said why.
+                agora_net::Error::Refused { message, .. } => Error::Busy(message),
+                other => Error::Unreachable(other.to_string()),
+            })
+        })
+    }
+}
+
+fn answer(response: &ActivityResponse) -> serde_json::Value {
+    // Serialising our own enum cannot fail.
+    serde_json::to_value(response).expect("activity response JSON")
+}
+
+impl Activities {
+    /// Serves `/agora/activity/1` on `net` until `shutdown`, and sweeps hosted activities whose
+    /// agreement has ended. Fails only if another part of the node already serves the protocol.
+    pub async fn serve(
+        &self,
+        net: &NetHandle,
+        shutdown: CancellationToken,
+    ) -> std::result::Result<(), agora_net::Error> {
+        let mut requests = net.serve(Channel::Activity).await?;
+        let activities = self.clone();
+        self.inner.tasks.spawn(async move {
+            let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = sweep.tick() => {
+                        let activities = activities.clone();
+                        activities.inner.tasks.clone().spawn(async move { activities.sweep().await });
+                    }
+                    request = requests.recv() => match request {
+                        None => break,
+                        Some(request) => {
+                            let activities = activities.clone();
+                            activities.inner.tasks.clone().spawn(async move {
+                                let from = request.from;
+                                let sender = agora_identity::address_of_peer(&from).ok();
+                                let response = match request.decode::<ActivityRequest>() {
+                                    Ok(decoded) => activities.handle(&from.to_string(), sender, decoded).await,
+                                    Err(e) => ActivityResponse::Error {
+                                        refusal: Refusal::BadInput,
+                                        message: format!("bad request: {e}"),
+                                    },
+                                };
+                                request.answer(answer(&response));
+                            });
+                        }
+                    },
+                }
+            }
+        });
+        Ok(())
+    }
+}

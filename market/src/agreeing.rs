@@ -1,0 +1,456 @@
+//! Agreements: made from the provider's Draft and the requestor's proposal it answered, signed by
+//! the requestor on confirm and by the provider on approve (each checks the other's signature
+//! over the same terms before it counts), and ended by either side. Every transition is a
+//! compare-and-set in the store; messages that must arrive go through the outbox.
+
+use crate::agreement::{Agreement, AgreementState, Role};
+use crate::api::{AgreementEvent, Reason};
+use crate::ids::now_millis;
+use crate::negotiation::{acked, reason_of};
+use crate::store::{Change, ProposalState};
+use crate::wire::{AgreementBody, DemandTerms, MarketRequest, MarketResponse, OfferTerms};
+use crate::{Error, Market, Result};
+use agora_identity::{Address, sign_json, verify_json};
+use chrono::{DateTime, Utc};
+use std::sync::atomic::Ordering;
+
+use AgreementState::{Approved, Cancelled, Pending, Proposal, Rejected, Terminated};
+
+fn check_role(agreement: &Agreement, role: Role) -> Result<()> {
+    if agreement.role != role {
+        return Err(Error::Conflict(format!("only the {role} can do that to agreement {}", agreement.id)));
+    }
+    Ok(())
+}
+
+impl Market {
+    /// Creates an agreement from the provider's Draft on one of this node's demands: its terms
+    /// are that Draft and the requestor's proposal it answered.
+    pub async fn create_agreement(&self, proposal_id: &str, valid_to: DateTime<Utc>) -> Result<String> {
+        if valid_to <= Utc::now() {
+            return Err(Error::BadInput(format!("validTo {valid_to} is in the past")));
+        }
+        self.expire_proposals().await?;
+        let draft =
+            self.store.demand_side_proposal(proposal_id).await?.ok_or_else(|| {
+                Error::NotFound(format!("no proposal {proposal_id} on this node's demands"))
+            })?;
+        let me = format!("{:#x}", self.node_id);
+        if draft.issuer_id == me {
+            return Err(Error::Conflict(
+                "an agreement is made from the provider's proposal, not one's own".into(),
+            ));
+        }
+        match draft.state {
+            ProposalState::Draft => {}
+            ProposalState::Expired => {
+                return Err(Error::Gone(format!("proposal {proposal_id} has expired unanswered")));
+            }
+            other => {
+                return Err(Error::Conflict(format!(
+                    "proposal {proposal_id} is {other}; only a Draft (a counter-proposal) can become an agreement"
+                )));
+            }
+        }
+        if self.store.demand_presence(&draft.subscription_id).await? != crate::Presence::Active {
+            return Err(Error::Gone(format!("demand {} is unsubscribed", draft.subscription_id)));
+        }
+        let answered = draft.prev_proposal_id.as_deref().unwrap_or_default();
+        let mine = self
+            .store
+            .proposal_row(&draft.subscription_id, answered)
+            .await
+            .ok()
+            .filter(|p| p.issuer_id == me)
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "proposal {proposal_id} answers {answered:?}, which is not this node's proposal"
+                ))
+            })?;
+        let provider = agora_identity::parse_address(&draft.issuer_id)
+            .map_err(|e| Error::Corrupt(format!("proposal {proposal_id}: issuer: {e}")))?;
+        let agreement = Agreement {
+            id: crate::ids::derived_id(&["agreement", proposal_id, &valid_to.to_rfc3339()]),
+            role: Role::Requestor,
+            state: Proposal,
+            requestor: self.node_id,
+            provider,
+            peer_id: draft.peer_id.clone(),
+            demand: DemandTerms {
+                constraints: mine.constraints,
+                demand_id: draft.demand_id.clone(),
+                properties: mine.properties,
+                proposal_id: mine.proposal_id,
+                requestor_id: me,
+                timestamp: mine.created_at,
+            },
+            offer: OfferTerms {
+                constraints: draft.constraints,
+                offer_id: draft.offer_id,
+                properties: draft.properties,
+                proposal_id: draft.proposal_id,
+                provider_id: draft.issuer_id,
+                timestamp: draft.created_at,
+            },
+            valid_to,
+            timestamp: now_millis(),
+            proposed_signature: None,
+            approved_signature: None,
+            approved_date: None,
+            reason: None,
+        };
+        self.store.insert_agreement(&agreement).await?;
+        Ok(agreement.id)
+    }
+
+    /// `Market::agreement` is how every other part of the node reads an agreement.
+    pub async fn agreement(&self, id: &str) -> Result<Agreement> {
+        self.store.agreement(id).await
+    }
+
+    pub async fn agreements(&self) -> Result<Vec<Agreement>> {
+        self.store.agreements().await
+    }
+
+    /// Whether this node has an Approved agreement with `party`.
+    pub async fn approved_with(&self, party: Address) -> Result<bool> {
+        self.store.approved_with(party).await
+    }
+
+    /// Moves an agreement from one of `from` to `to`; an agreement past its `validTo` before
+    /// approval is Expired instead.
+    async fn transition(
+        &self,
+        id: &str,
+        from: &[AgreementState],
+        to: AgreementState,
+        change: Change<'_>,
+    ) -> Result<Agreement> {
+        let agreement = self.store.agreement(id).await?;
+        if agreement.valid_to <= Utc::now() && matches!(agreement.state, Proposal | Pending) {
+            self.store
+                .set_agreement_state(id, &[agreement.state], AgreementState::Expired, Change::None)
+                .await?;
+            return Err(Error::Gone(format!("agreement {id} expired at {}", agreement.valid_to)));
+        }
+        if !self.store.set_agreement_state(id, from, to, change).await? {
+            let now = self.store.agreement(id).await?;
+            let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+            return Err(Error::Conflict(format!(
+                "agreement {id} is {}, not {}",
+                now.state,
+                from.join(" or ")
+            )));
+        }
+        Ok(agreement)
+    }
+
+    async fn event(&self, agreement_id: &str, event_type: &str, reason: Option<Reason>) -> Result<()> {
+        self.store.add_agreement_event(agreement_id, event_type, reason).await?;
+        self.events.notify_waiters();
+        Ok(())
+    }
+
+    /// The requestor signs the agreement and sends it to the provider.
+    pub async fn confirm_agreement(&self, id: &str) -> Result<()> {
+        let agreement = self.store.agreement(id).await?;
+        check_role(&agreement, Role::Requestor)?;
+        let signature =
+            sign_json(&self.identity, &agreement.body()).map_err(|e| Error::Conflict(e.to_string()))?;
+        let agreement = self.transition(id, &[Proposal], Pending, Change::Proposed(&signature)).await?;
+        let request = MarketRequest::ProposeAgreement { agreement: agreement.body(), signature };
+        if let Err(e) = acked(self.courier()?.send(agreement.peer_id.clone(), request).await) {
+            // Not delivered: back to Proposal, so confirm can be called again.
+            self.store.unconfirm(id).await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The provider approves: signs, commits, and sends the approval until the requestor has it.
+    pub async fn approve_agreement(&self, id: &str) -> Result<AgreementState> {
+        let agreement = self.store.agreement(id).await?;
+        check_role(&agreement, Role::Provider)?;
+        let signature =
+            sign_json(&self.identity, &agreement.body()).map_err(|e| Error::Conflict(e.to_string()))?;
+        let agreement = self.transition(id, &[Pending], Approved, Change::Approved(&signature)).await?;
+        self.event(id, "AgreementApprovedEvent", None).await?;
+        let request = MarketRequest::ApproveAgreement { agreement_id: id.to_string(), signature };
+        self.enqueue(&agreement.peer_id, &request).await?;
+        Ok(Approved)
+    }
+
+    pub async fn reject_agreement(&self, id: &str, reason: Option<Reason>) -> Result<()> {
+        check_role(&self.store.agreement(id).await?, Role::Provider)?;
+        let reason = reason_of(reason);
+        let agreement = self.transition(id, &[Pending], Rejected, Change::Reason(reason.as_ref())).await?;
+        self.event(id, "AgreementRejectedEvent", reason.clone()).await?;
+        let request = MarketRequest::RejectAgreement { agreement_id: id.into(), reason };
+        self.enqueue(&agreement.peer_id, &request).await
+    }
+
+    pub async fn cancel_agreement(&self, id: &str, reason: Option<Reason>) -> Result<()> {
+        check_role(&self.store.agreement(id).await?, Role::Requestor)?;
+        let reason = reason_of(reason);
+        let change = Change::Reason(reason.as_ref());
+        let agreement = self.transition(id, &[Proposal, Pending], Cancelled, change).await?;
+        self.event(id, "AgreementCancelledEvent", reason.clone()).await?;
+        if agreement.state == Pending {
+            let request = MarketRequest::CancelAgreement { agreement_id: id.into(), reason };
+            self.enqueue(&agreement.peer_id, &request).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn terminate_agreement(&self, id: &str, reason: Option<Reason>) -> Result<()> {
+        let reason = reason_of(reason);
+        let agreement = self.transition(id, &[Approved], Terminated, Change::Reason(reason.as_ref())).await?;
+        self.event(id, "AgreementTerminatedEvent", reason.clone()).await?;
+        let request = MarketRequest::TerminateAgreement { agreement_id: id.into(), reason };
+        self.enqueue(&agreement.peer_id, &request).await
+    }
+
+    /// Waits up to `timeout` for the provider's answer: `Ok(None)` on timeout.
+    pub async fn wait_for_approval(
+        &self,
+        id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Option<AgreementState>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let woken = self.events.notified();
+            let agreement = self.store.agreement(id).await?;
+            check_role(&agreement, Role::Requestor)?;
+            match agreement.state {
+                Approved | Rejected | Cancelled => return Ok(Some(agreement.state)),
+                Pending => {}
+                Proposal => return Err(Error::Conflict(format!("agreement {id} is not confirmed yet"))),
+                other => return Err(Error::Gone(format!("agreement {id} is {other}"))),
+            }
+            if agreement.valid_to <= Utc::now() {
+                return Err(Error::Gone(format!("agreement {id} expired at {}", agreement.valid_to)));
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Agreement events after `after`, waiting up to `timeout` for the first.
+    pub async fn agreement_events(
+        &self,
+        after: Option<DateTime<Utc>>,
+        timeout: std::time::Duration,
+        max: i64,
+    ) -> Result<Vec<AgreementEvent>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let woken = self.events.notified();
+            let events = self.store.agreement_events(after, max).await?;
+            if !events.is_empty() || tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Queues a message that must reach `peer`, and tries it once now.
+    pub(crate) async fn enqueue(&self, peer: &str, request: &MarketRequest) -> Result<()> {
+        let message = serde_json::to_value(request).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.store.enqueue(peer, &message).await?;
+        self.outbox_pending.store(true, Ordering::Release);
+        self.flush_outbox().await;
+        Ok(())
+    }
+
+    /// Delivers queued messages; those not acknowledged stay for the next try.
+    pub async fn flush_outbox(&self) {
+        let Some(courier) = self.courier.as_deref() else { return };
+        if !self.outbox_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let rows = match self.store.outbox(100).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.outbox_pending.store(true, Ordering::Release);
+                tracing::warn!(error = %e, "reading the market outbox");
+                return;
+            }
+        };
+        for (id, peer, message) in rows {
+            let Ok(request) = serde_json::from_value::<MarketRequest>(message) else { continue };
+            let delivered = matches!(courier.send(peer.clone(), request).await, Ok(MarketResponse::Ack));
+            if !delivered {
+                // Still something to deliver next time.
+                self.outbox_pending.store(true, Ordering::Release);
+            }
+            if let Err(e) = self.store.outbox_tried(id, delivered).await {
+                tracing::warn!(error = %e, "updating the market outbox");
+            }
+        }
+    }
+
+    /// The requestor's signed agreement, on the provider: its terms must be this node's own
+    /// Draft and the requestor's proposal that Draft answered, exactly as this node holds them.
+    pub(crate) async fn on_proposed_agreement(
+        &self,
+        sender: Address,
+        peer: &str,
+        body: AgreementBody,
+        signature: String,
+    ) -> Result<()> {
+        let me = format!("{:#x}", self.node_id);
+        let requestor = agora_identity::parse_address(&body.demand.requestor_id)
+            .map_err(|e| Error::Refused(format!("requestorId: {e}")))?;
+        if requestor != sender || body.offer.provider_id.to_ascii_lowercase() != me {
+            return Err(Error::Refused("the agreement names other parties".into()));
+        }
+        verify_json(&body, &signature, sender).map_err(|e| Error::Refused(e.to_string()))?;
+        if !crate::is_valid_id(&body.agreement_id) {
+            return Err(Error::Refused(format!("{:?} is not an agreement id", body.agreement_id)));
+        }
+        if self.store.own_offer(&body.offer.offer_id).await?.is_none() {
+            return Err(Error::Gone(format!("offer {} is not offered any more", body.offer.offer_id)));
+        }
+        let draft = self.store.proposal_by_id(&body.offer.proposal_id).await?;
+        let answered = self.store.proposal_by_id(&body.demand.proposal_id).await?;
+        let holds =
+            |row: &Option<crate::store::ProposalRow>, issuer: &str, props: &serde_json::Value, c: &str| {
+                row.as_ref().is_some_and(|p| {
+                    p.issuer_id == issuer
+                        && p.properties == *props
+                        && p.constraints == c
+                        && p.state != ProposalState::Rejected
+                })
+            };
+        let sender_text = format!("{sender:#x}");
+        if !holds(&draft, &me, &body.offer.properties, &body.offer.constraints)
+            || !holds(&answered, &sender_text, &body.demand.properties, &body.demand.constraints)
+            || draft.as_ref().and_then(|d| d.prev_proposal_id.as_deref())
+                != Some(body.demand.proposal_id.as_str())
+        {
+            return Err(Error::Refused(
+                "the agreement's terms are not this provider's Draft and the proposal it answered".into(),
+            ));
+        }
+        let agreement = Agreement {
+            id: body.agreement_id,
+            role: Role::Provider,
+            state: Pending,
+            requestor,
+            provider: self.node_id,
+            peer_id: peer.to_string(),
+            demand: body.demand,
+            offer: body.offer,
+            valid_to: body.valid_to,
+            timestamp: body.timestamp,
+            proposed_signature: Some(signature),
+            approved_signature: None,
+            approved_date: None,
+            reason: None,
+        };
+        self.store.insert_agreement(&agreement).await?;
+        Ok(())
+    }
+
+    /// The provider's approval, on the requestor: counted only with a valid signature.
+    async fn on_approval(&self, sender: Address, agreement_id: &str, signature: &str) -> Result<()> {
+        let agreement = self.store.agreement(agreement_id).await?;
+        if agreement.role != Role::Requestor || agreement.provider != sender {
+            return Err(Error::Refused(format!("{sender} is not the provider of {agreement_id}")));
+        }
+        verify_json(&agreement.body(), signature, sender).map_err(|e| Error::Refused(e.to_string()))?;
+        if self
+            .store
+            .set_agreement_state(agreement_id, &[Pending], Approved, Change::Approved(signature))
+            .await?
+        {
+            self.event(agreement_id, "AgreementApprovedEvent", None).await?;
+        } else if agreement.state != Approved {
+            return Err(Error::Conflict(format!("agreement {agreement_id} is {}", agreement.state)));
+        }
+        Ok(())
+    }
+
+    /// The other side rejected, cancelled or terminated an agreement.
+    async fn on_ended(
+        &self,
+        peer: &str,
+        sender: Address,
+        agreement_id: &str,
+        reason: Option<Reason>,
+    ) -> Result<()> {
+        let agreement = self.store.agreement(agreement_id).await?;
+        if agreement.peer_id != peer {
+            return Err(Error::Refused(format!("{sender} is not a party to {agreement_id}")));
+        }
+        let (from, to, event): (&[AgreementState], _, _) = match agreement.state {
+            Pending if agreement.role == Role::Requestor => (&[Pending], Rejected, "AgreementRejectedEvent"),
+            Pending | Proposal => (&[Pending, Proposal], Cancelled, "AgreementCancelledEvent"),
+            Approved => (&[Approved], Terminated, "AgreementTerminatedEvent"),
+            _ => return Ok(()),
+        };
+        let reason = reason_of(reason);
+        if self.store.set_agreement_state(agreement_id, from, to, Change::Reason(reason.as_ref())).await? {
+            self.event(agreement_id, event, reason).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles a negotiation message from `peer` (whose node address is `sender`).
+    async fn on_negotiation(&self, sender: Address, peer: &str, request: MarketRequest) -> Result<()> {
+        match request {
+            MarketRequest::Proposal { proposal } => self.on_proposal(sender, peer, proposal).await?,
+            MarketRequest::RejectProposal { proposal_id, reason } => {
+                let me = format!("{:#x}", self.node_id);
+                self.store.own_proposal_rejected(&proposal_id, &me, reason_of(reason)).await?;
+            }
+            MarketRequest::ProposeAgreement { agreement, signature } => {
+                self.on_proposed_agreement(sender, peer, agreement, signature).await?;
+            }
+            MarketRequest::ApproveAgreement { agreement_id, signature } => {
+                self.on_approval(sender, &agreement_id, &signature).await?;
+            }
+            MarketRequest::RejectAgreement { agreement_id, reason }
+            | MarketRequest::CancelAgreement { agreement_id, reason }
+            | MarketRequest::TerminateAgreement { agreement_id, reason } => {
+                self.on_ended(peer, sender, &agreement_id, reason).await?;
+            }
+            MarketRequest::GetOffer { .. } | MarketRequest::Announce { .. } => {}
+        }
+        self.events.notify_waiters();
+        Ok(())
+    }
+
+    /// Answers a directed request from `peer`, whose node address is `sender`.
+    pub async fn handle(
+        &self,
+        peer: &str,
+        sender: Option<Address>,
+        request: MarketRequest,
+    ) -> MarketResponse {
+        match request {
+            MarketRequest::GetOffer { offer_id } => match self.store.own_offer(&offer_id).await {
+                Ok(found) => {
+                    MarketResponse::Offer { offer: found.map(crate::store::Stored::into_offer_body) }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "answering GetOffer");
+                    MarketResponse::Error { message: "internal error".into() }
+                }
+            },
+            negotiation => {
+                let Some(sender) = sender else {
+                    return MarketResponse::Error { message: "a peer without a node address".into() };
+                };
+                match self.on_negotiation(sender, peer, negotiation).await {
+                    Ok(()) => MarketResponse::Ack,
+                    Err(e @ (Error::Db(_) | Error::Corrupt(_))) => {
+                        tracing::error!(error = %e, "handling a negotiation message");
+                        MarketResponse::Error { message: "internal error".into() }
+                    }
+                    Err(e) => MarketResponse::Error { message: e.to_string() },
+                }
+            }
+        }
+    }
+}
