@@ -2,13 +2,57 @@
 //! node's `/activity-api/v1` and `/blobs`.
 
 use crate::Error;
-use crate::cli::{ActivityCommand, BlobCommand};
 use crate::client::Client;
 use crate::output::{json, table};
 use agora_activity::wire::{ActivityState, ActivityUsage, CommandResult, USAGE_VECTOR};
+use clap::Subcommand;
 use serde_json::{Value, json as j};
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum ActivityCommand {
+    /// Create an activity on an Approved agreement's provider; prints its id.
+    Create { agreement: String },
+    /// Run an ExeScript batch from FILE (`[{"deploy": {}}, …]`) and wait for it: one line per
+    /// command. Exits 1 when a command fails.
+    Exec {
+        activity: String,
+        file: PathBuf,
+        /// Give up waiting after this many seconds (the batch goes on).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The activity's state.
+    State {
+        activity: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The activity's usage counters.
+    Usage {
+        activity: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the activity on the provider.
+    Destroy { activity: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlobCommand {
+    /// Store FILE; prints its `blob:sha256:…` for a transfer or a package.
+    Put { file: PathBuf },
+    /// Write a blob (an output fetched back) to FILE, or to stdout.
+    Get {
+        sha256: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
 
 /// How long one results request waits on the node.
 const POLL: u64 = 30;

@@ -1,8 +1,10 @@
 //! The `agora` command line: `node run` starts a node; the other commands manage a running node
 //! through its REST API.
 
+use crate::activity_cli::{ActivityCommand, BlobCommand};
 use crate::client::Client;
 use crate::config::{NodeArgs, Settings, default_data_dir};
+use crate::market_cli::MarketCommand;
 use crate::output::{json, table, yes_no};
 use crate::{Error, node};
 use agora_identity::{AppKey, IdentityInfo};
@@ -54,49 +56,6 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ActivityCommand {
-    /// Create an activity on an Approved agreement's provider; prints its id.
-    Create { agreement: String },
-    /// Run an ExeScript batch from FILE (`[{"deploy": {}}, …]`) and wait for it: one line per
-    /// command. Exits 1 when a command fails.
-    Exec {
-        activity: String,
-        file: PathBuf,
-        /// Give up waiting after this many seconds (the batch goes on).
-        #[arg(long, default_value_t = 600)]
-        timeout: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// The activity's state.
-    State {
-        activity: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// The activity's usage counters.
-    Usage {
-        activity: String,
-        #[arg(long)]
-        json: bool,
-    },
-    /// End the activity on the provider.
-    Destroy { activity: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BlobCommand {
-    /// Store FILE; prints its `blob:sha256:…` for a transfer or a package.
-    Put { file: PathBuf },
-    /// Write a blob (an output fetched back) to FILE, or to stdout.
-    Get {
-        sha256: String,
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 pub enum NetCommand {
     /// This node's peer id, listen addresses and connected peers.
     Status {
@@ -109,38 +68,6 @@ pub enum NetCommand {
 pub enum ConstraintsCommand {
     /// Print the canonical form of a constraint, or where it is wrong.
     Check { expr: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum MarketCommand {
-    /// Match an offer with a demand, both ways. Each file is `{"properties": {…}, "constraints": "…"}`.
-    Match {
-        #[arg(long, value_name = "FILE")]
-        offer: PathBuf,
-        #[arg(long, value_name = "FILE")]
-        demand: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// This node's standing offers.
-    Offers {
-        #[arg(long)]
-        json: bool,
-    },
-    /// This node's standing demands.
-    Demands {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Agreements this node is a party to.
-    Agreements {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Publish an offer from a file (`{"properties": {…}, "constraints": "…"}`); prints its id.
-    SubscribeOffer { file: PathBuf },
-    /// Place a demand from a file (`{"properties": {…}, "constraints": "…"}`); prints its id.
-    SubscribeDemand { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,12 +1,45 @@
 //! `agora market …`: listings and subscriptions through the node's market API.
 
 use crate::Error;
-use crate::cli::MarketCommand;
 use crate::client::Client;
 use crate::output::{json, table};
 use agora_market::Role;
 use agora_market::api::{AgreementView, DemandOfferBase, DemandView, OfferView};
+use clap::Subcommand;
 use std::path::Path;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum MarketCommand {
+    /// Match an offer with a demand, both ways. Each file is `{"properties": {…}, "constraints": "…"}`.
+    Match {
+        #[arg(long, value_name = "FILE")]
+        offer: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        demand: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// This node's standing offers.
+    Offers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// This node's standing demands.
+    Demands {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Agreements this node is a party to.
+    Agreements {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish an offer from a file (`{"properties": {…}, "constraints": "…"}`); prints its id.
+    SubscribeOffer { file: PathBuf },
+    /// Place a demand from a file (`{"properties": {…}, "constraints": "…"}`); prints its id.
+    SubscribeDemand { file: PathBuf },
+}
 
 fn read_base(path: &Path) -> Result<DemandOfferBase, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;

@@ -3,11 +3,13 @@
 //! over the same terms before it counts), and ended by either side. Every transition is a
 //! compare-and-set in the store; messages that must arrive go through the outbox.
 
-use crate::agreement::{Agreement, AgreementState, Role};
+use crate::agreement::Agreement;
 use crate::api::{AgreementEvent, Reason};
 use crate::ids::now_millis;
 use crate::negotiation::{acked, reason_of};
-use crate::store::{Change, ProposalState};
+use crate::state::ProposalState;
+use crate::state::{AgreementState, Role};
+use crate::store::Change;
 use crate::wire::{AgreementBody, DemandTerms, MarketRequest, MarketResponse, OfferTerms};
 use crate::{Error, Market, Result};
 use agora_identity::{Address, sign_json, verify_json};

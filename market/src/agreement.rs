@@ -4,85 +4,13 @@
 //! Draft and the requestor's proposal it answered. What either side added while negotiating (the
 //! chosen payment platform, say) is in them, and so under both signatures.
 
-use crate::api::AgreementView;
 use crate::pricing::{LinearPricing, PricingError};
+use crate::state::{AgreementState, Role};
 use crate::wire::{AgreementBody, DemandTerms, OfferTerms};
 use agora_grammar::Properties;
 use agora_identity::Address;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-/// Which side of an agreement this node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Requestor,
-    Provider,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Requestor => "requestor",
-            Self::Provider => "provider",
-        }
-    }
-}
-
-/// Golem's `AgreementState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum AgreementState {
-    /// Made by the requestor, not yet signed.
-    Proposal,
-    /// Signed by the requestor, waiting for the provider.
-    Pending,
-    Approved,
-    Rejected,
-    Cancelled,
-    Expired,
-    Terminated,
-}
-
-impl AgreementState {
-    pub const ALL: [Self; 7] = [
-        Self::Proposal,
-        Self::Pending,
-        Self::Approved,
-        Self::Rejected,
-        Self::Cancelled,
-        Self::Expired,
-        Self::Terminated,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Proposal => "Proposal",
-            Self::Pending => "Pending",
-            Self::Approved => "Approved",
-            Self::Rejected => "Rejected",
-            Self::Cancelled => "Cancelled",
-            Self::Expired => "Expired",
-            Self::Terminated => "Terminated",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
-
-impl std::fmt::Display for AgreementState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// An agreement as this node holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,22 +91,6 @@ impl Agreement {
             offer: self.offer.clone(),
             valid_to: self.valid_to,
             timestamp: self.timestamp,
-        }
-    }
-
-    /// Golem's `Agreement`, as `GET /market-api/v1/agreements/{id}` shows it.
-    pub fn view(&self) -> AgreementView {
-        AgreementView {
-            agreement_id: self.id.clone(),
-            demand: self.demand.clone(),
-            offer: self.offer.clone(),
-            valid_to: self.valid_to,
-            approved_date: self.approved_date,
-            state: self.state,
-            timestamp: self.timestamp,
-            proposed_signature: self.proposed_signature.clone(),
-            approved_signature: self.approved_signature.clone(),
-            role: self.role,
         }
     }
 

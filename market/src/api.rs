@@ -1,7 +1,8 @@
 //! Golem's market API shapes (ya-client `market-api.yaml`), as agora serves them.
 
+use crate::Agreement;
+use crate::state::{AgreementState, ProposalState, Role};
 use crate::wire::{DemandTerms, OfferTerms};
-use crate::{AgreementState, ProposalState, Role};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +99,24 @@ pub struct AgreementView {
     pub approved_signature: Option<String>,
     /// Which side of the agreement this node is (agora's addition).
     pub role: Role,
+}
+
+impl Agreement {
+    /// Golem's `Agreement`, as `GET /market-api/v1/agreements/{id}` shows it.
+    pub fn view(&self) -> AgreementView {
+        AgreementView {
+            agreement_id: self.id.clone(),
+            demand: self.demand.clone(),
+            offer: self.offer.clone(),
+            valid_to: self.valid_to,
+            approved_date: self.approved_date,
+            state: self.state,
+            timestamp: self.timestamp,
+            proposed_signature: self.proposed_signature.clone(),
+            approved_signature: self.approved_signature.clone(),
+            role: self.role,
+        }
+    }
 }
 
 /// `{"message": …}` with optional extra fields, as Golem's `Reason`.

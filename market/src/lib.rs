@@ -46,10 +46,11 @@ mod network;
 mod offer;
 mod pricing;
 mod service;
+mod state;
 mod store;
 pub mod wire;
 
-pub use agreement::{Agreement, AgreementState, PaymentPlatform, Role, TermsError, keys};
+pub use agreement::{Agreement, PaymentPlatform, TermsError, keys};
 pub use courier::{Courier, Delivery};
 pub use error::{Error, Result};
 pub use ids::{MAX_ID_LEN, is_valid_id};
@@ -57,7 +58,8 @@ pub use network::{ANNOUNCE_INTERVAL, serve};
 pub use offer::{Error as OfferError, Offer};
 pub use pricing::{LinearPricing, PricingError};
 pub use service::{DEFAULT_LIFETIME, DEFAULT_PROPOSAL_LIFETIME, FollowUp, Market};
-pub use store::{Change, MarketStore, Presence, ProposalState, Stored};
+pub use state::{AgreementState, ProposalState, Role};
+pub use store::{Change, MarketStore, Presence, Stored};
 pub use wire::{
     AgreementBody, Announcement, DemandTerms, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody,
     OfferTerms, WireProposal,

@@ -4,7 +4,8 @@
 
 use crate::api::{DemandOfferBase, ProposalView, Reason};
 use crate::ids::{derived_id, now_millis};
-use crate::store::{Presence, ProposalRow, ProposalState};
+use crate::state::ProposalState;
+use crate::store::{Presence, ProposalRow};
 use crate::wire::{MarketRequest, MarketResponse, WireProposal};
 use crate::{Error, Market, Result};
 use agora_identity::Address;

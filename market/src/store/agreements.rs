@@ -3,8 +3,9 @@
 
 use super::MarketStore;
 use super::proposals::{EventRef, add_event};
-use crate::agreement::{Agreement, AgreementState, Role};
+use crate::agreement::Agreement;
 use crate::api::AgreementEvent;
+use crate::state::{AgreementState, Role};
 use crate::wire::{DemandTerms, OfferTerms};
 use crate::{Error, Result};
 use agora_identity::Address;

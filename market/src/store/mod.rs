@@ -11,7 +11,6 @@ mod proposals;
 
 pub use agreements::Change;
 pub(crate) use proposals::ProposalRow;
-pub use proposals::ProposalState;
 
 use crate::Result;
 use crate::api::{DemandView, OfferView};

@@ -3,37 +3,9 @@
 use super::{MarketStore, Stored};
 use crate::api::{Event, ProposalView};
 use crate::ids::derived_id;
+use crate::state::ProposalState;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// Golem's proposal states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
-#[sqlx(type_name = "TEXT")]
-pub enum ProposalState {
-    /// The other side's offer or demand, as matched; not an answer to anything yet.
-    Initial,
-    /// A counter-proposal.
-    Draft,
-    Rejected,
-    /// An agreement was made from it.
-    Accepted,
-    /// Left unanswered past the proposal lifetime.
-    Expired,
-}
-
-impl ProposalState {
-    /// Open: it can still be countered, rejected, or (a Draft) made an agreement.
-    pub fn is_open(self) -> bool {
-        matches!(self, Self::Initial | Self::Draft)
-    }
-}
-
-impl std::fmt::Display for ProposalState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self, f)
-    }
-}
 
 /// A row of `proposals`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -280,7 +252,9 @@ impl MarketStore {
             events.push(match row.event_type.as_str() {
                 "AgreementEvent" => Event::Agreement {
                     event_date: row.created_at,
-                    agreement: Box::new(self.agreement(row.agreement_id.as_deref().unwrap_or("")).await?.view()),
+                    agreement: Box::new(
+                        self.agreement(row.agreement_id.as_deref().unwrap_or("")).await?.view(),
+                    ),
                 },
                 "ProposalRejectedEvent" => {
                     Event::ProposalRejected { event_date: row.created_at, proposal_id, reason: row.reason }
