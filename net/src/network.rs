@@ -1,4 +1,4 @@
-use crate::behaviour::{Behaviour, BehaviourEvent, Split, split};
+use crate::behaviour::{Behaviour, BehaviourEvent, MAX_CONCURRENT_STREAMS, Split, split};
 use crate::routes::{Gossip, Request, RouteError, Routes, refusal, refusal_of};
 use crate::{Channel, Error, Result};
 use futures_util::StreamExt;
@@ -15,8 +15,9 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +85,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     peer_id: PeerId,
+    /// Requests in flight per peer and protocol, at most [`MAX_CONCURRENT_STREAMS`]: more wait
+    /// their turn here rather than open streams the connection cannot carry (a peer that opens
+    /// too many has its connection closed).
+    in_flight: Arc<Mutex<HashMap<(PeerId, Channel), Arc<Semaphore>>>>,
 }
 
 impl NetHandle {
@@ -155,6 +160,23 @@ impl NetHandle {
         peer: PeerId,
         body: serde_json::Value,
     ) -> Result<serde_json::Value> {
+        let slots = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .entry((peer, channel))
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_STREAMS)))
+            .clone();
+        let timeout = channel.spec().timeout;
+        let _slot = tokio::time::timeout(timeout, slots.acquire_owned())
+            .await
+            .map_err(|_| Error::Request {
+                peer: peer.to_string(),
+                message: format!(
+                    "{MAX_CONCURRENT_STREAMS} requests of {channel} to it were in flight for {timeout:?}"
+                ),
+            })?
+            .map_err(|_| Error::Stopped)?;
         let (tx, rx) = oneshot::channel();
         let command = Command::Request { channel, peer, body, reply: tx };
         self.commands.send(command).await.map_err(|_| Error::Stopped)?;
@@ -291,7 +313,7 @@ pub async fn start(
         banned: HashMap::new(),
     };
     let task = tokio::spawn(network.run(shutdown));
-    Ok((NetHandle { commands: tx, peer_id }, task))
+    Ok((NetHandle { commands: tx, peer_id, in_flight: Arc::default() }, task))
 }
 
 impl Network {

@@ -7,4 +7,5 @@ mod market;
 mod negotiation;
 mod network;
 mod node;
+mod routing;
 mod services;
