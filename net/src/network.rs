@@ -88,8 +88,11 @@ pub struct NetHandle {
     /// Requests in flight per peer and protocol, at most [`MAX_CONCURRENT_STREAMS`]: more wait
     /// their turn here rather than open streams the connection cannot carry (a peer that opens
     /// too many has its connection closed).
-    in_flight: Arc<Mutex<HashMap<(PeerId, Channel), Arc<Semaphore>>>>,
+    in_flight: Arc<Mutex<InFlight>>,
 }
+
+/// Slots for requests in flight, per peer and protocol.
+type InFlight = HashMap<(PeerId, Channel), Arc<Semaphore>>;
 
 impl NetHandle {
     pub fn peer_id(&self) -> PeerId {
