@@ -70,11 +70,18 @@ async fn event(node: &NodeProcess, path: &str, pick: impl Fn(&Value) -> bool) ->
 /// Runs the market from offer to Approved agreement: the provider offers `offer` (plus a
 /// unique name), the requestor demands it with `demand` properties, both counter once, the
 /// requestor confirms and the provider approves. Returns the agreement id.
-pub async fn agree(
+pub async fn agree(requestor: &NodeProcess, provider: &NodeProcess, offer: Value, demand: Value) -> String {
+    agree_with(requestor, provider, offer, demand, json!({})).await
+}
+
+/// [`agree`], with `added` properties in the requestor's counter-proposal only (not in its
+/// demand), as a requestor adds its chosen payment platform while negotiating.
+pub async fn agree_with(
     requestor: &NodeProcess,
     provider: &NodeProcess,
     mut offer: Value,
     mut demand: Value,
+    added: Value,
 ) -> String {
     static ROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let name =
@@ -95,7 +102,11 @@ pub async fn agree(
     let initial = event(requestor, &demand_events, |e| e["proposal"]["state"] == "Initial").await;
     let initial = initial["proposal"]["proposalId"].as_str().expect("proposal id").to_string();
     let path = format!("/market-api/v1/demands/{demand_id}/proposals/{initial}");
-    let (status, r_draft) = post(requestor, &path, demand_base).await;
+    let mut counter = demand_base;
+    for (key, value) in added.as_object().expect("added properties are an object") {
+        counter["properties"][key] = value.clone();
+    }
+    let (status, r_draft) = post(requestor, &path, counter).await;
     assert_eq!(status, 201, "{r_draft}");
     let r_draft = r_draft.as_str().expect("draft id").to_string();
     event(provider, &offer_events, |e| e["proposal"]["proposalId"] == r_draft.as_str()).await;

@@ -1,6 +1,7 @@
 //! Cross-crate scenarios on real services. One binary, one module per concern.
 
 mod activity;
+mod agreement;
 mod grammar_cli;
 mod identity_store;
 mod market;
