@@ -50,10 +50,14 @@ impl DockerUnit {
         for container in &found {
             if let Some(id) = &container.id {
                 let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-                docker
-                    .remove_container(id, Some(options))
-                    .await
-                    .map_err(|e| ExeError::Engine(format!("removing container {id}: {e}")))?;
+                match docker.remove_container(id, Some(options)).await {
+                    Ok(()) => {}
+                    // Gone already, or being removed (by the guard of a run that was stopped).
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404 | 409, ..
+                    }) => {}
+                    Err(e) => return Err(ExeError::Engine(format!("removing container {id}: {e}"))),
+                }
             }
         }
         Ok(found.len())

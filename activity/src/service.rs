@@ -210,22 +210,28 @@ impl Activities {
                 }
             }
         }
-        self.remove_containers("an earlier run of this node").await;
+        let _removed = self.remove_containers("an earlier run of this node").await;
         self.inner.store.end_hosted("the provider node restarted").await
     }
 
-    /// Removes every container labelled as this node's. The engine may be down now and up later:
-    /// that is logged, not an error.
-    async fn remove_containers(&self, left_by: &str) {
-        let Some(socket) = &self.inner.config.docker_socket else { return };
+    /// Removes every container labelled as this node's, and says how many there were. The engine
+    /// may be down now and up later: that is logged, not an error.
+    async fn remove_containers(&self, left_by: &str) -> usize {
+        let Some(socket) = &self.inner.config.docker_socket else { return 0 };
         let removed = match DockerUnit::connect(socket).await {
             Ok(docker) => DockerUnit::remove_leftovers(&docker, &self.owner()).await,
             Err(e) => Err(e),
         };
         match removed {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, left_by, "containers removed"),
-            Err(e) => tracing::warn!(error = %e, left_by, "could not look for containers"),
+            Ok(0) => 0,
+            Ok(removed) => {
+                tracing::info!(removed, left_by, "containers removed");
+                removed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, left_by, "could not look for containers");
+                0
+            }
         }
     }
 
@@ -236,7 +242,14 @@ impl Activities {
         for id in hosted {
             self.terminate_hosted(&id, "the provider node is stopping").await;
         }
-        self.remove_containers("activities stopped by the shutdown").await;
+        // A stopped run's container may still be on its way out; the engine is asked again
+        // until none is listed (for at most five seconds).
+        for _ in 0..50 {
+            if self.remove_containers("activities stopped by the shutdown").await == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

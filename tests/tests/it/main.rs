@@ -10,3 +10,4 @@ mod network;
 mod node;
 mod routing;
 mod services;
+mod shutdown;

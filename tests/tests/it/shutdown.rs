@@ -1,0 +1,78 @@
+//! A provider stopped while a batch runs: it ends within its shutdown deadline, removes the
+//! batch's container, and leaves no task running.
+
+use agora_tests::flow::{agree, net_id, post};
+use agora_tests::{BUSYBOX_IMAGE, Dockerd, NodeProcess, TestPg, wait_for};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Containers (running or not) labelled as `owner`'s.
+async fn containers_of(dockerd: &Dockerd, owner: &str) -> Vec<String> {
+    let filters =
+        HashMap::from([("label".to_string(), vec![format!("{}={owner}", agora_activity::OWNER_LABEL)])]);
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let found = dockerd.client().list_containers(Some(options)).await.unwrap();
+    found.into_iter().filter_map(|c| c.id).collect()
+}
+
+#[tokio::test]
+async fn a_provider_with_a_batch_running_stops_on_sigterm_within_its_deadline_and_leaves_no_container() {
+    let dockerd = Dockerd::start().await;
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let requestor_db = pg.another_database("r").await;
+    let socket = dockerd.socket().display().to_string();
+    let mut p = NodeProcess::start(
+        &root.path().join("p"),
+        &["--docker-socket", &socket],
+        &[("DATABASE_URL", pg.url().as_str())],
+    )
+    .await;
+    let (_, p_addr) = net_id(&p);
+    let r =
+        NodeProcess::start(&root.path().join("r"), &["--peer", &p_addr], &[("DATABASE_URL", &requestor_db)])
+            .await;
+    let offer =
+        json!({"golem.runtime.name": "docker", "golem.inf.mem.gib": 0.125, "agora.limits.time_sec": 300});
+    let package = format!("docker:{BUSYBOX_IMAGE}");
+    let agreement = agree(&r, &p, offer, json!({"golem.srv.comp.task_package": package})).await;
+    let (status, created) = post(&r, "/activity-api/v1/activity", json!({"agreementId": agreement})).await;
+    assert_eq!(status, 201, "{created}");
+    let activity = created["activityId"].as_str().unwrap().to_string();
+    let script = json!([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "sleep", "args": ["300"]}}]);
+    let path = format!("/activity-api/v1/activity/{activity}/exec");
+    let (status, batch) = post(&r, &path, json!({"text": script.to_string()})).await;
+    assert_eq!(status, 200, "{batch}");
+    let owner = root.path().join("p/activities").display().to_string();
+    wait_for(60, "the batch's container to run", || {
+        let (dockerd, owner) = (&dockerd, owner.clone());
+        async move { (!containers_of(dockerd, &owner).await.is_empty()).then_some(()) }
+    })
+    .await;
+
+    let stopping = Instant::now();
+    let code = p.stop();
+    let took = stopping.elapsed();
+    println!("the provider stopped in {took:?} with a batch running");
+    assert_eq!(code, Some(0), "{}", p.log());
+    assert!(
+        took < agora::node::SHUTDOWN_DEADLINE,
+        "stopping took {took:?}, over the deadline of {:?}: {}",
+        agora::node::SHUTDOWN_DEADLINE,
+        p.log()
+    );
+    assert_eq!(containers_of(&dockerd, &owner).await, Vec::<String>::new(), "no container is left");
+    let log = p.log();
+    assert!(log.contains("all tasks finished"), "no task is left running: {log}");
+    assert!(!log.contains("abandoned"), "{log}");
+    // The requestor finds the provider gone.
+    let (status, state) =
+        agora_tests::flow::get(&r, &format!("/activity-api/v1/activity/{activity}/state")).await;
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(state["state"], json!(["Unresponsive", null]), "{state}");
+}
