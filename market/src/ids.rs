@@ -29,3 +29,22 @@ pub fn is_valid_id(id: &str) -> bool {
         && id.len() <= MAX_ID_LEN
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// Whether a JSON value holds a NUL character (in a string or a key), which PostgreSQL cannot
+/// store in text or JSONB.
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// Refuses properties or constraints the database cannot store, before it is asked to.
+pub(crate) fn storable(properties: &serde_json::Value, constraints: &str) -> Result<(), String> {
+    if has_nul(properties) || constraints.contains('\0') {
+        return Err("properties and constraints cannot hold a NUL character (\\u0000)".into());
+    }
+    Ok(())
+}

@@ -56,6 +56,7 @@ impl Market {
         if !prev.state.is_open() {
             return Err(Error::Gone(format!("proposal {prev_id} is {}", prev.state)));
         }
+        crate::ids::storable(&base.properties, &base.constraints).map_err(Error::BadInput)?;
         agora_grammar::parse(&base.constraints).map_err(|e| Error::BadInput(format!("constraints: {e}")))?;
         let flat = agora_grammar::flatten(&base.properties).map_err(|e| Error::BadInput(e.to_string()))?;
         let properties = serde_json::to_value(&flat).unwrap_or_default();
@@ -138,6 +139,7 @@ impl Market {
         } else {
             return Err(Error::Gone("no standing offer or demand for this proposal".into()));
         };
+        crate::ids::storable(&proposal.properties, &proposal.constraints).map_err(Error::Refused)?;
         agora_grammar::parse(&proposal.constraints).map_err(|e| Error::Refused(e.to_string()))?;
         let row = ProposalRow {
             proposal_id: proposal.proposal_id,

@@ -71,6 +71,7 @@ fn owner_text(a: Address) -> String {
 
 /// Checks a subscription body as a user wrote it: properties flatten, constraints parse.
 fn check(base: &DemandOfferBase) -> Result<Offer> {
+    crate::ids::storable(&base.properties, &base.constraints).map_err(Error::BadInput)?;
     agora_grammar::parse(&base.constraints).map_err(|e| Error::BadInput(format!("constraints: {e}")))?;
     let now = now_millis();
     Offer::new(&base.properties, &base.constraints, Address::ZERO, now, now + DEFAULT_LIFETIME)
@@ -387,6 +388,10 @@ impl Market {
                 "offer {} names provider {owner} but came from {provider}",
                 body.offer_id
             )));
+        }
+        crate::ids::storable(&body.properties, &body.constraints).map_err(Error::Refused)?;
+        if !crate::is_valid_id(&body.offer_id) {
+            return Err(Error::Refused(format!("{:?} is not an offer id", body.offer_id)));
         }
         let spec = Offer::new(&body.properties, &body.constraints, owner, body.timestamp, body.expiration)
             .map_err(|e| Error::Refused(format!("offer {}: {e}", body.offer_id)))?;

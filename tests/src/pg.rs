@@ -57,6 +57,32 @@ impl TestPg {
         unreachable!("the last attempt panics or returns")
     }
 
+    /// Stops the server (clients see their connections cut and new ones refused); the cluster
+    /// stays, for [`TestPg::restart`]. A fast shutdown (SIGINT), not an immediate one: the test
+    /// cluster commits asynchronously, and an immediate stop could lose the last commits.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _already_gone = nix::sys::signal::kill(pid, Signal::SIGINT);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.child.exited().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _status = self.child.stop();
+    }
+
+    /// Starts the stopped server again on the same port, and waits until it answers.
+    pub async fn restart(&mut self) {
+        let mut cmd = self.cluster.foreground_command();
+        let log = self._dir.path().join("postgres.log");
+        let log_file = std::fs::OpenOptions::new().append(true).open(&log).expect("postgres log");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+        self.child = Supervised::spawn(cmd, Signal::SIGQUIT, 10).expect("restart postgres");
+        let admin = self.wait_ready().await.unwrap_or_else(|| {
+            panic!("postgres did not start again: {}", std::fs::read_to_string(&log).unwrap_or_default())
+        });
+        admin.close().await;
+    }
+
     /// Gives back the folder of a server that did not start.
     fn into_dir(self) -> tempfile::TempDir {
         let Self { child, _dir, .. } = self;

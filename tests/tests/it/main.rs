@@ -3,6 +3,7 @@
 mod activity;
 mod agreement;
 mod grammar_cli;
+mod hostile;
 mod identity_store;
 mod market;
 mod negotiation;
