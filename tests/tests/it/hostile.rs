@@ -122,7 +122,7 @@ fn body(rng: &mut Rng) -> Option<Vec<u8>> {
         json!({"name": nul, "role": "x"}).to_string().into_bytes(),
     ];
     let chosen = rng.pick(&bodies).clone();
-    (rng.next() % 5 != 0).then_some(chosen)
+    (!rng.next().is_multiple_of(5)).then_some(chosen)
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn hostile_requests_get_no_5xx_and_no_dropped_connection() {
         let mut hostile_id = false;
         for (n, part) in template.split("{}").enumerate() {
             if n > 0 {
-                if rng.next() % 3 == 0 {
+                if rng.next().is_multiple_of(3) {
                     path.push_str(rng.pick(&real[..]).as_str());
                 } else {
                     hostile_id = true;
