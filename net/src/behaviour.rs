@@ -30,7 +30,8 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(key: &Keypair, with_mdns: bool) -> Result<Self, String> {
+    pub fn new(key: &Keypair, with_mdns: bool) -> crate::Result<Self> {
+        let setup = |e: &dyn std::fmt::Display| crate::Error::Setup(e.to_string());
         let peer_id = key.public().to_peer_id();
         let identify = identify::Behaviour::new(
             identify::Config::new("/agora/id/1".into(), key.public())
@@ -50,11 +51,12 @@ impl Behaviour {
             .validation_mode(gossipsub::ValidationMode::Permissive)
             .heartbeat_interval(Duration::from_secs(1))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| setup(&e))?;
         let gossipsub =
-            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Author(peer_id), gossip_config)?;
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Author(peer_id), gossip_config)
+                .map_err(|e| setup(&e))?;
         let mdns = if with_mdns {
-            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map_err(|e| e.to_string())?)
+            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map_err(|e| setup(&e))?)
         } else {
             None
         };

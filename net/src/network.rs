@@ -256,7 +256,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<(NetHandle, JoinHandle<()>)> {
     let transport = transport(&key, config.swarm_key).map_err(|e| Error::Setup(e.to_string()))?;
-    let behaviour = Behaviour::new(&key, config.mdns).map_err(Error::Setup)?;
+    let behaviour = Behaviour::new(&key, config.mdns)?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|_| transport)
