@@ -151,7 +151,7 @@ async fn hostile_requests_get_no_5xx_and_no_dropped_connection() {
                     path.push_str(rng.pick(&real[..]).as_str());
                 } else {
                     hostile_id = true;
-                    path.push_str(rng.pick(IDS));
+                    path.push_str(rng.pick::<&str>(IDS));
                 }
             }
             path.push_str(part);
