@@ -9,7 +9,7 @@ use crate::ids::now_millis;
 use crate::negotiation::{acked, reason_of};
 use crate::state::ProposalState;
 use crate::state::{AgreementState, Role};
-use crate::store::Change;
+use crate::store::{Change, ProposalRow};
 use crate::wire::{AgreementBody, DemandTerms, MarketRequest, MarketResponse, OfferTerms};
 use crate::{Error, Market, Result};
 use agora_identity::{Address, sign_json, verify_json};
@@ -17,6 +17,14 @@ use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
 
 use AgreementState::{Approved, Cancelled, Pending, Proposal, Rejected, Terminated};
+
+/// One side of an agreement's terms, as the provider checks it against what it holds.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    properties: &'a serde_json::Value,
+    constraints: &'a str,
+    timestamp: DateTime<Utc>,
+}
 
 fn check_role(agreement: &Agreement, role: Role) -> Result<()> {
     if agreement.role != role {
@@ -315,18 +323,32 @@ impl Market {
         }
         let draft = self.store.proposal_by_id(&body.offer.proposal_id).await?;
         let answered = self.store.proposal_by_id(&body.demand.proposal_id).await?;
-        let holds =
-            |row: &Option<crate::store::ProposalRow>, issuer: &str, props: &serde_json::Value, c: &str| {
-                row.as_ref().is_some_and(|p| {
-                    p.issuer_id == issuer
-                        && p.properties == *props
-                        && p.constraints == c
-                        && p.state != ProposalState::Rejected
-                })
-            };
+        // Each side of the terms must be a proposal this node holds, word for word: who issued
+        // it, what it says, when, and on which negotiation.
+        let holds = |row: &Option<ProposalRow>, issuer: &str, side: Side<'_>| {
+            row.as_ref().is_some_and(|p| {
+                p.issuer_id == issuer
+                    && p.properties == *side.properties
+                    && p.constraints == side.constraints
+                    && p.created_at == side.timestamp
+                    && p.demand_id == body.demand.demand_id
+                    && p.offer_id == body.offer.offer_id
+                    && p.state != ProposalState::Rejected
+            })
+        };
         let sender_text = format!("{sender:#x}");
-        if !holds(&draft, &me, &body.offer.properties, &body.offer.constraints)
-            || !holds(&answered, &sender_text, &body.demand.properties, &body.demand.constraints)
+        let offer_side = Side {
+            properties: &body.offer.properties,
+            constraints: &body.offer.constraints,
+            timestamp: body.offer.timestamp,
+        };
+        let demand_side = Side {
+            properties: &body.demand.properties,
+            constraints: &body.demand.constraints,
+            timestamp: body.demand.timestamp,
+        };
+        if !holds(&draft, &me, offer_side)
+            || !holds(&answered, &sender_text, demand_side)
             || draft.as_ref().and_then(|d| d.prev_proposal_id.as_deref())
                 != Some(body.demand.proposal_id.as_str())
         {

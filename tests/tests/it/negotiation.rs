@@ -164,6 +164,30 @@ async fn forged_signatures_are_refused() {
     );
     assert!(provider.agreement(&agreement_id).await.is_err(), "a forged proposal is not recorded");
 
+    // Terms the provider never offered, though truly signed by the requestor, are refused: the
+    // offer side must be the provider's own Draft, word for word.
+    let mut altered = agora_market::AgreementBody {
+        agreement_id: agreement_id.clone(),
+        demand: agreement.demand.clone(),
+        offer: agreement.offer.clone(),
+        valid_to: agreement.valid_to,
+        timestamp: agreement.timestamp,
+    };
+    altered.offer.properties["golem.com.pricing.model.linear.coeffs"] = json!([0, 0, 0]);
+    let signature = agora_identity::sign_json(&r_id, &altered).unwrap();
+    let answer = provider
+        .handle(
+            &r_peer,
+            Some(r_id.address()),
+            MarketRequest::ProposeAgreement { agreement: altered, signature },
+        )
+        .await;
+    assert!(
+        matches!(&answer, MarketResponse::Error { message } if message.contains("not this provider's Draft")),
+        "{answer:?}"
+    );
+    assert!(provider.agreement(&agreement_id).await.is_err(), "altered terms are not recorded");
+
     // The genuine confirmation goes through; the approval the courier forges does not count.
     requestor.confirm_agreement(&agreement_id).await.unwrap();
     assert_eq!(provider.agreement(&agreement_id).await.unwrap().state, AgreementState::Pending);
