@@ -4,17 +4,17 @@
 //! compare-and-set in the store; messages that must arrive go through the outbox.
 
 use crate::agreement::Agreement;
+use crate::api::reason_of;
 use crate::api::{AgreementEvent, Reason};
+use crate::courier::acked;
 use crate::ids::now_millis;
-use crate::negotiation::{acked, reason_of};
 use crate::state::ProposalState;
 use crate::state::{AgreementState, Role};
 use crate::store::{Change, ProposalRow};
-use crate::wire::{AgreementBody, DemandTerms, MarketRequest, MarketResponse, OfferTerms};
+use crate::wire::{AgreementBody, DemandTerms, MarketRequest, OfferTerms};
 use crate::{Error, Market, Result};
 use agora_identity::{Address, sign_json, verify_json};
 use chrono::{DateTime, Utc};
-use std::sync::atomic::Ordering;
 
 use AgreementState::{Approved, Cancelled, Pending, Proposal, Rejected, Terminated};
 
@@ -66,17 +66,16 @@ impl Market {
             return Err(Error::Gone(format!("demand {} is unsubscribed", draft.subscription_id)));
         }
         let answered = draft.prev_proposal_id.as_deref().unwrap_or_default();
-        let mine = self
-            .store
-            .proposal_row(&draft.subscription_id, answered)
-            .await
-            .ok()
-            .filter(|p| p.issuer_id == me)
-            .ok_or_else(|| {
-                Error::Conflict(format!(
-                    "proposal {proposal_id} answers {answered:?}, which is not this node's proposal"
-                ))
-            })?;
+        let mine = match self.store.proposal_row(&draft.subscription_id, answered).await {
+            Ok(row) => Some(row),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let mine = mine.filter(|p| p.issuer_id == me).ok_or_else(|| {
+            Error::Conflict(format!(
+                "proposal {proposal_id} answers {answered:?}, which is not this node's proposal"
+            ))
+        })?;
         let provider = agora_identity::parse_address(&draft.issuer_id)
             .map_err(|e| Error::Corrupt(format!("proposal {proposal_id}: issuer: {e}")))?;
         let agreement = Agreement {
@@ -138,21 +137,21 @@ impl Market {
     ) -> Result<Agreement> {
         let agreement = self.store.agreement(id).await?;
         if agreement.valid_to <= Utc::now() && matches!(agreement.state, Proposal | Pending) {
-            self.store
+            let _expired_or_moved_meanwhile = self
+                .store
                 .set_agreement_state(id, &[agreement.state], AgreementState::Expired, Change::None)
                 .await?;
             return Err(Error::Gone(format!("agreement {id} expired at {}", agreement.valid_to)));
         }
-        if !self.store.set_agreement_state(id, from, to, change).await? {
-            let now = self.store.agreement(id).await?;
-            let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-            return Err(Error::Conflict(format!(
-                "agreement {id} is {}, not {}",
-                now.state,
-                from.join(" or ")
-            )));
+        match self.store.set_agreement_state(id, from, to, change).await? {
+            // The state it had when it moved, which a caller acts on (not the one read before).
+            Some(was) => Ok(Agreement { state: was, ..agreement }),
+            None => {
+                let now = self.store.agreement(id).await?;
+                let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+                Err(Error::Conflict(format!("agreement {id} is {}, not {}", now.state, from.join(" or "))))
+            }
         }
-        Ok(agreement)
     }
 
     async fn event(&self, agreement_id: &str, event_type: &str, reason: Option<Reason>) -> Result<()> {
@@ -263,42 +262,6 @@ impl Market {
         }
     }
 
-    /// Queues a message that must reach `peer`, and tries it once now.
-    pub(crate) async fn enqueue(&self, peer: &str, request: &MarketRequest) -> Result<()> {
-        let message = serde_json::to_value(request).map_err(|e| Error::Corrupt(e.to_string()))?;
-        self.store.enqueue(peer, &message).await?;
-        self.outbox_pending.store(true, Ordering::Release);
-        self.flush_outbox().await;
-        Ok(())
-    }
-
-    /// Delivers queued messages; those not acknowledged stay for the next try.
-    pub async fn flush_outbox(&self) {
-        let Some(courier) = self.courier.as_deref() else { return };
-        if !self.outbox_pending.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        let rows = match self.store.outbox(100).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.outbox_pending.store(true, Ordering::Release);
-                tracing::warn!(error = %e, "reading the market outbox");
-                return;
-            }
-        };
-        for (id, peer, message) in rows {
-            let Ok(request) = serde_json::from_value::<MarketRequest>(message) else { continue };
-            let delivered = matches!(courier.send(peer.clone(), request).await, Ok(MarketResponse::Ack));
-            if !delivered {
-                // Still something to deliver next time.
-                self.outbox_pending.store(true, Ordering::Release);
-            }
-            if let Err(e) = self.store.outbox_tried(id, delivered).await {
-                tracing::warn!(error = %e, "updating the market outbox");
-            }
-        }
-    }
-
     /// The requestor's signed agreement, on the provider: its terms must be this node's own
     /// Draft and the requestor's proposal that Draft answered, exactly as this node holds them.
     pub(crate) async fn on_proposed_agreement(
@@ -315,8 +278,22 @@ impl Market {
             return Err(Error::Refused("the agreement names other parties".into()));
         }
         verify_json(&body, &signature, sender).map_err(|e| Error::Refused(e.to_string()))?;
-        if !crate::is_valid_id(&body.agreement_id) {
-            return Err(Error::Refused(format!("{:?} is not an agreement id", body.agreement_id)));
+        // The same agreement again (a requestor retrying a confirmation whose answer it missed)
+        // is acknowledged again; other terms under a taken id are refused.
+        match self.store.agreement(&body.agreement_id).await {
+            Ok(held)
+                if held.body() == body && held.proposed_signature.as_deref() == Some(signature.as_str()) =>
+            {
+                return Ok(());
+            }
+            Ok(_) => {
+                return Err(Error::Refused(format!(
+                    "agreement id {} is taken by other terms",
+                    body.agreement_id
+                )));
+            }
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
         if self.store.own_offer(&body.offer.offer_id).await?.is_none() {
             return Err(Error::Gone(format!("offer {} is not offered any more", body.offer.offer_id)));
@@ -351,10 +328,15 @@ impl Market {
             || !holds(&answered, &sender_text, demand_side)
             || draft.as_ref().and_then(|d| d.prev_proposal_id.as_deref())
                 != Some(body.demand.proposal_id.as_str())
+            || draft.as_ref().is_some_and(|d| d.subscription_id != body.offer.offer_id)
         {
             return Err(Error::Refused(
                 "the agreement's terms are not this provider's Draft and the proposal it answered".into(),
             ));
+        }
+        // One Draft makes one agreement: it is Accepted with the agreement (compare-and-set).
+        if let Some(d) = draft.as_ref().filter(|d| d.state != ProposalState::Draft) {
+            return Err(Error::Gone(format!("the provider's proposal {} is {}", d.proposal_id, d.state)));
         }
         let agreement = Agreement {
             id: body.agreement_id,
@@ -377,7 +359,12 @@ impl Market {
     }
 
     /// The provider's approval, on the requestor: counted only with a valid signature.
-    async fn on_approval(&self, sender: Address, agreement_id: &str, signature: &str) -> Result<()> {
+    pub(crate) async fn on_approval(
+        &self,
+        sender: Address,
+        agreement_id: &str,
+        signature: &str,
+    ) -> Result<()> {
         let agreement = self.store.agreement(agreement_id).await?;
         if agreement.role != Role::Requestor || agreement.provider != sender {
             return Err(Error::Refused(format!("{sender} is not the provider of {agreement_id}")));
@@ -387,6 +374,7 @@ impl Market {
             .store
             .set_agreement_state(agreement_id, &[Pending], Approved, Change::Approved(signature))
             .await?
+            .is_some()
         {
             self.event(agreement_id, "AgreementApprovedEvent", None).await?;
         } else if agreement.state != Approved {
@@ -395,86 +383,52 @@ impl Market {
         Ok(())
     }
 
-    /// The other side rejected, cancelled or terminated an agreement.
-    async fn on_ended(
+    /// The other side ended an agreement. Who may end what: the provider rejects a Pending
+    /// agreement, the requestor cancels one, and either terminates an Approved one. A
+    /// cancellation that crosses the provider's approval terminates the agreement, so the two
+    /// sides do not disagree about whether it stands. One that finds the agreement already ended
+    /// changes nothing.
+    pub(crate) async fn on_ended(
         &self,
         peer: &str,
         sender: Address,
         agreement_id: &str,
+        ending: Ending,
         reason: Option<Reason>,
     ) -> Result<()> {
         let agreement = self.store.agreement(agreement_id).await?;
         if agreement.peer_id != peer {
             return Err(Error::Refused(format!("{sender} is not a party to {agreement_id}")));
         }
-        let (from, to, event): (&[AgreementState], _, _) = match agreement.state {
-            Pending if agreement.role == Role::Requestor => (&[Pending], Rejected, "AgreementRejectedEvent"),
-            Pending | Proposal => (&[Pending, Proposal], Cancelled, "AgreementCancelledEvent"),
-            Approved => (&[Approved], Terminated, "AgreementTerminatedEvent"),
-            _ => return Ok(()),
+        let moves: &[(&[AgreementState], AgreementState, &str)] = match (ending, agreement.role) {
+            (Ending::Rejected, Role::Requestor) => &[(&[Pending], Rejected, "AgreementRejectedEvent")],
+            (Ending::Cancelled, Role::Provider) => &[
+                (&[Pending], Cancelled, "AgreementCancelledEvent"),
+                (&[Approved], Terminated, "AgreementTerminatedEvent"),
+            ],
+            (Ending::Terminated, _) => &[(&[Approved], Terminated, "AgreementTerminatedEvent")],
+            (ending, role) => {
+                return Err(Error::Refused(format!(
+                    "the other party cannot send {ending:?} for agreement {agreement_id}, of which this node is the {role}"
+                )));
+            }
         };
         let reason = reason_of(reason);
-        if self.store.set_agreement_state(agreement_id, from, to, Change::Reason(reason.as_ref())).await? {
-            self.event(agreement_id, event, reason).await?;
+        for (from, to, event) in moves {
+            let change = Change::Reason(reason.as_ref());
+            if self.store.set_agreement_state(agreement_id, from, *to, change).await?.is_some() {
+                self.event(agreement_id, event, reason).await?;
+                break;
+            }
         }
         Ok(())
     }
+}
 
-    /// Handles a negotiation message from `peer` (whose node address is `sender`).
-    async fn on_negotiation(&self, sender: Address, peer: &str, request: MarketRequest) -> Result<()> {
-        match request {
-            MarketRequest::Proposal { proposal } => self.on_proposal(sender, peer, proposal).await?,
-            MarketRequest::RejectProposal { proposal_id, reason } => {
-                let me = format!("{:#x}", self.node_id);
-                self.store.own_proposal_rejected(&proposal_id, &me, reason_of(reason)).await?;
-            }
-            MarketRequest::ProposeAgreement { agreement, signature } => {
-                self.on_proposed_agreement(sender, peer, agreement, signature).await?;
-            }
-            MarketRequest::ApproveAgreement { agreement_id, signature } => {
-                self.on_approval(sender, &agreement_id, &signature).await?;
-            }
-            MarketRequest::RejectAgreement { agreement_id, reason }
-            | MarketRequest::CancelAgreement { agreement_id, reason }
-            | MarketRequest::TerminateAgreement { agreement_id, reason } => {
-                self.on_ended(peer, sender, &agreement_id, reason).await?;
-            }
-            MarketRequest::GetOffer { .. } | MarketRequest::Announce { .. } => {}
-        }
-        self.events.notify_waiters();
-        Ok(())
-    }
-
-    /// Answers a directed request from `peer`, whose node address is `sender`.
-    pub async fn handle(
-        &self,
-        peer: &str,
-        sender: Option<Address>,
-        request: MarketRequest,
-    ) -> MarketResponse {
-        match request {
-            MarketRequest::GetOffer { offer_id } => match self.store.own_offer(&offer_id).await {
-                Ok(found) => {
-                    MarketResponse::Offer { offer: found.map(crate::store::Stored::into_offer_body) }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "answering GetOffer");
-                    MarketResponse::Error { message: "internal error".into() }
-                }
-            },
-            negotiation => {
-                let Some(sender) = sender else {
-                    return MarketResponse::Error { message: "a peer without a node address".into() };
-                };
-                match self.on_negotiation(sender, peer, negotiation).await {
-                    Ok(()) => MarketResponse::Ack,
-                    Err(e @ (Error::Db(_) | Error::Corrupt(_))) => {
-                        tracing::error!(error = %e, "handling a negotiation message");
-                        MarketResponse::Error { message: "internal error".into() }
-                    }
-                    Err(e) => MarketResponse::Error { message: e.to_string() },
-                }
-            }
-        }
-    }
+/// How the other side ended an agreement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Rejected,
+    Cancelled,
+    Terminated,
 }

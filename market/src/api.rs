@@ -122,6 +122,11 @@ impl Agreement {
 /// `{"message": …}` with optional extra fields, as Golem's `Reason`.
 pub type Reason = serde_json::Value;
 
+/// A reason as kept: none for an absent or `null` one.
+pub(crate) fn reason_of(message: Option<Reason>) -> Option<Reason> {
+    message.filter(|r| !r.is_null())
+}
+
 /// An agreement-related event (`/agreementEvents`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

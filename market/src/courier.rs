@@ -3,6 +3,7 @@
 //! in-process with another.
 
 use crate::wire::{Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC};
+use crate::{Error, Result};
 use agora_net::{Channel, NetHandle};
 use std::future::Future;
 use std::pin::Pin;
@@ -42,5 +43,17 @@ impl Courier for NetHandle {
                 tracing::warn!(error = %e, "could not announce offers");
             }
         })
+    }
+}
+
+/// The answer a peer gives to a request it accepted.
+pub(crate) fn acked(answer: Result<MarketResponse, agora_net::Error>) -> Result<()> {
+    match answer {
+        Ok(MarketResponse::Ack) => Ok(()),
+        Ok(MarketResponse::Error { message }) => {
+            Err(Error::Conflict(format!("the other side refused: {message}")))
+        }
+        Ok(other) => Err(Error::Conflict(format!("unexpected answer: {other:?}"))),
+        Err(e) => Err(Error::Unreachable(e.to_string())),
     }
 }

@@ -7,7 +7,8 @@
 //! - [`wire`]: what nodes say to each other — gossip [`Announcement`]s carry offer ids only;
 //!   bodies are fetched from their provider with a [`MarketRequest`].
 //! - [`Market`]: subscriptions from the REST API, offers from the network, matching (with the
-//!   grammar crate's indexed matcher), proposals and events, all in Postgres ([`MarketStore`]).
+//!   grammar crate's indexed matcher), proposals and events, all in Postgres (the store, which
+//!   no other crate reaches).
 //! - Negotiation (`negotiation.rs`, `agreeing.rs`): the state machine of proposals and
 //!   agreements; every statement it needs is in the store, the only module that speaks SQL.
 //! - [`Agreement`]: the typed agreement, made from the provider's Draft and the requestor's
@@ -44,6 +45,7 @@ mod ids;
 mod negotiation;
 mod network;
 mod offer;
+mod outbox;
 mod pricing;
 mod service;
 mod state;
@@ -59,7 +61,7 @@ pub use offer::{Error as OfferError, Offer};
 pub use pricing::{LinearPricing, PricingError};
 pub use service::{DEFAULT_LIFETIME, DEFAULT_PROPOSAL_LIFETIME, FollowUp, Market};
 pub use state::{AgreementState, ProposalState, Role};
-pub use store::{Change, MarketStore, Presence, Stored};
+pub use store::{Presence, Stored};
 pub use wire::{
     AgreementBody, Announcement, DemandTerms, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody,
     OfferTerms, WireProposal,

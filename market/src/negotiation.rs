@@ -2,29 +2,14 @@
 //! transition of a proposal's state, made in the store by compare-and-set; messages the other
 //! side must get go through the outbox, retried until acknowledged.
 
-use crate::api::{DemandOfferBase, ProposalView, Reason};
+use crate::api::{DemandOfferBase, ProposalView, Reason, reason_of};
+use crate::courier::acked;
 use crate::ids::{derived_id, now_millis};
 use crate::state::ProposalState;
 use crate::store::{Presence, ProposalRow};
-use crate::wire::{MarketRequest, MarketResponse, WireProposal};
+use crate::wire::{MarketRequest, WireProposal};
 use crate::{Error, Market, Result};
 use agora_identity::Address;
-
-pub(crate) fn reason_of(message: Option<Reason>) -> Option<Reason> {
-    message.filter(|r| !r.is_null())
-}
-
-/// The answer a peer gives to a request it accepted.
-pub(crate) fn acked(answer: Result<MarketResponse, agora_net::Error>) -> Result<()> {
-    match answer {
-        Ok(MarketResponse::Ack) => Ok(()),
-        Ok(MarketResponse::Error { message }) => {
-            Err(Error::Conflict(format!("the other side refused: {message}")))
-        }
-        Ok(other) => Err(Error::Conflict(format!("unexpected answer: {other:?}"))),
-        Err(e) => Err(Error::Unreachable(e.to_string())),
-    }
-}
 
 impl Market {
     /// Marks every Initial or Draft proposal older than the proposal lifetime Expired.
@@ -121,12 +106,6 @@ impl Market {
                 "proposal issued by {} came from {sender}",
                 proposal.issuer_id
             )));
-        }
-        for id in [&proposal.proposal_id, &proposal.prev_proposal_id, &proposal.demand_id, &proposal.offer_id]
-        {
-            if !crate::is_valid_id(id) {
-                return Err(Error::Refused(format!("{id:?} is not an id")));
-            }
         }
         let me = format!("{:#x}", self.node_id);
         // On the provider, the proposal belongs to the offer; on the requestor, to the demand.

@@ -1,9 +1,11 @@
 //! The market on the network: `/agora/market/1` requests answered, announcements followed, own
 //! offers repeated, undelivered messages retried.
 
+use crate::agreeing::Ending;
 use crate::courier::Courier;
 use crate::wire::{Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC};
-use crate::{FollowUp, Market};
+use crate::{Error, FollowUp, Market, Result};
+use agora_identity::Address;
 use agora_net::{Channel, Gossip, NetHandle, PeerId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,6 +145,76 @@ async fn run(
                     });
                 }
             },
+        }
+    }
+}
+
+impl Market {
+    /// Handles a negotiation message from `peer` (whose node address is `sender`).
+    async fn on_negotiation(&self, sender: Address, peer: &str, request: MarketRequest) -> Result<()> {
+        if let Some(bad) = request.ids().into_iter().find(|id| !crate::is_valid_id(id)) {
+            return Err(Error::Refused(format!("{bad:?} is not an id")));
+        }
+        match request {
+            MarketRequest::Proposal { proposal } => self.on_proposal(sender, peer, proposal).await?,
+            MarketRequest::RejectProposal { proposal_id, reason } => {
+                let me = format!("{:#x}", self.node_id);
+                self.store.own_proposal_rejected(&proposal_id, &me, crate::api::reason_of(reason)).await?;
+            }
+            MarketRequest::ProposeAgreement { agreement, signature } => {
+                self.on_proposed_agreement(sender, peer, agreement, signature).await?;
+            }
+            MarketRequest::ApproveAgreement { agreement_id, signature } => {
+                self.on_approval(sender, &agreement_id, &signature).await?;
+            }
+            MarketRequest::RejectAgreement { agreement_id, reason } => {
+                self.on_ended(peer, sender, &agreement_id, Ending::Rejected, reason).await?;
+            }
+            MarketRequest::CancelAgreement { agreement_id, reason } => {
+                self.on_ended(peer, sender, &agreement_id, Ending::Cancelled, reason).await?;
+            }
+            MarketRequest::TerminateAgreement { agreement_id, reason } => {
+                self.on_ended(peer, sender, &agreement_id, Ending::Terminated, reason).await?;
+            }
+            MarketRequest::GetOffer { .. } | MarketRequest::Announce { .. } => {}
+        }
+        self.events.notify_waiters();
+        Ok(())
+    }
+
+    /// Answers a directed request from `peer`, whose node address is `sender`.
+    pub async fn handle(
+        &self,
+        peer: &str,
+        sender: Option<Address>,
+        request: MarketRequest,
+    ) -> MarketResponse {
+        match request {
+            MarketRequest::GetOffer { offer_id } if !crate::is_valid_id(&offer_id) => {
+                MarketResponse::Error { message: format!("{offer_id:?} is not an offer id") }
+            }
+            MarketRequest::GetOffer { offer_id } => match self.store.own_offer(&offer_id).await {
+                Ok(found) => {
+                    MarketResponse::Offer { offer: found.map(crate::store::Stored::into_offer_body) }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "answering GetOffer");
+                    MarketResponse::Error { message: "internal error".into() }
+                }
+            },
+            negotiation => {
+                let Some(sender) = sender else {
+                    return MarketResponse::Error { message: "a peer without a node address".into() };
+                };
+                match self.on_negotiation(sender, peer, negotiation).await {
+                    Ok(()) => MarketResponse::Ack,
+                    Err(e @ (Error::Db(_) | Error::Corrupt(_))) => {
+                        tracing::error!(error = %e, "handling a negotiation message");
+                        MarketResponse::Error { message: "internal error".into() }
+                    }
+                    Err(e) => MarketResponse::Error { message: e.to_string() },
+                }
+            }
         }
     }
 }

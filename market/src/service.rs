@@ -128,8 +128,9 @@ impl Market {
         self.node_id
     }
 
-    pub fn store(&self) -> &MarketStore {
-        &self.store
+    /// Other nodes' offers this node knows and that still stand, as Golem shows offers.
+    pub async fn remote_offers(&self) -> Result<Vec<OfferView>> {
+        Ok(self.store.active_remote_offers().await?.into_iter().map(Stored::into_view).collect())
     }
 
     pub(crate) fn courier(&self) -> Result<&dyn Courier> {

@@ -57,6 +57,40 @@ pub enum MarketRequest {
     },
 }
 
+impl MarketRequest {
+    /// The ids a request names, to be checked before anything looks them up.
+    pub fn ids(&self) -> Vec<&str> {
+        match self {
+            Self::GetOffer { offer_id } => vec![offer_id],
+            Self::Announce { announcement } => match announcement {
+                Announcement::Offered { offer_ids } | Announcement::Unsubscribed { offer_ids } => {
+                    offer_ids.iter().map(String::as_str).collect()
+                }
+            },
+            Self::Proposal { proposal } => {
+                vec![
+                    &proposal.proposal_id,
+                    &proposal.prev_proposal_id,
+                    &proposal.demand_id,
+                    &proposal.offer_id,
+                ]
+            }
+            Self::RejectProposal { proposal_id, .. } => vec![proposal_id],
+            Self::ProposeAgreement { agreement, .. } => vec![
+                &agreement.agreement_id,
+                &agreement.demand.demand_id,
+                &agreement.demand.proposal_id,
+                &agreement.offer.offer_id,
+                &agreement.offer.proposal_id,
+            ],
+            Self::ApproveAgreement { agreement_id, .. }
+            | Self::RejectAgreement { agreement_id, .. }
+            | Self::CancelAgreement { agreement_id, .. }
+            | Self::TerminateAgreement { agreement_id, .. } => vec![agreement_id],
+        }
+    }
+}
+
 /// Answers to [`MarketRequest`]s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]

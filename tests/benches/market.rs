@@ -199,7 +199,7 @@ fn main() {
             vec![(PROVIDERS / 2, None), (PROVIDERS * 9 / 10, None), (PROVIDERS, None)];
         let mut seen = 0;
         while published.elapsed() < Duration::from_secs(120) && marks.iter().any(|(_, t)| t.is_none()) {
-            seen = requestor.market.store().active_remote_offers().await.expect("offers").len();
+            seen = requestor.market.remote_offers().await.expect("offers").len();
             for (count, at) in &mut marks {
                 if at.is_none() && seen >= *count {
                     *at = Some(published.elapsed());
@@ -222,8 +222,7 @@ fn main() {
         let visible: Vec<usize> = {
             let names: Vec<String> = requestor
                 .market
-                .store()
-                .active_remote_offers()
+                .remote_offers()
                 .await
                 .expect("offers")
                 .iter()

@@ -106,26 +106,25 @@ impl MarketStore {
         .await?)
     }
 
-    /// Stores a new agreement. On the requestor the provider's Draft it is made from becomes
-    /// Accepted in the same transaction (compare-and-set: a Draft that changed meanwhile makes
-    /// nothing); on the provider an event tells the offer's collectors.
+    /// Stores a new agreement. The provider's Draft it is made from becomes Accepted in the same
+    /// transaction (compare-and-set: a Draft that changed meanwhile makes nothing); on the
+    /// provider an event tells the offer's collectors.
     pub async fn insert_agreement(&self, agreement: &Agreement) -> Result<bool> {
         let demand = serde_json::to_value(&agreement.demand).map_err(|e| Error::Corrupt(e.to_string()))?;
         let offer = serde_json::to_value(&agreement.offer).map_err(|e| Error::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
-        if agreement.role == Role::Requestor {
-            let accepted = sqlx::query(
-                "UPDATE proposals SET state = 'Accepted' WHERE proposal_id = $1 AND state = 'Draft'",
-            )
-            .bind(&agreement.offer.proposal_id)
-            .execute(&mut *tx)
-            .await?;
-            if accepted.rows_affected() == 0 {
-                return Err(Error::Conflict(format!(
-                    "proposal {} changed state meanwhile",
-                    agreement.offer.proposal_id
-                )));
-            }
+        // On either side, the provider's Draft the agreement is made from is Accepted with it,
+        // so one Draft makes one agreement.
+        let accepted =
+            sqlx::query("UPDATE proposals SET state = 'Accepted' WHERE proposal_id = $1 AND state = 'Draft'")
+                .bind(&agreement.offer.proposal_id)
+                .execute(&mut *tx)
+                .await?;
+        if accepted.rows_affected() == 0 {
+            return Err(Error::Conflict(format!(
+                "proposal {} changed state meanwhile",
+                agreement.offer.proposal_id
+            )));
         }
         let inserted = sqlx::query(
             "INSERT INTO agreements (agreement_id, role, peer_id, requestor_id, provider_id, demand, offer,
@@ -155,28 +154,33 @@ impl MarketStore {
         Ok(inserted)
     }
 
-    /// Moves an agreement from one of `from` to `to`, recording what changes with it; false if
-    /// it was in none of `from` (someone else moved it first).
+    /// Moves an agreement from one of `from` to `to`, recording what changes with it. Returns the
+    /// state it was in when it moved, or `None` if it was in none of `from` (someone else moved
+    /// it first).
     pub async fn set_agreement_state(
         &self,
         id: &str,
         from: &[AgreementState],
         to: AgreementState,
         change: Change<'_>,
-    ) -> Result<bool> {
+    ) -> Result<Option<AgreementState>> {
         let (proposed, approved, reason) = match change {
             Change::None => (None, None, None),
             Change::Proposed(signature) => (Some(signature), None, None),
             Change::Approved(signature) => (None, Some(signature), None),
             Change::Reason(reason) => (None, None, reason),
         };
-        let done = sqlx::query(
-            "UPDATE agreements SET state = $3,
+        // The row is locked by the sub-select, so the state returned is the one replaced.
+        let was: Option<String> = sqlx::query_scalar(
+            "WITH was AS (SELECT state FROM agreements WHERE agreement_id = $1 FOR UPDATE)
+             UPDATE agreements SET state = $3,
                  proposed_signature = COALESCE($4, proposed_signature),
                  approved_signature = COALESCE($5, approved_signature),
                  approved_date = CASE WHEN $5::text IS NULL THEN approved_date ELSE now() END,
                  reason = COALESCE($6, reason)
-             WHERE agreement_id = $1 AND state = ANY($2)",
+             FROM was
+             WHERE agreement_id = $1 AND agreements.state = ANY($2)
+             RETURNING was.state",
         )
         .bind(id)
         .bind(states(from))
@@ -184,9 +188,12 @@ impl MarketStore {
         .bind(proposed)
         .bind(approved)
         .bind(reason)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        was.map(|w| {
+            AgreementState::parse(&w).ok_or_else(|| Error::Corrupt(format!("agreement {id}: state {w:?}")))
+        })
+        .transpose()
     }
 
     /// The requestor's confirmation did not reach the provider: back to Proposal, unsigned.
@@ -266,9 +273,9 @@ impl MarketStore {
             .await?)
     }
 
-    /// A queued message was delivered (it goes) or not (it stays, counted).
-    pub async fn outbox_tried(&self, id: i64, delivered: bool) -> Result<()> {
-        let query = if delivered {
+    /// A queued message was answered (it goes) or not (it stays, counted).
+    pub async fn outbox_tried(&self, id: i64, answered: bool) -> Result<()> {
+        let query = if answered {
             "DELETE FROM market_outbox WHERE id = $1"
         } else {
             "UPDATE market_outbox SET attempts = attempts + 1 WHERE id = $1"

@@ -18,9 +18,9 @@ use crate::wire::OfferBody;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-/// Postgres-backed market state.
+/// Postgres-backed market state; the rest of the node reaches it only through [`crate::Market`].
 #[derive(Debug, Clone)]
-pub struct MarketStore {
+pub(crate) struct MarketStore {
     pool: PgPool,
 }
 
@@ -36,6 +36,17 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// An offer as Golem's API shows it.
+    pub fn into_view(self) -> OfferView {
+        OfferView {
+            offer_id: self.id,
+            provider_id: self.owner,
+            properties: self.properties,
+            constraints: self.constraints,
+            timestamp: self.created_at,
+        }
+    }
+
     /// An own offer as it travels to other nodes.
     pub fn into_offer_body(self) -> OfferBody {
         OfferBody {
@@ -231,18 +242,7 @@ impl MarketStore {
     }
 
     pub async fn list_offers(&self) -> Result<Vec<OfferView>> {
-        Ok(self
-            .active_offers()
-            .await?
-            .into_iter()
-            .map(|s| OfferView {
-                offer_id: s.id,
-                provider_id: s.owner,
-                properties: s.properties,
-                constraints: s.constraints,
-                timestamp: s.created_at,
-            })
-            .collect())
+        Ok(self.active_offers().await?.into_iter().map(Stored::into_view).collect())
     }
 
     pub async fn list_demands(&self) -> Result<Vec<DemandView>> {

@@ -191,6 +191,33 @@ async fn forged_signatures_are_refused() {
     // The genuine confirmation goes through; the approval the courier forges does not count.
     requestor.confirm_agreement(&agreement_id).await.unwrap();
     assert_eq!(provider.agreement(&agreement_id).await.unwrap().state, AgreementState::Pending);
+    // The same signed agreement again (a confirmation whose answer was lost) is acknowledged;
+    // other terms under its id are not.
+    let held = provider.agreement(&agreement_id).await.unwrap();
+    let again = MarketRequest::ProposeAgreement {
+        agreement: held.body(),
+        signature: held.proposed_signature.clone().unwrap(),
+    };
+    assert_eq!(provider.handle(&r_peer, Some(r_id.address()), again).await, MarketResponse::Ack);
+    let mut other = held.body();
+    other.valid_to += chrono::Duration::seconds(1);
+    let signature = agora_identity::sign_json(&r_id, &other).unwrap();
+    let answer = provider
+        .handle(
+            &r_peer,
+            Some(r_id.address()),
+            MarketRequest::ProposeAgreement { agreement: other, signature },
+        )
+        .await;
+    assert!(matches!(&answer, MarketResponse::Error { message } if message.contains("taken")), "{answer:?}");
+    // Only a requestor cancels: the provider's "cancel" is refused and changes nothing.
+    let cancel = MarketRequest::CancelAgreement { agreement_id: agreement_id.clone(), reason: None };
+    let answer = requestor.handle(&p_peer, Some(p_id.address()), cancel).await;
+    assert!(
+        matches!(&answer, MarketResponse::Error { message } if message.contains("cannot send")),
+        "{answer:?}"
+    );
+    assert_eq!(requestor.agreement(&agreement_id).await.unwrap().state, AgreementState::Pending);
     assert_eq!(provider.approve_agreement(&agreement_id).await.unwrap(), AgreementState::Approved);
     assert_eq!(
         requestor.agreement(&agreement_id).await.unwrap().state,
