@@ -171,7 +171,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let listener = std::net::TcpListener::bind(settings.api_addr)
         .map_err(|source| Error::Listen { addr: settings.api_addr, source })?;
     listener.set_nonblocking(true)?;
-    let api_addr = listener.local_addr()?;
 
     // When root runs the embedded database, the server runs as `postgres` and must be able to
     // traverse the data dir (not list or read it).
@@ -201,6 +200,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             return Err(e);
         }
     };
+    // The network has a stop of its own: it outlives the node's handlers (see below).
+    let net_stop = CancellationToken::new();
     let network = async {
         let node_id = identities.default_address().await?;
         let key = identities.signer(node_id).map_err(|_| {
@@ -210,7 +211,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         })?;
         let mut net_config = settings.net.clone();
         net_config.topics.push(agora_market::OFFERS_TOPIC.to_string());
-        agora_net::start(key.libp2p_keypair(), net_config, shutdown.clone()).await.map_err(|e| match e {
+        agora_net::start(key.libp2p_keypair(), net_config, net_stop.clone()).await.map_err(|e| match e {
             agora_net::Error::Listen { .. }
             | agora_net::Error::Dial { .. }
             | agora_net::Error::SwarmKey(_) => Error::Config(format!("p2p: {e}")),
@@ -226,6 +227,29 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         }
     };
 
+    // From here on one path stops everything that was started, whether serving ended or failed.
+    let served = serve(&settings, identities, db.pool.clone(), net, &data, listener, shutdown.clone()).await;
+    shutdown.cancel();
+    // The network stops last, so answers that handlers gave while the node stopped go out.
+    net_stop.cancel();
+    let _ended = net_task.await;
+    data.remove_node_file();
+    db.close().await;
+    served
+}
+
+/// Serves the node until `shutdown`: its market and activities on the network, and the REST API
+/// on `listener`. Then ends its hosted activities and waits for its tasks, up to the deadline.
+async fn serve(
+    settings: &Settings,
+    identities: Identities,
+    pool: PgPool,
+    net: agora_net::NetHandle,
+    data: &DataDir,
+    listener: std::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let api_addr = listener.local_addr()?;
     let admin_token = random_token();
     data.write_node_file(&NodeFile {
         api_url: format!("http://{api_addr}"),
@@ -239,7 +263,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let signer = identities.signer(node_id)?;
     let tasks = TaskTracker::new();
     let market =
-        agora_market::Market::new(db.pool.clone(), signer).with_courier(std::sync::Arc::new(net.clone()));
+        agora_market::Market::new(pool.clone(), signer).with_courier(std::sync::Arc::new(net.clone()));
     let host = agora_activity::HostConfig {
         work_dir: data.path().join("activities"),
         transfer_dirs: settings.activity.transfer_dirs.clone(),
@@ -249,7 +273,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let other = |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(e.to_string()));
     let blobs = agora_activity::BlobStore::open(data.path().join("blobs"))?;
     let activities = agora_activity::Activities::new(
-        db.pool.clone(),
+        pool.clone(),
         host,
         blobs,
         std::sync::Arc::new(net.clone()),
@@ -266,11 +290,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         .map_err(|e| other(&e))?;
     activities.serve(&net, shutdown.clone()).await.map_err(|e| other(&e))?;
     let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();
-    let state = AppState::new(identities, db.pool.clone(), net, market, admin_token)
-        .with_activities(activities.clone(), datasets);
-    let served = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let state = AppState::new(identities, pool, net, market, admin_token)
+        .with_activities(activities.clone(), datasets)
+        .with_shutdown(shutdown.clone());
+    let server = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // Long polls answer when the node begins to stop; a request still open at the deadline
+    // (one waiting on an unresponsive peer, say) is dropped.
+    let served = tokio::select! {
+        served = std::future::IntoFuture::into_future(server) => served,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_DEADLINE).await } => {
+            tracing::warn!(deadline_secs = SHUTDOWN_DEADLINE.as_secs(), "requests still open at the shutdown deadline are dropped");
+            Ok(())
+        }
+    };
     tracing::info!("shutting down");
     shutdown.cancel();
     // Hosted activities end first (their batches stopped, their containers removed), then the
@@ -285,9 +318,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
             "tasks still running at the shutdown deadline are abandoned"
         ),
     }
-    let _ended = net_task.await;
-    data.remove_node_file();
-    db.close().await;
     served?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use crate::blobs::BlobSource;
 use crate::exescript::Command;
 use crate::service::{Batch, Live, MAX_CAPTURE};
 use crate::transfer::{self, Source, Transfer};
-use crate::unit::{Package, RunSpec};
+use crate::unit::{ExeError, Package, RunSpec};
 use crate::wire::{ActivityRequest, ActivityResponse, CommandResult};
 use crate::{Activities, Error, Messenger, Result, results_hash};
 use base64::Engine as _;
@@ -83,7 +83,7 @@ impl Activities {
                 Err(e) => {
                     result.result = "Error".into();
                     // The requestor reads this: the activity's paths, not the provider's.
-                    result.message = Some(self.public_paths(&e.to_string()));
+                    result.message = Some(self.public_paths(&e.for_requestor()));
                     true
                 }
             };
@@ -148,7 +148,8 @@ impl Activities {
                 let outcome = live.unit.lock().await.run(spec).await?;
                 live.usage.lock().expect("usage").add(&outcome.usage);
                 std::fs::write(results.join("exitCode"), format!("{}\n", outcome.exit_code)).map_err(io)?;
-                let hash = results_hash(&results).map_err(io)?;
+                // A folder that cannot be hashed (a link in /output, say) is the run's doing.
+                let hash = results_hash(&results).map_err(|e| ExeError::Failed(e.to_string()))?;
                 *live.last_outputs.lock().expect("outputs") = Some(results.join("outputs"));
                 Ok(Done {
                     stdout: Some(capture(&results.join("stdout"))),
@@ -177,7 +178,7 @@ impl Activities {
                         .inner
                         .blobs
                         .put_file(&path)
-                        .map_err(|e| Error::Io(format!("/output/{}: {e}", from.display())))?;
+                        .map_err(|e| Error::BadInput(format!("/output/{}: {e}", from.display())))?;
                     Ok(Done { blob: Some(format!("blob:sha256:{hex}")), ..Done::default() })
                 }
                 None => Err(Error::Conflict("transfer was not checked".into())),

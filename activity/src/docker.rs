@@ -251,9 +251,13 @@ impl ExeUnit for DockerUnit {
             // removes it then.
             let guard = RemoveOnDrop { docker: self.docker.clone(), id: Some(created.id.clone()) };
             let cpu_ns = Arc::new(AtomicU64::new(0));
-            let sampler = tokio::spawn(sample_cpu(self.docker.clone(), created.id.clone(), cpu_ns.clone()));
-            let code = self.run_in(&created.id, &spec).await;
-            sampler.abort();
+            // Sampled beside the run, in the same future: when the run ends or is dropped, so is
+            // the sampling.
+            let sampling = sample_cpu(self.docker.clone(), created.id.clone(), cpu_ns.clone());
+            let code = tokio::select! {
+                code = self.run_in(&created.id, &spec) => code,
+                never = sampling => match never {},
+            };
             self.remove(&created.id).await;
             guard.disarm();
             let (code, started_at) = code?;
@@ -281,9 +285,9 @@ impl ExeUnit for DockerUnit {
 const CPU_SAMPLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Keeps the container's CPU time (ns, from its cgroup through the engine) in `into`, read every
-/// [`CPU_SAMPLE`] until aborted. The engine forgets it when the container exits, so the figure is
+/// [`CPU_SAMPLE`] until dropped. The engine forgets it when the container exits, so the figure is
 /// the last reading: a run shorter than one sample reads as 0.
-async fn sample_cpu(docker: Docker, id: String, into: Arc<AtomicU64>) {
+async fn sample_cpu(docker: Docker, id: String, into: Arc<AtomicU64>) -> std::convert::Infallible {
     let options = bollard::query_parameters::StatsOptions { stream: false, one_shot: true };
     loop {
         if let Some(Ok(stats)) = docker.stats(&id, Some(options.clone())).next().await

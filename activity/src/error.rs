@@ -69,6 +69,15 @@ impl Error {
         }
     }
 
+    /// What the requestor reads in a command's result: the error itself (an exe-unit's, the
+    /// run's limits, a missing output), except this node's own failures, which are logged here.
+    pub fn for_requestor(&self) -> String {
+        match self {
+            Self::Exe(e) => e.to_string(),
+            _ => self.public_message(),
+        }
+    }
+
     /// The error another node's refusal means here.
     pub fn from_refusal(refusal: Refusal, message: String) -> Self {
         match refusal {

@@ -4,7 +4,7 @@ use crate::exescript::{self, Command};
 use crate::service::{Batch, Live, new_id};
 use crate::transfer;
 use crate::unit::{ExeUnit, Limits};
-use crate::wire::{ActivityRequest, ActivityResponse, ActivityState, ActivityUsage};
+use crate::wire::{ActivityRequest, ActivityResponse, ActivityState, ActivityUsage, CommandResult};
 use crate::{Activities, DockerUnit, Error, MAX_CONCURRENT_BATCHES, MAX_WAIT, Result, WasmUnit};
 use agora_identity::Address;
 use agora_market::{AgreementState, Role};
@@ -12,6 +12,9 @@ use base64::Engine as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How long an ended activity's state and results stay answerable to its requestor.
+pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 
 /// Limits from the offer's properties, over the defaults.
 fn limits_of(offer: &BTreeMap<String, serde_json::Value>) -> Limits {
@@ -141,7 +144,7 @@ impl Activities {
                         "this provider has no container engine configured (docker_socket)".into(),
                     ));
                 };
-                let docker = DockerUnit::connect(socket).await.map_err(|e| Error::Remote(e.to_string()))?;
+                let docker = DockerUnit::connect(socket).await?;
                 Box::new(DockerUnit::new(docker, self.owner()))
             }
             other => {
@@ -170,6 +173,7 @@ impl Activities {
             state: Mutex::new(("Initialized".into(), None, None)),
             last_outputs: Mutex::default(),
             running: Mutex::default(),
+            ended: Mutex::default(),
         };
         self.inner.live.lock().expect("activities").insert(id.clone(), Arc::new(live));
         tracing::info!(activity = %id, agreement = agreement_id, runtime, "activity created");
@@ -230,8 +234,8 @@ impl Activities {
             this.run_batch(&id, live, &batch_name, batch, commands, transfers).await;
         });
         let mut running = keep.running.lock().expect("running");
-        running.retain(|t| !t.is_finished());
-        running.push(task.abort_handle());
+        running.retain(|(_, t)| !t.is_finished());
+        running.push((batch_id.clone(), task.abort_handle()));
         Ok(batch_id)
     }
 
@@ -274,12 +278,36 @@ impl Activities {
             }
             *state = ("Terminated".into(), Some(reason.to_string()), None);
         }
+        *live.ended.lock().expect("ended") = Some(std::time::Instant::now());
         // A batch that is still running stops here; a container it ran is removed as its run
-        // is dropped. (The terminating batch itself is the caller, and is not aborted under it.)
+        // is dropped, a WASM module stops at its next epoch tick. Its requestor is told with a
+        // last result that finishes the batch. (The terminating batch itself is the caller, and
+        // is neither stopped under it nor finished for it.)
         let current = tokio::task::try_id();
-        for task in live.running.lock().expect("running").drain(..) {
-            if Some(task.id()) != current {
-                task.abort();
+        let running: Vec<_> = live.running.lock().expect("running").drain(..).collect();
+        for (batch_id, task) in running {
+            if Some(task.id()) == current || task.is_finished() {
+                continue;
+            }
+            task.abort();
+            let batch = live.batches.lock().expect("batches").get(&batch_id).cloned();
+            if let Some(batch) = batch.filter(|b| !b.finished()) {
+                let mut results = batch.results.lock().expect("batch");
+                let index = results.len();
+                results.push(CommandResult {
+                    index,
+                    event_date: chrono::Utc::now(),
+                    result: "Error".into(),
+                    stdout: None,
+                    stderr: None,
+                    message: Some(format!("the activity ended: {reason}")),
+                    is_batch_finished: true,
+                    exit_code: None,
+                    results_hash: None,
+                    blob: None,
+                });
+                drop(results);
+                batch.changed.notify_waiters();
             }
         }
         live.unit.lock().await.terminate().await;
@@ -290,8 +318,15 @@ impl Activities {
         tracing::info!(activity = id, reason, "activity terminated");
     }
 
-    /// Terminates hosted activities whose agreement no longer stands. Called periodically.
+    /// Terminates hosted activities whose agreement no longer stands, and forgets those that
+    /// ended more than [`KEEP_ENDED`] ago (their record stays in the database). Called
+    /// periodically.
     pub async fn sweep(&self) {
+        self.inner
+            .live
+            .lock()
+            .expect("activities")
+            .retain(|_, live| live.ended.lock().expect("ended").is_none_or(|at| at.elapsed() < KEEP_ENDED));
         let hosted: Vec<(String, String)> = self
             .inner
             .live

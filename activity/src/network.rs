@@ -6,6 +6,8 @@ use crate::wire::{ActivityRequest, ActivityResponse, Refusal};
 use crate::{Activities, Error, Messenger, Result};
 use agora_net::{Channel, NetHandle};
 use futures_util::future::BoxFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -42,13 +44,20 @@ impl Activities {
         let activities = self.clone();
         self.inner.tasks.spawn(async move {
             let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+            let sweeping = Arc::new(AtomicBool::new(false));
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     _ = sweep.tick() => {
-                        let activities = activities.clone();
-                        activities.inner.tasks.clone().spawn(async move { activities.sweep().await });
+                        // One sweep at a time: a slow database must not pile them up.
+                        if !sweeping.swap(true, Ordering::AcqRel) {
+                            let (activities, sweeping) = (activities.clone(), sweeping.clone());
+                            activities.inner.tasks.clone().spawn(async move {
+                                activities.sweep().await;
+                                sweeping.store(false, Ordering::Release);
+                            });
+                        }
                     }
                     request = requests.recv() => match request {
                         None => break,

@@ -81,6 +81,10 @@ impl Batch {
 }
 
 /// An activity this node hosts.
+///
+/// Its locks are held for a few statements, never across an `.await`. A lock is poisoned only
+/// by a panic while it was held, after which what it guards is not to be trusted: every
+/// `.lock().expect(…)` in this crate passes that panic on rather than carry on with it.
 pub(crate) struct Live {
     pub(crate) agreement_id: String,
     pub(crate) requestor: Address,
@@ -94,8 +98,11 @@ pub(crate) struct Live {
     /// (current, reason, error)
     pub(crate) state: Mutex<(String, Option<String>, Option<String>)>,
     pub(crate) last_outputs: Mutex<Option<PathBuf>>,
-    /// Batches still running, stopped when the activity ends (their containers go with them).
-    pub(crate) running: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Batches still running (by batch id), stopped when the activity ends (their containers go
+    /// with them).
+    pub(crate) running: Mutex<Vec<(String, tokio::task::AbortHandle)>>,
+    /// When it ended, if it has.
+    pub(crate) ended: Mutex<Option<std::time::Instant>>,
 }
 
 impl Live {

@@ -44,10 +44,9 @@ pub fn check(from: &str, to: &str, allowed: &[PathBuf]) -> Result<Transfer> {
                 .filter_map(|dir| std::fs::canonicalize(dir).ok())
                 .any(|dir| canonical.starts_with(&dir));
             if !permitted {
-                let list: Vec<String> = allowed.iter().map(|d| d.display().to_string()).collect();
+                // The folders themselves are the provider's own paths: its operator says them.
                 return Err(Error::Forbidden(format!(
-                    "{from} is outside the folders this provider allows transfers from ({})",
-                    if list.is_empty() { "none".to_string() } else { list.join(", ") }
+                    "{from} is outside the folders this provider allows transfers from"
                 )));
             }
             Source::File(canonical)

@@ -11,11 +11,24 @@ use crate::unit::{ExeError, Limits, RunOutcome, RunSpec, Usage};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+/// Why a run ended before its module did: its activity ended.
+#[derive(Debug, Clone, Copy)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the run was stopped: its activity ended")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// How often the epoch advances: the resolution of the time limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -186,6 +199,17 @@ impl WasmRuntime {
     /// Runs a prepared module's `_start`, blocking the calling thread: call it from
     /// `spawn_blocking`. The results folder gets `stdout`, `stderr` and `outputs/`.
     pub fn run(&self, module: &[u8; 32], spec: &RunSpec) -> Result<RunOutcome, ExeError> {
+        self.run_until(module, spec, &Arc::default())
+    }
+
+    /// [`WasmRuntime::run`], stopped within one epoch tick once `stop` is set: a thread whose
+    /// activity ended does not run on to its time limit.
+    pub fn run_until(
+        &self,
+        module: &[u8; 32],
+        spec: &RunSpec,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<RunOutcome, ExeError> {
         let started = Instant::now();
         let cpu_start = thread_cpu();
         let pre = self
@@ -234,8 +258,20 @@ impl WasmRuntime {
             store.set_fuel(fuel).map_err(|e| ExeError::Engine(e.to_string()))?;
         }
         if self.metering.epochs {
-            let ticks = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-            store.set_epoch_deadline(ticks);
+            // Checked at every tick: the time limit counts down, and a stop ends the run at once.
+            let mut ticks_left = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+            let stop = stop.clone();
+            store.epoch_deadline_callback(move |_| {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(wasmtime::Error::new(Stopped));
+                }
+                ticks_left -= 1;
+                if ticks_left == 0 {
+                    return Err(Trap::Interrupt.into());
+                }
+                Ok(UpdateDeadline::Continue(1))
+            });
+            store.set_epoch_deadline(1);
         }
 
         let mut started_at = None;
@@ -256,6 +292,8 @@ impl WasmRuntime {
             Err(e) => {
                 if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                     exit.0
+                } else if e.downcast_ref::<Stopped>().is_some() {
+                    return Err(ExeError::Failed(Stopped.to_string()));
                 } else if let Some(desired) = store.data().limiter.hit {
                     return Err(ExeError::Limit(format!(
                         "the module asked for {} MiB of memory; the limit is {} MiB",

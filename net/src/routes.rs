@@ -123,10 +123,14 @@ impl Routes {
         from: PeerId,
         body: serde_json::Value,
     ) -> Result<oneshot::Receiver<serde_json::Value>, serde_json::Value> {
-        let Some(route) = self.requests.get(&channel).filter(|r| !r.requests.is_closed()) else {
+        let Some(route) = self.requests.get(&channel) else {
             tracing::warn!(%from, protocol = %channel, "a request on a protocol this node does not serve");
             return Err(refusal(format!("this node does not serve {channel}")));
         };
+        if route.requests.is_closed() {
+            tracing::debug!(%from, protocol = %channel, "a request while the node stops");
+            return Err(refusal(format!("{channel} is stopping on this node")));
+        }
         let Ok(permit) = route.permits.clone().try_acquire_owned() else {
             tracing::debug!(%from, protocol = %channel, "handlers at their cap; a request refused");
             let cap = channel.spec().handlers;
@@ -139,7 +143,7 @@ impl Routes {
         match route.requests.try_send(request) {
             Ok(()) => Ok(rx),
             // Full cannot happen (permits bound the queue); closed means the server stopped.
-            Err(_) => Err(refusal(format!("{channel} is shutting down on this node"))),
+            Err(_) => Err(refusal(format!("{channel} is stopping on this node"))),
         }
     }
 

@@ -1,7 +1,7 @@
 //! `/activity-api/v1`, with the paths and JSON of Golem's activity API, and `/blobs`, the
 //! node's content-addressed store for inputs and outputs.
 
-use super::{AppState, Body, Ids, Params, check_id, seconds};
+use super::{AppState, Body, Ids, Params, check_id, seconds, until_shutdown};
 use crate::api::ApiError;
 use agora_activity::Activities;
 use agora_activity::wire::{ActivityState, ActivityUsage, CommandResult};
@@ -103,34 +103,46 @@ async fn results(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if !streaming {
-        let found = activities.results(&id, &batch, query.timeout()?, query.command_index).await?;
+        let found = activities.results(&id, &batch, query.timeout()?, query.command_index);
+        let found = until_shutdown(&state, async { Ok(found.await?) }).await?;
         return Ok(Json(found).into_response());
     }
     // Server-sent events: one `runtime` event per finished command, as it finishes; the stream
     // ends after the batch's last. An unknown activity or batch is an error before it starts.
     activities.results(&id, &batch, Duration::ZERO, None).await?;
+    // It also ends when the node begins to stop.
+    let stopping = state.shutdown.clone();
     let stream = futures_util::stream::unfold(
         (activities, id, batch, 0usize, false),
-        |(a, id, batch, sent, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                let found: Vec<CommandResult> = match a
-                    .results(&id, &batch, Duration::from_secs(30), Some(sent))
-                    .await
-                {
-                    Ok(found) => found,
-                    Err(e) => {
-                        let event = Event::default().event("error").data(e.to_string());
-                        return Some((Ok::<_, std::convert::Infallible>(event), (a, id, batch, sent, true)));
+        move |(a, id, batch, sent, done)| {
+            let stopping = stopping.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let next = a.results(&id, &batch, Duration::from_secs(30), Some(sent));
+                    let found = tokio::select! {
+                        found = next => found,
+                        () = stopping.cancelled() => return None,
+                    };
+                    let found: Vec<CommandResult> = match found {
+                        Ok(found) => found,
+                        Err(e) => {
+                            let event = Event::default().event("error").data(e.to_string());
+                            return Some((
+                                Ok::<_, std::convert::Infallible>(event),
+                                (a, id, batch, sent, true),
+                            ));
+                        }
+                    };
+                    if let Some(result) = found.into_iter().find(|r| r.index == sent) {
+                        let finished = result.is_batch_finished;
+                        let event = Event::default()
+                            .event("runtime")
+                            .data(runtime_event(&batch, &result).to_string());
+                        return Some((Ok(event), (a, id, batch, sent + 1, finished)));
                     }
-                };
-                if let Some(result) = found.into_iter().find(|r| r.index == sent) {
-                    let finished = result.is_batch_finished;
-                    let event =
-                        Event::default().event("runtime").data(runtime_event(&batch, &result).to_string());
-                    return Some((Ok(event), (a, id, batch, sent + 1, finished)));
                 }
             }
         },

@@ -1,6 +1,6 @@
 //! `/market-api/v1`: Golem's market API paths and JSON.
 
-use super::{ApiError, AppState, Body, Ids, Params, check_id, seconds};
+use super::{ApiError, AppState, Body, Ids, Params, check_id, seconds, until_shutdown};
 use agora_market::api::{DemandOfferBase, DemandView, Event, OfferView, ProposalView};
 use axum::Json;
 use axum::extract::State;
@@ -108,7 +108,8 @@ async fn collect_offers(
     Ids(id): Ids<String>,
     Params(poll): Params<Poll>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
-    Ok(Json(state.market.collect_demand_events(&id, poll.timeout()?, poll.max_events()).await?))
+    let events = state.market.collect_demand_events(&id, poll.timeout()?, poll.max_events());
+    Ok(Json(until_shutdown(&state, async { Ok(events.await?) }).await?))
 }
 
 async fn get_proposal_offer(
@@ -153,7 +154,8 @@ async fn collect_demands(
     Ids(id): Ids<String>,
     Params(poll): Params<Poll>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
-    Ok(Json(state.market.collect_offer_events(&id, poll.timeout()?, poll.max_events()).await?))
+    let events = state.market.collect_offer_events(&id, poll.timeout()?, poll.max_events());
+    Ok(Json(until_shutdown(&state, async { Ok(events.await?) }).await?))
 }
 
 async fn get_proposal_demand(
@@ -268,7 +270,9 @@ async fn wait_for_approval(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let timeout = Poll { timeout: wait.timeout, max_events: None }.timeout()?;
-    Ok(match state.market.wait_for_approval(&id, timeout).await? {
+    let waited =
+        until_shutdown(&state, async { Ok(state.market.wait_for_approval(&id, timeout).await?) }).await?;
+    Ok(match waited {
         Some(outcome) => Json(outcome).into_response(),
         None => (
             StatusCode::REQUEST_TIMEOUT,
@@ -292,7 +296,7 @@ async fn agreement_events(
     Params(poll): Params<AgreementPoll>,
 ) -> Result<Json<Vec<agora_market::api::AgreementEvent>>, ApiError> {
     let p = Poll { timeout: poll.timeout, max_events: poll.max_events };
-    let events =
-        state.market.agreement_events(poll.after_timestamp, p.timeout()?, p.max_events() as i64).await?;
+    let events = state.market.agreement_events(poll.after_timestamp, p.timeout()?, p.max_events() as i64);
+    let events = until_shutdown(&state, async { Ok(events.await?) }).await?;
     Ok(Json(events))
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub activities: Option<agora_activity::Activities>,
     /// `sha256:<hex>` of the datasets this node offers; added to its offers.
     pub datasets: Vec<String>,
+    /// Cancelled when the node begins to stop: long polls answer then rather than hold it up.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -59,7 +61,14 @@ impl AppState {
             metrics,
             activities: None,
             datasets: Vec::new(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Long polls end when `shutdown` is cancelled.
+    pub fn with_shutdown(mut self, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// Serves activities and blobs too.
@@ -193,6 +202,18 @@ pub fn seconds(
         None => Ok(default.min(max)),
         Some(t) if t.is_finite() && t >= 0.0 => Ok(Duration::from_secs_f64(t.min(max.as_secs_f64()))),
         Some(t) => Err(ApiError::BadRequest(format!("{name} must be a number of seconds ≥ 0, got {t}"))),
+    }
+}
+
+/// Runs a long poll until it answers, or until the node begins to stop: then it answers 503
+/// (with `Retry-After`), so a stopping node is not held up by its clients' polls.
+pub async fn until_shutdown<T>(
+    state: &AppState,
+    poll: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::select! {
+        answered = poll => answered,
+        () = state.shutdown.cancelled() => Err(ApiError::Unavailable("the node is stopping".into())),
     }
 }
 

@@ -55,6 +55,27 @@ async fn a_provider_with_a_batch_running_stops_on_sigterm_within_its_deadline_an
     })
     .await;
 
+    // Two long polls are open as the provider stops: the requestor's on the batch's results
+    // (forwarded to the provider), and one on the provider's own API.
+    let batch = batch.as_str().unwrap().to_string();
+    let results_poll = tokio::spawn({
+        let path = format!("/activity-api/v1/activity/{activity}/exec/{batch}?timeout=50&commandIndex=2");
+        let url = r.url(&path);
+        let token = r.node.admin_token.clone();
+        async move {
+            let response = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    });
+    let (_, offers) = agora_tests::flow::get(&p, "/market-api/v1/offers").await;
+    let offer_id = offers[0]["offerId"].as_str().unwrap().to_string();
+    let events_poll = tokio::spawn({
+        let url = p.url(&format!("/market-api/v1/offers/{offer_id}/events?timeout=60"));
+        let token = p.node.admin_token.clone();
+        async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
     let stopping = Instant::now();
     let code = p.stop();
     let took = stopping.elapsed();
@@ -70,9 +91,60 @@ async fn a_provider_with_a_batch_running_stops_on_sigterm_within_its_deadline_an
     let log = p.log();
     assert!(log.contains("all tasks finished"), "no task is left running: {log}");
     assert!(!log.contains("abandoned"), "{log}");
+    // The polls were answered, not left hanging: the batch ended with the activity.
+    let (status, results) = results_poll.await.unwrap();
+    assert_eq!(status, 200, "{results}");
+    let last = results.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["isBatchFinished"], true, "{results}");
+    assert_eq!(last["message"], "the activity ended: the provider node is stopping", "{results}");
+    assert_eq!(events_poll.await.unwrap().unwrap(), 503, "the provider's own long poll ends as it stops");
     // The requestor finds the provider gone.
     let (status, state) =
         agora_tests::flow::get(&r, &format!("/activity-api/v1/activity/{activity}/state")).await;
     assert_eq!(status, 200, "{state}");
     assert_eq!(state["state"], json!(["Unresponsive", null]), "{state}");
+}
+
+/// A module that never ends, with a time limit far off: stopping the provider stops it at once
+/// (its thread would otherwise hold the process until the limit).
+#[tokio::test]
+async fn a_provider_running_a_wasm_module_stops_on_sigterm_without_waiting_for_its_time_limit() {
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let requestor_db = pg.another_database("r").await;
+    let mut p = NodeProcess::start(&root.path().join("p"), &[], &[("DATABASE_URL", pg.url().as_str())]).await;
+    let (_, p_addr) = net_id(&p);
+    let r =
+        NodeProcess::start(&root.path().join("r"), &["--peer", &p_addr], &[("DATABASE_URL", &requestor_db)])
+            .await;
+    let module = agora_tests::workspace_root().join("tests/wasm/spin.wat");
+    let package = agora_tests::flow::put_blob(&r, wat::parse_file(&module).unwrap()).await;
+    let offer = json!({"golem.runtime.name": "wasmtime", "agora.limits.time_sec": 300});
+    let agreement = agree(&r, &p, offer, json!({"golem.srv.comp.task_package": package})).await;
+    let (status, created) = post(&r, "/activity-api/v1/activity", json!({"agreementId": agreement})).await;
+    assert_eq!(status, 201, "{created}");
+    let activity = created["activityId"].as_str().unwrap().to_string();
+    let script = json!([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "spin"}}]);
+    let path = format!("/activity-api/v1/activity/{activity}/exec");
+    let (status, batch) = post(&r, &path, json!({"text": script.to_string()})).await;
+    assert_eq!(status, 200, "{batch}");
+    let results = format!("/activity-api/v1/activity/{activity}/exec/{}?timeout=0", batch.as_str().unwrap());
+    wait_for(60, "the module to start spinning", || {
+        let (r, results) = (&r, results.clone());
+        async move {
+            let (_, found) = agora_tests::flow::get(r, &results).await;
+            // deploy and start have finished: run is under way.
+            (found.as_array().is_some_and(|a| a.len() == 2)).then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let stopping = Instant::now();
+    let code = p.stop();
+    let took = stopping.elapsed();
+    println!("the provider stopped in {took:?} with a module spinning");
+    assert_eq!(code, Some(0), "{}", p.log());
+    assert!(took < agora::node::SHUTDOWN_DEADLINE, "stopping took {took:?}: {}", p.log());
+    assert!(p.log().contains("all tasks finished"), "{}", p.log());
 }
