@@ -1,5 +1,5 @@
 //! The requestor side: activities this node drives on its agreements' providers, through
-//! `/agora/activity/1`.
+//! `/agora/activity/2`.
 
 use crate::batch::PeerBlobs;
 use crate::exescript::{self, Command};

@@ -1,4 +1,4 @@
-//! Activities on the network: `/agora/activity/1` requests answered (each on its own tracked
+//! Activities on the network: `/agora/activity/2` requests answered (each on its own tracked
 //! task, within the protocol's handler cap), activity requests sent, hosted activities swept
 //! when their agreement ends.
 
@@ -33,7 +33,7 @@ fn answer(response: &ActivityResponse) -> serde_json::Value {
 }
 
 impl Activities {
-    /// Serves `/agora/activity/1` on `net` until `shutdown`, and sweeps hosted activities whose
+    /// Serves `/agora/activity/2` on `net` until `shutdown`, and sweeps hosted activities whose
     /// agreement has ended. Fails only if another part of the node already serves the protocol.
     pub async fn serve(
         &self,

@@ -4,7 +4,7 @@
 //! the agreement's requestor and that the agreement is Approved, runs batches on the exe-unit the
 //! offer names, keeps each run's results folder and hash, and counts usage. The requestor's node
 //! drives them (`driver.rs`): it forwards its REST calls to the provider over
-//! `/agora/activity/1`, and fetches outputs back as blobs.
+//! `/agora/activity/2`, and fetches outputs back as blobs.
 
 use crate::blobs::BlobStore;
 use crate::store::ActivityStore;

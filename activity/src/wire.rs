@@ -1,4 +1,4 @@
-//! What nodes say to each other over `/agora/activity/1`, and the JSON shapes of Golem's
+//! What nodes say to each other over `/agora/activity/2`, and the JSON shapes of Golem's
 //! `/activity-api/v1` that both ends share.
 
 use chrono::{DateTime, Utc};

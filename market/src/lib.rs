@@ -15,7 +15,7 @@
 //!   proposal it answered, with accessors for the terms payments and agents read (pricing,
 //!   usage vector, payment platform, debit-note and payment timeouts).
 //!   [`Market::agreement`] is how the rest of the node reads one.
-//! - [`serve`]: the market on the network — its `/agora/market/1` route, announcements on
+//! - [`serve`]: the market on the network — its `/agora/market/2` route, announcements on
 //!   [`OFFERS_TOPIC`], offer fetches and the outbox — through a [`Courier`], which the node's
 //!   [`agora_net::NetHandle`] is.
 //! - [`api`]: the JSON shapes of Golem's `/market-api/v1`.

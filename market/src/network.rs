@@ -1,4 +1,4 @@
-//! The market on the network: `/agora/market/1` requests answered, announcements followed, own
+//! The market on the network: `/agora/market/2` requests answered, announcements followed, own
 //! offers repeated, undelivered messages retried.
 
 use crate::agreeing::Ending;

@@ -15,7 +15,7 @@ pub enum Announcement {
     Unsubscribed { offer_ids: Vec<String> },
 }
 
-/// Directed requests over `/agora/market/1`.
+/// Directed requests over `/agora/market/2`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MarketRequest {

@@ -1,4 +1,5 @@
 use crate::Channel;
+use crate::protocol::{Protocols, RequestEvent};
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
@@ -25,8 +26,8 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
-    pub market: JsonProtocol,
-    pub activity: JsonProtocol,
+    /// The directed protocols (`crate::protocol`).
+    pub requests: Protocols,
 }
 
 impl Behaviour {
@@ -66,42 +67,30 @@ impl Behaviour {
             kad,
             gossipsub,
             mdns: mdns.into(),
-            market: json_protocol(Channel::Market),
-            activity: json_protocol(Channel::Activity),
+            requests: Protocols::new(),
         })
     }
 
     /// The behaviour of one directed protocol.
     pub fn protocol(&mut self, channel: Channel) -> &mut JsonProtocol {
-        match channel {
-            Channel::Market => &mut self.market,
-            Channel::Activity => &mut self.activity,
-        }
+        self.requests.get(channel)
     }
-}
-
-fn json_protocol(channel: Channel) -> JsonProtocol {
-    let spec = channel.spec();
-    request_response::json::Behaviour::new(
-        [(StreamProtocol::new(spec.name), request_response::ProtocolSupport::Full)],
-        request_response::Config::default()
-            .with_request_timeout(spec.timeout)
-            .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
-    )
 }
 
 /// A behaviour event: a directed protocol's, with the protocol it came on, or another.
 // Matched at once where it is made; boxing the large variant would allocate per event for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Split {
-    Request(Channel, request_response::Event<serde_json::Value, serde_json::Value>),
+    Request(Channel, RequestEvent),
     Other(BehaviourEvent),
 }
 
 pub(crate) fn split(event: BehaviourEvent) -> Split {
     match event {
-        BehaviourEvent::Market(e) => Split::Request(Channel::Market, e),
-        BehaviourEvent::Activity(e) => Split::Request(Channel::Activity, e),
+        BehaviourEvent::Requests(e) => {
+            let (channel, event) = crate::protocol::split(e);
+            Split::Request(channel, event)
+        }
         other => Split::Other(other),
     }
 }

@@ -14,7 +14,7 @@
 //! and no others; gossip topics likewise with [`NetHandle::follow`]. Handlers per protocol are
 //! capped ([`Spec::handlers`]); a request beyond the cap, over a peer's rate, or on a protocol
 //! nobody serves is refused with a message the sender sees as [`Error::Refused`]. The protocols
-//! are listed in one table, [`Channel::spec`].
+//! are listed in one table (`protocol.rs`): adding one is a row there plus its handler.
 //!
 //! This crate is not the market: it carries bytes between peers under versioned protocol names
 //! (`/agora/…/1`) and knows nothing of offers or agreements.
@@ -42,7 +42,7 @@ pub mod routes;
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, pnet::PreSharedKey};
 pub use network::{NetConfig, NetHandle, NetStatus, Network, start};
-pub use protocol::{ACTIVITY_HANDLERS, CHANNELS, Channel, MARKET_HANDLERS, Spec};
+pub use protocol::{ACTIVITY_HANDLERS, CHANNELS, Channel, MARKET_HANDLERS, Protocols, Spec};
 pub use routes::{Gossip, Request, RouteError};
 
 /// Errors of the network.

@@ -87,7 +87,8 @@ pub struct NetHandle {
     peer_id: PeerId,
     /// Requests in flight per peer and protocol, at most [`MAX_CONCURRENT_STREAMS`]: more wait
     /// their turn here rather than open streams the connection cannot carry (a peer that opens
-    /// too many has its connection closed).
+    /// too many has its connection closed). The lock is held for a map look-up only; a poisoned
+    /// one (a panic while it was held) is passed on.
     in_flight: Arc<Mutex<InFlight>>,
 }
 
@@ -125,6 +126,18 @@ impl NetHandle {
     /// disconnected and ignored for a while.
     pub async fn penalise(&self, peer: PeerId) {
         let _stopped = self.commands.send(Command::Penalise(peer)).await;
+    }
+
+    async fn send_request(
+        &self,
+        channel: Channel,
+        peer: PeerId,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let (tx, rx) = oneshot::channel();
+        let command = Command::Request { channel, peer, body, reply: tx };
+        self.commands.send(command).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
     }
 
     /// Opens this node's route for `channel`: every request on that protocol comes out of the
@@ -171,7 +184,7 @@ impl NetHandle {
             .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_STREAMS)))
             .clone();
         let timeout = channel.spec().timeout;
-        let _slot = tokio::time::timeout(timeout, slots.acquire_owned())
+        let slot = tokio::time::timeout(timeout, slots.acquire())
             .await
             .map_err(|_| Error::Request {
                 peer: peer.to_string(),
@@ -180,10 +193,19 @@ impl NetHandle {
                 ),
             })?
             .map_err(|_| Error::Stopped)?;
-        let (tx, rx) = oneshot::channel();
-        let command = Command::Request { channel, peer, body, reply: tx };
-        self.commands.send(command).await.map_err(|_| Error::Stopped)?;
-        let answer = rx.await.map_err(|_| Error::Stopped)??;
+        let answer = self.send_request(channel, peer, body).await;
+        drop(slot);
+        // A peer with nothing in flight any more leaves the map, so it does not grow with every
+        // peer ever asked. (Only the map and this call hold the slots then.)
+        if Arc::strong_count(&slots) == 2 && slots.available_permits() == MAX_CONCURRENT_STREAMS {
+            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+            if in_flight.get(&(peer, channel)).is_some_and(|s| Arc::ptr_eq(s, &slots))
+                && Arc::strong_count(&slots) == 2
+            {
+                in_flight.remove(&(peer, channel));
+            }
+        }
+        let answer = answer?;
         match refusal_of(&answer) {
             Some(message) => Err(Error::Refused { peer: peer.to_string(), message: message.to_string() }),
             None => Ok(answer),

@@ -1,19 +1,14 @@
 //! The directed request-response protocols, in one table.
 //!
-//! Adding a protocol: a [`Channel`] variant with its row in [`Channel::spec`], and its field in
-//! [`crate::Behaviour`] (named in `Behaviour::protocol` and `split`). The part of the node that
-//! serves it asks for its requests with [`crate::NetHandle::serve`].
+//! Adding a protocol is one row of the [`protocols!`] table below (a [`Channel`] variant, the
+//! field of the behaviour that carries it, its versioned name, request timeout and handler cap),
+//! plus the part of the node that serves it with [`crate::NetHandle::serve`]. The macro makes
+//! the enum, the spec, and the behaviour with one field per protocol.
 
+use crate::behaviour::{JsonProtocol, MAX_CONCURRENT_STREAMS};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, request_response};
 use std::time::Duration;
-
-/// A directed request-response protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Channel {
-    /// Offer bodies, announcements to one peer, proposals, agreements.
-    Market,
-    /// Activity control, results and content-addressed blobs.
-    Activity,
-}
 
 /// What the network needs to know of a protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +21,6 @@ pub struct Spec {
     pub handlers: usize,
 }
 
-/// Every protocol, for building the behaviour and for tests.
-pub const CHANNELS: [Channel; 2] = [Channel::Market, Channel::Activity];
-
 /// Market handlers at once. A handler is a few database statements; 32 of them keep half the
 /// node's pool free for the REST API.
 pub const MARKET_HANDLERS: usize = 32;
@@ -36,21 +28,79 @@ pub const MARKET_HANDLERS: usize = 32;
 /// batch, so there is room for a few dozen requestors polling.
 pub const ACTIVITY_HANDLERS: usize = 48;
 
-impl Channel {
-    pub const fn spec(self) -> Spec {
-        match self {
-            Self::Market => {
-                Spec { name: "/agora/market/1", timeout: Duration::from_secs(15), handlers: MARKET_HANDLERS }
-            }
-            // Activity requests may wait on work (a long poll of results, a deploy).
-            Self::Activity => Spec {
-                name: "/agora/activity/1",
-                timeout: Duration::from_secs(75),
-                handlers: ACTIVITY_HANDLERS,
-            },
-        }
-    }
+/// One directed protocol's events.
+pub(crate) type RequestEvent = request_response::Event<serde_json::Value, serde_json::Value>;
 
+macro_rules! protocols {
+    ($($(#[$doc:meta])* $variant:ident => $field:ident {
+        name: $name:literal, timeout: $timeout:expr, handlers: $handlers:expr $(,)?
+    }),+ $(,)?) => {
+        /// A directed request-response protocol.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Channel {
+            $($(#[$doc])* $variant),+
+        }
+
+        /// Every protocol.
+        pub const CHANNELS: &[Channel] = &[$(Channel::$variant),+];
+
+        impl Channel {
+            pub const fn spec(self) -> Spec {
+                match self {
+                    $(Self::$variant => Spec { name: $name, timeout: $timeout, handlers: $handlers }),+
+                }
+            }
+        }
+
+        /// The request-response behaviours of every protocol, a field each.
+        // Not `Debug`: libp2p's behaviours do not implement it.
+        #[allow(missing_debug_implementations)]
+        #[derive(NetworkBehaviour)]
+        pub struct Protocols {
+            $(pub $field: JsonProtocol),+
+        }
+
+        impl Protocols {
+            pub(crate) fn new() -> Self {
+                Self { $($field: json_protocol(Channel::$variant)),+ }
+            }
+
+            /// The behaviour of one protocol.
+            pub fn get(&mut self, channel: Channel) -> &mut JsonProtocol {
+                match channel {
+                    $(Channel::$variant => &mut self.$field),+
+                }
+            }
+        }
+
+        /// A protocol's event, with the protocol it came on.
+        pub(crate) fn split(event: ProtocolsEvent) -> (Channel, RequestEvent) {
+            match event {
+                $(ProtocolsEvent::$variant(e) => (Channel::$variant, e)),+
+            }
+        }
+    };
+}
+
+protocols! {
+    /// Offer bodies, announcements to one peer, proposals, agreements.
+    Market => market { name: "/agora/market/2", timeout: Duration::from_secs(15), handlers: MARKET_HANDLERS },
+    /// Activity control, results and content-addressed blobs. Requests may wait on work (a long
+    /// poll of results, a deploy), so the timeout is longer.
+    Activity => activity { name: "/agora/activity/2", timeout: Duration::from_secs(75), handlers: ACTIVITY_HANDLERS },
+}
+
+fn json_protocol(channel: Channel) -> JsonProtocol {
+    let spec = channel.spec();
+    request_response::json::Behaviour::new(
+        [(StreamProtocol::new(spec.name), request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(spec.timeout)
+            .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
+    )
+}
+
+impl Channel {
     pub const fn name(self) -> &'static str {
         self.spec().name
     }
