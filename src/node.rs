@@ -22,10 +22,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// How long to wait for a database connection before calling the database unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_SIZE: u32 = 16;
-/// How long a stopping node waits for its tasks (handlers, batches, deliveries) to finish after
-/// its activities are terminated. A results long poll ends at once on shutdown; a delivery to
-/// an unresponsive peer is the longest wait, bounded by the market protocol's 15 s timeout.
+/// How long a stopping node waits, from the signal on, for its open requests, its hosted
+/// activities to end and its tasks (handlers, batches, deliveries) to finish. Long polls answer
+/// at once and batches are stopped, so what may run into it is a request waiting on an
+/// unresponsive peer; that is abandoned.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long closing the database pool may wait for connections still in use.
+const POOL_CLOSE: Duration = Duration::from_secs(3);
 
 /// The database the embedded cluster keeps agora's tables in.
 const EMBEDDED_DB: &str = "agora";
@@ -91,7 +94,9 @@ impl Db {
     }
 
     async fn close(self) {
-        self.pool.close().await;
+        if tokio::time::timeout(POOL_CLOSE, self.pool.close()).await.is_err() {
+            tracing::warn!("database connections still in use are dropped");
+        }
         if let Some(cluster) = self.embedded {
             match cluster.stop() {
                 Ok(()) => tracing::info!("embedded database stopped"),
@@ -295,22 +300,31 @@ async fn serve(
         .with_shutdown(shutdown.clone());
     let server = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    // Long polls answer when the node begins to stop; a request still open at the deadline
-    // (one waiting on an unresponsive peer, say) is dropped.
-    let served = tokio::select! {
-        served = std::future::IntoFuture::into_future(server) => served,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_DEADLINE).await } => {
-            tracing::warn!(deadline_secs = SHUTDOWN_DEADLINE.as_secs(), "requests still open at the shutdown deadline are dropped");
-            Ok(())
-        }
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    let ended_by_itself = tokio::select! {
+        served = &mut server => Some(served),
+        () = shutdown.cancelled() => None,
     };
     tracing::info!("shutting down");
     shutdown.cancel();
+    // One deadline for the whole stop. Long polls answer at once; a request still open at the
+    // deadline (one waiting on an unresponsive peer, say) is abandoned.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    let served = match ended_by_itself {
+        Some(served) => served,
+        None => tokio::time::timeout_at(deadline, &mut server).await.unwrap_or_else(|_| {
+            tracing::warn!("requests still open at the shutdown deadline are abandoned");
+            Ok(())
+        }),
+    };
     // Hosted activities end first (their batches stopped, their containers removed), then the
-    // node waits for every task it spawned, up to a deadline.
-    activities.shutdown().await;
+    // node waits for every task it spawned.
+    if tokio::time::timeout_at(deadline, activities.shutdown()).await.is_err() {
+        tracing::warn!("the activities did not all end by the shutdown deadline");
+    }
     tasks.close();
-    match tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait()).await {
+    match tokio::time::timeout_at(deadline, tasks.wait()).await {
         Ok(()) => tracing::info!("all tasks finished"),
         Err(_) => tracing::warn!(
             left = tasks.len(),

@@ -90,7 +90,14 @@ impl Activities {
             if failed {
                 result.is_batch_finished = true;
             }
-            batch.results.lock().expect("batch").push(result);
+            {
+                let mut results = batch.results.lock().expect("batch");
+                // Finished already: the activity ended under this batch, and said so.
+                if results.last().is_some_and(|r| r.is_batch_finished) {
+                    break;
+                }
+                results.push(result);
+            }
             batch.changed.notify_waiters();
             if failed {
                 break;
@@ -174,11 +181,14 @@ impl Activities {
                         return Err(Error::Conflict("no run has left outputs yet".into()));
                     };
                     let path = outputs.join(&from);
-                    let hex = self
-                        .inner
-                        .blobs
-                        .put_file(&path)
-                        .map_err(|e| Error::BadInput(format!("/output/{}: {e}", from.display())))?;
+                    // A missing output is the batch's mistake; failing to store it, this node's.
+                    if !path.is_file() {
+                        return Err(Error::BadInput(format!(
+                            "/output/{}: the run left no such file",
+                            from.display()
+                        )));
+                    }
+                    let hex = self.inner.blobs.put_file(&path).map_err(io)?;
                     Ok(Done { blob: Some(format!("blob:sha256:{hex}")), ..Done::default() })
                 }
                 None => Err(Error::Conflict("transfer was not checked".into())),

@@ -3,9 +3,10 @@
 
 use crate::batch::PeerBlobs;
 use crate::exescript::{self, Command};
+use crate::service::require_approved;
 use crate::wire::{ActivityRequest, ActivityResponse, ActivityState, ActivityUsage, CommandResult};
 use crate::{Activities, Error, MAX_WAIT, Result};
-use agora_market::{AgreementState, Role};
+use agora_market::Role;
 use std::time::Duration;
 
 fn unexpected(answer: &ActivityResponse) -> Error {
@@ -41,12 +42,7 @@ impl Activities {
                 "agreement {agreement_id}: this node is its provider; only its requestor creates activities"
             )));
         }
-        if agreement.state != AgreementState::Approved {
-            return Err(Error::Conflict(format!(
-                "agreement {agreement_id} is {}; an activity needs an Approved agreement",
-                agreement.state
-            )));
-        }
+        require_approved(&agreement)?;
         let request = ActivityRequest::Create { agreement_id: agreement_id.into() };
         let answer = self.ask(&agreement.peer_id, request).await?;
         let ActivityResponse::Created { activity_id } = answer else { return Err(unexpected(&answer)) };

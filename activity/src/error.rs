@@ -69,10 +69,12 @@ impl Error {
         }
     }
 
-    /// What the requestor reads in a command's result: the error itself (an exe-unit's, the
-    /// run's limits, a missing output), except this node's own failures, which are logged here.
+    /// What the requestor reads in a command's result: the error itself (a package that does not
+    /// deploy, the run's limits, a failed run, a missing output), except this node's own
+    /// failures (its engine, its disk), which are logged here.
     pub fn for_requestor(&self) -> String {
         match self {
+            Self::Exe(ExeError::Engine(_) | ExeError::Io(_)) => self.public_message(),
             Self::Exe(e) => e.to_string(),
             _ => self.public_message(),
         }

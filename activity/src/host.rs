@@ -1,7 +1,7 @@
 //! The provider side: activities this node hosts for its agreements' requestors.
 
 use crate::exescript::{self, Command};
-use crate::service::{Batch, Live, new_id};
+use crate::service::{Batch, Live, new_id, require_approved};
 use crate::transfer;
 use crate::unit::{ExeUnit, Limits};
 use crate::wire::{ActivityRequest, ActivityResponse, ActivityState, ActivityUsage, CommandResult};
@@ -129,12 +129,7 @@ impl Activities {
                 "agreement {agreement_id} is not yours: only its requestor may create activities"
             )));
         }
-        if agreement.state != AgreementState::Approved {
-            return Err(Error::Conflict(format!(
-                "agreement {agreement_id} is {}; an activity needs an Approved agreement",
-                agreement.state
-            )));
-        }
+        require_approved(&agreement)?;
         let runtime = agreement.runtime().unwrap_or_default();
         let unit: Box<dyn ExeUnit> = match runtime.as_str() {
             "wasmtime" => Box::new(WasmUnit::new(self.inner.wasm.clone())),
@@ -229,11 +224,16 @@ impl Activities {
         let batch = Arc::new(Batch::default());
         live.batches.lock().expect("batches").insert(batch_id.clone(), batch.clone());
         let (this, id, batch_name, keep) = (self.clone(), id.to_string(), batch_id.clone(), live.clone());
+        // Under the lock termination drains: a batch is either seen by it (and stopped) or sees
+        // the activity terminated here (and never starts).
+        let mut running = keep.running.lock().expect("running");
+        if keep.is_terminated() {
+            return Err(Error::Gone(format!("activity {id} is Terminated")));
+        }
         let task = self.inner.tasks.spawn(async move {
             let _permit = permit;
             this.run_batch(&id, live, &batch_name, batch, commands, transfers).await;
         });
-        let mut running = keep.running.lock().expect("running");
         running.retain(|(_, t)| !t.is_finished());
         running.push((batch_id.clone(), task.abort_handle()));
         Ok(batch_id)
@@ -291,8 +291,13 @@ impl Activities {
             }
             task.abort();
             let batch = live.batches.lock().expect("batches").get(&batch_id).cloned();
-            if let Some(batch) = batch.filter(|b| !b.finished()) {
+            if let Some(batch) = batch {
+                // Checked and finished under one lock, so the batch's own last result and this
+                // one cannot both be added.
                 let mut results = batch.results.lock().expect("batch");
+                if results.last().is_some_and(|r| r.is_batch_finished) {
+                    continue;
+                }
                 let index = results.len();
                 results.push(CommandResult {
                     index,

@@ -138,6 +138,17 @@ impl std::fmt::Debug for Activities {
     }
 }
 
+/// An activity needs an Approved agreement.
+pub(crate) fn require_approved(agreement: &Agreement) -> Result<()> {
+    if agreement.state != agora_market::AgreementState::Approved {
+        return Err(Error::Conflict(format!(
+            "agreement {} is {}; an activity needs an Approved agreement",
+            agreement.id, agreement.state
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn new_id() -> String {
     let bytes: [u8; 16] = rand::random();
     hex::encode(bytes)

@@ -258,15 +258,15 @@ impl WasmRuntime {
             store.set_fuel(fuel).map_err(|e| ExeError::Engine(e.to_string()))?;
         }
         if self.metering.epochs {
-            // Checked at every tick: the time limit counts down, and a stop ends the run at once.
-            let mut ticks_left = (limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+            // Checked at every tick the module runs through: past the time limit (by the clock,
+            // so time spent in host calls counts too) it is interrupted, and a stop ends it.
+            let deadline = Instant::now() + limits.time;
             let stop = stop.clone();
             store.epoch_deadline_callback(move |_| {
                 if stop.load(Ordering::Relaxed) {
                     return Err(wasmtime::Error::new(Stopped));
                 }
-                ticks_left -= 1;
-                if ticks_left == 0 {
+                if Instant::now() >= deadline {
                     return Err(Trap::Interrupt.into());
                 }
                 Ok(UpdateDeadline::Continue(1))

@@ -50,7 +50,7 @@ impl Courier for NetHandle {
 pub(crate) fn acked(answer: Result<MarketResponse, agora_net::Error>) -> Result<()> {
     match answer {
         Ok(MarketResponse::Ack) => Ok(()),
-        Ok(MarketResponse::Error { message }) => {
+        Ok(MarketResponse::Error { message, .. }) => {
             Err(Error::Conflict(format!("the other side refused: {message}")))
         }
         Ok(other) => Err(Error::Conflict(format!("unexpected answer: {other:?}"))),

@@ -115,7 +115,7 @@ async fn run(
                         Err(e) => {
                             tracing::debug!(%from, error = %e, "a malformed market request");
                             let message = format!("bad request: {e}");
-                            request.answer(answer(&MarketResponse::Error { message }));
+                            request.answer(answer(&MarketResponse::Error { message, retry: false }));
                         }
                     }
                 }
@@ -191,7 +191,7 @@ impl Market {
     ) -> MarketResponse {
         match request {
             MarketRequest::GetOffer { offer_id } if !crate::is_valid_id(&offer_id) => {
-                MarketResponse::Error { message: format!("{offer_id:?} is not an offer id") }
+                MarketResponse::Error { message: format!("{offer_id:?} is not an offer id"), retry: false }
             }
             MarketRequest::GetOffer { offer_id } => match self.store.own_offer(&offer_id).await {
                 Ok(found) => {
@@ -199,20 +199,23 @@ impl Market {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "answering GetOffer");
-                    MarketResponse::Error { message: "internal error".into() }
+                    MarketResponse::Error { message: "internal error".into(), retry: true }
                 }
             },
             negotiation => {
                 let Some(sender) = sender else {
-                    return MarketResponse::Error { message: "a peer without a node address".into() };
+                    return MarketResponse::Error {
+                        message: "a peer without a node address".into(),
+                        retry: false,
+                    };
                 };
                 match self.on_negotiation(sender, peer, negotiation).await {
                     Ok(()) => MarketResponse::Ack,
                     Err(e @ (Error::Db(_) | Error::Corrupt(_))) => {
                         tracing::error!(error = %e, "handling a negotiation message");
-                        MarketResponse::Error { message: "internal error".into() }
+                        MarketResponse::Error { message: "internal error".into(), retry: true }
                     }
-                    Err(e) => MarketResponse::Error { message: e.to_string() },
+                    Err(e) => MarketResponse::Error { message: e.to_string(), retry: false },
                 }
             }
         }

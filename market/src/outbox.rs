@@ -19,9 +19,10 @@ impl Market {
         Ok(())
     }
 
-    /// Delivers queued messages. One the peer answers goes: acknowledged, or refused (which no
-    /// retry would change, so it is logged); one that does not reach the peer stays for the next
-    /// round.
+    /// Delivers queued messages, each peer's in order. One the peer answers goes: acknowledged,
+    /// or refused for good (which no retry would change, so it is logged); one that does not
+    /// reach the peer, or that the peer failed to take, stays for the next round, and so do
+    /// that peer's later ones.
     pub async fn flush_outbox(&self) {
         let Some(courier) = self.courier.as_deref() else { return };
         if !self.outbox_pending.swap(false, Ordering::AcqRel) {
@@ -35,10 +36,20 @@ impl Market {
                 return;
             }
         };
+        // A peer's messages go in order: once one of them stays, its later ones wait too.
+        let mut waiting: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (id, peer, message) in rows {
+            if waiting.contains(&peer) {
+                self.outbox_pending.store(true, Ordering::Release);
+                continue;
+            }
             let answered = match serde_json::from_value::<MarketRequest>(message) {
                 Ok(request) => match courier.send(peer.clone(), request).await {
                     Ok(MarketResponse::Ack) => true,
+                    Ok(MarketResponse::Error { retry: true, message }) => {
+                        tracing::debug!(%peer, %message, "the other side failed to take a queued market message; it stays");
+                        false
+                    }
                     Ok(refused) => {
                         tracing::warn!(%peer, answer = ?refused, "the other side refused a queued market message");
                         true
@@ -53,6 +64,9 @@ impl Market {
                     true
                 }
             };
+            if !answered {
+                waiting.insert(peer.clone());
+            }
             if !answered {
                 // Still something to deliver next time.
                 self.outbox_pending.store(true, Ordering::Release);

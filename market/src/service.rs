@@ -308,6 +308,17 @@ impl Market {
         if provider == self.node_id {
             return Ok(FollowUp::Fetch(Vec::new()));
         }
+        // Gossip is anyone's to send: what cannot be an id is dropped before it is looked up.
+        let announcement = match announcement {
+            Announcement::Offered { mut offer_ids } => {
+                offer_ids.retain(|id| crate::is_valid_id(id));
+                Announcement::Offered { offer_ids }
+            }
+            Announcement::Unsubscribed { mut offer_ids } => {
+                offer_ids.retain(|id| crate::is_valid_id(id));
+                Announcement::Unsubscribed { offer_ids }
+            }
+        };
         match announcement {
             // A node with no standing demand has nothing to match offers with: it fetches none
             // now, and remembers them for when it places one.

@@ -95,9 +95,17 @@ impl MarketRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum MarketResponse {
-    Offer { offer: Option<OfferBody> },
+    Offer {
+        offer: Option<OfferBody>,
+    },
     Ack,
-    Error { message: String },
+    /// Refused. `retry`: the refusal is the answering node's own failure (its database, say),
+    /// and the same request may succeed later; otherwise it never will.
+    Error {
+        message: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        retry: bool,
+    },
 }
 
 /// A proposal as it travels between the two sides of a negotiation.

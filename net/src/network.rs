@@ -176,15 +176,9 @@ impl NetHandle {
         peer: PeerId,
         body: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        let slots = self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .entry((peer, channel))
-            .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_STREAMS)))
-            .clone();
+        let mut slot = Slot::take(&self.in_flight, (peer, channel));
         let timeout = channel.spec().timeout;
-        let slot = tokio::time::timeout(timeout, slots.acquire())
+        let permit = tokio::time::timeout(timeout, slot.slots.clone().acquire_owned())
             .await
             .map_err(|_| Error::Request {
                 peer: peer.to_string(),
@@ -193,22 +187,51 @@ impl NetHandle {
                 ),
             })?
             .map_err(|_| Error::Stopped)?;
+        slot.permit = Some(permit);
         let answer = self.send_request(channel, peer, body).await;
         drop(slot);
-        // A peer with nothing in flight any more leaves the map, so it does not grow with every
-        // peer ever asked. (Only the map and this call hold the slots then.)
-        if Arc::strong_count(&slots) == 2 && slots.available_permits() == MAX_CONCURRENT_STREAMS {
-            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-            if in_flight.get(&(peer, channel)).is_some_and(|s| Arc::ptr_eq(s, &slots))
-                && Arc::strong_count(&slots) == 2
-            {
-                in_flight.remove(&(peer, channel));
-            }
-        }
         let answer = answer?;
         match refusal_of(&answer) {
             Some(message) => Err(Error::Refused { peer: peer.to_string(), message: message.to_string() }),
             None => Ok(answer),
+        }
+    }
+}
+
+/// A request's place among those in flight to one peer on one protocol. However the request
+/// ends (answered, failed, timed out waiting, or its caller gone), dropping this frees the place,
+/// and a peer with nothing in flight any more leaves the map, so it does not grow with every
+/// peer ever asked.
+struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slots: Arc<Semaphore>,
+    key: (PeerId, Channel),
+    map: Arc<Mutex<InFlight>>,
+}
+
+impl Slot {
+    fn take(map: &Arc<Mutex<InFlight>>, key: (PeerId, Channel)) -> Self {
+        let slots = map
+            .lock()
+            .expect("in-flight lock")
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_STREAMS)))
+            .clone();
+        Self { permit: None, slots, key, map: map.clone() }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.permit.take();
+        // A poisoned map (a panic while it was held) is left as it is.
+        let Ok(mut map) = self.map.lock() else { return };
+        // Only the map and this slot hold the semaphore, and no permit is out: nobody waits.
+        if Arc::strong_count(&self.slots) == 2
+            && self.slots.available_permits() == MAX_CONCURRENT_STREAMS
+            && map.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.slots))
+        {
+            map.remove(&self.key);
         }
     }
 }

@@ -109,7 +109,7 @@ impl MarketStore {
     /// Stores a new agreement. The provider's Draft it is made from becomes Accepted in the same
     /// transaction (compare-and-set: a Draft that changed meanwhile makes nothing); on the
     /// provider an event tells the offer's collectors.
-    pub async fn insert_agreement(&self, agreement: &Agreement) -> Result<bool> {
+    pub async fn insert_agreement(&self, agreement: &Agreement) -> Result<()> {
         let demand = serde_json::to_value(&agreement.demand).map_err(|e| Error::Corrupt(e.to_string()))?;
         let offer = serde_json::to_value(&agreement.offer).map_err(|e| Error::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
@@ -146,12 +146,16 @@ impl MarketStore {
         .await?
         .rows_affected()
             == 1;
-        if inserted && agreement.role == Role::Provider {
+        if !inserted {
+            // Dropping the transaction rolls the Draft's acceptance back.
+            return Err(Error::Conflict(format!("agreement {} is already here", agreement.id)));
+        }
+        if agreement.role == Role::Provider {
             let about = EventRef::Agreement(&agreement.id);
             add_event(&mut *tx, &agreement.offer.offer_id, "AgreementEvent", about, None).await?;
         }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(())
     }
 
     /// Moves an agreement from one of `from` to `to`, recording what changes with it. Returns the

@@ -20,34 +20,66 @@ async fn containers_of(dockerd: &Dockerd, owner: &str) -> Vec<String> {
     found.into_iter().filter_map(|c| c.id).collect()
 }
 
-#[tokio::test]
-async fn a_provider_with_a_batch_running_stops_on_sigterm_within_its_deadline_and_leaves_no_container() {
-    let dockerd = Dockerd::start().await;
+/// A provider and a requestor with a batch sent: the provider's node, the requestor's, the
+/// activity and the batch. (The database and the folder live as long as the returned guards.)
+struct Running {
+    p: NodeProcess,
+    r: NodeProcess,
+    activity: String,
+    batch: String,
+    root: tempfile::TempDir,
+    _pg: TestPg,
+}
+
+/// What the demand deploys.
+enum Package {
+    /// An image the provider's engine has.
+    Image(String),
+    /// A WASM module, uploaded to the requestor's node as a blob.
+    Module(Vec<u8>),
+}
+
+async fn running(
+    provider_args: &[&str],
+    offer: serde_json::Value,
+    package: Package,
+    run: serde_json::Value,
+) -> Running {
     let pg = TestPg::start().await;
     let root = tempfile::tempdir().unwrap();
     let requestor_db = pg.another_database("r").await;
-    let socket = dockerd.socket().display().to_string();
-    let mut p = NodeProcess::start(
-        &root.path().join("p"),
-        &["--docker-socket", &socket],
-        &[("DATABASE_URL", pg.url().as_str())],
-    )
-    .await;
+    let p = NodeProcess::start(&root.path().join("p"), provider_args, &[("DATABASE_URL", pg.url().as_str())])
+        .await;
     let (_, p_addr) = net_id(&p);
     let r =
         NodeProcess::start(&root.path().join("r"), &["--peer", &p_addr], &[("DATABASE_URL", &requestor_db)])
             .await;
-    let offer =
-        json!({"golem.runtime.name": "docker", "golem.inf.mem.gib": 0.125, "agora.limits.time_sec": 300});
-    let package = format!("docker:{BUSYBOX_IMAGE}");
+    let package = match package {
+        Package::Module(bytes) => agora_tests::flow::put_blob(&r, bytes).await,
+        Package::Image(image) => format!("docker:{image}"),
+    };
     let agreement = agree(&r, &p, offer, json!({"golem.srv.comp.task_package": package})).await;
     let (status, created) = post(&r, "/activity-api/v1/activity", json!({"agreementId": agreement})).await;
     assert_eq!(status, 201, "{created}");
     let activity = created["activityId"].as_str().unwrap().to_string();
-    let script = json!([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "sleep", "args": ["300"]}}]);
+    let script = json!([{"deploy": {}}, {"start": {}}, {"run": run}]);
     let path = format!("/activity-api/v1/activity/{activity}/exec");
     let (status, batch) = post(&r, &path, json!({"text": script.to_string()})).await;
     assert_eq!(status, 200, "{batch}");
+    let batch = batch.as_str().unwrap().to_string();
+    Running { p, r, activity, batch, root, _pg: pg }
+}
+
+#[tokio::test]
+async fn a_provider_with_a_batch_running_stops_on_sigterm_within_its_deadline_and_leaves_no_container() {
+    let dockerd = Dockerd::start().await;
+    let socket = dockerd.socket().display().to_string();
+    let offer =
+        json!({"golem.runtime.name": "docker", "golem.inf.mem.gib": 0.125, "agora.limits.time_sec": 300});
+    let sleep = json!({"entry_point": "sleep", "args": ["300"]});
+    let package = Package::Image(BUSYBOX_IMAGE.into());
+    let Running { mut p, r, activity, batch, root, _pg } =
+        running(&["--docker-socket", &socket], offer, package, sleep).await;
     let owner = root.path().join("p/activities").display().to_string();
     wait_for(60, "the batch's container to run", || {
         let (dockerd, owner) = (&dockerd, owner.clone());
@@ -57,7 +89,6 @@ async fn a_provider_with_a_batch_running_stops_on_sigterm_within_its_deadline_an
 
     // Two long polls are open as the provider stops: the requestor's on the batch's results
     // (forwarded to the provider), and one on the provider's own API.
-    let batch = batch.as_str().unwrap().to_string();
     let results_poll = tokio::spawn({
         let path = format!("/activity-api/v1/activity/{activity}/exec/{batch}?timeout=50&commandIndex=2");
         let url = r.url(&path);
@@ -109,26 +140,13 @@ async fn a_provider_with_a_batch_running_stops_on_sigterm_within_its_deadline_an
 /// (its thread would otherwise hold the process until the limit).
 #[tokio::test]
 async fn a_provider_running_a_wasm_module_stops_on_sigterm_without_waiting_for_its_time_limit() {
-    let pg = TestPg::start().await;
-    let root = tempfile::tempdir().unwrap();
-    let requestor_db = pg.another_database("r").await;
-    let mut p = NodeProcess::start(&root.path().join("p"), &[], &[("DATABASE_URL", pg.url().as_str())]).await;
-    let (_, p_addr) = net_id(&p);
-    let r =
-        NodeProcess::start(&root.path().join("r"), &["--peer", &p_addr], &[("DATABASE_URL", &requestor_db)])
-            .await;
     let module = agora_tests::workspace_root().join("tests/wasm/spin.wat");
-    let package = agora_tests::flow::put_blob(&r, wat::parse_file(&module).unwrap()).await;
     let offer = json!({"golem.runtime.name": "wasmtime", "agora.limits.time_sec": 300});
-    let agreement = agree(&r, &p, offer, json!({"golem.srv.comp.task_package": package})).await;
-    let (status, created) = post(&r, "/activity-api/v1/activity", json!({"agreementId": agreement})).await;
-    assert_eq!(status, 201, "{created}");
-    let activity = created["activityId"].as_str().unwrap().to_string();
-    let script = json!([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "spin"}}]);
-    let path = format!("/activity-api/v1/activity/{activity}/exec");
-    let (status, batch) = post(&r, &path, json!({"text": script.to_string()})).await;
-    assert_eq!(status, 200, "{batch}");
-    let results = format!("/activity-api/v1/activity/{activity}/exec/{}?timeout=0", batch.as_str().unwrap());
+    let spin = json!({"entry_point": "spin"});
+    // Bound, not `..`: the database and the folders must outlive the test's body.
+    let Running { mut p, r, activity, batch, root: _root, _pg } =
+        running(&[], offer, Package::Module(wat::parse_file(&module).unwrap()), spin).await;
+    let results = format!("/activity-api/v1/activity/{activity}/exec/{batch}?timeout=0");
     wait_for(60, "the module to start spinning", || {
         let (r, results) = (&r, results.clone());
         async move {
