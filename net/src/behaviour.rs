@@ -1,20 +1,13 @@
 use crate::Channel;
-use crate::protocol::{Protocols, RequestEvent};
+use crate::protocol::{JsonProtocol, Protocols, RequestEvent};
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping, request_response};
+use libp2p::{StreamProtocol, gossipsub, identify, kad, mdns, ping};
 use std::time::Duration;
 
 /// The largest gossip message: offer announcements carry ids, not bodies.
 pub const MAX_GOSSIP_BYTES: usize = 64 * 1024;
-
-/// Directed requests one connection may carry at once, per protocol.
-pub const MAX_CONCURRENT_STREAMS: usize = 64;
-
-/// The request-response behaviour of one protocol: JSON both ways, decoded at the edges by the
-/// crate that owns the protocol's message types.
-pub type JsonProtocol = request_response::json::Behaviour<serde_json::Value, serde_json::Value>;
 
 /// Every protocol of an agora node, in one behaviour.
 // Not `Debug`: libp2p's behaviours do not implement it.

@@ -1,4 +1,5 @@
-use crate::behaviour::{Behaviour, BehaviourEvent, MAX_CONCURRENT_STREAMS, Split, split};
+use crate::behaviour::{Behaviour, BehaviourEvent, Split, split};
+use crate::protocol::MAX_CONCURRENT_STREAMS;
 use crate::routes::{Gossip, Request, RouteError, Routes, refusal, refusal_of};
 use crate::{Channel, Error, Result};
 use futures_util::StreamExt;

@@ -5,10 +5,16 @@
 //! plus the part of the node that serves it with [`crate::NetHandle::serve`]. The macro makes
 //! the enum, the spec, and the behaviour with one field per protocol.
 
-use crate::behaviour::{JsonProtocol, MAX_CONCURRENT_STREAMS};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, request_response};
 use std::time::Duration;
+
+/// Directed requests one connection may carry at once, per protocol.
+pub const MAX_CONCURRENT_STREAMS: usize = 64;
+
+/// The request-response behaviour of one protocol: JSON both ways, decoded at the edges by the
+/// crate that owns the protocol's message types.
+pub type JsonProtocol = request_response::json::Behaviour<serde_json::Value, serde_json::Value>;
 
 /// What the network needs to know of a protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
