@@ -2,7 +2,7 @@
 //! three-valued evaluation over a property set.
 
 use crate::ast::{Expr, Hint, Op, Part, Value};
-use crate::value::{KeyId, List, PropValue, Props, Sym, Vocabulary};
+use crate::value::{KeyId, List, PropValue, Props, Sym, Vocabulary, parse_version};
 use chrono::{DateTime, FixedOffset};
 use rust_decimal::Decimal;
 use std::cmp::Ordering;
@@ -68,19 +68,6 @@ enum Node {
 #[derive(Debug, Clone)]
 pub struct Compiled {
     root: Node,
-}
-
-/// Reads a semantic version, accepting `1` and `1.2` as `1.0.0` and `1.2.0`.
-pub(crate) fn parse_version(text: &str) -> Option<semver::Version> {
-    let text = text.trim();
-    semver::Version::parse(text).ok().or_else(|| {
-        let parts = text.split('.').count();
-        match parts {
-            1 => semver::Version::parse(&format!("{text}.0.0")).ok(),
-            2 => semver::Version::parse(&format!("{text}.0")).ok(),
-            _ => None,
-        }
-    })
 }
 
 fn parse_time(text: &str) -> Option<DateTime<FixedOffset>> {

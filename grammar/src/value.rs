@@ -57,11 +57,8 @@ impl Vocabulary {
     pub fn intern_str(&mut self, text: &str) -> Sym {
         let (id, new) = self.strings.intern(text);
         if new {
-            let version = if text.starts_with(|c: char| c.is_ascii_digit()) {
-                crate::eval::parse_version(text)
-            } else {
-                None
-            };
+            let version =
+                if text.starts_with(|c: char| c.is_ascii_digit()) { parse_version(text) } else { None };
             self.versions.push(version);
         }
         id
@@ -180,4 +177,17 @@ impl PropertySet {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+}
+
+/// Reads a semantic version, accepting `1` and `1.2` as `1.0.0` and `1.2.0`.
+pub(crate) fn parse_version(text: &str) -> Option<semver::Version> {
+    let text = text.trim();
+    semver::Version::parse(text).ok().or_else(|| {
+        let parts = text.split('.').count();
+        match parts {
+            1 => semver::Version::parse(&format!("{text}.0.0")).ok(),
+            2 => semver::Version::parse(&format!("{text}.0")).ok(),
+            _ => None,
+        }
+    })
 }
