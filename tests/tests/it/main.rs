@@ -10,5 +10,6 @@ mod negotiation;
 mod network;
 mod node;
 mod routing;
+mod schema;
 mod services;
 mod shutdown;
