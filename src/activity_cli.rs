@@ -7,7 +7,6 @@ use crate::output::{json, table};
 use agora_activity::wire::{ActivityState, ActivityUsage, CommandResult, USAGE_VECTOR};
 use clap::Subcommand;
 use serde_json::{Value, json as j};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -157,21 +156,89 @@ pub async fn activity(cmd: ActivityCommand, client: &Client) -> Result<(), Error
     Ok(())
 }
 
+/// Transfer progress on stderr (bytes, rate, time left), only when stderr is a terminal.
+struct Progress {
+    total: Option<u64>,
+    done: u64,
+    started: Instant,
+    shown: Option<Instant>,
+    on_terminal: bool,
+}
+
+impl Progress {
+    fn new(total: Option<u64>) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            total,
+            done: 0,
+            started: Instant::now(),
+            shown: None,
+            on_terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn add(&mut self, bytes: u64) {
+        self.done += bytes;
+        if !self.on_terminal || self.shown.is_some_and(|at| at.elapsed() < Duration::from_millis(200)) {
+            return;
+        }
+        self.shown = Some(Instant::now());
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        let rate = mib(self.done) / self.started.elapsed().as_secs_f64().max(1e-3);
+        let line = match self.total {
+            Some(total) => {
+                let left = mib(total.saturating_sub(self.done)) / rate.max(1e-9);
+                format!("{:.1} of {:.1} MiB, {rate:.1} MiB/s, {left:.0} s left", mib(self.done), mib(total))
+            }
+            None => format!("{:.1} MiB, {rate:.1} MiB/s", mib(self.done)),
+        };
+        eprint!("\r{line:<60}");
+    }
+
+    /// Ends the progress line, if one was shown.
+    fn done() {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+}
+
 pub async fn blob(cmd: BlobCommand, client: &Client) -> Result<(), Error> {
     match cmd {
         BlobCommand::Put { file } => {
-            let bytes = std::fs::read(&file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
-            let stored: Value = client.post_bytes("/blobs", bytes).await?;
+            let size =
+                std::fs::metadata(&file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?.len();
+            let mut shown = Progress::new(Some(size));
+            let stored: Value = client.post_file("/blobs", &file, move |n| shown.add(n)).await?;
+            Progress::done();
             println!("{}", stored["url"].as_str().unwrap_or_default());
         }
         BlobCommand::Get { sha256, output } => {
             let sha256 = sha256.strip_prefix("blob:sha256:").unwrap_or(&sha256).to_string();
-            let bytes = client.get_bytes(&format!("/blobs/{sha256}")).await?;
+            let path = format!("/blobs/{sha256}");
+            let mut shown = Progress::new(None);
+            let report = |total: Option<u64>, n: u64| {
+                shown.total = shown.total.or(total);
+                shown.add(n);
+            };
             match output {
-                Some(path) => std::fs::write(&path, bytes)
-                    .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?,
-                None => std::io::stdout().write_all(&bytes)?,
+                Some(target) => {
+                    // Written beside the target and renamed when whole, so a download that
+                    // breaks off leaves nothing under the target's name.
+                    let folder = target
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    let mut tmp = tempfile::NamedTempFile::new_in(folder)
+                        .map_err(|e| Error::Input(format!("{}: {e}", target.display())))?;
+                    client.get_to(&path, tmp.as_file_mut(), report).await?;
+                    tmp.persist(&target)
+                        .map_err(|e| Error::Input(format!("{}: {}", target.display(), e.error)))?;
+                }
+                None => client.get_to(&path, &mut std::io::stdout(), report).await?,
             }
+            Progress::done();
         }
     }
     Ok(())

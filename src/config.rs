@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub transfer_dirs: Option<Vec<PathBuf>>,
     pub docker_socket: Option<String>,
     pub datasets: Option<Vec<DatasetConfig>>,
+    pub max_blob_bytes: Option<u64>,
 }
 
 /// A `[[datasets]]` entry: a folder the provider offers to runs, read-only, by name.
@@ -82,6 +83,10 @@ pub struct NodeArgs {
     /// The Docker engine's socket, for container activities.
     #[arg(long = "docker-socket", env = "AGORA_DOCKER_SOCKET", value_name = "PATH")]
     pub docker_socket: Option<String>,
+
+    /// The largest blob the node takes in, in bytes.
+    #[arg(long = "max-blob-bytes", env = "AGORA_MAX_BLOB_BYTES", value_name = "BYTES")]
+    pub max_blob_bytes: Option<u64>,
 }
 
 /// Where the node's database is.
@@ -111,6 +116,8 @@ pub struct ActivitySettings {
     pub transfer_dirs: Vec<PathBuf>,
     pub docker_socket: Option<String>,
     pub datasets: Vec<agora_activity::Dataset>,
+    /// The largest blob the node takes in.
+    pub max_blob_bytes: u64,
 }
 
 /// Checks each dataset folder against its configured digest.
@@ -251,6 +258,10 @@ impl Settings {
                 },
                 docker_socket: non_empty(args.docker_socket.clone()).or(file.docker_socket),
                 datasets: datasets(file.datasets.unwrap_or_default())?,
+                max_blob_bytes: args
+                    .max_blob_bytes
+                    .or(file.max_blob_bytes)
+                    .unwrap_or(agora_activity::blobs::DEFAULT_MAX_BLOB),
             },
         })
     }

@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// The largest piece one request carries.
 pub const CHUNK: u64 = 512 * 1024;
-/// The largest blob a node takes in.
-pub const MAX_BLOB: u64 = 1 << 30;
+/// The largest blob a node takes in unless its settings say otherwise (`max_blob_bytes`).
+pub const DEFAULT_MAX_BLOB: u64 = 4 << 30;
+/// The largest blob a node fetches from another.
+pub const MAX_BLOB: u64 = DEFAULT_MAX_BLOB;
+/// Free space a node keeps on the blobs' disk beyond what an upload needs.
+pub const DISK_RESERVE: u64 = 64 << 20;
 
 /// A folder of blobs, each named by its lowercase hex SHA-256.
 #[derive(Debug, Clone)]
@@ -75,6 +79,80 @@ impl BlobStore {
         let hex = hex::encode(hasher.finalize());
         tmp.persist(self.dir.join(&hex)).map_err(|e| e.error)?;
         Ok(hex)
+    }
+
+    /// Takes a blob in as it arrives: written to a temporary file while it is hashed, then named
+    /// by its digest. It is never held whole in memory. Refused before anything is written when
+    /// `declared` (its announced length) is over `max` or over the disk's free space, and
+    /// refused as soon as what arrives goes over `max`. A stream that breaks off (the client
+    /// gone) leaves nothing behind.
+    pub async fn receive<S, B, E>(
+        &self,
+        mut stream: S,
+        declared: Option<u64>,
+        max: u64,
+    ) -> crate::Result<String>
+    where
+        S: futures_util::Stream<Item = Result<B, E>> + Unpin,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        use crate::Error;
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let too_large =
+            || Error::TooLarge(format!("a blob is at most {max} bytes on this node (max_blob_bytes)"));
+        if let Some(declared) = declared {
+            if declared > max {
+                return Err(too_large());
+            }
+            let free = self.free_space()?;
+            if declared.saturating_add(DISK_RESERVE) > free {
+                return Err(Error::NoSpace(format!(
+                    "a blob of {declared} bytes does not fit: the node's blob disk has {free} bytes free, and keeps {DISK_RESERVE} in reserve"
+                )));
+            }
+        }
+        let io = |e: std::io::Error| Error::Io(format!("storing a blob: {e}"));
+        // Removed when dropped, whatever ends the upload; only a whole, hashed blob is renamed.
+        let tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
+        let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(io)?);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(piece) = stream.next().await {
+            let piece = piece
+                .map_err(|e| Error::BadInput(format!("the upload broke off after {size} bytes: {e}")))?;
+            let piece = piece.as_ref();
+            size += piece.len() as u64;
+            if size > max {
+                return Err(too_large());
+            }
+            hasher.update(piece);
+            file.write_all(piece).await.map_err(|e| match e.raw_os_error() {
+                Some(code) if code == nix::libc::ENOSPC => {
+                    Error::NoSpace(format!("the node's blob disk filled up after {size} bytes"))
+                }
+                _ => io(e),
+            })?;
+        }
+        if declared.is_some_and(|d| d != size) {
+            return Err(Error::BadInput(format!(
+                "the upload announced {} bytes and sent {size}",
+                declared.unwrap_or(0)
+            )));
+        }
+        file.flush().await.map_err(io)?;
+        drop(file);
+        let hex = hex::encode(hasher.finalize());
+        tmp.persist(self.dir.join(&hex)).map_err(|e| io(e.error))?;
+        Ok(hex)
+    }
+
+    /// Bytes free on the blobs' disk, for an unprivileged writer.
+    fn free_space(&self) -> crate::Result<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir)
+            .map_err(|e| crate::Error::Io(format!("the blob disk's free space: {e}")))?;
+        Ok((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
     }
 
     /// A piece of a blob and the blob's whole size.

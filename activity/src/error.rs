@@ -23,6 +23,12 @@ pub enum Error {
     /// At a documented limit: try again shortly.
     #[error("{0}")]
     Busy(String),
+    /// Over a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The node's disk has no room for it.
+    #[error("{0}")]
+    NoSpace(String),
     /// The other node did not answer; it may be down or unreachable.
     #[error("the other node did not answer: {0}")]
     Unreachable(String),
@@ -52,6 +58,8 @@ impl Error {
             Self::Conflict(_) => Refusal::Conflict,
             Self::Gone(_) => Refusal::Gone,
             Self::Busy(_) => Refusal::Busy,
+            Self::TooLarge(_) => Refusal::BadInput,
+            Self::NoSpace(_) => Refusal::Unavailable,
             Self::Unreachable(_) | Self::Remote(_) => Refusal::Unavailable,
             Self::Agreements(_) | Self::Exe(_) | Self::Io(_) | Self::Db(_) => Refusal::Internal,
         }

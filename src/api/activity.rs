@@ -172,13 +172,14 @@ async fn usage(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Js
 
 async fn put_blob(
     State(state): State<AppState>,
-    body: axum::body::Bytes,
+    headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let blobs = activities(&state)?.blobs().clone();
-    let hex = tokio::task::spawn_blocking(move || blobs.put(&body))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("storing a blob: {e}")))?;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    // Streamed to a temporary file while it is hashed; never held whole in memory.
+    let hex = blobs.receive(body.into_data_stream(), declared, state.max_blob_bytes).await?;
     Ok((StatusCode::CREATED, Json(json!({"sha256": hex, "url": format!("blob:sha256:{hex}")}))))
 }
 
@@ -187,7 +188,17 @@ async fn get_blob(State(state): State<AppState>, Ids(sha256): Ids<String>) -> Re
         .blobs()
         .path(&sha256)
         .ok_or_else(|| ApiError::NotFound(format!("no blob {sha256} on this node")))?;
-    let bytes =
-        tokio::fs::read(&path).await.map_err(|e| ApiError::Internal(format!("reading a blob: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let file =
+        tokio::fs::File::open(&path).await.map_err(|e| ApiError::Internal(format!("reading a blob: {e}")))?;
+    let size = file.metadata().await.map_err(|e| ApiError::Internal(format!("reading a blob: {e}")))?.len();
+    // Streamed from the file as the client reads it.
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }

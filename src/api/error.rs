@@ -19,6 +19,10 @@ pub enum ApiError {
     Gone(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// Logged with its cause; the caller sees only that it happened.
     #[error("{0}")]
     Internal(String),
@@ -63,6 +67,8 @@ impl From<agora_activity::Error> for ApiError {
             E::Conflict(m) => Self::Conflict(m),
             E::Gone(m) => Self::Gone(m),
             E::Busy(m) | E::Remote(m) => Self::Unavailable(m),
+            E::TooLarge(m) => Self::PayloadTooLarge(m),
+            E::NoSpace(m) => Self::InsufficientStorage(m),
             e @ E::Unreachable(_) => Self::Unavailable(e.to_string()),
             E::Db(e) => e.into(),
             other => Self::Internal(other.to_string()),
@@ -110,6 +116,8 @@ impl IntoResponse for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &self {

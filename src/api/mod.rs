@@ -41,6 +41,8 @@ pub struct AppState {
     pub datasets: Vec<String>,
     /// Cancelled when the node begins to stop: long polls answer then rather than hold it up.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The largest blob `POST /blobs` takes.
+    pub max_blob_bytes: u64,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
             activities: None,
             datasets: Vec::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            max_blob_bytes: agora_activity::blobs::DEFAULT_MAX_BLOB,
         }
     }
 
@@ -71,10 +74,16 @@ impl AppState {
         self
     }
 
-    /// Serves activities and blobs too.
-    pub fn with_activities(mut self, activities: agora_activity::Activities, datasets: Vec<String>) -> Self {
+    /// Serves activities and blobs too, taking blobs of up to `max_blob_bytes`.
+    pub fn with_activities(
+        mut self,
+        activities: agora_activity::Activities,
+        datasets: Vec<String>,
+        max_blob_bytes: u64,
+    ) -> Self {
         self.activities = Some(activities);
         self.datasets = datasets;
+        self.max_blob_bytes = max_blob_bytes;
         self
     }
 }
@@ -88,13 +97,14 @@ pub fn app(state: AppState) -> Router {
         .nest("/admin/v1", admin::routes())
         .nest("/market-api/v1", market::routes())
         .nest("/activity-api/v1", activity::routes())
-        .merge(activity::blob_routes())
+        .merge(activity::blob_routes().layer(axum::extract::DefaultBodyLimit::disable()))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .route("/version", get(version))
         .route("/health", get(health))
         .merge(authenticated)
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .with_state(state)
 }
@@ -217,6 +227,10 @@ pub async fn until_shutdown<T>(
     }
 }
 
+/// The largest JSON body a request may carry (axum's default body limit); blobs, which are
+/// streamed, have their own (`max_blob_bytes`).
+pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
+
 /// A JSON body whose rejection is an [`ApiError`] with a message, like every other error.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
@@ -226,6 +240,11 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(format!(
+                    "a JSON body is at most {MAX_JSON_BODY} bytes on this node"
+                )))
+            }
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }

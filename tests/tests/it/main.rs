@@ -2,6 +2,7 @@
 
 mod activity;
 mod agreement;
+mod blobs;
 mod grammar_cli;
 mod hostile;
 mod identity_store;
