@@ -166,35 +166,50 @@ impl BlobStore {
         Ok(Some((data, total)))
     }
 
-    /// Fetches a blob from a peer unless this node has it, piece by piece, and keeps it only if
-    /// its content hashes to its name.
+    /// Fetches a blob from a peer unless this node has it, and keeps it only if its content
+    /// hashes to its name. Pieces are asked for [`PIECES_IN_FLIGHT`] at a time and written in
+    /// order as they come; a piece the peer does not deliver (it is unreachable, restarting or
+    /// busy) is asked for again, for up to [`RESUME_WITHIN`], so the fetch carries on from where
+    /// it was and only that piece is sent again.
     pub async fn fetch(&self, sha256: &str, source: &dyn BlobSource) -> crate::Result<PathBuf> {
         use crate::Error;
+        use futures_util::StreamExt;
         if let Some(path) = self.path(sha256) {
             return Ok(path);
         }
         let io = |e: std::io::Error| Error::Io(format!("blob {sha256}: {e}"));
+        let (first, total) = piece_again(source, sha256, 0).await?;
+        if total > MAX_BLOB {
+            return Err(Error::BadInput(format!(
+                "blob {sha256} is {total} bytes; the most a node takes is {MAX_BLOB}"
+            )));
+        }
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
         let mut hasher = Sha256::new();
-        let mut offset = 0;
-        loop {
-            let (data, total) = source.piece(sha256.to_string(), offset, CHUNK).await?;
-            if total > MAX_BLOB {
-                return Err(Error::BadInput(format!(
-                    "blob {sha256} is {total} bytes; the most a node takes is {MAX_BLOB}"
-                )));
-            }
-            hasher.update(&data);
-            tmp.write_all(&data).map_err(io)?;
-            offset += data.len() as u64;
-            if offset >= total {
-                break;
-            }
-            if data.is_empty() {
+        let mut offset = 0u64;
+        let mut take = |data: &[u8], offset: &mut u64| -> crate::Result<()> {
+            let expected = CHUNK.min(total - *offset);
+            if data.len() as u64 != expected {
                 return Err(Error::Remote(format!(
-                    "blob {sha256} ended early, at {offset} of {total} bytes"
+                    "blob {sha256}: the piece at {offset} has {} bytes, not {expected}",
+                    data.len()
                 )));
             }
+            hasher.update(data);
+            tmp.write_all(data).map_err(io)?;
+            *offset += expected;
+            Ok(())
+        };
+        if total > 0 {
+            take(&first, &mut offset)?;
+        }
+        let rest = (offset..total).step_by(CHUNK as usize);
+        let mut pieces = futures_util::stream::iter(rest)
+            .map(|at| piece_again(source, sha256, at))
+            .buffered(PIECES_IN_FLIGHT);
+        while let Some(piece) = pieces.next().await {
+            let (data, _) = piece?;
+            take(&data, &mut offset)?;
         }
         let got = hex::encode(hasher.finalize());
         if got != sha256.to_ascii_lowercase() {
@@ -205,6 +220,29 @@ impl BlobStore {
         let path = self.dir.join(&got);
         tmp.persist(&path).map_err(|e| io(e.error))?;
         Ok(path)
+    }
+}
+
+/// Pieces of one blob asked for at once, at most.
+pub const PIECES_IN_FLIGHT: usize = 8;
+/// How long a fetch keeps asking for a piece the other node does not deliver.
+pub const RESUME_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One piece, asked for again while the other node is unreachable or busy (with a growing
+/// pause, up to [`RESUME_WITHIN`]); any other refusal ends the fetch.
+async fn piece_again(source: &dyn BlobSource, sha256: &str, offset: u64) -> crate::Result<(Vec<u8>, u64)> {
+    use crate::Error;
+    let deadline = tokio::time::Instant::now() + RESUME_WITHIN;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match source.piece(sha256.to_string(), offset, CHUNK).await {
+            Err(Error::Unreachable(e) | Error::Busy(e)) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!(sha256, offset, error = %e, "a blob piece did not arrive; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            answer => return answer,
+        }
     }
 }
 
@@ -274,6 +312,84 @@ mod tests {
         let store = BlobStore::open(dir.path().join("blobs")).unwrap();
         assert!(store.path(&hex).is_some(), "whole blobs stay");
         assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1);
+    }
+
+    /// Serves pieces of `data`, refusing as unreachable while `down` says so, and counting the
+    /// bytes it sends and the most pieces asked for at once.
+    struct Flaky {
+        data: Vec<u8>,
+        down: std::sync::atomic::AtomicBool,
+        sent: std::sync::atomic::AtomicU64,
+        asking: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    impl BlobSource for Flaky {
+        fn piece(
+            &self,
+            _sha256: String,
+            offset: u64,
+            len: u64,
+        ) -> BoxFuture<'_, crate::Result<(Vec<u8>, u64)>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            Box::pin(async move {
+                let now = self.asking.fetch_add(1, SeqCst) + 1;
+                self.most.fetch_max(now, SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                self.asking.fetch_sub(1, SeqCst);
+                if self.down.load(SeqCst) {
+                    return Err(crate::Error::Unreachable("the connection was cut".into()));
+                }
+                let start = (offset as usize).min(self.data.len());
+                let end = (start + len as usize).min(self.data.len());
+                // The node goes down once it has sent half the blob.
+                let sent = self.sent.fetch_add((end - start) as u64, SeqCst) + (end - start) as u64;
+                if sent >= self.data.len() as u64 / 2 && sent < self.data.len() as u64 / 2 + CHUNK {
+                    self.down.store(true, SeqCst);
+                }
+                Ok((self.data[start..end].to_vec(), self.data.len() as u64))
+            })
+        }
+    }
+
+    #[test]
+    fn a_fetch_cut_off_midway_carries_on_and_asks_only_for_what_it_lacks() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let data: Vec<u8> =
+            (0..20 * CHUNK as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let hex = hex::encode(Sha256::digest(&data));
+        let source = std::sync::Arc::new(Flaky {
+            data: data.clone(),
+            down: Default::default(),
+            sent: Default::default(),
+            asking: Default::default(),
+            most: Default::default(),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let path = runtime.block_on(async {
+            let back_up = {
+                let source = source.clone();
+                tokio::spawn(async move {
+                    // Down for a while, as a restarting node is, then back.
+                    while !source.down.load(SeqCst) {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    source.down.store(false, SeqCst);
+                })
+            };
+            let path = store.fetch(&hex, source.as_ref()).await.unwrap();
+            back_up.await.unwrap();
+            path
+        });
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        let sent = source.sent.load(SeqCst);
+        assert!(sent < 2 * data.len() as u64, "{sent} bytes sent for a blob of {}", data.len());
+        assert!(sent >= data.len() as u64);
+        let most = source.most.load(SeqCst);
+        assert!(most <= PIECES_IN_FLIGHT && most > 1, "{most} pieces asked for at once");
     }
 
     #[test]
