@@ -256,6 +256,12 @@ pub trait BlobSource: Send + Sync {
 mod tests {
     use super::*;
 
+    /// The piece of `data` at `offset`, at most `len` long.
+    fn slice(data: &[u8], offset: u64, len: u64) -> Vec<u8> {
+        let start = (offset as usize).min(data.len());
+        data[start..(start + len as usize).min(data.len())].to_vec()
+    }
+
     /// Serves pieces of `data`, counting the requests.
     struct Source {
         data: Vec<u8>,
@@ -270,9 +276,7 @@ mod tests {
             len: u64,
         ) -> BoxFuture<'_, crate::Result<(Vec<u8>, u64)>> {
             self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let start = (offset as usize).min(self.data.len());
-            let end = (start + len as usize).min(self.data.len());
-            let piece = self.data[start..end].to_vec();
+            let piece = slice(&self.data, offset, len);
             let total = self.data.len() as u64;
             Box::pin(async move { Ok((piece, total)) })
         }
@@ -340,14 +344,13 @@ mod tests {
                 if self.down.load(SeqCst) {
                     return Err(crate::Error::Unreachable("the connection was cut".into()));
                 }
-                let start = (offset as usize).min(self.data.len());
-                let end = (start + len as usize).min(self.data.len());
+                let piece = slice(&self.data, offset, len);
                 // The node goes down once it has sent half the blob.
-                let sent = self.sent.fetch_add((end - start) as u64, SeqCst) + (end - start) as u64;
+                let sent = self.sent.fetch_add(piece.len() as u64, SeqCst) + piece.len() as u64;
                 if sent >= self.data.len() as u64 / 2 && sent < self.data.len() as u64 / 2 + CHUNK {
                     self.down.store(true, SeqCst);
                 }
-                Ok((self.data[start..end].to_vec(), self.data.len() as u64))
+                Ok((piece, self.data.len() as u64))
             })
         }
     }

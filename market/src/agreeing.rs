@@ -252,14 +252,7 @@ impl Market {
         timeout: std::time::Duration,
         max: i64,
     ) -> Result<Vec<AgreementEvent>> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let woken = self.events.notified();
-            let events = self.store.agreement_events(after, max).await?;
-            if !events.is_empty() || tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return Ok(events);
-            }
-        }
+        self.long_poll(timeout, || self.store.agreement_events(after, max)).await
     }
 
     /// The requestor's signed agreement, on the provider: its terms must be this node's own

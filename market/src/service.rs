@@ -259,14 +259,31 @@ impl Market {
         timeout: std::time::Duration,
         max: usize,
     ) -> Result<Vec<Event>> {
+        self.long_poll(timeout, || async {
+            self.require_subscription(subscription, provider_side).await?;
+            self.store.take_events(subscription, max.max(1) as i64).await
+        })
+        .await
+    }
+
+    /// Asks `ask` until it finds something or `timeout` passes, waking whenever an event is
+    /// added. The wake-up is registered before each ask, so an event added in between still
+    /// wakes the poll.
+    pub(crate) async fn long_poll<T, F, Fut>(
+        &self,
+        timeout: std::time::Duration,
+        mut ask: F,
+    ) -> Result<Vec<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>>>,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            // Registered before the check, so an event added in between still wakes this poll.
             let woken = self.events.notified();
-            self.require_subscription(subscription, provider_side).await?;
-            let events = self.store.take_events(subscription, max.max(1) as i64).await?;
-            if !events.is_empty() || tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return Ok(events);
+            let found = ask().await?;
+            if !found.is_empty() || tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Ok(found);
             }
         }
     }
