@@ -1,16 +1,14 @@
 //! Running a hosted batch: its commands one after another, each leaving a result; the first that
 //! fails ends the batch.
 
-use crate::blobs::BlobSource;
 use crate::exescript::Command;
+use crate::pipe::PeerBlobs;
 use crate::service::{Batch, Live, MAX_CAPTURE};
 use crate::transfer::{self, Source, Transfer};
 use crate::unit::{ExeError, Package, RunSpec};
-use crate::wire::{ActivityRequest, ActivityResponse, CommandResult};
-use crate::{Activities, Error, Messenger, Result, results_hash};
-use base64::Engine as _;
+use crate::wire::CommandResult;
+use crate::{Activities, Error, Result, results_hash};
 use chrono::Utc;
-use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -231,32 +229,5 @@ impl Activities {
                 std::fs::copy(&path, target).map(|_| ()).map_err(io)
             }
         }
-    }
-}
-
-/// Blob pieces from another node.
-pub(crate) struct PeerBlobs {
-    pub(crate) messenger: Arc<dyn Messenger>,
-    pub(crate) peer: String,
-}
-
-impl BlobSource for PeerBlobs {
-    fn piece(&self, sha256: String, offset: u64, len: u64) -> BoxFuture<'_, Result<(Vec<u8>, u64)>> {
-        Box::pin(async move {
-            match self
-                .messenger
-                .send(self.peer.clone(), ActivityRequest::GetBlob { sha256, offset, len })
-                .await?
-            {
-                ActivityResponse::Blob { data, total } => {
-                    let data = base64::engine::general_purpose::STANDARD
-                        .decode(data)
-                        .map_err(|e| Error::Remote(format!("a blob piece that is not base64: {e}")))?;
-                    Ok((data, total))
-                }
-                ActivityResponse::Error { refusal, message } => Err(Error::from_refusal(refusal, message)),
-                other => Err(Error::Remote(format!("unexpected answer: {other:?}"))),
-            }
-        })
     }
 }

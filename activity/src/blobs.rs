@@ -1,13 +1,14 @@
-//! Content-addressed blobs: files named by their SHA-256, served to peers in pieces and checked
-//! on receipt. A requestor's inputs reach providers this way, and outputs come back.
+//! Content-addressed blobs: files named by their SHA-256, streamed to peers (`crate::pipe`) and
+//! checked on receipt. A requestor's inputs reach providers this way, and outputs come back.
 
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
-/// The largest piece one request carries.
-pub const CHUNK: u64 = 512 * 1024;
 /// The largest blob a node takes in unless its settings say otherwise (`max_blob_bytes`).
 pub const DEFAULT_MAX_BLOB: u64 = 4 << 30;
 /// The largest blob a node fetches from another.
@@ -19,6 +20,9 @@ pub const DISK_RESERVE: u64 = 64 << 20;
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
+    traffic: Arc<Traffic>,
+    /// How long a fetch waits for a broken-off stream to bring something again.
+    resume_within: std::time::Duration,
 }
 
 /// `blob:sha256:<hex>` → the hex, checked.
@@ -41,7 +45,7 @@ impl BlobStore {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        Ok(Self { dir })
+        Ok(Self { dir, traffic: Arc::default(), resume_within: RESUME_WITHIN })
     }
 
     /// Where a blob is, if this node has it.
@@ -155,158 +159,318 @@ impl BlobStore {
         Ok((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
     }
 
-    /// A piece of a blob and the blob's whole size.
-    pub fn read(&self, sha256: &str, offset: u64, len: u64) -> std::io::Result<Option<(Vec<u8>, u64)>> {
-        let Some(path) = self.path(sha256) else { return Ok(None) };
-        let mut file = std::fs::File::open(path)?;
-        let total = file.metadata()?.len();
-        file.seek(SeekFrom::Start(offset.min(total)))?;
-        let mut data = Vec::new();
-        file.take(len.min(CHUNK)).read_to_end(&mut data)?;
-        Ok(Some((data, total)))
-    }
-
-    /// Fetches a blob from a peer unless this node has it, and keeps it only if its content
-    /// hashes to its name. Pieces are asked for [`PIECES_IN_FLIGHT`] at a time and written in
-    /// order as they come; a piece the peer does not deliver (it is unreachable, restarting or
-    /// busy) is asked for again, for up to [`RESUME_WITHIN`], so the fetch carries on from where
-    /// it was and only that piece is sent again.
+    /// Fetches a blob from another node unless this node has it, and keeps it only if its
+    /// content hashes to its name. The bytes arrive as one stream, written to a temporary file
+    /// while they are hashed (on a thread of their own, so the network side keeps reading). A
+    /// stream that breaks off (the other node restarts, the connection drops, it is busy) is
+    /// opened again from the last byte written, for as long as one arrives within
+    /// [`RESUME_WITHIN`], so only what had not arrived is sent again.
     pub async fn fetch(&self, sha256: &str, source: &dyn BlobSource) -> crate::Result<PathBuf> {
         use crate::Error;
-        use futures_util::StreamExt;
         if let Some(path) = self.path(sha256) {
             return Ok(path);
         }
-        let io = |e: std::io::Error| Error::Io(format!("blob {sha256}: {e}"));
-        let (first, total) = piece_again(source, sha256, 0).await?;
-        if total > MAX_BLOB {
-            return Err(Error::BadInput(format!(
-                "blob {sha256} is {total} bytes; the most a node takes is {MAX_BLOB}"
-            )));
-        }
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
-        let mut hasher = Sha256::new();
-        let mut offset = 0u64;
-        let mut take = |data: &[u8], offset: &mut u64| -> crate::Result<()> {
-            let expected = CHUNK.min(total - *offset);
-            if data.len() as u64 != expected {
-                return Err(Error::Remote(format!(
-                    "blob {sha256}: the piece at {offset} has {} bytes, not {expected}",
-                    data.len()
+        let want = sha256.to_ascii_lowercase();
+        let io = |e: std::io::Error| Error::Io(format!("blob {want}: {e}"));
+        // Removed when dropped, whatever ends the fetch; only a whole, checked blob is named.
+        let tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
+        let (pieces, written) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let writer = tokio::task::spawn_blocking({
+            let file = tmp.reopen().map_err(io)?;
+            move || write_hashed(file, written)
+        });
+        let mut at = 0u64;
+        let mut total = None;
+        let mut quiet_since = tokio::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(100);
+        let fetched = loop {
+            let cut = match source.open(&want, at).await {
+                Ok((size, mut reader)) => {
+                    match total {
+                        None if size > MAX_BLOB => {
+                            break Err(Error::BadInput(format!(
+                                "blob {want} is {size} bytes; the most a node takes is {MAX_BLOB}"
+                            )));
+                        }
+                        Some(before) if before != size => {
+                            break Err(Error::Remote(format!(
+                                "blob {want} was {before} bytes and is now said to be {size}"
+                            )));
+                        }
+                        _ => total = Some(size),
+                    }
+                    let (got, ended) = read_pieces(&mut reader, size - at, &pieces).await;
+                    at += got;
+                    self.traffic.received.fetch_add(got, Relaxed);
+                    if got > 0 {
+                        quiet_since = tokio::time::Instant::now();
+                        pause = std::time::Duration::from_millis(100);
+                    }
+                    match ended {
+                        Ended::Whole => break Ok(()),
+                        Ended::Cut(e) => Error::Unreachable(e),
+                        Ended::WriterGone => {
+                            break Err(Error::Io(format!("blob {want}: the writer stopped")));
+                        }
+                    }
+                }
+                Err(e @ (Error::Unreachable(_) | Error::Busy(_))) => e,
+                Err(e) => break Err(e),
+            };
+            if quiet_since.elapsed() + pause > self.resume_within {
+                break Err(Error::Unreachable(format!(
+                    "blob {want}: nothing arrived for {:?} after {at} bytes: {cut}",
+                    self.resume_within
                 )));
             }
-            hasher.update(data);
-            tmp.write_all(data).map_err(io)?;
-            *offset += expected;
-            Ok(())
+            tracing::info!(sha256 = %want, at, error = %cut, "a blob stream broke off; opening it again");
+            self.traffic.resumed.fetch_add(1, Relaxed);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
         };
-        if total > 0 {
-            take(&first, &mut offset)?;
-        }
-        let rest = (offset..total).step_by(CHUNK as usize);
-        let mut pieces = futures_util::stream::iter(rest)
-            .map(|at| piece_again(source, sha256, at))
-            .buffered(PIECES_IN_FLIGHT);
-        while let Some(piece) = pieces.next().await {
-            let (data, _) = piece?;
-            take(&data, &mut offset)?;
-        }
-        let got = hex::encode(hasher.finalize());
-        if got != sha256.to_ascii_lowercase() {
-            return Err(Error::Remote(format!(
-                "blob {sha256} arrived with content hashing to {got}; dropped"
-            )));
+        drop(pieces);
+        let digest = writer.await.map_err(|e| Error::Io(format!("blob {want}: {e}")))?;
+        let got = match (fetched, digest) {
+            // The writer's own error is the cause when it stopped.
+            (_, Err(e)) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                return Err(Error::NoSpace(format!("blob {want}: the blob disk filled up after {at} bytes")));
+            }
+            (_, Err(e)) => return Err(io(e)),
+            (Err(e), Ok(_)) => return Err(e),
+            (Ok(()), Ok(got)) => got,
+        };
+        if got != want {
+            return Err(Error::Remote(format!("blob {want} arrived with content hashing to {got}; dropped")));
         }
         let path = self.dir.join(&got);
         tmp.persist(&path).map_err(|e| io(e.error))?;
         Ok(path)
     }
-}
 
-/// Pieces of one blob asked for at once, at most.
-pub const PIECES_IN_FLIGHT: usize = 8;
-/// How long a fetch keeps asking for a piece the other node does not deliver.
-pub const RESUME_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// One piece, asked for again while the other node is unreachable or busy (with a growing
-/// pause, up to [`RESUME_WITHIN`]); any other refusal ends the fetch.
-async fn piece_again(source: &dyn BlobSource, sha256: &str, offset: u64) -> crate::Result<(Vec<u8>, u64)> {
-    use crate::Error;
-    let deadline = tokio::time::Instant::now() + RESUME_WITHIN;
-    let mut pause = std::time::Duration::from_millis(100);
-    loop {
-        match source.piece(sha256.to_string(), offset, CHUNK).await {
-            Err(Error::Unreachable(e) | Error::Busy(e)) if tokio::time::Instant::now() + pause < deadline => {
-                tracing::debug!(sha256, offset, error = %e, "a blob piece did not arrive; asking again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(5));
-            }
-            answer => return answer,
+    /// Serves a blob from `offset` to its end: its whole size and a reader at `offset`, or
+    /// `None` when this node does not have it.
+    pub async fn open_at(
+        &self,
+        sha256: &str,
+        offset: u64,
+    ) -> std::io::Result<Option<(u64, tokio::fs::File)>> {
+        use tokio::io::AsyncSeekExt;
+        let Some(path) = self.path(sha256) else { return Ok(None) };
+        let mut file = tokio::fs::File::open(path).await?;
+        let total = file.metadata().await?.len();
+        if offset > total {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("offset {offset} is past the blob's end at {total}"),
+            ));
         }
+        file.seek(SeekFrom::Start(offset)).await?;
+        Ok(Some((total, file)))
+    }
+
+    /// Bytes this node's blob streams have carried.
+    pub fn traffic(&self) -> &Arc<Traffic> {
+        &self.traffic
     }
 }
 
-/// Where blob pieces come from: another node, over the network.
+/// Bytes a blob store's streams carried since the node started, for its metrics.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Blob bytes that arrived from other nodes (those sent again after a break included).
+    pub received: AtomicU64,
+    /// Blob bytes sent to other nodes.
+    pub sent: AtomicU64,
+    /// Streams opened again after they broke off.
+    pub resumed: AtomicU64,
+}
+
+/// How much of a blob one write carries: reads fill a buffer this large before it is handed to
+/// the writer.
+pub const PIECE: usize = 1 << 20;
+/// How long a fetch waits for a blob stream to bring something (or to open again) before it
+/// gives up.
+pub const RESUME_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a blob stream may stay silent before it counts as broken off.
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How reading a blob stream ended.
+enum Ended {
+    /// Everything asked for arrived.
+    Whole,
+    /// The stream broke off early (the reason).
+    Cut(String),
+    /// The writer stopped (its error is its own to tell).
+    WriterGone,
+}
+
+/// Reads up to `want` bytes into [`PIECE`]-sized buffers and hands each to the writer. Returns
+/// the bytes read and how it ended; what arrived before a break is kept.
+async fn read_pieces(
+    reader: &mut BlobReader,
+    want: u64,
+    pieces: &tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> (u64, Ended) {
+    use tokio::io::AsyncReadExt;
+    let mut got = 0u64;
+    while got < want {
+        let size = (want - got).min(PIECE as u64) as usize;
+        let mut piece = vec![0; size];
+        let mut filled = 0;
+        let mut ended = None;
+        while filled < size {
+            match tokio::time::timeout(STALL, reader.read(&mut piece[filled..])).await {
+                Ok(Ok(0)) => {
+                    ended = Some(format!("the stream ended {} bytes early", want - got - filled as u64));
+                    break;
+                }
+                Ok(Ok(n)) => filled += n,
+                Ok(Err(e)) => {
+                    ended = Some(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    ended = Some(format!("nothing arrived for {STALL:?}"));
+                    break;
+                }
+            }
+        }
+        piece.truncate(filled);
+        got += filled as u64;
+        if filled > 0 && pieces.send(piece).await.is_err() {
+            return (got, Ended::WriterGone);
+        }
+        if let Some(reason) = ended {
+            return (got, Ended::Cut(reason));
+        }
+    }
+    (got, Ended::Whole)
+}
+
+/// Writes pieces to `file` in order as they come, hashing them; the hex digest of all of them.
+fn write_hashed(
+    mut file: std::fs::File,
+    mut pieces: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    while let Some(piece) = pieces.blocking_recv() {
+        hasher.update(&piece);
+        file.write_all(&piece)?;
+    }
+    file.flush()?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// A blob's bytes as they arrive.
+pub type BlobReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// Where blobs come from: another node, over the network.
 pub trait BlobSource: Send + Sync {
-    /// `(data, total size)` of the piece at `offset`.
-    fn piece(&self, sha256: String, offset: u64, len: u64) -> BoxFuture<'_, crate::Result<(Vec<u8>, u64)>>;
+    /// The blob's whole size, and its bytes from `offset` to its end.
+    fn open<'a>(&'a self, sha256: &'a str, offset: u64) -> BoxFuture<'a, crate::Result<(u64, BlobReader)>>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
-    /// The piece of `data` at `offset`, at most `len` long.
-    fn slice(data: &[u8], offset: u64, len: u64) -> Vec<u8> {
-        let start = (offset as usize).min(data.len());
-        data[start..(start + len as usize).min(data.len())].to_vec()
-    }
+    /// A reader that gives `data`, then fails as a dropped connection does.
+    struct BreaksOff(std::io::Cursor<Vec<u8>>);
 
-    /// Serves pieces of `data`, counting the requests.
-    struct Source {
-        data: Vec<u8>,
-        asked: std::sync::atomic::AtomicUsize,
-    }
-
-    impl BlobSource for Source {
-        fn piece(
-            &self,
-            _sha256: String,
-            offset: u64,
-            len: u64,
-        ) -> BoxFuture<'_, crate::Result<(Vec<u8>, u64)>> {
-            self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let piece = slice(&self.data, offset, len);
-            let total = self.data.len() as u64;
-            Box::pin(async move { Ok((piece, total)) })
+    impl tokio::io::AsyncRead for BreaksOff {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            let inner = std::pin::Pin::new(&mut self.0);
+            match inner.poll_read(cx, buf) {
+                std::task::Poll::Ready(Ok(())) if buf.filled().len() == before => std::task::Poll::Ready(
+                    Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the connection was cut")),
+                ),
+                other => other,
+            }
         }
     }
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// Serves `data`; the first stream breaks off at `cut` bytes (if set), and the node is then
+    /// down (refusing as unreachable) `down_for` more times. Counts the streams and bytes sent.
+    struct Source {
+        data: Vec<u8>,
+        cut: Option<usize>,
+        down_for: AtomicUsize,
+        broke: AtomicBool,
+        opened: AtomicUsize,
+        sent: AtomicU64,
+    }
+
+    impl Source {
+        fn new(data: Vec<u8>, cut: Option<usize>, down_for: usize) -> Self {
+            Self {
+                data,
+                cut,
+                down_for: AtomicUsize::new(down_for),
+                broke: AtomicBool::new(false),
+                opened: AtomicUsize::new(0),
+                sent: AtomicU64::new(0),
+            }
+        }
+    }
+
+    impl BlobSource for Source {
+        fn open<'a>(
+            &'a self,
+            _sha256: &'a str,
+            offset: u64,
+        ) -> BoxFuture<'a, crate::Result<(u64, BlobReader)>> {
+            Box::pin(async move {
+                self.opened.fetch_add(1, SeqCst);
+                let total = self.data.len() as u64;
+                if self.broke.load(SeqCst)
+                    && self.down_for.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+                {
+                    return Err(crate::Error::Unreachable("the node is restarting".into()));
+                }
+                let end = match self.cut {
+                    Some(cut) if !self.broke.swap(true, SeqCst) => cut,
+                    _ => self.data.len(),
+                };
+                let piece = self.data[offset as usize..end].to_vec();
+                self.sent.fetch_add(piece.len() as u64, SeqCst);
+                let reader: BlobReader = Box::new(BreaksOff(std::io::Cursor::new(piece)));
+                Ok((total, reader))
+            })
+        }
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
     }
 
     #[test]
-    fn a_blob_arrives_in_pieces_and_is_kept_only_if_it_hashes_to_its_name() {
+    fn a_blob_arrives_and_is_kept_only_if_it_hashes_to_its_name() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path().join("blobs")).unwrap();
-        let data: Vec<u8> = (0..1_300_000u32).map(|i| (i % 251) as u8).collect();
+        let data = data(1_300_000);
         let hex = hex::encode(Sha256::digest(&data));
-        let source = Source { data: data.clone(), asked: Default::default() };
-        let path = block_on(store.fetch(&hex, &source)).unwrap();
+        let source = Source::new(data.clone(), None, 0);
+        let path = runtime().block_on(store.fetch(&hex, &source)).unwrap();
         assert_eq!(std::fs::read(path).unwrap(), data);
-        assert_eq!(
-            source.asked.load(std::sync::atomic::Ordering::Relaxed),
-            3,
-            "three pieces of at most 512 KiB"
-        );
+        assert_eq!(source.opened.load(SeqCst), 1, "one stream");
         // Now local: not asked again.
-        block_on(store.fetch(&hex, &source)).unwrap();
-        assert_eq!(source.asked.load(std::sync::atomic::Ordering::Relaxed), 3);
+        runtime().block_on(store.fetch(&hex, &source)).unwrap();
+        assert_eq!(source.opened.load(SeqCst), 1);
 
+        // A source whose content does not match the digest asked for.
         let other = hex::encode(Sha256::digest(b"what was asked for"));
-        let liar = Source { data: b"something else".to_vec(), asked: Default::default() };
-        let error = block_on(store.fetch(&other, &liar)).unwrap_err().to_string();
+        let liar = Source::new(b"something else".to_vec(), None, 0);
+        let error = runtime().block_on(store.fetch(&other, &liar)).unwrap_err().to_string();
         assert!(error.contains("arrived with content hashing to"), "{error}");
         assert!(store.path(&other).is_none(), "nothing kept");
         assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1, "no temporary file left");
@@ -318,81 +482,34 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1);
     }
 
-    /// Serves pieces of `data`, refusing as unreachable while `down` says so, and counting the
-    /// bytes it sends and the most pieces asked for at once.
-    struct Flaky {
-        data: Vec<u8>,
-        down: std::sync::atomic::AtomicBool,
-        sent: std::sync::atomic::AtomicU64,
-        asking: std::sync::atomic::AtomicUsize,
-        most: std::sync::atomic::AtomicUsize,
-    }
-
-    impl BlobSource for Flaky {
-        fn piece(
-            &self,
-            _sha256: String,
-            offset: u64,
-            len: u64,
-        ) -> BoxFuture<'_, crate::Result<(Vec<u8>, u64)>> {
-            use std::sync::atomic::Ordering::SeqCst;
-            Box::pin(async move {
-                let now = self.asking.fetch_add(1, SeqCst) + 1;
-                self.most.fetch_max(now, SeqCst);
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                self.asking.fetch_sub(1, SeqCst);
-                if self.down.load(SeqCst) {
-                    return Err(crate::Error::Unreachable("the connection was cut".into()));
-                }
-                let piece = slice(&self.data, offset, len);
-                // The node goes down once it has sent half the blob.
-                let sent = self.sent.fetch_add(piece.len() as u64, SeqCst) + piece.len() as u64;
-                if sent >= self.data.len() as u64 / 2 && sent < self.data.len() as u64 / 2 + CHUNK {
-                    self.down.store(true, SeqCst);
-                }
-                Ok((piece, self.data.len() as u64))
-            })
-        }
+    #[test]
+    fn a_stream_cut_off_midway_is_opened_again_where_it_broke_and_sends_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let data = data(5 * PIECE + 12_345);
+        let hex = hex::encode(Sha256::digest(&data));
+        // Cut in the middle of a piece, then down for three attempts, as a restarting node is.
+        let source = Source::new(data.clone(), Some(2 * PIECE + 777), 3);
+        let path = runtime().block_on(store.fetch(&hex, &source)).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        assert_eq!(source.sent.load(SeqCst), data.len() as u64, "every byte sent once");
+        assert_eq!(source.opened.load(SeqCst), 5, "the first stream, three refusals, the rest");
+        assert_eq!(store.traffic().resumed.load(SeqCst), 4);
+        assert_eq!(store.traffic().received.load(SeqCst), data.len() as u64);
     }
 
     #[test]
-    fn a_fetch_cut_off_midway_carries_on_and_asks_only_for_what_it_lacks() {
-        use std::sync::atomic::Ordering::SeqCst;
+    fn a_source_that_stays_away_ends_the_fetch_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path().join("blobs")).unwrap();
-        let data: Vec<u8> =
-            (0..20 * CHUNK as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let data = data(3 * PIECE);
         let hex = hex::encode(Sha256::digest(&data));
-        let source = std::sync::Arc::new(Flaky {
-            data: data.clone(),
-            down: Default::default(),
-            sent: Default::default(),
-            asking: Default::default(),
-            most: Default::default(),
-        });
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let path = runtime.block_on(async {
-            let back_up = {
-                let source = source.clone();
-                tokio::spawn(async move {
-                    // Down for a while, as a restarting node is, then back.
-                    while !source.down.load(SeqCst) {
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    source.down.store(false, SeqCst);
-                })
-            };
-            let path = store.fetch(&hex, source.as_ref()).await.unwrap();
-            back_up.await.unwrap();
-            path
-        });
-        assert_eq!(std::fs::read(path).unwrap(), data);
-        let sent = source.sent.load(SeqCst);
-        assert!(sent < 2 * data.len() as u64, "{sent} bytes sent for a blob of {}", data.len());
-        assert!(sent >= data.len() as u64);
-        let most = source.most.load(SeqCst);
-        assert!(most <= PIECES_IN_FLIGHT && most > 1, "{most} pieces asked for at once");
+        let store = BlobStore { resume_within: std::time::Duration::from_secs(1), ..store };
+        let source = Source::new(data, Some(PIECE + 1), usize::MAX);
+        let error = runtime().block_on(store.fetch(&hex, &source)).unwrap_err();
+        assert!(matches!(error, crate::Error::Unreachable(_)), "{error}");
+        assert!(error.to_string().contains(&format!("after {} bytes", PIECE + 1)), "{error}");
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0, "no temporary file left");
     }
 
     #[test]

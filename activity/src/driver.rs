@@ -1,8 +1,8 @@
 //! The requestor side: activities this node drives on its agreements' providers, through
-//! `/agora/activity/2`.
+//! `/agora/activity/3`.
 
-use crate::batch::PeerBlobs;
 use crate::exescript::{self, Command};
+use crate::pipe::PeerBlobs;
 use crate::service::require_approved;
 use crate::wire::{ActivityRequest, ActivityResponse, ActivityState, ActivityUsage, CommandResult};
 use crate::{Activities, Error, MAX_WAIT, Result};

@@ -8,7 +8,6 @@ use crate::wire::{ActivityRequest, ActivityResponse, ActivityState, ActivityUsag
 use crate::{Activities, DockerUnit, Error, MAX_CONCURRENT_BATCHES, MAX_WAIT, Result, WasmUnit};
 use agora_identity::Address;
 use agora_market::{AgreementState, Role};
-use base64::Engine as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,23 +70,6 @@ impl Activities {
     ) -> Result<ActivityResponse> {
         let sender = sender.ok_or_else(|| Error::Forbidden("a peer without a node address".into()))?;
         Ok(match request {
-            ActivityRequest::GetBlob { sha256, offset, len } => {
-                // Blobs are inputs and outputs of agreed work: served only to the other party of
-                // an agreement with this node, never to any peer that learns a hash.
-                if !self.inner.agreements.approved_with(sender).await? {
-                    return Err(Error::Forbidden(
-                        "blobs are served only to the other party of an agreement with this node".into(),
-                    ));
-                }
-                match self.inner.blobs.read(&sha256, offset, len) {
-                    Ok(Some((data, total))) => ActivityResponse::Blob {
-                        data: base64::engine::general_purpose::STANDARD.encode(data),
-                        total,
-                    },
-                    Ok(None) => return Err(Error::NotFound(format!("no blob {sha256} here"))),
-                    Err(e) => return Err(Error::Io(format!("reading blob {sha256}: {e}"))),
-                }
-            }
             ActivityRequest::Create { agreement_id } => ActivityResponse::Created {
                 activity_id: self.create_hosted(peer, sender, &agreement_id).await?,
             },

@@ -1,10 +1,10 @@
-//! Activities on the network: `/agora/activity/2` requests answered (each on its own tracked
+//! Activities on the network: `/agora/activity/3` requests answered (each on its own tracked
 //! task, within the protocol's handler cap), activity requests sent, hosted activities swept
 //! when their agreement ends.
 
 use crate::wire::{ActivityRequest, ActivityResponse, Refusal};
 use crate::{Activities, Error, Messenger, Result};
-use agora_net::{Channel, NetHandle};
+use agora_net::{Channel, NetHandle, Pipe};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,16 @@ impl Messenger for NetHandle {
             })
         })
     }
+
+    fn open_blob(&self, peer: String) -> BoxFuture<'static, Result<Box<dyn crate::BlobPipe>>> {
+        let net = self.clone();
+        Box::pin(async move {
+            match net.open(Pipe::Blob, &peer).await {
+                Ok(pipe) => Ok(Box::new(pipe) as Box<dyn crate::BlobPipe>),
+                Err(e) => Err(Error::Unreachable(e.to_string())),
+            }
+        })
+    }
 }
 
 fn answer(response: &ActivityResponse) -> serde_json::Value {
@@ -33,7 +43,7 @@ fn answer(response: &ActivityResponse) -> serde_json::Value {
 }
 
 impl Activities {
-    /// Serves `/agora/activity/2` on `net` until `shutdown`, and sweeps hosted activities whose
+    /// Serves `/agora/activity/3` and `/agora/blob/1` on `net` until `shutdown`, and sweeps hosted activities whose
     /// agreement has ended. Fails only if another part of the node already serves the protocol.
     pub async fn serve(
         &self,
@@ -41,6 +51,7 @@ impl Activities {
         shutdown: CancellationToken,
     ) -> std::result::Result<(), agora_net::Error> {
         let mut requests = net.serve(Channel::Activity).await?;
+        self.serve_blobs(net.accept(Pipe::Blob)?, shutdown.clone());
         let activities = self.clone();
         self.inner.tasks.spawn(async move {
             let mut sweep = tokio::time::interval(SWEEP_INTERVAL);

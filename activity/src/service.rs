@@ -4,7 +4,7 @@
 //! the agreement's requestor and that the agreement is Approved, runs batches on the exe-unit the
 //! offer names, keeps each run's results folder and hash, and counts usage. The requestor's node
 //! drives them (`driver.rs`): it forwards its REST calls to the provider over
-//! `/agora/activity/2`, and fetches outputs back as blobs.
+//! `/agora/activity/3`, and fetches outputs back as blobs.
 
 use crate::blobs::BlobStore;
 use crate::store::ActivityStore;
@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 /// ([`agora_net::NetHandle`]).
 pub trait Messenger: Send + Sync + std::fmt::Debug {
     fn send(&self, peer: String, request: ActivityRequest) -> BoxFuture<'static, Result<ActivityResponse>>;
+    /// Opens a stream to `peer`'s blob protocol (`/agora/blob/1`, [`crate::pipe`]).
+    fn open_blob(&self, peer: String) -> BoxFuture<'static, Result<Box<dyn crate::BlobPipe>>>;
 }
 
 /// What activities learn of the node's agreements. The node implements it over its market;

@@ -1,10 +1,10 @@
-//! What nodes say to each other over `/agora/activity/2`, and the JSON shapes of Golem's
+//! What nodes say to each other over `/agora/activity/3`, and the JSON shapes of Golem's
 //! `/activity-api/v1` that both ends share.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// A requestor's node to the provider's (and, for blobs, either way).
+/// A requestor's node to the provider's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ActivityRequest {
@@ -31,12 +31,6 @@ pub enum ActivityRequest {
     Destroy {
         activity_id: String,
     },
-    /// A piece of a content-addressed blob.
-    GetBlob {
-        sha256: String,
-        offset: u64,
-        len: u64,
-    },
 }
 
 /// Answers to [`ActivityRequest`]s.
@@ -59,16 +53,27 @@ pub enum ActivityResponse {
         usage: ActivityUsage,
     },
     Done,
-    /// `data` is base64; `total` is the blob's whole size.
-    Blob {
-        data: String,
-        total: u64,
-    },
     /// Refused: what kind of refusal, and why.
     Error {
         refusal: Refusal,
         message: String,
     },
+}
+
+/// What a fetcher asks for on `/agora/blob/1`: a blob's bytes from `offset` to its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobAsk {
+    pub sha256: String,
+    pub offset: u64,
+}
+
+/// What the source says before the bytes: how large the whole blob is, or why it sends nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum BlobHead {
+    Sending { total: u64 },
+    Refused { refusal: Refusal, message: String },
 }
 
 /// Why a node refused an activity request, by what the asker can do about it.

@@ -21,6 +21,8 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// The directed protocols (`crate::protocol`).
     pub requests: Protocols,
+    /// Byte streams ([`crate::Pipe`]), opened and accepted through a [`libp2p_stream::Control`].
+    pub streams: libp2p_stream::Behaviour,
 }
 
 impl Behaviour {
@@ -61,6 +63,7 @@ impl Behaviour {
             gossipsub,
             mdns: mdns.into(),
             requests: Protocols::new(),
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 

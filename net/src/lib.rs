@@ -16,6 +16,10 @@
 //! nobody serves is refused with a message the sender sees as [`Error::Refused`]. The protocols
 //! are listed in one table (`protocol.rs`): adding one is a row there plus its handler.
 //!
+//! Besides request and answer, a node can open a byte stream to a peer on a [`Pipe`] protocol
+//! ([`NetHandle::open`]), for what is too large to answer in one message: a blob, sent whole.
+//! The part of the node that serves a pipe takes its streams from [`NetHandle::accept`].
+//!
 //! This crate is not the market: it carries bytes between peers under versioned protocol names
 //! (`/agora/…/1`) and knows nothing of offers or agreements.
 //!
@@ -41,8 +45,8 @@ pub mod routes;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, pnet::PreSharedKey};
-pub use network::{NetConfig, NetHandle, NetStatus, Network, start};
-pub use protocol::{ACTIVITY_HANDLERS, CHANNELS, Channel, MARKET_HANDLERS, Protocols, Spec};
+pub use network::{Incoming, NetConfig, NetHandle, NetStatus, Network, Piped, start};
+pub use protocol::{ACTIVITY_HANDLERS, CHANNELS, Channel, MARKET_HANDLERS, Pipe, Protocols, Spec};
 pub use routes::{Gossip, Request, RouteError};
 
 /// Errors of the network.

@@ -93,7 +93,7 @@ protocols! {
     Market => market { name: "/agora/market/2", timeout: Duration::from_secs(15), handlers: MARKET_HANDLERS },
     /// Activity control, results and content-addressed blobs. Requests may wait on work (a long
     /// poll of results, a deploy), so the timeout is longer.
-    Activity => activity { name: "/agora/activity/2", timeout: Duration::from_secs(75), handlers: ACTIVITY_HANDLERS },
+    Activity => activity { name: "/agora/activity/3", timeout: Duration::from_secs(75), handlers: ACTIVITY_HANDLERS },
 }
 
 fn json_protocol(channel: Channel) -> JsonProtocol {
@@ -104,6 +104,28 @@ fn json_protocol(channel: Channel) -> JsonProtocol {
             .with_request_timeout(spec.timeout)
             .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS),
     )
+}
+
+/// A protocol that carries one byte stream per request rather than a JSON answer: a blob, sent
+/// whole from where the fetcher asks to start. The crate that owns it frames the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pipe {
+    /// Content-addressed blobs, from an offset to their end.
+    Blob,
+}
+
+impl Pipe {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Blob => "/agora/blob/1",
+        }
+    }
+}
+
+impl std::fmt::Display for Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Channel {

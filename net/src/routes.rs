@@ -93,6 +93,8 @@ pub enum RouteError {
     AlreadyServed(Channel),
     #[error("gossip topic {0} is already followed by another part of this node")]
     AlreadyFollowed(String),
+    #[error("{0} is already accepted by another part of this node")]
+    AlreadyAccepted(crate::Pipe),
 }
 
 impl Routes {

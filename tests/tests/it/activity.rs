@@ -424,6 +424,16 @@ impl agora_activity::Messenger for Nowhere {
             Err(agora_activity::Error::Unreachable(format!("no network here (asked for {peer})")))
         })
     }
+
+    fn open_blob(
+        &self,
+        peer: String,
+    ) -> futures_util::future::BoxFuture<'static, agora_activity::Result<Box<dyn agora_activity::BlobPipe>>>
+    {
+        Box::pin(async move {
+            Err(agora_activity::Error::Unreachable(format!("no network here (asked for {peer})")))
+        })
+    }
 }
 
 /// The node's agreements, as activities learn of them: here one Approved agreement, held in
@@ -524,11 +534,25 @@ async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
 
     // Blobs go only to the other party of an agreement.
     let hex = activities.blobs().put(b"an output").unwrap();
-    let get = || ActivityRequest::GetBlob { sha256: hex.clone(), offset: 0, len: 1024 };
-    let refused = activities.handle("peer", Some(stranger.address()), get()).await;
-    assert!(matches!(&refused, ActivityResponse::Error { refusal: Refusal::Forbidden, .. }), "{refused:?}");
-    let served = activities.handle("peer", Some(requestor.address()), get()).await;
-    assert!(matches!(&served, ActivityResponse::Blob { total: 9, .. }), "{served:?}");
+    let get = |who: &agora_identity::Identity| {
+        let (activities, hex, peer) = (activities.clone(), hex.clone(), who.peer_id());
+        async move {
+            let (mut source, fetcher) = tokio::io::duplex(64 * 1024);
+            let sending = tokio::spawn(async move { activities.send_blob(peer, &mut source).await });
+            let answer = agora_activity::pipe::ask(fetcher, &hex, 0).await;
+            sending.await.unwrap().unwrap();
+            answer
+        }
+    };
+    let refused = get(&stranger).await.err().expect("a stranger gets no blob");
+    assert!(
+        matches!(&refused, agora_activity::Error::Forbidden(m) if m.contains("other party")),
+        "{refused:?}"
+    );
+    let (total, mut reader) = get(&requestor).await.unwrap();
+    let mut served = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut served).await.unwrap();
+    assert_eq!((total, served.as_slice()), (9, b"an output".as_slice()));
 }
 
 /// The demo deploys `tests/wasm/hello.wasm`; it must be what `hello.wat` compiles to.

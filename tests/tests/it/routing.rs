@@ -76,14 +76,14 @@ async fn a_request_on_a_protocol_nobody_serves_gets_an_error_reply_and_a_log_lin
     let answer = client.request_on(Channel::Activity, server.peer_id(), json!({"type": "state"})).await;
     match answer {
         Err(agora_net::Error::Refused { message, .. }) => {
-            assert_eq!(message, "this node does not serve /agora/activity/2")
+            assert_eq!(message, "this node does not serve /agora/activity/3")
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
     let text = log.text();
     assert!(
         text.contains("a request on a protocol this node does not serve")
-            && text.contains("protocol=/agora/activity/2"),
+            && text.contains("protocol=/agora/activity/3"),
         "the server logs it: {text}"
     );
     // A protocol is served by one part only.
