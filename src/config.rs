@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub mdns: Option<bool>,
     pub swarm_key_file: Option<PathBuf>,
     pub transfer_dirs: Option<Vec<PathBuf>>,
+    pub ca_certs: Option<Vec<PathBuf>>,
     pub docker_socket: Option<String>,
     pub datasets: Option<Vec<DatasetConfig>>,
     pub max_blob_bytes: Option<u64>,
@@ -80,6 +81,11 @@ pub struct NodeArgs {
     #[arg(long = "transfer-dir", env = "AGORA_TRANSFER_DIRS", value_delimiter = ',', value_name = "DIR")]
     pub transfer_dirs: Vec<PathBuf>,
 
+    /// A PEM file of certificate authorities that `https://` transfers trust besides the
+    /// system's (repeatable): a private registry's, say.
+    #[arg(long = "ca-cert", env = "AGORA_CA_CERTS", value_delimiter = ',', value_name = "PEM")]
+    pub ca_certs: Vec<PathBuf>,
+
     /// The Docker engine's socket, for container activities.
     #[arg(long = "docker-socket", env = "AGORA_DOCKER_SOCKET", value_name = "PATH")]
     pub docker_socket: Option<String>,
@@ -114,6 +120,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Default)]
 pub struct ActivitySettings {
     pub transfer_dirs: Vec<PathBuf>,
+    /// Certificate authorities `https://` transfers trust besides the system's.
+    pub ca_certs: Vec<PathBuf>,
     pub docker_socket: Option<String>,
     pub datasets: Vec<agora_activity::Dataset>,
     /// The largest blob the node takes in.
@@ -255,6 +263,11 @@ impl Settings {
                     file.transfer_dirs.unwrap_or_default()
                 } else {
                     args.transfer_dirs.clone()
+                },
+                ca_certs: if args.ca_certs.is_empty() {
+                    file.ca_certs.unwrap_or_default()
+                } else {
+                    args.ca_certs.clone()
                 },
                 docker_socket: non_empty(args.docker_socket.clone()).or(file.docker_socket),
                 datasets: datasets(file.datasets.unwrap_or_default())?,

@@ -272,6 +272,7 @@ async fn serve(
     let host = agora_activity::HostConfig {
         work_dir: data.path().join("activities"),
         transfer_dirs: settings.activity.transfer_dirs.clone(),
+        ca_certs: settings.activity.ca_certs.clone(),
         datasets: settings.activity.datasets.clone(),
         docker_socket: settings.activity.docker_socket.clone(),
     };

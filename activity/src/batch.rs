@@ -209,24 +209,32 @@ impl Activities {
                 .map(|_| ())
                 .map_err(|e| Error::Io(format!("{}: {e}", path.display()))),
             Source::Http(url) => {
-                let response = self
-                    .inner
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .map_err(|e| Error::Remote(format!("{url}: {e}")))?;
+                use tokio::io::AsyncWriteExt;
+                let remote =
+                    |e: reqwest::Error| Error::Remote(format!("{url}: {}", crate::transfer::explain(&e)));
+                let mut response = self.inner.http.get(url).send().await.map_err(remote)?;
                 if !response.status().is_success() {
                     return Err(Error::Remote(format!("{url}: HTTP {}", response.status())));
                 }
-                let bytes = response.bytes().await.map_err(|e| Error::Remote(format!("{url}: {e}")))?;
-                std::fs::write(target, &bytes).map_err(io)
+                // Streamed to the file as it comes: a download of any size.
+                let mut file = tokio::fs::File::create(target).await.map_err(io)?;
+                while let Some(piece) = response.chunk().await.map_err(remote)? {
+                    file.write_all(&piece).await.map_err(io)?;
+                }
+                file.flush().await.map_err(io)
             }
             Source::Blob(hex) => {
                 let source =
                     PeerBlobs { messenger: self.inner.messenger.clone(), peer: live.requestor_peer.clone() };
                 let path = self.inner.blobs.fetch(hex, &source).await?;
-                std::fs::copy(&path, target).map(|_| ()).map_err(io)
+                // Inputs are read-only to runs and blobs are never changed in place, so the input
+                // can be the blob itself; a copy only where a link cannot be made.
+                if target.exists() {
+                    std::fs::remove_file(target).map_err(io)?;
+                }
+                std::fs::hard_link(&path, target)
+                    .or_else(|_| std::fs::copy(&path, target).map(|_| ()))
+                    .map_err(io)
             }
         }
     }

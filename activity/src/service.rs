@@ -55,6 +55,8 @@ pub struct HostConfig {
     pub work_dir: PathBuf,
     /// Folders `file://` transfers may read from.
     pub transfer_dirs: Vec<PathBuf>,
+    /// PEM files of certificate authorities `https://` transfers trust besides the system's.
+    pub ca_certs: Vec<PathBuf>,
     pub datasets: Vec<Dataset>,
     /// The Docker engine's socket; without one, container activities are refused.
     pub docker_socket: Option<String>,
@@ -170,10 +172,7 @@ impl Activities {
         std::fs::create_dir_all(&config.work_dir)
             .map_err(|e| Error::Io(format!("{}: {e}", config.work_dir.display())))?;
         let wasm = Arc::new(WasmRuntime::new()?);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| Error::Io(format!("HTTP client: {e}")))?;
+        let http = crate::transfer::http_client(&config.ca_certs)?;
         let inner = Inner {
             store: ActivityStore::new(pool),
             config,

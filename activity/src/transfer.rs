@@ -3,6 +3,47 @@
 use crate::{Error, Result};
 use std::path::{Component, Path, PathBuf};
 
+/// How long an `http(s)://` transfer may take to connect, and to bring its next bytes.
+const HTTP_CONNECT: std::time::Duration = std::time::Duration::from_secs(20);
+const HTTP_READ: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The client of `http(s)://` transfers: rustls, trusting the system's certificate authorities
+/// and those in `ca_certs` (PEM files: a private registry's, or a test's). A file that cannot be
+/// read or holds no certificate is an error naming it.
+pub fn http_client(ca_certs: &[PathBuf]) -> Result<reqwest::Client> {
+    let mut roots = Vec::new();
+    for path in ca_certs {
+        let bad = |why: String| Error::BadInput(format!("CA certificate file {}: {why}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(explain(&e)))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        roots.extend(certs);
+    }
+    reqwest::Client::builder()
+        .connect_timeout(HTTP_CONNECT)
+        .read_timeout(HTTP_READ)
+        .tls_certs_merge(roots)
+        .build()
+        .map_err(|e| Error::Io(format!("HTTP client: {}", explain(&e))))
+}
+
+/// An error with its causes, outermost first: what went wrong under a failed request (an
+/// untrusted certificate, a refused connection) is in the causes.
+pub fn explain(error: &dyn std::error::Error) -> String {
+    let mut said = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !said.contains(&text) {
+            said = format!("{said}: {text}");
+        }
+        cause = inner.source();
+    }
+    said
+}
+
 /// A transfer, understood.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transfer {

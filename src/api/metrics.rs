@@ -3,12 +3,17 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +36,32 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram>,
     auth_failures: Counter,
+    blobs: BlobTraffic,
+}
+
+/// The blob store's stream counters, read when the metrics are: the store keeps them as plain
+/// atomics, known here once the node has its activities.
+#[derive(Debug, Clone, Default)]
+struct BlobTraffic(Arc<OnceLock<Arc<agora_activity::blobs::Traffic>>>);
+
+impl Collector for BlobTraffic {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(traffic) = self.0.get() else { return Ok(()) };
+        let counters = [
+            (
+                "blob_received_bytes",
+                "blob bytes that arrived from other nodes, any sent again included",
+                &traffic.received,
+            ),
+            ("blob_sent_bytes", "blob bytes sent to other nodes", &traffic.sent),
+            ("blob_streams_resumed", "blob streams opened again after they broke off", &traffic.resumed),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -59,7 +90,14 @@ impl Metrics {
             "the running agora version",
             Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
         );
-        Self { registry, requests, durations, auth_failures }
+        let blobs = BlobTraffic::default();
+        registry.register_collector(Box::new(blobs.clone()));
+        Self { registry, requests, durations, auth_failures, blobs }
+    }
+
+    /// Counts the traffic of the node's blob store from now on.
+    pub fn watch_blobs(&self, traffic: Arc<agora_activity::blobs::Traffic>) {
+        let _already = self.blobs.0.set(traffic);
     }
 
     pub fn auth_failure(&self) {

@@ -81,6 +81,7 @@ impl AppState {
         datasets: Vec<String>,
         max_blob_bytes: u64,
     ) -> Self {
+        self.metrics.watch_blobs(activities.blobs().traffic().clone());
         self.activities = Some(activities);
         self.datasets = datasets;
         self.max_blob_bytes = max_blob_bytes;

@@ -54,6 +54,48 @@ pub async fn put_blob(node: &NodeProcess, bytes: Vec<u8>) -> String {
     body["url"].as_str().expect("url").to_string()
 }
 
+/// Creates an activity under an Approved agreement; returns its id.
+pub async fn create_activity(r: &NodeProcess, agreement: &str) -> String {
+    let (status, created) = post(r, "/activity-api/v1/activity", json!({"agreementId": agreement})).await;
+    assert_eq!(status, 201, "{created}");
+    created["activityId"].as_str().expect("activityId").to_string()
+}
+
+/// Sends a batch and waits (up to 90 s) until it is finished; returns every command's result.
+pub async fn batch(r: &NodeProcess, activity: &str, script: Value) -> Vec<Value> {
+    batch_within(r, activity, script, Duration::from_secs(90)).await
+}
+
+/// [`batch`], waiting up to `within`.
+pub async fn batch_within(r: &NodeProcess, activity: &str, script: Value, within: Duration) -> Vec<Value> {
+    let (status, batch) =
+        post(r, &format!("/activity-api/v1/activity/{activity}/exec"), json!({"text": script.to_string()}))
+            .await;
+    assert_eq!(status, 200, "{batch}");
+    let batch = batch.as_str().expect("batch id").to_string();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, results) =
+            get(r, &format!("/activity-api/v1/activity/{activity}/exec/{batch}?timeout=10")).await;
+        assert_eq!(status, 200, "{results}");
+        let results = results.as_array().expect("results").clone();
+        if results.last().is_some_and(|last| last["isBatchFinished"] == true) {
+            return results;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "batch {batch} did not finish: {results:?}");
+    }
+}
+
+/// A counter from the node's `/metrics` (the sum of its samples), 0 when it is not there.
+pub async fn metric(node: &NodeProcess, name: &str) -> u64 {
+    let text =
+        reqwest::get(node.url("/metrics")).await.expect("the node answers").text().await.expect("text");
+    text.lines()
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Waits for the first event of a subscription matching `pick`.
 async fn event(node: &NodeProcess, path: &str, pick: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -6,6 +6,8 @@
 //! - [`Dockerd`]: a private Docker engine (Debian's `docker.io`), with no bridge network, and a
 //!   busybox image made by `docker import`.
 //! - [`NodeProcess`]: an `agora node run` process.
+//! - [`TlsServer`]: an HTTPS server on loopback, with a certificate from a certificate authority
+//!   made for it.
 //!
 //! Every service runs as a child started by [`reaper`], which asks the kernel to kill it when the
 //! test process dies, so even a test that is killed leaves no server running. When a service cannot
@@ -14,18 +16,27 @@
 //! This crate is not a mock of anything: every service is the real program.
 
 mod anvil;
+pub mod data;
 mod docker;
 pub mod flow;
 mod node;
 mod pg;
 pub mod reaper;
+mod tls;
 
 pub use anvil::Anvil;
 pub use docker::{BUSYBOX_IMAGE, Dockerd};
 pub use node::{NodeProcess, agora_bin, run_agora};
 pub use pg::TestPg;
+pub use tls::TlsServer;
 
 use std::path::PathBuf;
+
+/// A test module in `tests/wasm/NAME.wat`, compiled.
+pub fn module(name: &str) -> Vec<u8> {
+    let path = workspace_root().join("tests/wasm").join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the service to take).
 pub fn free_port() -> u16 {

@@ -84,6 +84,11 @@ impl NodeProcess {
         run_agora(&[&["--data-dir", self.data_dir.to_str().expect("utf-8 path")], args].concat(), stdin)
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         self.child.stop().and_then(|s| s.code())

@@ -1,41 +1,12 @@
 //! Activities on real provider nodes: WASM modules on wasmtime and containers on a private
 //! dockerd, driven through the requestor's `/activity-api/v1`.
 
-use agora_tests::flow::{agree, call, get, net_id, post, put_blob};
-use agora_tests::{BUSYBOX_IMAGE, Dockerd, NodeProcess, TestPg};
+use agora_tests::flow::{agree, batch, call, create_activity, get, net_id, post, put_blob};
+use agora_tests::{BUSYBOX_IMAGE, Dockerd, NodeProcess, TestPg, TlsServer};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-fn module(name: &str) -> Vec<u8> {
-    let path = agora_tests::workspace_root().join("tests/wasm").join(format!("{name}.wat"));
-    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-async fn create_activity(r: &NodeProcess, agreement: &str) -> String {
-    let (status, created) = post(r, "/activity-api/v1/activity", json!({"agreementId": agreement})).await;
-    assert_eq!(status, 201, "{created}");
-    created["activityId"].as_str().unwrap().to_string()
-}
-
-/// Sends a batch and waits until it is finished; returns every command's result.
-async fn batch(r: &NodeProcess, activity: &str, script: Value) -> Vec<Value> {
-    let (status, batch) =
-        post(r, &format!("/activity-api/v1/activity/{activity}/exec"), json!({"text": script.to_string()}))
-            .await;
-    assert_eq!(status, 200, "{batch}");
-    let batch = batch.as_str().unwrap().to_string();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        let (status, results) =
-            get(r, &format!("/activity-api/v1/activity/{activity}/exec/{batch}?timeout=10")).await;
-        assert_eq!(status, 200, "{results}");
-        let results = results.as_array().unwrap().clone();
-        if results.last().is_some_and(|last| last["isBatchFinished"] == true) {
-            return results;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "batch {batch} did not finish: {results:?}");
-    }
-}
+use agora_tests::module;
 
 /// Serves `body` to one HTTP GET on a loopback port; returns the address.
 async fn serve_once(body: &'static str) -> std::net::SocketAddr {
@@ -82,7 +53,11 @@ async fn wasm_activities_on_provider_nodes() {
     let root = tempfile::tempdir().unwrap();
     let urls = [pg.url(), pg.another_database("p2").await, pg.another_database("r").await];
     let db = |i: usize| [("DATABASE_URL", urls[i].as_str())];
-    let p1 = NodeProcess::start(&root.path().join("p1"), &[], &db(0)).await;
+    // An HTTPS server whose certificate authority p1 is given in its settings, and p2 is not.
+    let tls = TlsServer::start(b"over tls\n").await;
+    let ca = root.path().join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let p1 = NodeProcess::start(&root.path().join("p1"), &["--ca-cert", ca.to_str().unwrap()], &db(0)).await;
     let (_, p1_addr) = net_id(&p1);
     let p2 = NodeProcess::start(&root.path().join("p2"), &["--peer", &p1_addr], &db(1)).await;
     let r = NodeProcess::start(&root.path().join("r"), &["--peer", &p1_addr], &db(2)).await;
@@ -173,6 +148,22 @@ async fn wasm_activities_on_provider_nodes() {
         .unwrap();
     assert_eq!(fetched.status().as_u16(), 200);
     assert_eq!(fetched.bytes().await.unwrap(), "first line\nsecond line\n".as_bytes());
+
+    // https: from a server whose certificate authority the provider was given, and from one whose
+    // it was not (the error names the certificate problem).
+    let from_tls = json!([{"transfer": {"from": tls.url("/notes.txt"), "to": "container:/input/in.txt"}},
+                          {"run": {"entry_point": "cat", "args": []}}]);
+    let results = batch(&r, &activity, from_tls.clone()).await;
+    assert!(results.iter().all(|r| r["result"] == "Ok"), "{results:?}");
+    assert_eq!(results[1]["stdout"], "over tls\n");
+    let with_p2 = agree(&r, &p2, wasm_offer(), json!({"golem.srv.comp.task_package": package})).await;
+    let untrusting = create_activity(&r, &with_p2).await;
+    let results = batch(&r, &untrusting, json!([{"deploy": {}}, {"start": {}}])).await;
+    assert!(results.iter().all(|r| r["result"] == "Ok"), "{results:?}");
+    let results = batch(&r, &untrusting, from_tls).await;
+    assert_eq!(results[0]["result"], "Error", "{results:?}");
+    let message = results[0]["message"].as_str().unwrap();
+    assert!(message.contains("certificate") && message.contains("UnknownIssuer"), "{message}");
 
     // Environment variables arrive sorted by name; a non-zero exit code is an Error result.
     let (_, results) =
