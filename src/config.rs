@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub docker_socket: Option<String>,
     pub datasets: Option<Vec<DatasetConfig>>,
     pub max_blob_bytes: Option<u64>,
+    pub blob_send_rate: Option<u64>,
 }
 
 /// A `[[datasets]]` entry: a folder the provider offers to runs, read-only, by name.
@@ -93,6 +94,11 @@ pub struct NodeArgs {
     /// The largest blob the node takes in, in bytes.
     #[arg(long = "max-blob-bytes", env = "AGORA_MAX_BLOB_BYTES", value_name = "BYTES")]
     pub max_blob_bytes: Option<u64>,
+
+    /// The most bytes a second each blob stream sends to another node (unlimited if not set):
+    /// for a node on a metered or shared link.
+    #[arg(long = "blob-send-rate", env = "AGORA_BLOB_SEND_RATE", value_name = "BYTES")]
+    pub blob_send_rate: Option<u64>,
 }
 
 /// Where the node's database is.
@@ -126,6 +132,8 @@ pub struct ActivitySettings {
     pub datasets: Vec<agora_activity::Dataset>,
     /// The largest blob the node takes in.
     pub max_blob_bytes: u64,
+    /// The most bytes a second one blob stream sends.
+    pub blob_send_rate: Option<u64>,
 }
 
 /// Checks each dataset folder against its configured digest.
@@ -275,6 +283,7 @@ impl Settings {
                     .max_blob_bytes
                     .or(file.max_blob_bytes)
                     .unwrap_or(agora_activity::blobs::DEFAULT_MAX_BLOB),
+                blob_send_rate: args.blob_send_rate.or(file.blob_send_rate).filter(|rate| *rate > 0),
             },
         })
     }

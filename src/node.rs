@@ -275,6 +275,7 @@ async fn serve(
         ca_certs: settings.activity.ca_certs.clone(),
         datasets: settings.activity.datasets.clone(),
         docker_socket: settings.activity.docker_socket.clone(),
+        blob_send_rate: settings.activity.blob_send_rate,
     };
     let other = |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(e.to_string()));
     let blobs = agora_activity::BlobStore::open(data.path().join("blobs"))?;

@@ -199,9 +199,9 @@ impl BlobStore {
                         }
                         _ => total = Some(size),
                     }
-                    let (got, ended) = read_pieces(&mut reader, size - at, &pieces).await;
+                    let (got, ended) =
+                        read_pieces(&mut reader, size - at, &pieces, &self.traffic.received).await;
                     at += got;
-                    self.traffic.received.fetch_add(got, Relaxed);
                     if got > 0 {
                         quiet_since = tokio::time::Instant::now();
                         pause = std::time::Duration::from_millis(100);
@@ -304,12 +304,14 @@ enum Ended {
     WriterGone,
 }
 
-/// Reads up to `want` bytes into [`PIECE`]-sized buffers and hands each to the writer. Returns
-/// the bytes read and how it ended; what arrived before a break is kept.
+/// Reads up to `want` bytes into [`PIECE`]-sized buffers and hands each to the writer, counting
+/// them in `received`. Returns the bytes read and how it ended; what arrived before a break is
+/// kept.
 async fn read_pieces(
     reader: &mut BlobReader,
     want: u64,
     pieces: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    received: &AtomicU64,
 ) -> (u64, Ended) {
     use tokio::io::AsyncReadExt;
     let mut got = 0u64;
@@ -337,6 +339,7 @@ async fn read_pieces(
         }
         piece.truncate(filled);
         got += filled as u64;
+        received.fetch_add(filled as u64, Relaxed);
         if filled > 0 && pieces.send(piece).await.is_err() {
             return (got, Ended::WriterGone);
         }

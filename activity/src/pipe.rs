@@ -149,12 +149,39 @@ impl Activities {
         };
         write_head(pipe, &BlobHead::Sending { total }).await?;
         let mut file = tokio::io::BufReader::with_capacity(READ_BUFFER, file);
-        let sent = tokio::io::copy_buf(&mut file, pipe).await;
-        if let Ok(n) = &sent {
-            self.inner.blobs.traffic().sent.fetch_add(*n, Relaxed);
+        match self.inner.config.blob_send_rate {
+            None => {
+                let sent = tokio::io::copy_buf(&mut file, pipe).await;
+                if let Ok(n) = &sent {
+                    self.inner.blobs.traffic().sent.fetch_add(*n, Relaxed);
+                }
+                sent?;
+            }
+            Some(rate) => self.send_paced(&mut file, pipe, rate).await?,
         }
-        sent?;
         pipe.shutdown().await
+    }
+
+    /// Sends `file` at no more than `rate` bytes a second, in pieces of a tenth of a second.
+    async fn send_paced(
+        &self,
+        file: &mut (impl AsyncRead + Unpin),
+        pipe: &mut impl BlobPipe,
+        rate: u64,
+    ) -> std::io::Result<()> {
+        let started = tokio::time::Instant::now();
+        let mut buffer = vec![0; (rate / 10).clamp(4096, READ_BUFFER as u64) as usize];
+        let mut sent = 0u64;
+        loop {
+            let n = file.read(&mut buffer).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            pipe.write_all(&buffer[..n]).await?;
+            sent += n as u64;
+            self.inner.blobs.traffic().sent.fetch_add(n as u64, Relaxed);
+            tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
+        }
     }
 
     /// The blob `ask` names, if `peer` may have it.

@@ -60,6 +60,8 @@ pub struct HostConfig {
     pub datasets: Vec<Dataset>,
     /// The Docker engine's socket; without one, container activities are refused.
     pub docker_socket: Option<String>,
+    /// The most bytes a second one blob stream sends to another node; unlimited if `None`.
+    pub blob_send_rate: Option<u64>,
 }
 
 /// The largest stdout or stderr returned in a command result; the results folder has it whole.

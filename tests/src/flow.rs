@@ -88,9 +88,11 @@ pub async fn batch_within(r: &NodeProcess, activity: &str, script: Value, within
 
 /// A counter from the node's `/metrics` (the sum of its samples), 0 when it is not there.
 pub async fn metric(node: &NodeProcess, name: &str) -> u64 {
-    let text =
-        reqwest::get(node.url("/metrics")).await.expect("the node answers").text().await.expect("text");
-    text.lines()
+    let (status, text) = get(node, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    text.as_str()
+        .expect("the metrics as text")
+        .lines()
         .filter(|line| line.split(['{', ' ']).next() == Some(name))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64

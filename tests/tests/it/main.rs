@@ -3,6 +3,7 @@
 mod activity;
 mod agreement;
 mod blobs;
+mod data_path;
 mod grammar_cli;
 mod hostile;
 mod identity_store;
