@@ -36,6 +36,8 @@ const MAX_HEAD: u32 = 4096;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(20);
 /// How much of a blob file one read takes.
 const READ_BUFFER: usize = 1 << 20;
+/// How long a source waits for a fetcher to take the next piece before it leaves the stream.
+const SEND_STALL: Duration = Duration::from_secs(60);
 
 /// Writes a header: its length (4 bytes, big-endian) and its JSON.
 async fn write_head<W: AsyncWrite + Unpin, T: Serialize>(pipe: &mut W, head: &T) -> std::io::Result<()> {
@@ -148,39 +150,38 @@ impl Activities {
             }
         };
         write_head(pipe, &BlobHead::Sending { total }).await?;
-        let mut file = tokio::io::BufReader::with_capacity(READ_BUFFER, file);
-        match self.inner.config.blob_send_rate {
-            None => {
-                let sent = tokio::io::copy_buf(&mut file, pipe).await;
-                if let Ok(n) = &sent {
-                    self.inner.blobs.traffic().sent.fetch_add(*n, Relaxed);
-                }
-                sent?;
-            }
-            Some(rate) => self.send_paced(&mut file, pipe, rate).await?,
-        }
+        self.send_file(file, pipe, self.inner.config.blob_send_rate).await?;
         pipe.shutdown().await
     }
 
-    /// Sends `file` at no more than `rate` bytes a second, in pieces of a tenth of a second.
-    async fn send_paced(
+    /// Sends `file` whole, at no more than `rate` bytes a second when there is a rate (in pieces
+    /// of a tenth of a second). A fetcher that takes nothing for [`SEND_STALL`] is left.
+    async fn send_file(
         &self,
-        file: &mut (impl AsyncRead + Unpin),
+        mut file: tokio::fs::File,
         pipe: &mut impl BlobPipe,
-        rate: u64,
+        rate: Option<u64>,
     ) -> std::io::Result<()> {
         let started = tokio::time::Instant::now();
-        let mut buffer = vec![0; (rate / 10).clamp(4096, READ_BUFFER as u64) as usize];
+        let piece = rate.map_or(READ_BUFFER as u64, |rate| (rate / 10).clamp(4096, READ_BUFFER as u64));
+        let mut buffer = vec![0; piece as usize];
         let mut sent = 0u64;
         loop {
             let n = file.read(&mut buffer).await?;
             if n == 0 {
                 return Ok(());
             }
-            pipe.write_all(&buffer[..n]).await?;
+            tokio::time::timeout(SEND_STALL, pipe.write_all(&buffer[..n])).await.map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the fetcher took nothing for {SEND_STALL:?}"),
+                )
+            })??;
             sent += n as u64;
             self.inner.blobs.traffic().sent.fetch_add(n as u64, Relaxed);
-            tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
+            if let Some(rate) = rate {
+                tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate as f64)).await;
+            }
         }
     }
 
