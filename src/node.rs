@@ -278,7 +278,8 @@ async fn serve(
         blob_send_rate: settings.activity.blob_send_rate,
     };
     let other = |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(e.to_string()));
-    let blobs = agora_activity::BlobStore::open(data.path().join("blobs"))?;
+    let blobs = agora_activity::BlobStore::open(data.path().join("blobs"))?
+        .with_max_fetch(settings.activity.max_blob_bytes);
     let activities = agora_activity::Activities::new(
         pool.clone(),
         host,

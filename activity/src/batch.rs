@@ -166,9 +166,13 @@ impl Activities {
             }
             Command::Transfer(_) => match transfer {
                 Some(Transfer::In { from, to }) => {
-                    let target = live.dir.join("input").join(to);
+                    let target = live.dir.join("input").join(&to);
                     if let Some(parent) = target.parent() {
                         std::fs::create_dir_all(parent).map_err(io)?;
+                    }
+                    // A folder where the file should go is the batch's mistake.
+                    if target.is_dir() {
+                        return Err(Error::BadInput(format!("/input/{}: a folder is there", to.display())));
                     }
                     self.fetch(live, &from, &target).await?;
                     Ok(Done::default())
@@ -203,11 +207,17 @@ impl Activities {
         self.inner.store.set_state(id, state, None).await;
     }
 
+    /// Brings a transfer's source to `target`, an input file. It is made beside the target under
+    /// a temporary name and put in place only when whole, so a transfer that fails leaves the
+    /// input as it was; putting it in place replaces the old file rather than writing into it
+    /// (which may be a blob's, linked).
     async fn fetch(&self, live: &Live, from: &Source, target: &std::path::Path) -> Result<()> {
+        let folder = target.parent().unwrap_or(target);
+        let tmp = tempfile::Builder::new().prefix(".transfer").tempfile_in(folder).map_err(io)?;
         match from {
-            Source::File(path) => std::fs::copy(path, target)
-                .map(|_| ())
-                .map_err(|e| Error::Io(format!("{}: {e}", path.display()))),
+            Source::File(path) => {
+                std::fs::copy(path, tmp.path()).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            }
             Source::Http(url) => {
                 use tokio::io::AsyncWriteExt;
                 let remote =
@@ -217,11 +227,11 @@ impl Activities {
                     return Err(Error::Remote(format!("{url}: HTTP {}", response.status())));
                 }
                 // Streamed to the file as it comes: a download of any size.
-                let mut file = tokio::fs::File::create(target).await.map_err(io)?;
+                let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(io)?);
                 while let Some(piece) = response.chunk().await.map_err(remote)? {
                     file.write_all(&piece).await.map_err(io)?;
                 }
-                file.flush().await.map_err(io)
+                file.flush().await.map_err(io)?;
             }
             Source::Blob(hex) => {
                 let source =
@@ -229,13 +239,16 @@ impl Activities {
                 let path = self.inner.blobs.fetch(hex, &source).await?;
                 // Inputs are read-only to runs and blobs are never changed in place, so the input
                 // can be the blob itself; a copy only where a link cannot be made.
-                if target.exists() {
-                    std::fs::remove_file(target).map_err(io)?;
+                let linked = tmp.path().with_extension("link");
+                let made = std::fs::hard_link(&path, &linked)
+                    .or_else(|_| std::fs::copy(&path, &linked).map(|_| ()))
+                    .and_then(|()| std::fs::rename(&linked, target));
+                if made.is_err() {
+                    let _nothing_to_remove = std::fs::remove_file(&linked);
                 }
-                std::fs::hard_link(&path, target)
-                    .or_else(|_| std::fs::copy(&path, target).map(|_| ()))
-                    .map_err(io)
+                return made.map_err(io);
             }
         }
+        tmp.persist(target).map(|_| ()).map_err(|e| io(e.error))
     }
 }

@@ -11,8 +11,6 @@ use std::sync::atomic::Ordering::Relaxed;
 
 /// The largest blob a node takes in unless its settings say otherwise (`max_blob_bytes`).
 pub const DEFAULT_MAX_BLOB: u64 = 4 << 30;
-/// The largest blob a node fetches from another.
-pub const MAX_BLOB: u64 = DEFAULT_MAX_BLOB;
 /// Free space a node keeps on the blobs' disk beyond what an upload needs.
 pub const DISK_RESERVE: u64 = 64 << 20;
 
@@ -23,6 +21,11 @@ pub struct BlobStore {
     traffic: Arc<Traffic>,
     /// How long a fetch waits for a broken-off stream to bring something again.
     resume_within: std::time::Duration,
+    /// The largest blob this node fetches from another (its `max_blob_bytes`).
+    max_fetch: u64,
+    /// One lock per blob being fetched, so that a second fetch of it waits for the first rather
+    /// than fetching it again.
+    fetching: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// `blob:sha256:<hex>` → the hex, checked.
@@ -45,7 +48,18 @@ impl BlobStore {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        Ok(Self { dir, traffic: Arc::default(), resume_within: RESUME_WITHIN })
+        Ok(Self {
+            dir,
+            traffic: Arc::default(),
+            resume_within: RESUME_WITHIN,
+            max_fetch: DEFAULT_MAX_BLOB,
+            fetching: Arc::default(),
+        })
+    }
+
+    /// The store, fetching blobs of at most `max` bytes from other nodes.
+    pub fn with_max_fetch(self, max: u64) -> Self {
+        Self { max_fetch: max, ..self }
     }
 
     /// Where a blob is, if this node has it.
@@ -110,12 +124,7 @@ impl BlobStore {
             if declared > max {
                 return Err(too_large());
             }
-            let free = self.free_space()?;
-            if declared.saturating_add(DISK_RESERVE) > free {
-                return Err(Error::NoSpace(format!(
-                    "a blob of {declared} bytes does not fit: the node's blob disk has {free} bytes free, and keeps {DISK_RESERVE} in reserve"
-                )));
-            }
+            self.room_for(declared)?;
         }
         let io = |e: std::io::Error| Error::Io(format!("storing a blob: {e}"));
         // Removed when dropped, whatever ends the upload; only a whole, hashed blob is renamed.
@@ -146,10 +155,23 @@ impl BlobStore {
             )));
         }
         file.flush().await.map_err(io)?;
+        // On disk before it is named: a name always means the whole content.
+        file.sync_data().await.map_err(io)?;
         drop(file);
         let hex = hex::encode(hasher.finalize());
         tmp.persist(self.dir.join(&hex)).map_err(|e| io(e.error))?;
         Ok(hex)
+    }
+
+    /// Whether the blobs' disk can take `size` more bytes and keep [`DISK_RESERVE`] free.
+    fn room_for(&self, size: u64) -> crate::Result<()> {
+        let free = self.free_space()?;
+        if size.saturating_add(DISK_RESERVE) > free {
+            return Err(crate::Error::NoSpace(format!(
+                "a blob of {size} bytes does not fit: the node's blob disk has {free} bytes free, and keeps {DISK_RESERVE} in reserve"
+            )));
+        }
+        Ok(())
     }
 
     /// Bytes free on the blobs' disk, for an unprivileged writer.
@@ -165,12 +187,32 @@ impl BlobStore {
     /// stream that breaks off (the other node restarts, the connection drops, it is busy) is
     /// opened again from the last byte written, for as long as one arrives within
     /// [`RESUME_WITHIN`], so only what had not arrived is sent again.
+    ///
+    /// Fetches of the same blob run one at a time: a second waits for the first, then finds the
+    /// blob here (or, if the first failed, tries itself).
     pub async fn fetch(&self, sha256: &str, source: &dyn BlobSource) -> crate::Result<PathBuf> {
-        use crate::Error;
         if let Some(path) = self.path(sha256) {
             return Ok(path);
         }
         let want = sha256.to_ascii_lowercase();
+        let lock = self.fetching.lock().expect("fetch locks").entry(want.clone()).or_default().clone();
+        let fetched = {
+            let _only_fetch = lock.lock().await;
+            match self.path(&want) {
+                Some(path) => Ok(path),
+                None => self.fetch_now(&want, source).await,
+            }
+        };
+        let mut locks = self.fetching.lock().expect("fetch locks");
+        // The map and this fetch hold it, and nobody waits: the last one out removes it.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&want);
+        }
+        fetched
+    }
+
+    async fn fetch_now(&self, want: &str, source: &dyn BlobSource) -> crate::Result<PathBuf> {
+        use crate::Error;
         let io = |e: std::io::Error| Error::Io(format!("blob {want}: {e}"));
         // Removed when dropped, whatever ends the fetch; only a whole, checked blob is named.
         let tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
@@ -184,21 +226,28 @@ impl BlobStore {
         let mut quiet_since = tokio::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(100);
         let fetched = loop {
-            let cut = match source.open(&want, at).await {
+            let cut = match source.open(want, at).await {
                 Ok((size, mut reader)) => {
                     match total {
-                        None if size > MAX_BLOB => {
-                            break Err(Error::BadInput(format!(
-                                "blob {want} is {size} bytes; the most a node takes is {MAX_BLOB}"
+                        None if size > self.max_fetch => {
+                            break Err(Error::TooLarge(format!(
+                                "blob {want} is {size} bytes; this node takes at most {} (max_blob_bytes)",
+                                self.max_fetch
                             )));
+                        }
+                        None => {
+                            if let Err(e) = self.room_for(size) {
+                                break Err(e);
+                            }
                         }
                         Some(before) if before != size => {
                             break Err(Error::Remote(format!(
                                 "blob {want} was {before} bytes and is now said to be {size}"
                             )));
                         }
-                        _ => total = Some(size),
+                        Some(_) => {}
                     }
+                    total = Some(size);
                     let (got, ended) =
                         read_pieces(&mut reader, size - at, &pieces, &self.traffic.received).await;
                     at += got;
@@ -223,8 +272,8 @@ impl BlobStore {
                     self.resume_within
                 )));
             }
-            tracing::info!(sha256 = %want, at, error = %cut, "a blob stream broke off; opening it again");
-            self.traffic.resumed.fetch_add(1, Relaxed);
+            tracing::info!(sha256 = %want, at, error = %cut, "a blob stream broke off; asking again");
+            self.traffic.retries.fetch_add(1, Relaxed);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_secs(5));
         };
@@ -277,12 +326,13 @@ impl BlobStore {
 /// Bytes a blob store's streams carried since the node started, for its metrics.
 #[derive(Debug, Default)]
 pub struct Traffic {
-    /// Blob bytes that arrived from other nodes (those sent again after a break included).
+    /// Blob bytes that arrived from other nodes.
     pub received: AtomicU64,
     /// Blob bytes sent to other nodes.
     pub sent: AtomicU64,
-    /// Streams opened again after they broke off.
-    pub resumed: AtomicU64,
+    /// Times a fetch asked again, after its stream broke off or while the other node could not
+    /// be reached.
+    pub retries: AtomicU64,
 }
 
 /// How much of a blob one write carries: reads fill a buffer this large before it is handed to
@@ -360,7 +410,8 @@ fn write_hashed(
         hasher.update(&piece);
         file.write_all(&piece)?;
     }
-    file.flush()?;
+    // On disk before it is named: a name always means the whole content.
+    file.sync_data()?;
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -497,8 +548,22 @@ mod tests {
         assert_eq!(std::fs::read(path).unwrap(), data);
         assert_eq!(source.sent.load(SeqCst), data.len() as u64, "every byte sent once");
         assert_eq!(source.opened.load(SeqCst), 5, "the first stream, three refusals, the rest");
-        assert_eq!(store.traffic().resumed.load(SeqCst), 4);
+        assert_eq!(store.traffic().retries.load(SeqCst), 4);
         assert_eq!(store.traffic().received.load(SeqCst), data.len() as u64);
+    }
+
+    #[test]
+    fn two_fetches_of_one_blob_fetch_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let data = data(3 * PIECE);
+        let hex = hex::encode(Sha256::digest(&data));
+        let source = Source::new(data.clone(), None, 0);
+        let (first, second) = runtime()
+            .block_on(async { tokio::join!(store.fetch(&hex, &source), store.fetch(&hex, &source)) });
+        assert_eq!(first.unwrap(), second.unwrap());
+        assert_eq!(source.opened.load(SeqCst), 1, "one stream for both");
+        assert!(store.fetching.lock().unwrap().is_empty(), "no lock left behind");
     }
 
     #[test]

@@ -92,10 +92,15 @@ impl Activities {
         };
         let answer = self.ask(&peer, request).await?;
         let ActivityResponse::Results { results } = answer else { return Err(unexpected(&answer)) };
-        let source = PeerBlobs { messenger: self.inner.messenger.clone(), peer };
         for blob in results.iter().filter_map(|r| r.blob.as_deref()) {
             if let Some(hex) = crate::blobs::parse_blob_url(blob) {
-                self.inner.blobs.fetch(&hex, &source).await?;
+                // On a task of its own: a caller that stops waiting (a client's timeout) does not
+                // stop the fetch, and its next call waits for the same one.
+                let (blobs, peer) = (self.inner.blobs.clone(), peer.clone());
+                let source = PeerBlobs { messenger: self.inner.messenger.clone(), peer };
+                let fetch =
+                    self.inner.tasks.spawn(async move { blobs.fetch(&hex, &source).await.map(|_| ()) });
+                fetch.await.map_err(|e| Error::Io(format!("fetching an output: {e}")))??;
             }
         }
         Ok(results)

@@ -10,6 +10,8 @@
 //!   directory hash of Go's `golang.org/x/mod/sumdb/dirhash` (`Hash1`), so anyone can recompute
 //!   it with standard tools: `agora results hash DIR` prints it.
 //!
+//! - [`BlobStore`]: content-addressed files (inputs, packages, outputs), taken in as they stream
+//!   and fetched from other nodes on `/agora/blob/1` ([`pipe`]), resuming where a stream broke.
 //! - [`Activities`]: hosting (provider side) and driving (requestor side), on the node's network
 //!   ([`Activities::serve`]); what they know of agreements comes through the [`Agreements`]
 //!   trait, which the node implements over its market. Errors are [`Error`], by what the caller

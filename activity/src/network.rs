@@ -31,6 +31,9 @@ impl Messenger for NetHandle {
         Box::pin(async move {
             match net.open(Pipe::Blob, &peer).await {
                 Ok(pipe) => Ok(Box::new(pipe) as Box<dyn crate::BlobPipe>),
+                // Not a peer id: asking again will not help.
+                Err(e @ agora_net::Error::BadPeer(_)) => Err(Error::BadInput(e.to_string())),
+                // Not connected, or not (yet) serving blobs, as a restarting node is not.
                 Err(e) => Err(Error::Unreachable(e.to_string())),
             }
         })

@@ -11,7 +11,7 @@
 //! Approved agreement with this node, never to any peer that learns a hash.
 
 use crate::blobs::{BlobReader, BlobSource};
-use crate::wire::{BlobAsk, BlobHead, Refusal};
+use crate::wire::{BlobAsk, BlobHead};
 use crate::{Activities, Error, Messenger, Result};
 use agora_net::{Incoming, PeerId};
 use futures_util::future::BoxFuture;
@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// A byte stream to another node's blob protocol.
@@ -102,7 +101,6 @@ impl Activities {
     /// Sends blobs to the peers that ask, [`BLOB_STREAMS`] at a time, until `shutdown`.
     pub(crate) fn serve_blobs(&self, mut incoming: Incoming, shutdown: CancellationToken) {
         let activities = self.clone();
-        let slots = Arc::new(Semaphore::new(BLOB_STREAMS));
         self.inner.tasks.spawn(async move {
             loop {
                 let (peer, mut pipe) = tokio::select! {
@@ -112,16 +110,6 @@ impl Activities {
                         None => break,
                     },
                 };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    let busy = BlobHead::Refused {
-                        refusal: Refusal::Busy,
-                        message: format!("{BLOB_STREAMS} blob streams are being sent; ask again shortly"),
-                    };
-                    activities.inner.tasks.spawn(async move {
-                        let _asker_gone = write_head(&mut pipe, &busy).await;
-                    });
-                    continue;
-                };
                 let (activities, shutdown) = (activities.clone(), shutdown.clone());
                 activities.inner.tasks.clone().spawn(async move {
                     tokio::select! {
@@ -130,23 +118,32 @@ impl Activities {
                             tracing::debug!(%peer, error = %e, "a blob stream ended early");
                         },
                     }
-                    drop(slot);
                 });
             }
         });
     }
 
-    /// Answers one blob stream that `peer` opened: the header, then the bytes.
+    /// Answers one blob stream that `peer` opened: the header, then the bytes. The ask is read
+    /// and checked before the stream takes one of the [`BLOB_STREAMS`] places, so a peer without
+    /// an agreement cannot hold them.
     pub async fn send_blob(&self, peer: PeerId, pipe: &mut impl BlobPipe) -> std::io::Result<()> {
         let ask: BlobAsk = read_head(pipe).await?;
-        let (total, file) = match self.blob_for(peer, &ask).await {
+        let found = self.blob_for(peer, &ask).await.and_then(|found| {
+            let place = self.inner.blob_places.clone().try_acquire_owned().map_err(|_| {
+                Error::Busy(format!("{BLOB_STREAMS} blob streams are being sent; ask again shortly"))
+            })?;
+            Ok((found, place))
+        });
+        let ((total, file), _place) = match found {
             Ok(found) => found,
             Err(e) => {
                 let refused = BlobHead::Refused {
                     refusal: e.refusal(),
                     message: self.public_paths(&e.public_message()),
                 };
-                return write_head(pipe, &refused).await;
+                write_head(pipe, &refused).await?;
+                // Closed, not dropped: a dropped stream is reset, and the refusal could be lost.
+                return pipe.shutdown().await;
             }
         };
         write_head(pipe, &BlobHead::Sending { total }).await?;

@@ -130,6 +130,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
     /// [`MAX_CONCURRENT_BATCHES`] permits; a running batch holds one.
     pub(crate) batch_permits: Arc<Semaphore>,
+    /// [`crate::pipe::BLOB_STREAMS`] places; a blob stream being sent holds one.
+    pub(crate) blob_places: Arc<Semaphore>,
 }
 
 /// A node's activities: those it hosts as a provider and those it drives as a requestor.
@@ -186,6 +188,7 @@ impl Activities {
             http,
             tasks,
             batch_permits: Arc::new(Semaphore::new(MAX_CONCURRENT_BATCHES)),
+            blob_places: Arc::new(Semaphore::new(crate::pipe::BLOB_STREAMS)),
         };
         Ok(Self { inner: Arc::new(inner) })
     }

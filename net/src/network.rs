@@ -98,7 +98,8 @@ impl std::fmt::Debug for Incoming {
 }
 
 impl Incoming {
-    /// The next stream and the peer that opened it; `None` once the network has stopped.
+    /// The next stream and the peer that opened it. It waits for as long as the node runs: the
+    /// part of the node that accepts stops on its own shutdown signal.
     pub async fn next(&mut self) -> Option<(PeerId, Piped)> {
         use tokio_util::compat::FuturesAsyncReadCompatExt;
         let (peer, stream) = self.0.next().await?;

@@ -48,13 +48,13 @@ impl Collector for BlobTraffic {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(traffic) = self.0.get() else { return Ok(()) };
         let counters = [
-            (
-                "blob_received_bytes",
-                "blob bytes that arrived from other nodes, any sent again included",
-                &traffic.received,
-            ),
+            ("blob_received_bytes", "blob bytes that arrived from other nodes", &traffic.received),
             ("blob_sent_bytes", "blob bytes sent to other nodes", &traffic.sent),
-            ("blob_streams_resumed", "blob streams opened again after they broke off", &traffic.resumed),
+            (
+                "blob_fetch_retries",
+                "times a blob fetch asked again, after its stream broke off or while the other node was unreachable",
+                &traffic.retries,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value.load(Ordering::Relaxed));
@@ -97,7 +97,8 @@ impl Metrics {
 
     /// Counts the traffic of the node's blob store from now on.
     pub fn watch_blobs(&self, traffic: Arc<agora_activity::blobs::Traffic>) {
-        let _already = self.blobs.0.set(traffic);
+        // One blob store per node: a second call would watch the same counters.
+        let _already_watched = self.blobs.0.set(traffic);
     }
 
     pub fn auth_failure(&self) {

@@ -63,17 +63,12 @@ pub async fn create_activity(r: &NodeProcess, agreement: &str) -> String {
 
 /// Sends a batch and waits (up to 90 s) until it is finished; returns every command's result.
 pub async fn batch(r: &NodeProcess, activity: &str, script: Value) -> Vec<Value> {
-    batch_within(r, activity, script, Duration::from_secs(90)).await
-}
-
-/// [`batch`], waiting up to `within`.
-pub async fn batch_within(r: &NodeProcess, activity: &str, script: Value, within: Duration) -> Vec<Value> {
     let (status, batch) =
         post(r, &format!("/activity-api/v1/activity/{activity}/exec"), json!({"text": script.to_string()}))
             .await;
     assert_eq!(status, 200, "{batch}");
     let batch = batch.as_str().expect("batch id").to_string();
-    let deadline = tokio::time::Instant::now() + within;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let (status, results) =
             get(r, &format!("/activity-api/v1/activity/{activity}/exec/{batch}?timeout=10")).await;
