@@ -213,7 +213,12 @@ impl Activities {
     /// (which may be a blob's, linked).
     async fn fetch(&self, live: &Live, from: &Source, target: &std::path::Path) -> Result<()> {
         let folder = target.parent().unwrap_or(target);
-        let tmp = tempfile::Builder::new().prefix(".transfer").tempfile_in(folder).map_err(io)?;
+        // Readable by all: a container's own user reads its inputs.
+        let tmp = tempfile::Builder::new()
+            .prefix(".transfer")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(folder)
+            .map_err(io)?;
         match from {
             Source::File(path) => {
                 std::fs::copy(path, tmp.path()).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
@@ -243,9 +248,9 @@ impl Activities {
                 let made = std::fs::hard_link(&path, &linked)
                     .or_else(|_| std::fs::copy(&path, &linked).map(|_| ()))
                     .and_then(|()| std::fs::rename(&linked, target));
-                if made.is_err() {
-                    let _nothing_to_remove = std::fs::remove_file(&linked);
-                }
+                // Renaming a link onto another link of the same file does nothing and leaves
+                // both; and a failed step leaves the link. Either way it goes.
+                let _already_gone = std::fs::remove_file(&linked);
                 return made.map_err(io);
             }
         }

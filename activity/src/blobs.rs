@@ -25,7 +25,7 @@ pub struct BlobStore {
     max_fetch: u64,
     /// One lock per blob being fetched, so that a second fetch of it waits for the first rather
     /// than fetching it again.
-    fetching: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    fetching: Arc<FetchLocks>,
 }
 
 /// `blob:sha256:<hex>` → the hex, checked.
@@ -62,6 +62,13 @@ impl BlobStore {
         Self { max_fetch: max, ..self }
     }
 
+    /// A temporary file in the store, readable by all: a blob may become a run's input, read by
+    /// a container's own user. Removed when dropped unless it is named.
+    fn new_file(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        use std::os::unix::fs::PermissionsExt;
+        tempfile::Builder::new().permissions(std::fs::Permissions::from_mode(0o644)).tempfile_in(&self.dir)
+    }
+
     /// Where a blob is, if this node has it.
     pub fn path(&self, sha256: &str) -> Option<PathBuf> {
         let valid = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
@@ -73,8 +80,9 @@ impl BlobStore {
     pub fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
         let hex = hex::encode(Sha256::digest(bytes));
         if self.path(&hex).is_none() {
-            let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            let mut tmp = self.new_file()?;
             tmp.write_all(bytes)?;
+            tmp.as_file().sync_data()?;
             tmp.persist(self.dir.join(&hex)).map_err(|e| e.error)?;
         }
         Ok(hex)
@@ -82,7 +90,7 @@ impl BlobStore {
 
     /// Stores a copy of a file; returns its hex SHA-256.
     pub fn put_file(&self, path: &Path) -> std::io::Result<String> {
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        let mut tmp = self.new_file()?;
         let mut hasher = Sha256::new();
         let mut file = std::fs::File::open(path)?;
         let mut buf = vec![0; 64 * 1024];
@@ -95,6 +103,7 @@ impl BlobStore {
             tmp.write_all(&buf[..n])?;
         }
         let hex = hex::encode(hasher.finalize());
+        tmp.as_file().sync_data()?;
         tmp.persist(self.dir.join(&hex)).map_err(|e| e.error)?;
         Ok(hex)
     }
@@ -128,7 +137,7 @@ impl BlobStore {
         }
         let io = |e: std::io::Error| Error::Io(format!("storing a blob: {e}"));
         // Removed when dropped, whatever ends the upload; only a whole, hashed blob is renamed.
-        let tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
+        let tmp = self.new_file().map_err(io)?;
         let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(io)?);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -195,27 +204,19 @@ impl BlobStore {
             return Ok(path);
         }
         let want = sha256.to_ascii_lowercase();
-        let lock = self.fetching.lock().expect("fetch locks").entry(want.clone()).or_default().clone();
-        let fetched = {
-            let _only_fetch = lock.lock().await;
-            match self.path(&want) {
-                Some(path) => Ok(path),
-                None => self.fetch_now(&want, source).await,
-            }
-        };
-        let mut locks = self.fetching.lock().expect("fetch locks");
-        // The map and this fetch hold it, and nobody waits: the last one out removes it.
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(&want);
+        let turn = FetchTurn::take(&self.fetching, &want);
+        let _only_fetch = turn.lock.lock().await;
+        match self.path(&want) {
+            Some(path) => Ok(path),
+            None => self.fetch_now(&want, source).await,
         }
-        fetched
     }
 
     async fn fetch_now(&self, want: &str, source: &dyn BlobSource) -> crate::Result<PathBuf> {
         use crate::Error;
         let io = |e: std::io::Error| Error::Io(format!("blob {want}: {e}"));
         // Removed when dropped, whatever ends the fetch; only a whole, checked blob is named.
-        let tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
+        let tmp = self.new_file().map_err(io)?;
         let (pieces, written) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
         let writer = tokio::task::spawn_blocking({
             let file = tmp.reopen().map_err(io)?;
@@ -320,6 +321,36 @@ impl BlobStore {
     /// Bytes this node's blob streams have carried.
     pub fn traffic(&self) -> &Arc<Traffic> {
         &self.traffic
+    }
+}
+
+/// Fetch locks, one per blob being fetched.
+type FetchLocks = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// One fetch's hold on its blob's lock. However the fetch ends (done, failed, or dropped), the
+/// last one out removes the lock from the map, so the map holds only blobs being fetched.
+struct FetchTurn<'a> {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    locks: &'a FetchLocks,
+    sha256: &'a str,
+}
+
+impl<'a> FetchTurn<'a> {
+    fn take(locks: &'a FetchLocks, sha256: &'a str) -> Self {
+        let lock = locks.lock().expect("fetch locks").entry(sha256.to_string()).or_default().clone();
+        Self { lock, locks, sha256 }
+    }
+}
+
+impl Drop for FetchTurn<'_> {
+    fn drop(&mut self) {
+        // A poisoned map (a panic while it was held) is left as it is.
+        let Ok(mut locks) = self.locks.lock() else { return };
+        // Only the map and this turn hold the lock, and the map's lock is held: nobody else can
+        // take it now.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(self.sha256);
+        }
     }
 }
 

@@ -21,14 +21,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// A byte stream to another node's blob protocol.
 pub trait BlobPipe: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> BlobPipe for T {}
 
-/// Blob streams served at once; more are refused as busy, and their fetchers ask again.
+/// Blob streams sent at once; more are refused as busy, and their fetchers ask again.
 pub const BLOB_STREAMS: usize = 16;
+/// Blob streams whose ask is being read and checked, at once; more are dropped unread.
+const BLOB_ASKS: usize = 64;
 /// The largest header either side sends.
 const MAX_HEAD: u32 = 4096;
 /// How long the asking side has to say what it wants, and the source to answer.
@@ -101,6 +104,7 @@ impl Activities {
     /// Sends blobs to the peers that ask, [`BLOB_STREAMS`] at a time, until `shutdown`.
     pub(crate) fn serve_blobs(&self, mut incoming: Incoming, shutdown: CancellationToken) {
         let activities = self.clone();
+        let unchecked = Arc::new(Semaphore::new(BLOB_ASKS));
         self.inner.tasks.spawn(async move {
             loop {
                 let (peer, mut pipe) = tokio::select! {
@@ -110,8 +114,14 @@ impl Activities {
                         None => break,
                     },
                 };
+                // Too many streams not yet checked: this one is dropped (the fetcher asks again).
+                let Ok(unchecked) = unchecked.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "a blob stream dropped: {BLOB_ASKS} asks are being read");
+                    continue;
+                };
                 let (activities, shutdown) = (activities.clone(), shutdown.clone());
                 activities.inner.tasks.clone().spawn(async move {
+                    let _unchecked = unchecked;
                     tokio::select! {
                         () = shutdown.cancelled() => {}
                         sent = activities.send_blob(peer, &mut pipe) => if let Err(e) = sent {

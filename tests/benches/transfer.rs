@@ -3,7 +3,8 @@
 //! - the same GiB from that node to another over loopback (libp2p, `/agora/blob/1`), fetched by
 //!   the provider's node for a `transfer` into an activity;
 //! - `cp` of the same file on the same disk, the reference; and `cp` then `sync` of the copy, as
-//!   the nodes sync a blob before naming it.
+//!   the nodes sync a blob before naming it;
+//! - SHA-256 of the file on one core, which bounds any receipt that checks what it takes in.
 //!
 //! `cargo build --release --bin agora && cargo bench -p agora-tests --bench transfer`.
 
@@ -51,6 +52,11 @@ async fn main() {
     let cp_synced = started.elapsed();
     std::fs::remove_file(&copy).expect("remove the copy");
 
+    // What every receipt must do at least once: hash the bytes (SHA-256, one core).
+    let started = Instant::now();
+    assert_eq!(agora_tests::data::file_sha256(&input), whole);
+    let hashing = started.elapsed();
+
     let started = Instant::now();
     let out = r.cli(&["blob", "put", input.to_str().expect("utf-8 path")], None);
     let upload = started.elapsed();
@@ -76,6 +82,11 @@ async fn main() {
         "  cp, then sync of the copy (reference): {:>7.0} MiB/s ({:.2} s)",
         rate(SIZE, cp_synced),
         cp_synced.as_secs_f64()
+    );
+    println!(
+        "  SHA-256 of the file, one core (each receipt hashes every byte): {:>7.0} MiB/s ({:.2} s)",
+        rate(SIZE, hashing),
+        hashing.as_secs_f64()
     );
     println!(
         "  upload into a node (agora blob put): {:>7.0} MiB/s ({:.2} s)",

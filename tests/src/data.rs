@@ -47,8 +47,8 @@ pub fn pattern_file(path: &Path, len: u64, head: u64) -> (String, String) {
 /// The hex SHA-256 of a file.
 pub fn file_sha256(path: &Path) -> String {
     let mut hasher = Sha256::new();
-    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    std::io::copy(&mut file, &mut hasher).expect("read");
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, file), &mut hasher).expect("read");
     hex::encode(hasher.finalize())
 }
 
