@@ -35,16 +35,24 @@ pub fn parse_blob_url(url: &str) -> Option<String> {
 }
 
 impl BlobStore {
-    /// Opens (or makes) the folder, and removes what a fetch cut short by a crash left: any
-    /// file not named by a hash.
+    /// Opens (or makes) the folder, and removes what an upload or a store cut short by a crash
+    /// left: any file not named by a hash. What a fetch had received (`<hash>.part`) stays for a
+    /// day, so the next fetch of that blob carries on from there.
     pub fn open(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            let named_by_hash =
-                name.to_str().is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
-            if !named_by_hash {
+            let name = name.to_str().unwrap_or_default();
+            let is_hash = |n: &str| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit());
+            let recent = || {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at.elapsed().is_ok_and(|age| age < KEEP_PARTIAL))
+            };
+            let keep = is_hash(name) || (name.strip_suffix(".part").is_some_and(is_hash) && recent());
+            if !keep {
                 std::fs::remove_file(entry.path())?;
             }
         }
@@ -205,24 +213,42 @@ impl BlobStore {
         }
         let want = sha256.to_ascii_lowercase();
         let turn = FetchTurn::take(&self.fetching, &want);
-        let _only_fetch = turn.lock.lock().await;
+        let only_fetch = turn.lock.clone().lock_owned().await;
         match self.path(&want) {
             Some(path) => Ok(path),
-            None => self.fetch_now(&want, source).await,
+            None => self.fetch_now(&want, source, only_fetch).await,
         }
     }
 
-    async fn fetch_now(&self, want: &str, source: &dyn BlobSource) -> crate::Result<PathBuf> {
+    /// Fetches a blob while holding its lock (`only_fetch`); the writer holds it until its last
+    /// byte is written, even when the fetch itself is dropped.
+    async fn fetch_now(
+        &self,
+        want: &str,
+        source: &dyn BlobSource,
+        only_fetch: tokio::sync::OwnedMutexGuard<()>,
+    ) -> crate::Result<PathBuf> {
         use crate::Error;
         let io = |e: std::io::Error| Error::Io(format!("blob {want}: {e}"));
-        // Removed when dropped, whatever ends the fetch; only a whole, checked blob is named.
-        let tmp = self.new_file().map_err(io)?;
+        // What arrives goes to `<hash>.part`, kept if the fetch gives up waiting (or the node
+        // stops) and carried on from by the next fetch; only a whole, checked blob is named.
+        let part = self.dir.join(format!("{want}.part"));
+        let (file, hasher, mut at) = tokio::task::spawn_blocking({
+            let part = part.clone();
+            move || open_partial(&part)
+        })
+        .await
+        .map_err(|e| Error::Io(format!("blob {want}: {e}")))?
+        .map_err(io)?;
+        if at > 0 {
+            tracing::info!(sha256 = %want, at, "carrying on with a blob fetch cut short earlier");
+        }
         let (pieces, written) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-        let writer = tokio::task::spawn_blocking({
-            let file = tmp.reopen().map_err(io)?;
-            move || write_hashed(file, written)
+        let writer = tokio::task::spawn_blocking(move || {
+            let written = write_hashed(file, hasher, written);
+            drop(only_fetch);
+            written
         });
-        let mut at = 0u64;
         let mut total = None;
         let mut quiet_since = tokio::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(100);
@@ -236,8 +262,13 @@ impl BlobStore {
                                 self.max_fetch
                             )));
                         }
+                        None if at > size => {
+                            break Err(Error::Remote(format!(
+                                "blob {want} is said to be {size} bytes, and {at} had arrived before"
+                            )));
+                        }
                         None => {
-                            if let Err(e) = self.room_for(size) {
+                            if let Err(e) = self.room_for(size - at) {
                                 break Err(e);
                             }
                         }
@@ -280,20 +311,33 @@ impl BlobStore {
         };
         drop(pieces);
         let digest = writer.await.map_err(|e| Error::Io(format!("blob {want}: {e}")))?;
+        // What arrived is kept only when the other node may yet deliver the rest.
+        let drop_partial = || {
+            let _never_made = std::fs::remove_file(&part);
+        };
         let got = match (fetched, digest) {
             // The writer's own error is the cause when it stopped.
             (_, Err(e)) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                drop_partial();
                 return Err(Error::NoSpace(format!("blob {want}: the blob disk filled up after {at} bytes")));
             }
-            (_, Err(e)) => return Err(io(e)),
-            (Err(e), Ok(_)) => return Err(e),
+            (_, Err(e)) => {
+                drop_partial();
+                return Err(io(e));
+            }
+            (Err(e @ (Error::Unreachable(_) | Error::Busy(_))), Ok(_)) => return Err(e),
+            (Err(e), Ok(_)) => {
+                drop_partial();
+                return Err(e);
+            }
             (Ok(()), Ok(got)) => got,
         };
         if got != want {
+            drop_partial();
             return Err(Error::Remote(format!("blob {want} arrived with content hashing to {got}; dropped")));
         }
         let path = self.dir.join(&got);
-        tmp.persist(&path).map_err(|e| io(e.error))?;
+        std::fs::rename(&part, &path).map_err(io)?;
         Ok(path)
     }
 
@@ -431,12 +475,34 @@ async fn read_pieces(
     (got, Ended::Whole)
 }
 
-/// Writes pieces to `file` in order as they come, hashing them; the hex digest of all of them.
+/// How long what a fetch had received is kept for the next fetch of that blob.
+const KEEP_PARTIAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Opens what an earlier fetch of a blob received (or a new, empty file), hashed again so the
+/// hash carries on from its end: the file at its end, the hash so far, and its length.
+fn open_partial(path: &Path) -> std::io::Result<(std::fs::File, Sha256, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).mode(0o644).open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; PIECE];
+    let mut length = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok((file, hasher, length));
+        }
+        hasher.update(&buffer[..n]);
+        length += n as u64;
+    }
+}
+
+/// Writes pieces to `file` in order as they come, hashing them after what `hasher` has seen; the
+/// hex digest of all of it.
 fn write_hashed(
     mut file: std::fs::File,
+    mut hasher: Sha256,
     mut pieces: tokio::sync::mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<String> {
-    let mut hasher = Sha256::new();
     while let Some(piece) = pieces.blocking_recv() {
         hasher.update(&piece);
         file.write_all(&piece)?;
@@ -598,17 +664,27 @@ mod tests {
     }
 
     #[test]
-    fn a_source_that_stays_away_ends_the_fetch_and_leaves_nothing() {
+    fn a_fetch_that_gives_up_keeps_what_arrived_and_the_next_carries_on_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path().join("blobs")).unwrap();
         let data = data(3 * PIECE);
         let hex = hex::encode(Sha256::digest(&data));
         let store = BlobStore { resume_within: std::time::Duration::from_secs(1), ..store };
-        let source = Source::new(data, Some(PIECE + 1), usize::MAX);
-        let error = runtime().block_on(store.fetch(&hex, &source)).unwrap_err();
+        let away = Source::new(data.clone(), Some(PIECE + 1), usize::MAX);
+        let error = runtime().block_on(store.fetch(&hex, &away)).unwrap_err();
         assert!(matches!(error, crate::Error::Unreachable(_)), "{error}");
         assert!(error.to_string().contains(&format!("after {} bytes", PIECE + 1)), "{error}");
-        assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0, "no temporary file left");
+        let part = dir.path().join(format!("blobs/{hex}.part"));
+        assert_eq!(std::fs::metadata(&part).unwrap().len(), PIECE as u64 + 1, "what arrived is kept");
+
+        // The node restarts: the store is opened again, and the next fetch asks for the rest only.
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let back = Source::new(data.clone(), None, 0);
+        let path = runtime().block_on(store.fetch(&hex, &back)).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        assert_eq!(back.sent.load(SeqCst), data.len() as u64 - PIECE as u64 - 1, "only the rest is sent");
+        assert!(!part.exists());
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1, "the blob alone");
     }
 
     #[test]
