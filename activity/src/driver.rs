@@ -95,11 +95,17 @@ impl Activities {
         for blob in results.iter().filter_map(|r| r.blob.as_deref()) {
             if let Some(hex) = crate::blobs::parse_blob_url(blob) {
                 // On a task of its own: a caller that stops waiting (a client's timeout) does not
-                // stop the fetch, and its next call waits for the same one.
+                // stop the fetch, and its next call waits for the same one. It ends when the node
+                // begins to stop (what arrived is kept for the next fetch).
                 let (blobs, peer) = (self.inner.blobs.clone(), peer.clone());
                 let source = PeerBlobs { messenger: self.inner.messenger.clone(), peer };
-                let fetch =
-                    self.inner.tasks.spawn(async move { blobs.fetch(&hex, &source).await.map(|_| ()) });
+                let stopping = self.inner.stopping.clone();
+                let fetch = self.inner.tasks.spawn(async move {
+                    tokio::select! {
+                        () = stopping.cancelled() => Err(Error::Busy("the node is stopping".into())),
+                        fetched = blobs.fetch(&hex, &source) => fetched.map(|_| ()),
+                    }
+                });
                 fetch.await.map_err(|e| Error::Io(format!("fetching an output: {e}")))??;
             }
         }

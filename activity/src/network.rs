@@ -46,8 +46,9 @@ fn answer(response: &ActivityResponse) -> serde_json::Value {
 }
 
 impl Activities {
-    /// Serves `/agora/activity/3` and `/agora/blob/1` on `net` until `shutdown`, and sweeps hosted activities whose
-    /// agreement has ended. Fails only if another part of the node already serves the protocol.
+    /// Serves `/agora/activity/3` and `/agora/blob/1` on `net` until `shutdown`, and sweeps
+    /// hosted activities whose agreement has ended. Fails only if another part of the node
+    /// already serves either protocol.
     pub async fn serve(
         &self,
         net: &NetHandle,

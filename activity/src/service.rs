@@ -132,6 +132,9 @@ pub(crate) struct Inner {
     pub(crate) batch_permits: Arc<Semaphore>,
     /// [`crate::pipe::BLOB_STREAMS`] places; a blob stream being sent holds one.
     pub(crate) blob_places: Arc<Semaphore>,
+    /// Cancelled when the node begins to stop: work on tasks of its own (an output being
+    /// fetched) ends then.
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
 }
 
 /// A node's activities: those it hosts as a provider and those it drives as a requestor.
@@ -189,6 +192,7 @@ impl Activities {
             tasks,
             batch_permits: Arc::new(Semaphore::new(MAX_CONCURRENT_BATCHES)),
             blob_places: Arc::new(Semaphore::new(crate::pipe::BLOB_STREAMS)),
+            stopping: tokio_util::sync::CancellationToken::new(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -259,9 +263,11 @@ impl Activities {
         }
     }
 
-    /// The node is stopping: every hosted activity is terminated (its running batch stopped),
-    /// and no container of this node's is left on the engine.
+    /// The node is stopping: outputs being fetched stop (what arrived is kept), every hosted
+    /// activity is terminated (its running batch stopped), and no container of this node's is
+    /// left on the engine.
     pub async fn shutdown(&self) {
+        self.inner.stopping.cancel();
         let hosted: Vec<String> = self.inner.live.lock().expect("activities").keys().cloned().collect();
         for id in hosted {
             self.terminate_hosted(&id, "the provider node is stopping").await;
