@@ -279,7 +279,7 @@ async fn serve(
     };
     let other = |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(e.to_string()));
     let blobs = agora_activity::BlobStore::open(data.path().join("blobs"))?
-        .with_max_fetch(settings.activity.max_blob_bytes);
+        .with_max_blob(settings.activity.max_blob_bytes);
     let activities = agora_activity::Activities::new(
         pool.clone(),
         host,
@@ -299,7 +299,7 @@ async fn serve(
     activities.serve(&net, shutdown.clone()).await.map_err(|e| other(&e))?;
     let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();
     let state = AppState::new(identities, pool, net, market, admin_token)
-        .with_activities(activities.clone(), datasets, settings.activity.max_blob_bytes)
+        .with_activities(activities.clone(), datasets)
         .with_shutdown(shutdown.clone());
     let server = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -21,8 +21,8 @@ pub struct BlobStore {
     traffic: Arc<Traffic>,
     /// How long a fetch waits for a broken-off stream to bring something again.
     resume_within: std::time::Duration,
-    /// The largest blob this node fetches from another (its `max_blob_bytes`).
-    max_fetch: u64,
+    /// The largest blob this node takes in, uploaded or fetched (its `max_blob_bytes`).
+    max_blob: u64,
     /// One lock per blob being fetched, so that a second fetch of it waits for the first rather
     /// than fetching it again.
     fetching: Arc<FetchLocks>,
@@ -31,7 +31,12 @@ pub struct BlobStore {
 /// `blob:sha256:<hex>` → the hex, checked.
 pub fn parse_blob_url(url: &str) -> Option<String> {
     let hex = url.strip_prefix("blob:sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_ascii_lowercase())
+    is_sha256_hex(hex).then(|| hex.to_ascii_lowercase())
+}
+
+/// Whether `text` is a SHA-256 in hex (either case): what names a blob.
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl BlobStore {
@@ -44,14 +49,14 @@ impl BlobStore {
             let entry = entry?;
             let name = entry.file_name();
             let name = name.to_str().unwrap_or_default();
-            let is_hash = |n: &str| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit());
             let recent = || {
                 entry
                     .metadata()
                     .and_then(|m| m.modified())
                     .is_ok_and(|at| at.elapsed().is_ok_and(|age| age < KEEP_PARTIAL))
             };
-            let keep = is_hash(name) || (name.strip_suffix(".part").is_some_and(is_hash) && recent());
+            let keep =
+                is_sha256_hex(name) || (name.strip_suffix(".part").is_some_and(is_sha256_hex) && recent());
             if !keep {
                 std::fs::remove_file(entry.path())?;
             }
@@ -60,14 +65,14 @@ impl BlobStore {
             dir,
             traffic: Arc::default(),
             resume_within: RESUME_WITHIN,
-            max_fetch: DEFAULT_MAX_BLOB,
+            max_blob: DEFAULT_MAX_BLOB,
             fetching: Arc::default(),
         })
     }
 
-    /// The store, fetching blobs of at most `max` bytes from other nodes.
-    pub fn with_max_fetch(self, max: u64) -> Self {
-        Self { max_fetch: max, ..self }
+    /// The store, taking blobs of at most `max` bytes, uploaded or fetched from other nodes.
+    pub fn with_max_blob(self, max: u64) -> Self {
+        Self { max_blob: max, ..self }
     }
 
     /// A temporary file in the store, readable by all: a blob may become a run's input, read by
@@ -79,9 +84,8 @@ impl BlobStore {
 
     /// Where a blob is, if this node has it.
     pub fn path(&self, sha256: &str) -> Option<PathBuf> {
-        let valid = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
         let path = self.dir.join(sha256.to_ascii_lowercase());
-        (valid && path.is_file()).then_some(path)
+        (is_sha256_hex(sha256) && path.is_file()).then_some(path)
     }
 
     /// Stores bytes; returns their hex SHA-256.
@@ -118,15 +122,10 @@ impl BlobStore {
 
     /// Takes a blob in as it arrives: written to a temporary file while it is hashed, then named
     /// by its digest. It is never held whole in memory. Refused before anything is written when
-    /// `declared` (its announced length) is over `max` or over the disk's free space, and
-    /// refused as soon as what arrives goes over `max`. A stream that breaks off (the client
+    /// `declared` (its announced length) is over the store's maximum or over the disk's free
+    /// space, and refused as soon as what arrives goes over the maximum. A stream that breaks off (the client
     /// gone) leaves nothing behind.
-    pub async fn receive<S, B, E>(
-        &self,
-        mut stream: S,
-        declared: Option<u64>,
-        max: u64,
-    ) -> crate::Result<String>
+    pub async fn receive<S, B, E>(&self, mut stream: S, declared: Option<u64>) -> crate::Result<String>
     where
         S: futures_util::Stream<Item = Result<B, E>> + Unpin,
         B: AsRef<[u8]>,
@@ -135,6 +134,7 @@ impl BlobStore {
         use crate::Error;
         use futures_util::StreamExt;
         use tokio::io::AsyncWriteExt;
+        let max = self.max_blob;
         let too_large =
             || Error::TooLarge(format!("a blob is at most {max} bytes on this node (max_blob_bytes)"));
         if let Some(declared) = declared {
@@ -256,10 +256,10 @@ impl BlobStore {
             let cut = match source.open(want, at).await {
                 Ok((size, mut reader)) => {
                     match total {
-                        None if size > self.max_fetch => {
+                        None if size > self.max_blob => {
                             break Err(Error::TooLarge(format!(
                                 "blob {want} is {size} bytes; this node takes at most {} (max_blob_bytes)",
-                                self.max_fetch
+                                self.max_blob
                             )));
                         }
                         None if at > size => {

@@ -179,7 +179,7 @@ async fn put_blob(
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     // Streamed to a temporary file while it is hashed; never held whole in memory.
-    let hex = blobs.receive(body.into_data_stream(), declared, state.max_blob_bytes).await?;
+    let hex = blobs.receive(body.into_data_stream(), declared).await?;
     Ok((StatusCode::CREATED, Json(json!({"sha256": hex, "url": format!("blob:sha256:{hex}")}))))
 }
 

@@ -41,8 +41,6 @@ pub struct AppState {
     pub datasets: Vec<String>,
     /// Cancelled when the node begins to stop: long polls answer then rather than hold it up.
     pub shutdown: tokio_util::sync::CancellationToken,
-    /// The largest blob `POST /blobs` takes.
-    pub max_blob_bytes: u64,
 }
 
 impl AppState {
@@ -64,7 +62,6 @@ impl AppState {
             activities: None,
             datasets: Vec::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
-            max_blob_bytes: agora_activity::blobs::DEFAULT_MAX_BLOB,
         }
     }
 
@@ -74,17 +71,11 @@ impl AppState {
         self
     }
 
-    /// Serves activities and blobs too, taking blobs of up to `max_blob_bytes`.
-    pub fn with_activities(
-        mut self,
-        activities: agora_activity::Activities,
-        datasets: Vec<String>,
-        max_blob_bytes: u64,
-    ) -> Self {
+    /// Serves activities and blobs too (blobs up to the activities' store's maximum).
+    pub fn with_activities(mut self, activities: agora_activity::Activities, datasets: Vec<String>) -> Self {
         self.metrics.watch_blobs(activities.blobs().traffic().clone());
         self.activities = Some(activities);
         self.datasets = datasets;
-        self.max_blob_bytes = max_blob_bytes;
         self
     }
 }
