@@ -11,6 +11,27 @@ fn blob_files(root: &std::path::Path) -> usize {
     std::fs::read_dir(root.join("n/blobs")).map(|d| d.count()).unwrap_or(0)
 }
 
+/// `POST /blobs` over a plain socket, announcing `announced` bytes and sending `body`, then
+/// closing its side: the node's whole answer, as text. (A client still writing a body when the
+/// node answers early and closes would see a broken pipe rather than the answer.) The read is
+/// bounded in case the node kept the connection open.
+fn raw_upload(node: &NodeProcess, announced: u64, body: &[u8]) -> String {
+    let addr = node.node.api_url.trim_start_matches("http://").to_string();
+    let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        socket,
+        "POST /blobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n",
+        node.node.admin_token
+    )
+    .unwrap();
+    socket.write_all(body).unwrap();
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _closed_or_timed_out = socket.read_to_string(&mut answer);
+    answer
+}
+
 #[tokio::test]
 async fn blobs_stream_in_and_out_and_what_is_refused_leaves_nothing() {
     let pg = TestPg::start().await;
@@ -44,22 +65,8 @@ async fn blobs_stream_in_and_out_and_what_is_refused_leaves_nothing() {
     let kept = blob_files(root.path());
 
     // Over the node's limit: 413, with the limit, answered from the announced length before the
-    // body is read. (Said over a plain socket: a client still writing the body when the node
-    // answers and closes would see a broken pipe rather than the answer.)
-    let addr = node.node.api_url.trim_start_matches("http://").to_string();
-    let mut socket = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        socket,
-        "POST /blobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
-        node.node.admin_token,
-        limit + 1
-    )
-    .unwrap();
-    // The node closes the connection after it (the body was never read); the timeout only
-    // bounds the wait if it did not.
-    socket.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-    let mut answer = String::new();
-    let _closed_or_timed_out = socket.read_to_string(&mut answer);
+    // body is read.
+    let answer = raw_upload(&node, limit + 1, &[]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains(&limit.to_string()), "the limit is said: {answer}");
     assert_eq!(blob_files(root.path()), kept, "nothing left of a refused blob");
@@ -71,17 +78,7 @@ async fn blobs_stream_in_and_out_and_what_is_refused_leaves_nothing() {
     assert!(said["message"].as_str().unwrap().contains("2097152"), "{said}");
 
     // An upload that announces more than it sends, then goes: refused, nothing left.
-    let mut socket = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        socket,
-        "POST /blobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 1000000\r\n\r\n",
-        node.node.admin_token
-    )
-    .unwrap();
-    socket.write_all(&[1; 1000]).unwrap();
-    socket.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut answer = String::new();
-    let _cut = socket.read_to_string(&mut answer);
+    let answer = raw_upload(&node, 1_000_000, &[1; 1000]);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(blob_files(root.path()), kept, "nothing left of an upload cut short: {answer}");
 }
@@ -97,17 +94,7 @@ async fn a_blob_the_disk_cannot_hold_is_refused_before_it_is_written() {
     )
     .await;
     // An upload that announces a petabyte: no disk here has that free.
-    let addr = node.node.api_url.trim_start_matches("http://").to_string();
-    let mut socket = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        socket,
-        "POST /blobs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        node.node.admin_token,
-        1u64 << 50
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _closed = socket.read_to_string(&mut answer);
+    let answer = raw_upload(&node, 1 << 50, &[]);
     assert!(answer.starts_with("HTTP/1.1 507"), "{answer}");
     assert!(answer.contains("bytes free"), "{answer}");
     assert_eq!(blob_files(root.path()), 0);
