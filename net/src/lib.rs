@@ -40,12 +40,14 @@
 
 mod behaviour;
 mod network;
+mod pipes;
 mod protocol;
 pub mod routes;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
 pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, pnet::PreSharedKey};
-pub use network::{Incoming, NetConfig, NetHandle, NetStatus, Network, Piped, start};
+pub use network::{NetConfig, NetHandle, NetStatus, Network, start};
+pub use pipes::{Incoming, Piped};
 pub use protocol::{ACTIVITY_HANDLERS, CHANNELS, Channel, MARKET_HANDLERS, Pipe, Protocols, Spec};
 pub use routes::{Gossip, Request, RouteError};
 

@@ -1,7 +1,7 @@
 use crate::behaviour::{Behaviour, BehaviourEvent, Split, split};
 use crate::protocol::MAX_CONCURRENT_STREAMS;
 use crate::routes::{Gossip, Request, RouteError, Routes, refusal, refusal_of};
-use crate::{Channel, Error, Pipe, Result};
+use crate::{Channel, Error, Result};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use libp2p::core::transport::upgrade::Version;
@@ -10,8 +10,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, Transport, gossipsub, identify, kad, mdns, noise,
-    request_response, tcp, yamux,
+    Multiaddr, PeerId, Swarm, Transport, gossipsub, identify, kad, mdns, noise, request_response, tcp, yamux,
 };
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -79,33 +78,8 @@ const REQUESTS_PER_PEER_PER_SECOND: u32 = 200;
 const COMMAND_QUEUE: usize = 64;
 /// How long a handle waits for the network task to answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long opening a [`Pipe`] stream (dialling included) may take.
-const PIPE_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections idle this long are closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A byte stream to or from a peer on a [`Pipe`] protocol, read and written with tokio's traits.
-pub type Piped = tokio_util::compat::Compat<libp2p::Stream>;
-
-/// The streams peers open on one [`Pipe`] protocol, as they come. Dropping it stops accepting:
-/// the protocol is then refused during negotiation.
-pub struct Incoming(libp2p_stream::IncomingStreams);
-
-impl std::fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Incoming").finish_non_exhaustive()
-    }
-}
-
-impl Incoming {
-    /// The next stream and the peer that opened it. It waits for as long as the node runs: the
-    /// part of the node that accepts stops on its own shutdown signal.
-    pub async fn next(&mut self) -> Option<(PeerId, Piped)> {
-        use tokio_util::compat::FuturesAsyncReadCompatExt;
-        let (peer, stream) = self.0.next().await?;
-        Some((peer, stream.compat()))
-    }
-}
 
 /// A cheap-to-clone handle on the network task.
 #[derive(Clone)]
@@ -113,7 +87,7 @@ pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     peer_id: PeerId,
     /// Opens and accepts [`Pipe`] streams without going through the network task.
-    streams: libp2p_stream::Control,
+    pub(crate) streams: libp2p_stream::Control,
     /// Requests in flight per peer and protocol, at most [`MAX_CONCURRENT_STREAMS`]: more wait
     /// their turn here rather than open streams the connection cannot carry (a peer that opens
     /// too many has its connection closed). The lock is held for a map look-up only; a poisoned
@@ -133,34 +107,6 @@ impl std::fmt::Debug for NetHandle {
 impl NetHandle {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
-    }
-
-    /// Opens a byte stream to a peer (named by its id text) on a [`Pipe`] protocol, dialling it
-    /// if it is not connected.
-    pub async fn open(&self, pipe: Pipe, peer: &str) -> Result<Piped> {
-        use tokio_util::compat::FuturesAsyncReadCompatExt;
-        let peer_id: PeerId = peer.parse().map_err(|e| Error::BadPeer(format!("{peer}: {e}")))?;
-        let mut control = self.streams.clone();
-        let stream = tokio::time::timeout(
-            PIPE_OPEN_TIMEOUT,
-            control.open_stream(peer_id, StreamProtocol::new(pipe.name())),
-        )
-        .await
-        .map_err(|_| Error::Request {
-            peer: peer.to_string(),
-            message: format!("no {pipe} stream opened within {PIPE_OPEN_TIMEOUT:?}"),
-        })?
-        .map_err(|e| Error::Request { peer: peer.to_string(), message: e.to_string() })?;
-        Ok(stream.compat())
-    }
-
-    /// Takes every stream peers open on `pipe`; only one part of the node may.
-    pub fn accept(&self, pipe: Pipe) -> Result<Incoming> {
-        let mut control = self.streams.clone();
-        control
-            .accept(StreamProtocol::new(pipe.name()))
-            .map(Incoming)
-            .map_err(|_| Error::Route(RouteError::AlreadyAccepted(pipe)))
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
