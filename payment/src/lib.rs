@@ -16,3 +16,4 @@
 mod amount;
 
 pub use amount::{AmountError, from_token_units, to_token_units};
+pub mod chain;
