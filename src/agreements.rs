@@ -35,3 +35,17 @@ impl Agreements for MarketAgreements {
         Box::pin(async move { self.0.approved_with(party).await.map_err(unavailable) })
     }
 }
+
+impl agora_payment::PaymentAgreements for MarketAgreements {
+    fn agreement(&self, id: &str) -> BoxFuture<'_, agora_payment::Result<Option<Agreement>>> {
+        let id = id.to_string();
+        Box::pin(async move {
+            match self.0.agreement(&id).await {
+                Ok(agreement) => Ok(Some(agreement)),
+                Err(agora_market::Error::NotFound(_)) => Ok(None),
+                Err(agora_market::Error::Db(db)) => Err(agora_payment::Error::Db(db)),
+                Err(other) => Err(agora_payment::Error::Unreachable(other.to_string())),
+            }
+        })
+    }
+}

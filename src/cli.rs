@@ -53,6 +53,9 @@ pub enum Command {
     /// The node's content-addressed blobs: inputs to send, outputs fetched back.
     #[command(subcommand)]
     Blob(BlobCommand),
+    /// Payments: the account, debit notes, invoices and payments.
+    #[command(subcommand)]
+    Payment(crate::payment_cli::PaymentCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Market(cmd) => crate::market_cli::run(cmd, &client(data_dir)?).await,
         Command::Activity(cmd) => crate::activity_cli::activity(cmd, &client(data_dir)?).await,
         Command::Blob(cmd) => crate::activity_cli::blob(cmd, &client(data_dir)?).await,
+        Command::Payment(cmd) => crate::payment_cli::run(cmd, &client(data_dir)?).await,
         Command::Results(ResultsCommand::Hash { dir, hex }) => {
             let hash =
                 if hex { agora_activity::folder_sha256(&dir) } else { agora_activity::results_hash(&dir) }

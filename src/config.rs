@@ -32,6 +32,17 @@ pub struct FileConfig {
     pub datasets: Option<Vec<DatasetConfig>>,
     pub max_blob_bytes: Option<u64>,
     pub blob_send_rate: Option<u64>,
+    pub payment: Option<PaymentFileConfig>,
+}
+
+/// The `[payment]` table: how long accepted amounts wait to share a transaction, and the
+/// networks this node pays and is paid on (`[[payment.networks]]`). Without networks, the node
+/// has the dev network: anvil at `chain_rpc` (or 127.0.0.1:8545).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentFileConfig {
+    pub batch_window_secs: Option<f64>,
+    pub networks: Option<Vec<agora_payment::Network>>,
 }
 
 /// A `[[datasets]]` entry: a folder the provider offers to runs, read-only, by name.
@@ -99,6 +110,14 @@ pub struct NodeArgs {
     /// for a node on a metered or shared link.
     #[arg(long = "blob-send-rate", env = "AGORA_BLOB_SEND_RATE", value_name = "BYTES")]
     pub blob_send_rate: Option<u64>,
+
+    /// The dev network's JSON-RPC URL (anvil), when the settings name no payment networks.
+    #[arg(long = "chain-rpc", env = "AGORA_CHAIN_RPC", value_name = "URL")]
+    pub chain_rpc: Option<String>,
+
+    /// Seconds accepted amounts wait to share one transaction.
+    #[arg(long = "batch-window", env = "AGORA_BATCH_WINDOW", value_name = "SECS")]
+    pub batch_window: Option<f64>,
 }
 
 /// Where the node's database is.
@@ -120,6 +139,7 @@ pub struct Settings {
     pub identity_password_file: Option<PathBuf>,
     pub net: agora_net::NetConfig,
     pub activity: ActivitySettings,
+    pub payment: agora_payment::PaymentConfig,
 }
 
 /// What the node allows activities it hosts.
@@ -205,6 +225,34 @@ fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<agora_net::NetConfig
     })
 }
 
+/// How long accepted amounts wait for others to share their transaction, unless told.
+pub const DEFAULT_BATCH_WINDOW_SECS: f64 = 2.0;
+
+fn payment_config(args: &NodeArgs, file: PaymentFileConfig) -> Result<agora_payment::PaymentConfig, Error> {
+    let window = args.batch_window.or(file.batch_window_secs).unwrap_or(DEFAULT_BATCH_WINDOW_SECS);
+    if !(window.is_finite() && (0.0..=3600.0).contains(&window)) {
+        return Err(Error::Config(format!("batch_window_secs {window}: give 0 to 3600 seconds")));
+    }
+    let networks = match file.networks {
+        Some(networks) if !networks.is_empty() => {
+            if args.chain_rpc.is_some() {
+                return Err(Error::Config(
+                    "chain_rpc sets the dev network's RPC; with [[payment.networks]], give rpc_urls there"
+                        .into(),
+                ));
+            }
+            networks
+        }
+        _ => vec![agora_payment::Network::dev(
+            non_empty(args.chain_rpc.clone()).unwrap_or_else(|| agora_payment::DEV_RPC_URL.into()),
+        )],
+    };
+    let config =
+        agora_payment::PaymentConfig { networks, batch_window: std::time::Duration::from_secs_f64(window) };
+    config.check().map_err(|e| Error::Config(format!("payment: {e}")))?;
+    Ok(config)
+}
+
 /// The data dir when none is given: `/var/lib/agora` for root (a system daemon), else
 /// `$XDG_DATA_HOME/agora` or `~/.local/share/agora`.
 pub fn default_data_dir() -> PathBuf {
@@ -285,6 +333,7 @@ impl Settings {
                     .unwrap_or(agora_activity::blobs::DEFAULT_MAX_BLOB),
                 blob_send_rate: args.blob_send_rate.or(file.blob_send_rate).filter(|rate| *rate > 0),
             },
+            payment: payment_config(args, file.payment.unwrap_or_default())?,
         })
     }
 }

@@ -29,6 +29,7 @@ mod market_cli;
 mod matching;
 pub mod node;
 mod output;
+mod payment_cli;
 pub mod postgres;
 
 pub use error::{Error, redact_url};

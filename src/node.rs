@@ -297,9 +297,20 @@ async fn serve(
         .await
         .map_err(|e| other(&e))?;
     activities.serve(&net, shutdown.clone()).await.map_err(|e| other(&e))?;
+    let payments = agora_payment::Payments::new(
+        pool.clone(),
+        identities.signer(node_id)?,
+        settings.payment.clone(),
+        std::sync::Arc::new(crate::agreements::MarketAgreements(market.clone())),
+    )
+    .with_courier(std::sync::Arc::new(net.clone()));
+    agora_payment::serve(payments.clone(), net.clone(), shutdown.clone(), tasks.clone())
+        .await
+        .map_err(|e| other(&e))?;
     let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();
     let state = AppState::new(identities, pool, net, market, admin_token)
         .with_activities(activities.clone(), datasets)
+        .with_payments(payments)
         .with_shutdown(shutdown.clone());
     let server = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

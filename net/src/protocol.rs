@@ -34,6 +34,9 @@ pub const MARKET_HANDLERS: usize = 32;
 /// batch, so there is room for a few dozen requestors polling.
 pub const ACTIVITY_HANDLERS: usize = 48;
 
+/// Payment handlers at once: each a few database statements, like the market's.
+pub const PAYMENT_HANDLERS: usize = 16;
+
 /// One directed protocol's events.
 pub(crate) type RequestEvent = request_response::Event<serde_json::Value, serde_json::Value>;
 
@@ -94,6 +97,8 @@ protocols! {
     /// Activity control, results and content-addressed blobs. Requests may wait on work (a long
     /// poll of results, a deploy), so the timeout is longer.
     Activity => activity { name: "/agora/activity/3", timeout: Duration::from_secs(75), handlers: ACTIVITY_HANDLERS },
+    /// Debit notes, invoices, acceptances, rejections and payments: each a few statements.
+    Payment => payment { name: "/agora/payment/1", timeout: Duration::from_secs(15), handlers: PAYMENT_HANDLERS },
 }
 
 fn json_protocol(channel: Channel) -> JsonProtocol {

@@ -1,8 +1,12 @@
 //! Money in agora: what a requestor owes, and how it reaches the provider on chain.
 //!
-//! Amounts are [`rust_decimal::Decimal`] in the domain (and `NUMERIC` in Postgres), never `f64`.
-//! On chain an ERC-20 amount is a `U256` count of the token's smallest unit; [`to_token_units`] and
-//! [`from_token_units`] convert exactly, refusing anything that would round.
+//! - Amounts are [`rust_decimal::Decimal`] in the domain (and `NUMERIC` in Postgres), never `f64`.
+//!   On chain an ERC-20 amount is a `U256` count of the token's smallest unit; [`to_token_units`]
+//!   and [`from_token_units`] convert exactly, refusing anything that would round.
+//! - [`Payments`] keeps allocations, the debit notes and invoices a provider issues, their events,
+//!   and the payments made and received; it speaks `/agora/payment/1` with other nodes.
+//! - Its ERC-20 driver pays accepted amounts in batches, exactly once (see `driver.rs`), and a
+//!   payee counts a payment only after it found the transfer on chain.
 //!
 //! This crate is not the market or the verifier: it is told what to pay and pays it.
 //!
@@ -13,7 +17,26 @@
 //! assert_eq!(agora_payment::from_token_units(units, 18).unwrap(), Decimal::new(15, 1));
 //! ```
 
+mod account;
+mod allocations;
 mod amount;
-
-pub use amount::{AmountError, from_token_units, to_token_units};
 pub mod chain;
+mod documents;
+mod driver;
+mod error;
+pub mod model;
+mod network;
+mod outbox;
+mod platform;
+mod service;
+mod settle;
+pub mod wire;
+
+pub use allocations::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY};
+pub use amount::{AmountError, from_token_units, to_token_units};
+pub use documents::{NewDebitNote, NewInvoice};
+pub use error::{Error, Result};
+pub use network::serve;
+pub use platform::{DEV_CHAIN_ID, DEV_RPC_URL, Network, PaymentConfig};
+pub use service::{PaymentAgreements, PaymentCourier, Payments};
+pub use wire::{PaymentRequest, PaymentResponse};

@@ -23,6 +23,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     InsufficientStorage(String),
+    /// Golem's `AckTimeout`: the other node did not acknowledge in time (the message stays queued).
+    #[error("{0}")]
+    AckTimeout(String),
     /// Logged with its cause; the caller sees only that it happened.
     #[error("{0}")]
     Internal(String),
@@ -76,6 +79,22 @@ impl From<agora_activity::Error> for ApiError {
     }
 }
 
+impl From<agora_payment::Error> for ApiError {
+    fn from(e: agora_payment::Error) -> Self {
+        use agora_payment::Error as E;
+        match e {
+            E::BadInput(m) => Self::BadRequest(m),
+            E::NotFound(m) => Self::NotFound(m),
+            E::Conflict(m) => Self::Conflict(m),
+            E::Gone(m) => Self::Gone(m),
+            E::NotAcknowledged(m) => Self::AckTimeout(m),
+            E::Unreachable(m) => Self::Unavailable(m),
+            E::Db(e) => e.into(),
+            E::Corrupt(m) => Self::Internal(m),
+        }
+    }
+}
+
 /// Whether a database error means the database cannot be reached now (rather than a fault in
 /// what was asked): the connection, the pool, or a server that is shutting down or starting.
 fn unreachable(e: &sqlx::Error) -> bool {
@@ -118,6 +137,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Self::AckTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &self {

@@ -10,6 +10,7 @@ mod auth;
 mod error;
 mod market;
 mod metrics;
+mod payment;
 
 pub use auth::Caller;
 pub use error::ApiError;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub activities: Option<agora_activity::Activities>,
     /// `sha256:<hex>` of the datasets this node offers; added to its offers.
     pub datasets: Vec<String>,
+    /// Absent in tests that drive the market alone.
+    pub payments: Option<agora_payment::Payments>,
     /// Cancelled when the node begins to stop: long polls answer then rather than hold it up.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -61,6 +64,7 @@ impl AppState {
             metrics,
             activities: None,
             datasets: Vec::new(),
+            payments: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -80,15 +84,24 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Serves `/payment-api/v1` too.
+    pub fn with_payments(mut self, payments: agora_payment::Payments) -> Self {
+        self.payments = Some(payments);
+        self
+    }
+}
+
 /// The node's router.
 pub fn app(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/me", get(me))
         .route("/metrics", get(metrics::render))
         .route("/net-api/v1/status", get(net_status))
-        .nest("/admin/v1", admin::routes())
+        .nest("/admin/v1", admin::routes().nest("/payment", payment::admin_routes()))
         .nest("/market-api/v1", market::routes())
         .nest("/activity-api/v1", activity::routes())
+        .nest("/payment-api/v1", payment::routes())
         .merge(activity::blob_routes().layer(axum::extract::DefaultBodyLimit::disable()))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()

@@ -1,27 +1,17 @@
 use crate::reaper::Supervised;
-use crate::{free_port, wait_for, workspace_root};
+use crate::{free_port, wait_for};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
-/// An anvil dev chain on 127.0.0.1, stopped on drop.
+/// An anvil dev chain on 127.0.0.1, stopped on drop. With a state file, it can be stopped and
+/// started again on the same port with its chain kept.
 #[derive(Debug)]
 pub struct Anvil {
-    _child: Supervised,
+    child: Option<Supervised>,
     port: u16,
-}
-
-/// Where anvil is: `$AGORA_ANVIL`, the npm package installed in the workspace, or `PATH`.
-fn anvil_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("AGORA_ANVIL").filter(|p| !p.is_empty()) {
-        return PathBuf::from(path);
-    }
-    let from_npm = workspace_root().join("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    if from_npm.is_file() {
-        return from_npm;
-    }
-    PathBuf::from("anvil")
+    state: Option<PathBuf>,
 }
 
 impl Anvil {
@@ -29,15 +19,23 @@ impl Anvil {
     pub const CHAIN_ID: u64 = 31337;
 
     pub async fn start() -> Self {
-        let bin = anvil_bin();
-        let port = free_port();
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let mut child = Supervised::spawn(cmd, Signal::SIGKILL, 5).unwrap_or_else(|e| {
-            panic!("cannot start anvil ({}): {e}; install it with `scripts/setup` (npm ci)", bin.display())
+        Self::launch(free_port(), None).await
+    }
+
+    /// An anvil that keeps its chain in `state` when it stops (`--state`).
+    pub async fn start_with_state(state: &Path) -> Self {
+        Self::launch(free_port(), Some(state.to_path_buf())).await
+    }
+
+    async fn launch(port: u16, state: Option<PathBuf>) -> Self {
+        let mut cmd = agora_payment::chain::dev::anvil_command(port, state.as_deref());
+        cmd.stderr(Stdio::inherit());
+        // SIGINT: anvil writes its state file as it exits.
+        let mut child = Supervised::spawn(cmd, Signal::SIGINT, 10).unwrap_or_else(|e| {
+            panic!(
+                "cannot start anvil ({}): {e}; install it with `scripts/setup` (npm ci)",
+                agora_payment::chain::dev::anvil_bin().display()
+            )
         });
         let rpc = format!("http://127.0.0.1:{port}");
         wait_for(30, "anvil to answer eth_chainId", || {
@@ -48,7 +46,21 @@ impl Anvil {
         if let Some(status) = child.exited() {
             panic!("anvil exited during start-up: {status}");
         }
-        Self { _child: child, port }
+        Self { child: Some(child), port, state }
+    }
+
+    /// Stops anvil (it writes its state file, if it has one).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.stop();
+        }
+    }
+
+    /// Starts anvil again on the same port, from its state file.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let started = Self::launch(self.port, self.state.clone()).await;
+        self.child = started.child;
     }
 
     pub fn rpc_url(&self) -> String {

@@ -89,6 +89,18 @@ impl NodeProcess {
         self.child.id()
     }
 
+    /// Waits up to `secs` for the process to exit by itself; how it exited.
+    pub async fn exited_within(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.exited() {
+                return Some(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     /// SIGTERM, then the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         self.child.stop().and_then(|s| s.code())

@@ -11,6 +11,7 @@ mod market;
 mod negotiation;
 mod network;
 mod node;
+mod payment;
 mod routing;
 mod schema;
 mod services;

@@ -92,28 +92,31 @@ async fn a_request_on_a_protocol_nobody_serves_gets_an_error_reply_and_a_log_lin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn market_and_activity_requests_reach_only_their_own_handler() {
+async fn each_protocols_requests_reach_only_its_own_handler() {
     let shutdown = CancellationToken::new();
     let (server, client) = pair(&shutdown).await;
-    let mut market = server.serve(Channel::Market).await.unwrap();
-    let mut activity = server.serve(Channel::Activity).await.unwrap();
-    for (channel, body) in
-        [(Channel::Market, json!({"to": "market"})), (Channel::Activity, json!({"to": "activity"}))]
-    {
+    let mut served = std::collections::BTreeMap::new();
+    for channel in agora_net::CHANNELS {
+        served.insert(*channel, server.serve(*channel).await.unwrap());
+    }
+    for channel in agora_net::CHANNELS.iter().copied() {
+        let body = json!({"to": channel.name()});
         let asking = tokio::spawn({
-            let (client, peer) = (client.clone(), server.peer_id());
+            let (client, peer, body) = (client.clone(), server.peer_id(), body.clone());
             async move { client.request_on(channel, peer, body).await }
         });
-        let (mine, other) = match channel {
-            Channel::Market => (&mut market, &mut activity),
-            Channel::Activity => (&mut activity, &mut market),
-        };
+        let mine = served.get_mut(&channel).unwrap();
         let request = tokio::time::timeout(Duration::from_secs(10), mine.recv()).await.unwrap().unwrap();
-        assert_eq!(request.body["to"], if channel == Channel::Market { "market" } else { "activity" });
+        assert_eq!(request.body, body);
         assert_eq!(request.from, client.peer_id());
         request.answer(json!({"type": "ack", "from": channel.name()}));
         assert_eq!(asking.await.unwrap().unwrap(), json!({"type": "ack", "from": channel.name()}));
-        assert!(matches!(other.try_recv(), Err(TryRecvError::Empty)), "{channel} reached the other handler");
+        for (other, requests) in served.iter_mut().filter(|(c, _)| **c != channel) {
+            assert!(
+                matches!(requests.try_recv(), Err(TryRecvError::Empty)),
+                "{channel} reached {other}'s handler"
+            );
+        }
     }
     shutdown.cancel();
 }

@@ -1,0 +1,518 @@
+//! The ERC-20 driver: turns payment orders into batch transactions, exactly once.
+//!
+//! The order of writes is what makes a crash harmless:
+//! 1. an acceptance writes its order (with the allocation charged) before anything is signed;
+//! 2. a batch takes the account's next nonce, and its signed transaction is written with the
+//!    orders it pays, before it is broadcast;
+//! 3. on every round, and so first after a restart, the driver looks for the receipts of the
+//!    batches it already signed before it signs anything new, and sends their stored bytes again
+//!    if the chain does not have them.
+//!
+//! A nonce is used once; a transaction that waits too long is replaced by one with the same
+//! nonce and a higher fee, so whichever is mined, the orders are paid once.
+
+use crate::chain::{BatchPayer, Fees, Receipt, Rpc, RpcError, TestToken, pack_payee, sign_eip1559};
+use crate::model::{Kind, Payment, Share, amount_text, now_micros};
+use crate::platform::Network;
+use crate::service::new_id;
+use crate::wire::Message;
+use crate::{Error, Payments, Result, to_token_units};
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_signer_local::PrivateKeySigner;
+use alloy_sol_types::SolCall;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::Row;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The most payees one batch pays (about 10,000 gas each).
+const MAX_PAYEES: usize = 200;
+
+/// Where a test kills the payer's process, to prove a crash there loses nothing and pays nothing
+/// twice: `AGORA_TEST_KILL_AT` = `ordered`, `signed`, `broadcast` or `mined`.
+pub(crate) fn kill_point(point: &str) {
+    if std::env::var("AGORA_TEST_KILL_AT").is_ok_and(|p| p == point) {
+        tracing::warn!(point, "AGORA_TEST_KILL_AT: the node kills itself here");
+        let _killed = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// A problem that stops a platform's payments, as Golem's `DriverStatusProperty` names it.
+#[derive(Debug)]
+enum Stop {
+    Rpc(RpcError),
+    Status(Value),
+    Db(Error),
+}
+
+impl From<RpcError> for Stop {
+    fn from(e: RpcError) -> Self {
+        Self::Rpc(e)
+    }
+}
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Self::Db(e)
+    }
+}
+impl From<sqlx::Error> for Stop {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// A signed batch's transaction, as stored.
+struct StoredTx {
+    hash: B256,
+    raw: Bytes,
+    fees: Fees,
+    gas_limit: u64,
+    sent: bool,
+    signed_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Payments {
+    /// The driver of one network: a round every batch window, or sooner when an order is
+    /// written, until `stop`.
+    pub async fn drive(&self, network: Network, stop: tokio_util::sync::CancellationToken) {
+        let mut rpc_at = 0usize;
+        loop {
+            let rpc = Rpc::new(network.rpc_urls[rpc_at % network.rpc_urls.len()].clone());
+            let round = {
+                let _account = self.inner.account.lock().await;
+                self.round(&network, &rpc).await
+            };
+            let wait = match round {
+                Ok(busy) => {
+                    self.set_driver_status(&network, Vec::new());
+                    if busy { Duration::from_millis(200) } else { self.config().batch_window }
+                }
+                Err(Stop::Rpc(e)) => {
+                    tracing::warn!(platform = %network.platform(), error = %e, "payments wait for the chain");
+                    if matches!(e, RpcError::Unreachable { .. }) {
+                        rpc_at += 1;
+                    }
+                    self.set_driver_status(&network, vec![json!({
+                        "kind": "RpcError", "driver": "erc20", "network": network.name, "message": e.to_string(),
+                    })]);
+                    Duration::from_secs(1)
+                }
+                Err(Stop::Status(status)) => {
+                    tracing::warn!(platform = %network.platform(), %status, "payments wait");
+                    self.set_driver_status(&network, vec![status]);
+                    Duration::from_secs(2)
+                }
+                Err(Stop::Db(e)) => {
+                    tracing::warn!(platform = %network.platform(), error = %e, "payments wait for the database");
+                    Duration::from_secs(1)
+                }
+            };
+            let woken = self.inner.orders.notified();
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+                () = woken => tokio::time::sleep(self.config().batch_window.min(wait)).await,
+            }
+        }
+    }
+
+    fn set_driver_status(&self, network: &Network, status: Vec<Value>) {
+        let mut all = self.inner.status.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(network.platform(), status);
+    }
+
+    /// Golem's `GET /payments/status`: what stops payments now, per platform.
+    pub fn driver_status(&self) -> Vec<Value> {
+        let all = self.inner.status.lock().unwrap_or_else(|e| e.into_inner());
+        all.values().flatten().cloned().collect()
+    }
+
+    pub(crate) fn signer(&self) -> PrivateKeySigner {
+        PrivateKeySigner::from_slice(&self.inner.identity.secret_bytes())
+            .expect("an identity key is a valid secp256k1 key")
+    }
+
+    /// One round: finish what was signed, then pay what waits. `Ok(true)` when there is more to
+    /// do at once.
+    async fn round(&self, network: &Network, rpc: &Rpc) -> Result<bool, Stop> {
+        let platform = network.platform();
+        let payer = self.me();
+        let pending: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT id, nonce, purpose FROM chain_batches
+             WHERE platform = $1 AND payer_addr = $2 AND state = 'pending' ORDER BY nonce",
+        )
+        .bind(&platform)
+        .bind(&payer)
+        .fetch_all(self.pool())
+        .await?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM payment_orders WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL",
+        )
+        .bind(&platform)
+        .bind(&payer)
+        .fetch_one(self.pool())
+        .await?;
+        if pending.is_empty() && waiting == 0 {
+            return Ok(false);
+        }
+        let chain_id = rpc.chain_id().await?;
+        if chain_id != network.chain_id {
+            return Err(Stop::Status(json!({
+                "kind": "InvalidChainId", "driver": "erc20", "chainId": chain_id,
+                "message": format!("{} answers chain id {chain_id}, but network {} is chain {}",
+                    rpc.url(), network.name, network.chain_id),
+            })));
+        }
+        if let Some((batch, nonce, _)) = pending.first() {
+            self.finish(network, rpc, *batch, *nonce).await?;
+            return Ok(true);
+        }
+        self.start_batch(network, rpc).await
+    }
+
+    /// Takes a signed batch one step on: records it if mined, or (re)sends it, replacing it with a
+    /// higher fee once it is stuck.
+    async fn finish(&self, network: &Network, rpc: &Rpc, batch: i64, nonce: i64) -> Result<(), Stop> {
+        let txs = self.stored_txs(batch).await?;
+        for tx in &txs {
+            if let Some(receipt) = rpc.receipt(tx.hash).await? {
+                let latest = rpc.block_number().await?;
+                if latest + 1 < receipt.block_number.to::<u64>() + network.confirmations {
+                    return Ok(());
+                }
+                kill_point("mined");
+                return self.record_mined(network, batch, &receipt).await;
+            }
+        }
+        let Some(last) = txs.last() else {
+            return Err(Stop::Db(Error::Corrupt(format!("chain batch {batch} has no transaction"))));
+        };
+        let mined_nonce = rpc.nonce(self.node_id(), false).await?;
+        if mined_nonce > nonce as u64 {
+            // The nonce is used, but by none of ours that the node reports: its receipt may lag.
+            tracing::warn!(
+                batch,
+                nonce,
+                "the batch's nonce is used but no receipt of its transactions is found yet"
+            );
+            return Ok(());
+        }
+        let known = rpc.transaction(last.hash).await?.is_some();
+        let stuck = last.sent
+            && chrono::Utc::now() - last.signed_at
+                > chrono::Duration::from_std(network.stuck_after()).unwrap_or_default();
+        if stuck && known {
+            let (base, tip) = rpc.fees().await?;
+            let fees = last.fees.bumped(Fees::for_base(base, tip));
+            let data = decode_input(&last.raw)?;
+            let signed = sign_eip1559(&self.signer(), network.chain_id, nonce as u64, Some(data.0), data.1, last.gas_limit, fees)
+                .map_err(|e| Stop::Status(json!({"kind": "CantSign", "driver": "erc20", "network": network.name, "message": e.to_string()})))?;
+            tracing::warn!(batch, nonce, old = %last.hash, new = %signed.hash, "a stuck transaction is replaced with a higher fee");
+            self.store_tx(batch, &signed.hash, &signed.raw, fees, last.gas_limit).await?;
+            self.broadcast(rpc, signed.hash, &signed.raw).await?;
+        } else if !known {
+            // Never sent, or the node lost it (a restart without its pool): the same bytes again.
+            self.broadcast(rpc, last.hash, &last.raw).await?;
+        }
+        Ok(())
+    }
+
+    async fn broadcast(&self, rpc: &Rpc, hash: B256, raw: &Bytes) -> Result<(), Stop> {
+        match rpc.send_raw(raw).await {
+            Ok(_) => {}
+            // Already in the pool, or already mined: both are what we want.
+            Err(e)
+                if e.refusal().is_some_and(|m| {
+                    let m = m.to_ascii_lowercase();
+                    m.contains("already known")
+                        || m.contains("nonce too low")
+                        || m.contains("already imported")
+                }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        kill_point("broadcast");
+        sqlx::query("UPDATE chain_txs SET sent_at = COALESCE(sent_at, now()) WHERE hash = $1")
+            .bind(format!("{hash:#x}"))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn stored_txs(&self, batch: i64) -> Result<Vec<StoredTx>, Stop> {
+        let rows = sqlx::query(
+            "SELECT hash, raw, max_fee, priority_fee, gas_limit, sent_at IS NOT NULL AS sent, signed_at
+             FROM chain_txs WHERE batch_id = $1 ORDER BY signed_at, hash",
+        )
+        .bind(batch)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let hash: String = r.try_get("hash")?;
+                let fee = |c: &str| -> Result<u128, Stop> {
+                    let d: Decimal = r.try_get(c)?;
+                    d.to_string().parse().map_err(|_| Stop::Db(Error::Corrupt(format!("{c} {d}"))))
+                };
+                Ok(StoredTx {
+                    hash: hash.parse().map_err(|_| Stop::Db(Error::Corrupt(format!("tx hash {hash}"))))?,
+                    raw: Bytes::from(r.try_get::<Vec<u8>, _>("raw")?),
+                    fees: Fees { max_fee: fee("max_fee")?, priority: fee("priority_fee")? },
+                    gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
+                    sent: r.try_get("sent")?,
+                    signed_at: r.try_get("signed_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn store_tx(&self, batch: i64, hash: &B256, raw: &Bytes, fees: Fees, gas: u64) -> Result<(), Stop> {
+        sqlx::query(
+            "INSERT INTO chain_txs (hash, batch_id, raw, max_fee, priority_fee, gas_limit) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(format!("{hash:#x}"))
+        .bind(batch)
+        .bind(raw.to_vec())
+        .bind(Decimal::from(fees.max_fee))
+        .bind(Decimal::from(fees.priority))
+        .bind(gas as i64)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Pays the waiting orders in one new batch (after an approval of the batch payer, if the
+    /// token's allowance is short).
+    async fn start_batch(&self, network: &Network, rpc: &Rpc) -> Result<bool, Stop> {
+        let platform = network.platform();
+        let payer = self.me();
+        let rows = sqlx::query(
+            "SELECT id, payee_addr, amount FROM payment_orders
+             WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL ORDER BY id",
+        )
+        .bind(&platform)
+        .bind(&payer)
+        .fetch_all(self.pool())
+        .await?;
+        // Amounts to one payee are summed; payees beyond a batch's size wait for the next.
+        let mut per_payee: BTreeMap<String, (Decimal, Vec<i64>)> = BTreeMap::new();
+        for r in &rows {
+            let payee: String = r.try_get("payee_addr")?;
+            if per_payee.len() == MAX_PAYEES && !per_payee.contains_key(&payee) {
+                continue;
+            }
+            let entry = per_payee.entry(payee).or_default();
+            entry.0 += r.try_get::<Decimal, _>("amount")?;
+            entry.1.push(r.try_get("id")?);
+        }
+        let mut words = Vec::new();
+        let mut total = U256::ZERO;
+        for (payee, (amount, _)) in &per_payee {
+            let units = to_token_units(*amount, network.decimals)
+                .map_err(|e| Stop::Db(Error::Corrupt(format!("order amount {amount}: {e}"))))?;
+            let address: Address =
+                payee.parse().map_err(|_| Stop::Db(Error::Corrupt(format!("payee {payee}"))))?;
+            words.push(pack_payee(address, units).ok_or_else(|| {
+                Stop::Db(Error::Corrupt(format!("{amount} to {payee} is more than one batch word holds")))
+            })?);
+            total += units;
+        }
+        let me = self.node_id();
+        let balance = crate::chain::dev::token_balance(rpc, network.token, me).await?;
+        if balance < total {
+            return Err(Stop::Status(json!({
+                "kind": "InsufficientToken", "driver": "erc20", "network": network.name, "address": payer,
+                "neededTokenEst": amount_text(crate::from_token_units(total, network.decimals).unwrap_or_default()),
+                "message": format!("{payer} holds {balance} token units, and the waiting payments need {total}"),
+            })));
+        }
+        let allowance = {
+            let out = rpc
+                .call(
+                    network.token,
+                    &TestToken::allowanceCall { owner: me, spender: network.batch_contract }
+                        .abi_encode()
+                        .into(),
+                )
+                .await?;
+            TestToken::allowanceCall::abi_decode_returns(&out)
+                .map_err(|e| RpcError::Malformed { method: "eth_call", detail: format!("allowance: {e}") })?
+        };
+        let (purpose, to, data) = if allowance < total {
+            let call = TestToken::approveCall { spender: network.batch_contract, amount: U256::MAX };
+            ("approve", network.token, Bytes::from(call.abi_encode()))
+        } else {
+            let call = BatchPayer::payCall { token: network.token, total, packed: words };
+            ("pay", network.batch_contract, Bytes::from(call.abi_encode()))
+        };
+        let gas = match rpc.estimate_gas(me, Some(to), &data).await {
+            Ok(g) => g + g / 5,
+            Err(e @ RpcError::Refused { .. }) => {
+                return Err(Stop::Status(json!({
+                    "kind": "InsufficientGas", "driver": "erc20", "network": network.name, "address": payer,
+                    "message": format!("the {purpose} transaction would fail: {e}"),
+                })));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (base, tip) = rpc.fees().await?;
+        let fees = Fees::for_base(base, tip);
+        let eth = rpc.balance(me).await?;
+        let needed = U256::from(gas) * U256::from(fees.max_fee);
+        if eth < needed {
+            return Err(Stop::Status(json!({
+                "kind": "InsufficientGas", "driver": "erc20", "network": network.name, "address": payer,
+                "neededGasEst": needed.to_string(),
+                "message": format!("{payer} holds {eth} wei for gas, and the {purpose} transaction may need {needed}"),
+            })));
+        }
+        // The nonce: the next after this account's last batch, or the chain's, whichever is later
+        // (the account may have sent transactions of its own).
+        let mut db = self.pool().begin().await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT max(nonce) FROM chain_batches WHERE platform = $1 AND payer_addr = $2",
+        )
+        .bind(&platform)
+        .bind(&payer)
+        .fetch_one(&mut *db)
+        .await?;
+        let chain_next = rpc.nonce(me, true).await?;
+        let nonce = chain_next.max(last.map_or(0, |n| n as u64 + 1));
+        let signed = sign_eip1559(&self.signer(), network.chain_id, nonce, Some(to), data, gas, fees)
+            .map_err(|e| Stop::Status(json!({"kind": "CantSign", "driver": "erc20", "network": network.name, "message": e.to_string()})))?;
+        let batch: i64 = sqlx::query_scalar(
+            "INSERT INTO chain_batches (platform, payer_addr, nonce, purpose) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(&platform)
+        .bind(&payer)
+        .bind(nonce as i64)
+        .bind(purpose)
+        .fetch_one(&mut *db)
+        .await?;
+        sqlx::query(
+            "INSERT INTO chain_txs (hash, batch_id, raw, max_fee, priority_fee, gas_limit) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(format!("{:#x}", signed.hash))
+        .bind(batch)
+        .bind(signed.raw.to_vec())
+        .bind(Decimal::from(fees.max_fee))
+        .bind(Decimal::from(fees.priority))
+        .bind(gas as i64)
+        .execute(&mut *db)
+        .await?;
+        if purpose == "pay" {
+            let ids: Vec<i64> = per_payee.values().flat_map(|(_, ids)| ids.iter().copied()).collect();
+            sqlx::query("UPDATE payment_orders SET batch_id = $1 WHERE id = ANY($2)")
+                .bind(batch)
+                .bind(&ids)
+                .execute(&mut *db)
+                .await?;
+        }
+        db.commit().await?;
+        tracing::info!(purpose, nonce, tx = %signed.hash, payees = per_payee.len(), "signed a payment transaction");
+        kill_point("signed");
+        self.broadcast(rpc, signed.hash, &signed.raw).await?;
+        Ok(true)
+    }
+
+    /// Records a mined batch: its orders paid, a payment per payee (signed, and queued to the
+    /// payee), its documents settled. One transaction, so a crash records all of it or none.
+    async fn record_mined(&self, network: &Network, batch: i64, receipt: &Receipt) -> Result<(), Stop> {
+        let hash = format!("{:#x}", receipt.transaction_hash);
+        let block = receipt.block_number.to::<u64>() as i64;
+        let mut db = self.pool().begin().await?;
+        if !receipt.succeeded() {
+            tracing::warn!(batch, tx = %hash, "a payment transaction reverted; its orders wait for another batch");
+            sqlx::query("UPDATE chain_batches SET state = 'reverted', mined_hash = $2, mined_block = $3 WHERE id = $1")
+                .bind(batch)
+                .bind(&hash)
+                .bind(block)
+                .execute(&mut *db)
+                .await?;
+            sqlx::query("UPDATE payment_orders SET batch_id = NULL WHERE batch_id = $1")
+                .bind(batch)
+                .execute(&mut *db)
+                .await?;
+            db.commit().await?;
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE chain_batches SET state = 'mined', mined_hash = $2, mined_block = $3 WHERE id = $1",
+        )
+        .bind(batch)
+        .bind(&hash)
+        .bind(block)
+        .execute(&mut *db)
+        .await?;
+        let orders = sqlx::query(
+            "UPDATE payment_orders SET paid = true WHERE batch_id = $1
+             RETURNING payee_addr, payee_id, payee_peer, amount, agreement_id, activity_id, document_kind, document_id, allocation_id",
+        )
+        .bind(batch)
+        .fetch_all(&mut *db)
+        .await?;
+        let mut per_payee: BTreeMap<String, (String, String, Vec<Share>)> = BTreeMap::new();
+        let mut agreements = std::collections::BTreeSet::new();
+        for o in &orders {
+            let kind: String = o.try_get("document_kind")?;
+            let agreement: String = o.try_get("agreement_id")?;
+            agreements.insert(agreement.clone());
+            let entry = per_payee.entry(o.try_get("payee_addr")?).or_insert_with(|| {
+                (
+                    o.try_get("payee_id").unwrap_or_default(),
+                    o.try_get("payee_peer").unwrap_or_default(),
+                    Vec::new(),
+                )
+            });
+            entry.2.push(Share {
+                agreement_id: Some(agreement),
+                activity_id: o.try_get("activity_id")?,
+                amount: o.try_get("amount")?,
+                allocation_id: o.try_get("allocation_id")?,
+                document_id: o.try_get("document_id")?,
+                document_kind: Kind::parse(&kind)
+                    .ok_or_else(|| Error::Corrupt(format!("order kind {kind}")))?,
+            });
+        }
+        for (payee_addr, (payee_id, peer, shares)) in per_payee {
+            let (activity, agreement): (Vec<Share>, Vec<Share>) =
+                shares.into_iter().partition(|s| s.document_kind == Kind::DebitNote);
+            let payment = Payment {
+                payment_id: new_id(),
+                payer_id: self.me(),
+                payee_id,
+                payer_addr: self.me(),
+                payee_addr,
+                payment_platform: network.platform(),
+                amount: agreement.iter().chain(&activity).map(|s| s.amount).sum(),
+                timestamp: now_micros(),
+                agreement_payments: agreement,
+                activity_payments: activity,
+                details: hash.clone(),
+            };
+            let request = self.sign(Message::Paid { payment: payment.clone() })?;
+            crate::settle::insert_payment(&mut db, &payment, "payer", &request.signature, true).await?;
+            self.enqueue_in(&mut db, &peer, &request).await?;
+        }
+        db.commit().await?;
+        tracing::info!(batch, tx = %hash, block, orders = orders.len(), "payment transaction mined");
+        for agreement in agreements {
+            self.settle_covered(&agreement, false).await?;
+        }
+        self.inner.arrivals.notify_waiters();
+        self.flush_outbox().await;
+        Ok(())
+    }
+}
+
+/// The destination and calldata of a signed transaction, to sign it again with other fees.
+fn decode_input(raw: &Bytes) -> Result<(Address, Bytes), Stop> {
+    use alloy_consensus::{Transaction, TxEnvelope};
+    use alloy_eips::eip2718::Decodable2718;
+    let envelope = TxEnvelope::decode_2718(&mut raw.as_ref())
+        .map_err(|e| Stop::Db(Error::Corrupt(format!("a stored transaction does not decode: {e}"))))?;
+    let to = envelope
+        .to()
+        .ok_or_else(|| Stop::Db(Error::Corrupt("a stored payment transaction creates a contract".into())))?;
+    Ok((to, envelope.input().clone()))
+}

@@ -1,0 +1,373 @@
+//! The payment service of a node: its allocations, the documents it issued or received, the
+//! events they made, and what it still owes other nodes.
+
+use crate::model::{Document, DocumentRow, Kind, Status, now_micros};
+use crate::wire::{Message, PaymentRequest, PaymentResponse};
+use crate::{Error, PaymentConfig, Result};
+use agora_identity::{Address, Identity};
+use agora_market::Agreement;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// How payments learn about agreements (the market's): the node implements it.
+pub trait PaymentAgreements: Send + Sync + std::fmt::Debug + 'static {
+    /// The agreement, as this node holds it; `None` if it has none by that id.
+    fn agreement(&self, id: &str) -> BoxFuture<'_, Result<Option<Agreement>>>;
+}
+
+/// How payments reach other nodes.
+pub trait PaymentCourier: Send + Sync + std::fmt::Debug + 'static {
+    /// Sends a request to `peer` and waits for its answer; `Err` if it did not get there.
+    fn send(
+        &self,
+        peer: String,
+        request: PaymentRequest,
+    ) -> BoxFuture<'static, Result<PaymentResponse, String>>;
+}
+
+impl PaymentCourier for agora_net::NetHandle {
+    fn send(
+        &self,
+        peer: String,
+        request: PaymentRequest,
+    ) -> BoxFuture<'static, Result<PaymentResponse, String>> {
+        let net = self.clone();
+        Box::pin(async move {
+            net.request_typed(agora_net::Channel::Payment, &peer, &request).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The payment service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Payments {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) identity: Identity,
+    pub(crate) node_id: Address,
+    pub(crate) config: PaymentConfig,
+    pub(crate) agreements: Arc<dyn PaymentAgreements>,
+    pub(crate) courier: Option<Arc<dyn PaymentCourier>>,
+    /// Woken when an event is recorded: long polls look again.
+    pub(crate) events: Notify,
+    /// Woken when an order is written: the driver forms a batch sooner.
+    pub(crate) orders: Notify,
+    /// Woken when a payment arrives: the payee checks it.
+    pub(crate) arrivals: Notify,
+    /// What stops each platform's driver now, Golem's `DriverStatusProperty` list.
+    pub(crate) status: Mutex<BTreeMap<String, Vec<Value>>>,
+    /// One flush of the outbox at a time.
+    pub(crate) flushing: tokio::sync::Mutex<()>,
+    /// Held by whatever signs with this node's account (the driver, the faucet), so two never
+    /// take the same nonce.
+    pub(crate) account: tokio::sync::Mutex<()>,
+}
+
+/// Where events' timestamps are serialised: a transaction-scoped advisory lock, so events commit
+/// in the order of their timestamps and a poll "after T" never misses one that commits later.
+const EVENT_LOCK: i64 = 0x6167_6f72_6170_6179;
+
+impl Payments {
+    pub fn new(
+        pool: PgPool,
+        identity: Identity,
+        config: PaymentConfig,
+        agreements: Arc<dyn PaymentAgreements>,
+    ) -> Self {
+        let node_id = identity.address();
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                identity,
+                node_id,
+                config,
+                agreements,
+                courier: None,
+                events: Notify::new(),
+                orders: Notify::new(),
+                arrivals: Notify::new(),
+                status: Mutex::new(BTreeMap::new()),
+                flushing: tokio::sync::Mutex::new(()),
+                account: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Delivers messages to other nodes through `courier`. Only before the service is shared.
+    pub fn with_courier(mut self, courier: Arc<dyn PaymentCourier>) -> Self {
+        Arc::get_mut(&mut self.inner).expect("with_courier before the service is cloned").courier =
+            Some(courier);
+        self
+    }
+
+    pub fn config(&self) -> &PaymentConfig {
+        &self.inner.config
+    }
+
+    pub fn node_id(&self) -> Address {
+        self.inner.node_id
+    }
+
+    pub(crate) fn me(&self) -> String {
+        format!("{:#x}", self.inner.node_id)
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    pub(crate) async fn agreement(&self, id: &str) -> Result<Agreement> {
+        self.inner
+            .agreements
+            .agreement(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no agreement {id} on this node")))
+    }
+
+    /// Records an event of a document, in `tx`.
+    pub(crate) async fn record_event(
+        tx: &mut Transaction<'_, Postgres>,
+        kind: Kind,
+        document_id: &str,
+        status: Status,
+        detail: Option<Value>,
+    ) -> Result<()> {
+        let Some(what) = status.event() else { return Ok(()) };
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_LOCK).execute(&mut **tx).await?;
+        sqlx::query(
+            "INSERT INTO payment_events (event_date, kind, document_id, event_type, detail)
+             SELECT GREATEST(date_trunc('microseconds', clock_timestamp()),
+                             COALESCE((SELECT max(event_date) FROM payment_events), '-infinity')
+                                 + interval '1 microsecond'),
+                    $1, $2, $3, $4",
+        )
+        .bind(kind.as_str())
+        .bind(document_id)
+        .bind(kind.event_type(what))
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Tells long polls that events were committed.
+    pub(crate) fn events_changed(&self) {
+        self.inner.events.notify_waiters();
+    }
+
+    /// Events of `kind` after `after`, oldest first, as Golem's `…Event` JSON; waits up to
+    /// `timeout` for the first if there is none yet.
+    pub async fn events(
+        &self,
+        kind: Kind,
+        after: Option<chrono::DateTime<chrono::Utc>>,
+        max: i64,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.events.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let rows = sqlx::query(
+                "SELECT event_date, document_id, event_type, detail FROM payment_events
+                 WHERE kind = $1 AND ($2::timestamptz IS NULL OR event_date > $2) ORDER BY event_date LIMIT $3",
+            )
+            .bind(kind.as_str())
+            .bind(after)
+            .bind(max)
+            .fetch_all(self.pool())
+            .await?;
+            if !rows.is_empty() {
+                let id_key = match kind {
+                    Kind::DebitNote => "debitNoteId",
+                    Kind::Invoice => "invoiceId",
+                };
+                return rows
+                    .into_iter()
+                    .map(|r| {
+                        let date: chrono::DateTime<chrono::Utc> = r.try_get("event_date")?;
+                        let mut event = serde_json::json!({
+                            "eventType": r.try_get::<String, _>("event_type")?,
+                            "eventDate": date.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                            id_key: r.try_get::<String, _>("document_id")?,
+                        });
+                        if let Some(Value::Object(detail)) = r.try_get::<Option<Value>, _>("detail")? {
+                            event.as_object_mut().expect("an object").extend(detail);
+                        }
+                        Ok(event)
+                    })
+                    .collect();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// One document, as this node holds it.
+    pub async fn document(&self, kind: Kind, id: &str) -> Result<DocumentRow> {
+        let row = sqlx::query("SELECT * FROM payment_documents WHERE id = $1 AND kind = $2")
+            .bind(id)
+            .bind(kind.as_str())
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no {} {id} on this node", kind.label())))?;
+        document_row(&row)
+    }
+
+    /// Documents of `kind`, oldest first, optionally only those after `after`.
+    pub async fn documents(
+        &self,
+        kind: Kind,
+        after: Option<chrono::DateTime<chrono::Utc>>,
+        max: i64,
+    ) -> Result<Vec<DocumentRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM payment_documents WHERE kind = $1 AND ($2::timestamptz IS NULL OR created_at > $2)
+             ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(kind.as_str())
+        .bind(after)
+        .bind(max)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(document_row).collect()
+    }
+
+    /// Handles a message from another node.
+    pub async fn handle(&self, request: PaymentRequest) -> PaymentResponse {
+        let PaymentRequest { message, signature } = request;
+        let handled = match message.clone() {
+            Message::Document { document } => self.on_document(document, &message, &signature).await,
+            Message::Accepted { kind, document_id, total_amount_accepted } => {
+                self.on_accepted(kind, &document_id, &total_amount_accepted, &message, &signature).await
+            }
+            Message::Rejected { kind, document_id, rejection } => {
+                self.on_rejected(kind, &document_id, rejection, &message, &signature).await
+            }
+            Message::Cancelled { kind, document_id } => {
+                self.on_cancelled(kind, &document_id, &message, &signature).await
+            }
+            Message::Paid { payment } => self.on_paid(payment, &message, &signature).await,
+        };
+        match handled {
+            Ok(()) => PaymentResponse::Ack,
+            Err(e @ (Error::Db(_) | Error::Unreachable(_))) => {
+                tracing::warn!(error = %e, "a payment message could not be taken now");
+                PaymentResponse::Error { message: e.to_string(), retry: true }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a payment message refused");
+                PaymentResponse::Error { message: e.to_string(), retry: false }
+            }
+        }
+    }
+
+    /// Signs a message as this node.
+    pub(crate) fn sign(&self, message: Message) -> Result<PaymentRequest> {
+        let signature = agora_identity::sign_json(&self.inner.identity, &message)
+            .map_err(|e| Error::Corrupt(format!("signing a payment message: {e}")))?;
+        Ok(PaymentRequest { message, signature })
+    }
+}
+
+/// Checks that `signature` over `message` is `signer`'s.
+pub(crate) fn verify(message: &Message, signature: &str, signer: Address) -> Result<()> {
+    agora_identity::verify_json(message, signature, signer)
+        .map_err(|e| Error::BadInput(format!("payment message signature: {e}")))
+}
+
+pub(crate) fn document_row(r: &PgRow) -> Result<DocumentRow> {
+    let kind: String = r.try_get("kind")?;
+    let status: String = r.try_get("status")?;
+    let activity_ids: Option<Value> = r.try_get("activity_ids")?;
+    Ok(DocumentRow {
+        document: Document {
+            id: r.try_get("id")?,
+            kind: Kind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("document kind {kind}")))?,
+            agreement_id: r.try_get("agreement_id")?,
+            activity_id: r.try_get("activity_id")?,
+            activity_ids: activity_ids
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| Error::Corrupt(e.to_string()))?,
+            issuer_id: r.try_get("issuer_id")?,
+            recipient_id: r.try_get("recipient_id")?,
+            payee_addr: r.try_get("payee_addr")?,
+            payer_addr: r.try_get("payer_addr")?,
+            payment_platform: r.try_get("platform")?,
+            previous_id: r.try_get("previous_id")?,
+            amount: r.try_get("amount")?,
+            usage_counter_vector: r.try_get("usage")?,
+            payment_due_date: r.try_get("payment_due_date")?,
+            timestamp: r.try_get("created_at")?,
+        },
+        status: Status::parse(&status).ok_or_else(|| Error::Corrupt(format!("document status {status}")))?,
+        issued_here: r.try_get::<String, _>("side")? == "issuer",
+        signature: r.try_get("signature")?,
+        accepted_amount: r.try_get("accepted_amount")?,
+        allocation_id: r.try_get("allocation_id")?,
+    })
+}
+
+/// Inserts a document as issued here or received.
+pub(crate) async fn insert_document(
+    tx: &mut Transaction<'_, Postgres>,
+    d: &Document,
+    issued_here: bool,
+    status: Status,
+    signature: &str,
+) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO payment_documents (id, kind, side, agreement_id, activity_id, activity_ids,
+             issuer_id, recipient_id, payee_addr, payer_addr, platform, previous_id, amount, usage,
+             payment_due_date, status, created_at, signature)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&d.id)
+    .bind(d.kind.as_str())
+    .bind(if issued_here { "issuer" } else { "recipient" })
+    .bind(&d.agreement_id)
+    .bind(&d.activity_id)
+    .bind(d.activity_ids.as_ref().map(|a| serde_json::json!(a)))
+    .bind(&d.issuer_id)
+    .bind(&d.recipient_id)
+    .bind(&d.payee_addr)
+    .bind(&d.payer_addr)
+    .bind(&d.payment_platform)
+    .bind(&d.previous_id)
+    .bind(d.amount)
+    .bind(&d.usage_counter_vector)
+    .bind(d.payment_due_date)
+    .bind(status.as_str())
+    .bind(d.timestamp)
+    .bind(signature)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// A random id: 32 hex digits.
+pub(crate) fn new_id() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The time a new document gets.
+pub(crate) fn timestamp() -> chrono::DateTime<chrono::Utc> {
+    now_micros()
+}

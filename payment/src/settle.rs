@@ -1,0 +1,244 @@
+//! Payments as both sides record them. The payee counts one only after it has found the transfer
+//! on chain itself: the payer's word (its signed `Paid` message) says where to look, not that it
+//! happened.
+
+use crate::chain::Rpc;
+use crate::model::Payment;
+use crate::service::verify;
+use crate::wire::Message;
+use crate::{Error, Payments, Result, to_token_units};
+use agora_market::Role;
+use alloy_primitives::{Address, B256};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
+use std::time::Duration;
+
+pub(crate) async fn insert_payment(
+    tx: &mut Transaction<'_, Postgres>,
+    p: &Payment,
+    side: &str,
+    signature: &str,
+    verified: bool,
+) -> Result<bool> {
+    let details = serde_json::json!({
+        "agreementPayments": p.agreement_payments,
+        "activityPayments": p.activity_payments,
+    });
+    let inserted = sqlx::query(
+        "INSERT INTO payments (id, side, platform, payer_id, payee_id, payer_addr, payee_addr, amount, tx_hash,
+             created_at, details, signature, verified)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+    )
+    .bind(&p.payment_id)
+    .bind(side)
+    .bind(&p.payment_platform)
+    .bind(&p.payer_id)
+    .bind(&p.payee_id)
+    .bind(&p.payer_addr)
+    .bind(&p.payee_addr)
+    .bind(p.amount)
+    .bind(&p.details)
+    .bind(p.timestamp)
+    .bind(details)
+    .bind(signature)
+    .bind(verified)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+fn payment(r: &PgRow) -> Result<Payment> {
+    let details: serde_json::Value = r.try_get("details")?;
+    let shares =
+        |key: &str| serde_json::from_value(details[key].clone()).map_err(|e| Error::Corrupt(e.to_string()));
+    Ok(Payment {
+        payment_id: r.try_get("id")?,
+        payer_id: r.try_get("payer_id")?,
+        payee_id: r.try_get("payee_id")?,
+        payer_addr: r.try_get("payer_addr")?,
+        payee_addr: r.try_get("payee_addr")?,
+        payment_platform: r.try_get("platform")?,
+        amount: r.try_get("amount")?,
+        timestamp: r.try_get("created_at")?,
+        agreement_payments: shares("agreementPayments")?,
+        activity_payments: shares("activityPayments")?,
+        details: r.try_get("tx_hash")?,
+    })
+}
+
+impl Payments {
+    /// Payments this node made, or received and checked, oldest first.
+    pub async fn payments(
+        &self,
+        after: Option<chrono::DateTime<chrono::Utc>>,
+        max: i64,
+    ) -> Result<Vec<Payment>> {
+        let rows = sqlx::query(
+            "SELECT * FROM payments WHERE (side = 'payer' OR verified) AND ($1::timestamptz IS NULL OR created_at > $1)
+             ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(after)
+        .bind(max)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(payment).collect()
+    }
+
+    pub async fn payment(&self, id: &str) -> Result<Payment> {
+        crate::documents::check_id("paymentId", id)?;
+        let row =
+            sqlx::query("SELECT * FROM payments WHERE id = $1 AND (side = 'payer' OR verified) LIMIT 1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("no payment {id}")))?;
+        payment(&row)
+    }
+
+    /// The payee hears it was paid: the message is kept, and checked on chain.
+    pub(crate) async fn on_paid(&self, p: Payment, message: &Message, signature: &str) -> Result<()> {
+        let payer: Address = agora_identity::parse_address(&p.payer_addr)
+            .map_err(|e| Error::BadInput(format!("payerAddr: {e}")))?;
+        verify(message, signature, payer)?;
+        if agora_identity::parse_address(&p.payee_addr).ok() != Some(self.node_id()) {
+            return Err(Error::BadInput(format!(
+                "payment {} is to {}, not this node",
+                p.payment_id, p.payee_addr
+            )));
+        }
+        for share in p.agreement_payments.iter().chain(&p.activity_payments) {
+            let id = share.agreement_id.as_deref().unwrap_or_default();
+            let agreement = self.agreement(id).await?;
+            if agreement.role != Role::Provider || agreement.requestor != payer {
+                return Err(Error::BadInput(format!(
+                    "payment {} names agreement {id}, which {} is not the payer of",
+                    p.payment_id, p.payer_addr
+                )));
+            }
+        }
+        if p.details.parse::<B256>().is_err() {
+            return Err(Error::BadInput(format!(
+                "payment {}: details {:?} is not a transaction hash",
+                p.payment_id, p.details
+            )));
+        }
+        let mut tx = self.pool().begin().await?;
+        insert_payment(&mut tx, &p, "payee", signature, false).await?;
+        tx.commit().await?;
+        self.inner.arrivals.notify_waiters();
+        Ok(())
+    }
+
+    /// Checks the payments this node received until `stop`: each against its transaction's
+    /// receipt, once it has the network's confirmations.
+    pub async fn check_arrivals(&self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let woken = self.inner.arrivals.notified();
+            if let Err(e) = self.check_once().await {
+                tracing::warn!(error = %e, "checking received payments");
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = woken => {}
+            }
+        }
+    }
+
+    async fn check_once(&self) -> Result<()> {
+        let rows = sqlx::query("SELECT * FROM payments WHERE side = 'payee' AND NOT verified AND problem IS NULL ORDER BY created_at")
+            .fetch_all(self.pool())
+            .await?;
+        for row in rows {
+            let p = payment(&row)?;
+            let verdict = match self.config().network(&p.payment_platform) {
+                None => Some(Err(format!("no network settings for platform {}", p.payment_platform))),
+                Some(network) => {
+                    let mut verdict = None;
+                    for url in &network.rpc_urls {
+                        match check_on_chain(&Rpc::new(url.clone()), network, &p).await {
+                            Ok(v) => {
+                                verdict = v;
+                                break;
+                            }
+                            Err(e) => tracing::debug!(error = %e, "checking a payment on chain"),
+                        }
+                    }
+                    verdict
+                }
+            };
+            match verdict {
+                None => {}
+                Some(Ok(())) => {
+                    sqlx::query("UPDATE payments SET verified = true WHERE id = $1 AND side = 'payee'")
+                        .bind(&p.payment_id)
+                        .execute(self.pool())
+                        .await?;
+                    tracing::info!(payment = %p.payment_id, tx = %p.details, amount = %p.amount, "payment found on chain");
+                    let agreements: std::collections::BTreeSet<_> = p
+                        .agreement_payments
+                        .iter()
+                        .chain(&p.activity_payments)
+                        .filter_map(|s| s.agreement_id.clone())
+                        .collect();
+                    for a in agreements {
+                        self.settle_covered(&a, true).await?;
+                    }
+                }
+                Some(Err(problem)) => {
+                    tracing::warn!(payment = %p.payment_id, tx = %p.details, %problem, "a payment is not on chain as its payer says");
+                    sqlx::query("UPDATE payments SET problem = $2 WHERE id = $1 AND side = 'payee'")
+                        .bind(&p.payment_id)
+                        .bind(&problem)
+                        .execute(self.pool())
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `None` while the transaction is not (confirmed) on chain yet; else whether it pays what the
+/// payment says: sent by the payer to the batch payer, and moving exactly the amount in the token
+/// from the batch payer to this payee.
+async fn check_on_chain(
+    rpc: &Rpc,
+    network: &crate::platform::Network,
+    p: &Payment,
+) -> Result<Option<Result<(), String>>, crate::chain::RpcError> {
+    let hash: B256 = match p.details.parse() {
+        Ok(h) => h,
+        Err(_) => return Ok(Some(Err(format!("{:?} is not a transaction hash", p.details)))),
+    };
+    if rpc.chain_id().await? != network.chain_id {
+        return Ok(None);
+    }
+    let Some(receipt) = rpc.receipt(hash).await? else { return Ok(None) };
+    if rpc.block_number().await? + 1 < receipt.block_number.to::<u64>() + network.confirmations {
+        return Ok(None);
+    }
+    let payer = agora_identity::parse_address(&p.payer_addr).ok();
+    let payee = agora_identity::parse_address(&p.payee_addr).ok();
+    let units = match to_token_units(p.amount, network.decimals) {
+        Ok(u) => u,
+        Err(e) => return Ok(Some(Err(format!("amount {}: {e}", p.amount)))),
+    };
+    Ok(Some(if !receipt.succeeded() {
+        Err("the transaction reverted".into())
+    } else if Some(receipt.from) != payer {
+        Err(format!("the transaction is from {:#x}, not the payer", receipt.from))
+    } else if receipt.to != Some(network.batch_contract) {
+        Err("the transaction is not to the network's batch payer".into())
+    } else if !receipt.transfers().iter().any(|t| {
+        t.token == network.token
+            && t.from == network.batch_contract
+            && Some(t.to) == payee
+            && t.value == units
+    }) {
+        Err(format!("the transaction moves no {} of the token to {}", p.amount, p.payee_addr))
+    } else {
+        Ok(())
+    }))
+}

@@ -1,0 +1,464 @@
+//! Payments on a real chain (anvil) between two real nodes: debit notes and an invoice accepted
+//! and paid through the batch payer, settled on both sides only once the payee found the transfer;
+//! a payer killed at each step of paying, and a chain that goes away for a minute, pay each order
+//! exactly once; bad input changes nothing.
+
+use agora_payment::chain::{Rpc, TestToken};
+use agora_payment::{Network, PaymentRequest, PaymentResponse, wire::Message};
+use agora_tests::flow::{agree_with, get, net_id, post};
+use agora_tests::{Anvil, NodeProcess, TestPg, wait_for};
+use alloy_primitives::{Address, U256};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+/// Two nodes on one chain: a requestor with 1000 tGLM from the faucet, and a provider.
+struct Market {
+    pg: TestPg,
+    root: tempfile::TempDir,
+    anvil: Anvil,
+    requestor: NodeProcess,
+    provider: NodeProcess,
+    provider_p2p: String,
+    dev: Network,
+}
+
+const PLATFORM: &str = "erc20-dev-tglm";
+
+fn tokens(n: &str) -> U256 {
+    agora_payment::to_token_units(n.parse().unwrap(), 18).unwrap()
+}
+
+async fn start_requestor(
+    root: &Path,
+    pg: &TestPg,
+    anvil: &Anvil,
+    provider_p2p: &str,
+    env: &[(&str, &str)],
+) -> NodeProcess {
+    let url = pg.url();
+    let mut all = vec![("DATABASE_URL", url.as_str())];
+    all.extend_from_slice(env);
+    let rpc = anvil.rpc_url();
+    NodeProcess::start(
+        &root.join("r"),
+        &["--peer", provider_p2p, "--chain-rpc", &rpc, "--batch-window", "1"],
+        &all,
+    )
+    .await
+}
+
+impl Market {
+    async fn start(anvil: Anvil) -> Self {
+        let pg = TestPg::start().await;
+        let root = tempfile::tempdir().unwrap();
+        let provider_db = pg.another_database("provider").await;
+        let rpc = anvil.rpc_url();
+        let provider = NodeProcess::start(
+            &root.path().join("p"),
+            &["--chain-rpc", &rpc, "--batch-window", "1"],
+            &[("DATABASE_URL", provider_db.as_str())],
+        )
+        .await;
+        let (_, provider_p2p) = net_id(&provider);
+        let requestor = start_requestor(root.path(), &pg, &anvil, &provider_p2p, &[]).await;
+        // The faucet deploys agora's contracts on the fresh chain, where the dev settings expect them.
+        let out = requestor.cli(&["payment", "fund", "--json"], None);
+        assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
+        let funded: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(funded["token"], "1000", "{funded}");
+        assert_eq!(funded["platform"], PLATFORM);
+        let dev = Network::dev(rpc);
+        Self { pg, root, anvil, requestor, provider, provider_p2p, dev }
+    }
+
+    fn rpc(&self) -> Rpc {
+        Rpc::new(self.anvil.rpc_url())
+    }
+
+    async fn balance(&self, node: &NodeProcess) -> U256 {
+        agora_payment::chain::dev::token_balance(&self.rpc(), self.dev.token, address(node)).await.unwrap()
+    }
+
+    /// A new Approved agreement paid on the dev platform.
+    async fn agreement(&self) -> String {
+        let offer = json!({"golem.runtime.name": "wasmtime"});
+        let added = json!({"golem.com.payment.chosen-platform": PLATFORM});
+        agree_with(&self.requestor, &self.provider, offer, json!({}), added).await
+    }
+
+    /// Restarts the requestor, with `env`.
+    async fn restart_requestor(&mut self, env: &[(&str, &str)]) {
+        self.requestor.stop();
+        self.requestor =
+            start_requestor(self.root.path(), &self.pg, &self.anvil, &self.provider_p2p, env).await;
+    }
+
+    /// Transfers of the token from the batch payer to the provider, in the whole chain.
+    async fn transfers_to_provider(&self) -> Vec<U256> {
+        let topic = |a: Address| format!("{:#x}", a.into_word());
+        let filter = json!([{
+            "fromBlock": "0x0", "toBlock": "latest", "address": self.dev.token,
+            "topics": [format!("{:#x}", <TestToken::Transfer as alloy_sol_types::SolEvent>::SIGNATURE_HASH),
+                       topic(self.dev.batch_contract), topic(address(&self.provider))],
+        }]);
+        let logs = self.rpc().dev_call("eth_getLogs", filter).await.unwrap();
+        logs.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| U256::from_str_radix(l["data"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect()
+    }
+}
+
+fn address(node: &NodeProcess) -> Address {
+    let out = node.cli(&["id", "show", "--json"], None);
+    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    id["address"].as_str().unwrap().parse().unwrap()
+}
+
+async fn allocate(r: &NodeProcess, total: &str) -> String {
+    // As Golem's SDK sends it: read-only fields as empty strings, the total with 50+ digits.
+    let body = json!({"allocationId": "", "spentAmount": "", "remainingAmount": "", "totalAmount": total,
+                      "paymentPlatform": PLATFORM, "makeDeposit": false});
+    let (status, a) = post(r, "/payment-api/v1/allocations", body).await;
+    assert_eq!(status, 201, "{a}");
+    a["allocationId"].as_str().unwrap().to_string()
+}
+
+fn id_key(kind: &str) -> &'static str {
+    if kind == "debitNotes" { "debitNoteId" } else { "invoiceId" }
+}
+
+/// Issues a document on the provider and sends it; its id.
+async fn issue(p: &NodeProcess, kind: &str, body: Value) -> String {
+    let (status, d) = post(p, &format!("/payment-api/v1/{kind}"), body).await;
+    assert_eq!(status, 201, "{d}");
+    let id = d[id_key(kind)].as_str().unwrap().to_string();
+    let (status, sent) = post(p, &format!("/payment-api/v1/{kind}/{id}/send"), json!(null)).await;
+    assert_eq!(status, 200, "{sent}\n{}", p.log());
+    id
+}
+
+async fn accept(r: &NodeProcess, kind: &str, id: &str, amount: &str, allocation: &str) -> (u16, Value) {
+    let body = json!({"totalAmountAccepted": amount, "allocationId": allocation});
+    post(r, &format!("/payment-api/v1/{kind}/{id}/accept"), body).await
+}
+
+async fn wait_status(node: &NodeProcess, kind: &str, id: &str, want: &str, secs: u64) {
+    let path = format!("/payment-api/v1/{kind}/{id}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (status, d) = get(node, &path).await;
+        assert_eq!(status, 200, "{d}");
+        if d["status"] == want {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{kind} {id} is not {want} after {secs} s: {d}\nthe node's log:\n{}", node.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn invoice_paid(m: &Market, agreement: &str, amount: &str, allocation: &str) -> String {
+    let invoice = issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": amount})).await;
+    let (status, body) = accept(&m.requestor, "invoices", &invoice, amount, allocation).await;
+    assert_eq!(status, 200, "{body}");
+    wait_status(&m.provider, "invoices", &invoice, "SETTLED", 60).await;
+    invoice
+}
+
+#[tokio::test]
+async fn accepted_debit_notes_and_invoice_are_paid_on_chain_and_settled_on_both_sides() {
+    let m = Market::start(Anvil::start().await).await;
+    let (r, p) = (&m.requestor, &m.provider);
+    let agreement = m.agreement().await;
+    let allocation = allocate(r, "10.000000000000000000000000000000000000000000000000001").await;
+    let before = m.balance(r).await;
+
+    // Pay-as-you-go: each debit note has a due date, so accepting it pays what it adds.
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
+    let mut documents = Vec::new();
+    for total in ["1.25", "2.5"] {
+        let body = json!({"agreementId": agreement, "activityId": "activity-1", "totalAmountDue": total,
+                          "paymentDueDate": due, "usageCounterVector": [1.0, 2.0, 3.0]});
+        let id = issue(p, "debitNotes", body).await;
+        let (status, body) = accept(r, "debitNotes", &id, total, &allocation).await;
+        assert_eq!(status, 200, "{body}");
+        documents.push(("debitNotes", id));
+    }
+    let invoice = issue(p, "invoices", json!({"agreementId": agreement, "amount": "3.75"})).await;
+    let accepted_at = std::time::Instant::now();
+    let (status, body) = accept(r, "invoices", &invoice, "3.75", &allocation).await;
+    assert_eq!(status, 200, "{body}");
+    documents.push(("invoices", invoice.clone()));
+    for (kind, id) in &documents {
+        for node in [r, p] {
+            wait_status(node, kind, id, "SETTLED", 60).await;
+        }
+    }
+    eprintln!("invoice accepted → settled on the provider: {:?}", accepted_at.elapsed());
+
+    // The chain moved exactly the accepted amounts, in transfers the provider found itself.
+    assert_eq!(m.balance(p).await, tokens("3.75"));
+    assert_eq!(m.balance(r).await, before - tokens("3.75"));
+    assert_eq!(m.transfers_to_provider().await.iter().copied().sum::<U256>(), tokens("3.75"));
+    for node in [r, p] {
+        let (status, payments) = get(node, "/payment-api/v1/payments").await;
+        assert_eq!(status, 200, "{payments}");
+        let sum: rust_decimal::Decimal = payments
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["amount"].as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap())
+            .sum();
+        assert_eq!(sum, "3.75".parse().unwrap(), "{payments}");
+    }
+    let (_, a) = get(r, &format!("/payment-api/v1/allocations/{allocation}")).await;
+    assert_eq!(
+        (a["totalAmount"].as_str(), a["spentAmount"].as_str(), a["remainingAmount"].as_str()),
+        (Some("10"), Some("3.75"), Some("6.25")),
+        "{a}"
+    );
+
+    // The requestor's invoice events, in order, each strictly after the one before, and a poll
+    // after the first returns exactly the rest.
+    let (status, events) = get(r, "/payment-api/v1/invoiceEvents?timeout=0&maxEvents=100").await;
+    assert_eq!(status, 200, "{events}");
+    let mine: Vec<&Value> =
+        events.as_array().unwrap().iter().filter(|e| e["invoiceId"] == invoice.as_str()).collect();
+    let types: Vec<&str> = mine.iter().map(|e| e["eventType"].as_str().unwrap()).collect();
+    assert_eq!(types, ["InvoiceReceivedEvent", "InvoiceAcceptedEvent", "InvoiceSettledEvent"], "{events}");
+    let first = mine[0]["eventDate"].as_str().unwrap();
+    assert_eq!(first.rsplit('.').next().unwrap().len(), "123456Z".len(), "microseconds: {first}");
+    let after = url_encode(first);
+    let (_, rest) = get(r, &format!("/payment-api/v1/invoiceEvents?afterTimestamp={after}&timeout=0")).await;
+    let rest: Vec<&str> = rest.as_array().unwrap().iter().map(|e| e["eventType"].as_str().unwrap()).collect();
+    assert_eq!(rest, ["InvoiceAcceptedEvent", "InvoiceSettledEvent"]);
+
+    // The CLI shows the same.
+    let out = p.cli(&["payment", "status", "--json"], None);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["received"], "3.75", "{status}");
+    assert_eq!(status[0]["token"], "3.75", "{status}");
+    let out = r.cli(&["payment", "invoices"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("SETTLED") && table.contains("3.75"), "{table}");
+}
+
+fn url_encode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[tokio::test]
+async fn a_payer_killed_at_each_step_of_paying_pays_each_order_exactly_once() {
+    let mut m = Market::start(Anvil::start().await).await;
+    let allocation = allocate(&m.requestor, "100").await;
+    // The first payment also approves the batch payer; the steps below are those of a payment.
+    let warm_up = m.agreement().await;
+    invoice_paid(&m, &warm_up, "0.5", &allocation).await;
+
+    let mut expected = vec![tokens("0.5")];
+    for (i, point) in ["ordered", "signed", "broadcast", "mined"].into_iter().enumerate() {
+        let agreement = m.agreement().await;
+        let amount = format!("{}", i + 1);
+        let invoice =
+            issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": amount})).await;
+        m.restart_requestor(&[("AGORA_TEST_KILL_AT", point)]).await;
+        // Killed at "ordered", the node dies before it answers.
+        let body = json!({"totalAmountAccepted": amount, "allocationId": allocation});
+        let _answer = reqwest::Client::new()
+            .post(m.requestor.url(&format!("/payment-api/v1/invoices/{invoice}/accept")))
+            .bearer_auth(&m.requestor.node.admin_token)
+            .json(&body)
+            .send()
+            .await;
+        let status = m
+            .requestor
+            .exited_within(60)
+            .await
+            .unwrap_or_else(|| panic!("the requestor was not killed at {point}"));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "killed at {point}: {status}");
+        m.restart_requestor(&[]).await;
+        wait_status(&m.requestor, "invoices", &invoice, "SETTLED", 60).await;
+        wait_status(&m.provider, "invoices", &invoice, "SETTLED", 60).await;
+        expected.push(tokens(&amount));
+        assert_eq!(
+            m.transfers_to_provider().await,
+            expected,
+            "after a kill at {point}: one transfer per order"
+        );
+    }
+    assert_eq!(m.balance(&m.provider).await, tokens("10.5"));
+}
+
+#[tokio::test]
+async fn payments_wait_out_a_minute_without_the_chain_then_pay_once_and_skip_no_nonce() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut m = Market::start(Anvil::start_with_state(&state_dir.path().join("anvil.json")).await).await;
+    let allocation = allocate(&m.requestor, "100").await;
+    let first = m.agreement().await;
+    invoice_paid(&m, &first, "1", &allocation).await;
+
+    let agreement = m.agreement().await;
+    let invoice = issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": "2"})).await;
+    m.anvil.stop();
+    let (status, body) = accept(&m.requestor, "invoices", &invoice, "2", &allocation).await;
+    assert_eq!(status, 200, "accepting needs no chain: {body}");
+    // While the chain is away, the driver says so.
+    wait_for(20, "the driver to report the RPC error", || async {
+        let (_, s) = get(&m.requestor, "/payment-api/v1/payments/status").await;
+        s.as_array().unwrap().iter().any(|p| p["kind"] == "RpcError").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    m.anvil.restart().await;
+    wait_status(&m.requestor, "invoices", &invoice, "SETTLED", 60).await;
+    wait_status(&m.provider, "invoices", &invoice, "SETTLED", 60).await;
+    assert_eq!(m.transfers_to_provider().await, vec![tokens("1"), tokens("2")]);
+    assert_eq!(m.balance(&m.provider).await, tokens("3"));
+
+    // Every nonce of the payer's account is used once, in order: the faucet, the approval, two
+    // batches.
+    let payer = address(&m.requestor);
+    let rpc = m.rpc();
+    let count = rpc.nonce(payer, false).await.unwrap();
+    let mut nonces = Vec::new();
+    for n in 0..=rpc.block_number().await.unwrap() {
+        let block = rpc.dev_call("eth_getBlockByNumber", json!([format!("{n:#x}"), true])).await.unwrap();
+        for tx in block["transactions"].as_array().unwrap() {
+            if tx["from"].as_str().unwrap().parse::<Address>().unwrap() == payer {
+                nonces.push(
+                    u64::from_str_radix(tx["nonce"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap(),
+                );
+            }
+        }
+    }
+    assert_eq!(nonces, (0..count).collect::<Vec<_>>(), "the payer's transactions, by nonce");
+    assert_eq!(count, 4);
+}
+
+#[tokio::test]
+async fn bad_payment_input_is_refused_with_a_message_and_changes_nothing() {
+    let m = Market::start(Anvil::start().await).await;
+    let (r, p) = (&m.requestor, &m.provider);
+    let refused = |status: u16, body: &Value, want: &str| {
+        assert!((400..500).contains(&status), "{status}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(want), "wanted {want:?} in: {body}");
+    };
+
+    // Allocations: a negative or non-numeric amount, an unknown platform.
+    for (total, want) in [("-1", "negative"), ("ten", "not an amount"), ("1e3", "not an amount")] {
+        let (status, body) = post(r, "/payment-api/v1/allocations", json!({"totalAmount": total})).await;
+        refused(status, &body, want);
+    }
+    let (status, body) = post(
+        r,
+        "/payment-api/v1/allocations",
+        json!({"totalAmount": "1", "paymentPlatform": "erc20-nowhere-glm"}),
+    )
+    .await;
+    refused(status, &body, "unknown payment platform erc20-nowhere-glm");
+    let (_, allocations) = get(r, "/payment-api/v1/allocations").await;
+    assert_eq!(allocations, json!([]), "nothing was allocated");
+
+    // An invoice below the debit notes already issued; a negative debit note.
+    let agreement = m.agreement().await;
+    let note = json!({"agreementId": agreement, "activityId": "a1", "totalAmountDue": "2"});
+    let note = issue(p, "debitNotes", note).await;
+    let (status, body) =
+        post(p, "/payment-api/v1/invoices", json!({"agreementId": agreement, "amount": "1.5"})).await;
+    refused(status, &body, "below the 2 the agreement's debit notes already asked");
+    let (status, body) = post(
+        p,
+        "/payment-api/v1/debitNotes",
+        json!({"agreementId": agreement, "activityId": "a1", "totalAmountDue": "-3"}),
+    )
+    .await;
+    refused(status, &body, "negative");
+
+    // Accepting more than the allocation has left.
+    let small = allocate(r, "1").await;
+    let invoice = issue(p, "invoices", json!({"agreementId": agreement, "amount": "2"})).await;
+    wait_status(r, "invoices", &invoice, "RECEIVED", 30).await;
+    let (status, body) = accept(r, "invoices", &invoice, "2", &small).await;
+    refused(status, &body, "has 1 left");
+    let (status, body) = accept(r, "invoices", &invoice, "abc", &small).await;
+    refused(status, &body, "not an amount");
+    wait_status(r, "invoices", &invoice, "RECEIVED", 1).await;
+
+    // Twenty acceptances racing for one allocation's last part: it never goes over.
+    let shared = allocate(r, "3").await;
+    let mut invoices = Vec::new();
+    for _ in 0..20 {
+        let a = m.agreement().await;
+        let i = issue(p, "invoices", json!({"agreementId": a, "amount": "1"})).await;
+        wait_status(r, "invoices", &i, "RECEIVED", 30).await;
+        invoices.push(i);
+    }
+    let racing = invoices.iter().map(|i| accept(r, "invoices", i, "1", &shared));
+    let answers = futures_util::future::join_all(racing).await;
+    let won = answers.iter().filter(|(s, _)| *s == 200).count();
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
+        refused(*status, body, "left");
+    }
+    assert_eq!(won, 3, "{answers:?}");
+    let (_, a) = get(r, &format!("/payment-api/v1/allocations/{shared}")).await;
+    assert_eq!((a["spentAmount"].as_str(), a["remainingAmount"].as_str()), (Some("3"), Some("0")), "{a}");
+
+    // Accepting an invoice twice.
+    let winner = &invoices[answers.iter().position(|(s, _)| *s == 200).unwrap()];
+    let (status, body) = accept(r, "invoices", winner, "1", &shared).await;
+    refused(status, &body, "already accepted");
+    let (_, a) = get(r, &format!("/payment-api/v1/allocations/{shared}")).await;
+    assert_eq!(a["spentAmount"], "3");
+
+    // A payment message signed by someone other than the agreement's payer: the provider
+    // refuses it, and its debit note stays as it was.
+    wait_status(p, "debitNotes", &note, "RECEIVED", 30).await;
+    let impostor = agora_identity::Identity::random();
+    let message = Message::Accepted {
+        kind: agora_payment::model::Kind::DebitNote,
+        document_id: note.clone(),
+        total_amount_accepted: "2".into(),
+    };
+    let signature = agora_identity::sign_json(&impostor, &message).unwrap();
+    let answer = speak_to(&impostor, &m.provider_p2p, PaymentRequest { message, signature }).await;
+    match answer {
+        PaymentResponse::Error { message, retry: false } => {
+            assert!(message.contains("signature"), "{message}")
+        }
+        other => panic!("the provider took a forged acceptance: {other:?}"),
+    }
+    wait_status(p, "debitNotes", &note, "RECEIVED", 1).await;
+    let (_, events) = get(p, "/payment-api/v1/debitNoteEvents?timeout=0").await;
+    assert!(!events.to_string().contains("DebitNoteAcceptedEvent"), "{events}");
+}
+
+/// Sends one payment request to `peer_addr` from a node of `identity`'s, on loopback.
+async fn speak_to(
+    identity: &agora_identity::Identity,
+    peer_addr: &str,
+    request: PaymentRequest,
+) -> PaymentResponse {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = agora_net::NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers: vec![peer_addr.parse().unwrap()],
+        ..Default::default()
+    };
+    let (net, _task) = agora_net::start(identity.libp2p_keypair(), config, shutdown.clone()).await.unwrap();
+    let peer = peer_addr.rsplit('/').next().unwrap().to_string();
+    let answer = wait_for(20, "the provider to answer", || {
+        let (net, peer, request) = (net.clone(), peer.clone(), request.clone());
+        async move {
+            net.request_typed::<_, PaymentResponse>(agora_net::Channel::Payment, &peer, &request).await.ok()
+        }
+    })
+    .await;
+    shutdown.cancel();
+    answer
+}
