@@ -18,7 +18,9 @@ use sqlx::Row;
 pub struct NewDebitNote {
     pub agreement_id: String,
     pub activity_id: String,
-    pub total_amount_due: String,
+    /// Optional when `usageCounterVector` is given and the agreement is priced: then it is the
+    /// usage's cost.
+    pub total_amount_due: Option<String>,
     pub usage_counter_vector: Option<Value>,
     pub payment_due_date: Option<DateTime<Utc>>,
 }
@@ -38,8 +40,30 @@ impl Payments {
     /// Issues a debit note on an agreement this node provides. It is cumulative: its total is
     /// never below the previous note's for the same activity.
     pub async fn issue_debit_note(&self, new: NewDebitNote) -> Result<DocumentRow> {
-        let amount = parse_amount("totalAmountDue", &new.total_amount_due).map_err(Error::BadInput)?;
         check_id("activityId", &new.activity_id)?;
+        check_id("agreementId", &new.agreement_id)?;
+        let cost = match &new.usage_counter_vector {
+            Some(usage) => usage_cost(&self.agreement(&new.agreement_id).await?, usage)?,
+            None => None,
+        };
+        let amount = match (&new.total_amount_due, cost) {
+            (Some(text), cost) => {
+                let amount = parse_amount("totalAmountDue", text).map_err(Error::BadInput)?;
+                if let Some(cost) = cost.filter(|c| *c != amount) {
+                    return Err(Error::BadInput(format!(
+                        "totalAmountDue {amount} is not what the agreement's pricing makes of this usage, {cost}"
+                    )));
+                }
+                amount
+            }
+            (None, Some(cost)) => cost,
+            (None, None) => {
+                return Err(Error::BadInput(
+                    "totalAmountDue is missing; it may be left out only with a usageCounterVector on a priced agreement"
+                        .into(),
+                ));
+            }
+        };
         let previous = sqlx::query(
             "SELECT id, amount FROM payment_documents
              WHERE kind = 'debit_note' AND side = 'issuer' AND agreement_id = $1 AND activity_id = $2
@@ -239,6 +263,15 @@ impl Payments {
         check_id("document id", &document.id)?;
         match document.kind {
             Kind::DebitNote => {
+                if let Some(usage) = &document.usage_counter_vector
+                    && let Some(cost) = usage_cost(&agreement, usage)?
+                    && cost != document.amount
+                {
+                    return Err(Error::BadInput(format!(
+                        "debit note {} asks {}, but the agreement's pricing makes its usage cost {cost}",
+                        document.id, document.amount
+                    )));
+                }
                 let activity = document.activity_id.clone().unwrap_or_default();
                 let before: Option<Decimal> = sqlx::query_scalar(
                     "SELECT max(amount) FROM payment_documents
@@ -651,6 +684,33 @@ impl Payments {
         }
         Ok(())
     }
+}
+
+/// What `usage` costs under the agreement's linear pricing (Σ coeffᵢ·usageᵢ + fixed, rounded to
+/// the token's decimals); `None` if the agreement states no pricing.
+pub fn usage_cost(agreement: &agora_market::Agreement, usage: &Value) -> Result<Option<Decimal>> {
+    let Ok(pricing) = agreement.pricing() else { return Ok(None) };
+    let bad = || Error::BadInput(format!("usageCounterVector {usage} is not a list of numbers ≥ 0"));
+    let counters = usage
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|v| match v {
+            // Through the JSON text, so 0.1 is 0.1 and not the nearest binary float.
+            Value::Number(n) => {
+                let text = n.to_string();
+                text.parse::<Decimal>()
+                    .or_else(|_| Decimal::from_scientific(&text))
+                    .ok()
+                    .filter(|d| !d.is_sign_negative())
+            }
+            _ => None,
+        })
+        .collect::<Option<Vec<Decimal>>>()
+        .ok_or_else(bad)?;
+    let cost =
+        pricing.cost(&counters).map_err(|e| Error::BadInput(format!("agreement {}: {e}", agreement.id)))?;
+    Ok(Some(cost.round_dp(crate::model::TOKEN_DECIMALS).normalize()))
 }
 
 /// A time at the microsecond precision PostgreSQL keeps, so a signed document reads back the same.

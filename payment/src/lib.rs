@@ -34,7 +34,7 @@ pub mod wire;
 
 pub use allocations::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY};
 pub use amount::{AmountError, from_token_units, to_token_units};
-pub use documents::{NewDebitNote, NewInvoice};
+pub use documents::{NewDebitNote, NewInvoice, usage_cost};
 pub use error::{Error, Result};
 pub use network::serve;
 pub use platform::{DEV_CHAIN_ID, DEV_RPC_URL, Network, PaymentConfig};

@@ -80,9 +80,14 @@ impl Market {
         agora_payment::chain::dev::token_balance(&self.rpc(), self.dev.token, address(node)).await.unwrap()
     }
 
-    /// A new Approved agreement paid on the dev platform.
+    /// A new Approved agreement paid on the dev platform, priced per second of duration and CPU.
     async fn agreement(&self) -> String {
-        let offer = json!({"golem.runtime.name": "wasmtime"});
+        let offer = json!({
+            "golem.runtime.name": "wasmtime",
+            "golem.com.pricing.model": "linear",
+            "golem.com.usage.vector": ["golem.usage.duration_sec", "golem.usage.cpu_sec", "agora.usage.fuel"],
+            "golem.com.pricing.model.linear.coeffs": [0.25, 0.5, 0, 0],
+        });
         let added = json!({"golem.com.payment.chosen-platform": PLATFORM});
         agree_with(&self.requestor, &self.provider, offer, json!({}), added).await
     }
@@ -180,10 +185,16 @@ async fn accepted_debit_notes_and_invoice_are_paid_on_chain_and_settled_on_both_
     // Pay-as-you-go: each debit note has a due date, so accepting it pays what it adds.
     let due = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
     let mut documents = Vec::new();
-    for total in ["1.25", "2.5"] {
-        let body = json!({"agreementId": agreement, "activityId": "activity-1", "totalAmountDue": total,
-                          "paymentDueDate": due, "usageCounterVector": [1.0, 2.0, 3.0]});
+    // The first note states its total, the second leaves it to the agreement's pricing:
+    // 0.25 × 1 s + 0.5 × 2 s of CPU = 1.25, then 0.25 × 2 + 0.5 × 4 = 2.5.
+    for (total, usage) in [(Some("1.25"), [1.0, 2.0, 3.0]), (None, [2.0, 4.0, 0.0])] {
+        let mut body = json!({"agreementId": agreement, "activityId": "activity-1",
+                              "paymentDueDate": due, "usageCounterVector": usage});
+        if let Some(total) = total {
+            body["totalAmountDue"] = json!(total);
+        }
         let id = issue(p, "debitNotes", body).await;
+        let total = total.unwrap_or("2.5");
         let (status, body) = accept(r, "debitNotes", &id, total, &allocation).await;
         assert_eq!(status, 200, "{body}");
         documents.push(("debitNotes", id));
@@ -379,6 +390,14 @@ async fn bad_payment_input_is_refused_with_a_message_and_changes_nothing() {
     )
     .await;
     refused(status, &body, "negative");
+    // A total the agreement's pricing does not make of the usage.
+    let (status, body) = post(
+        p,
+        "/payment-api/v1/debitNotes",
+        json!({"agreementId": agreement, "activityId": "a1", "totalAmountDue": "9", "usageCounterVector": [4, 4, 0]}),
+    )
+    .await;
+    refused(status, &body, "pricing makes of this usage, 3");
 
     // Accepting more than the allocation has left.
     let small = allocate(r, "1").await;
