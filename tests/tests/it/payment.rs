@@ -29,23 +29,29 @@ fn tokens(n: &str) -> U256 {
     agora_payment::to_token_units(n.parse().unwrap(), 18).unwrap()
 }
 
+/// Starts the requestor on the dev network at anvil, or with the settings file `config`.
 async fn start_requestor(
     root: &Path,
     pg: &TestPg,
-    anvil: &Anvil,
+    chain: Chain<'_>,
     provider_p2p: &str,
     env: &[(&str, &str)],
 ) -> NodeProcess {
     let url = pg.url();
     let mut all = vec![("DATABASE_URL", url.as_str())];
     all.extend_from_slice(env);
-    let rpc = anvil.rpc_url();
-    NodeProcess::start(
-        &root.join("r"),
-        &["--peer", provider_p2p, "--chain-rpc", &rpc, "--batch-window", "1"],
-        &all,
-    )
-    .await
+    let (flag, value) = match chain {
+        Chain::Dev(anvil) => ("--chain-rpc", anvil.rpc_url()),
+        Chain::Config(path) => ("--config", path.display().to_string()),
+    };
+    NodeProcess::start(&root.join("r"), &["--peer", provider_p2p, flag, &value, "--batch-window", "1"], &all)
+        .await
+}
+
+#[derive(Clone, Copy)]
+enum Chain<'a> {
+    Dev(&'a Anvil),
+    Config(&'a Path),
 }
 
 impl Market {
@@ -61,7 +67,7 @@ impl Market {
         )
         .await;
         let (_, provider_p2p) = net_id(&provider);
-        let requestor = start_requestor(root.path(), &pg, &anvil, &provider_p2p, &[]).await;
+        let requestor = start_requestor(root.path(), &pg, Chain::Dev(&anvil), &provider_p2p, &[]).await;
         // The faucet deploys agora's contracts on the fresh chain, where the dev settings expect them.
         let out = requestor.cli(&["payment", "fund", "--json"], None);
         assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
@@ -96,7 +102,33 @@ impl Market {
     async fn restart_requestor(&mut self, env: &[(&str, &str)]) {
         self.requestor.stop();
         self.requestor =
-            start_requestor(self.root.path(), &self.pg, &self.anvil, &self.provider_p2p, env).await;
+            start_requestor(self.root.path(), &self.pg, Chain::Dev(&self.anvil), &self.provider_p2p, env)
+                .await;
+    }
+
+    /// Restarts the requestor with the dev network's settings in a file, changed by `change`.
+    async fn restart_requestor_configured(&mut self, change: &str) {
+        let config = self.root.path().join("r.toml");
+        let dev = &self.dev;
+        let text = format!(
+            "[payment]\n[[payment.networks]]\nname = \"dev\"\nrpc_urls = [\"{}\"]\ntoken = \"{}\"\n\
+             token_symbol = \"tglm\"\nbatch_contract = \"{}\"\nfaucet = true\n{change}\n",
+            dev.rpc_urls[0], dev.token, dev.batch_contract
+        );
+        std::fs::write(&config, text).unwrap();
+        self.requestor.stop();
+        self.requestor =
+            start_requestor(self.root.path(), &self.pg, Chain::Config(&config), &self.provider_p2p, &[])
+                .await;
+    }
+
+    /// Waits until the requestor's driver reports a problem of `kind`.
+    async fn driver_says(&self, kind: &str) -> Value {
+        wait_for(30, &format!("the driver to report {kind}"), || async {
+            let (_, s) = get(&self.requestor, "/payment-api/v1/payments/status").await;
+            s.as_array().unwrap().iter().find(|p| p["kind"] == kind).cloned()
+        })
+        .await
     }
 
     /// Transfers of the token from the batch payer to the provider, in the whole chain.
@@ -319,11 +351,7 @@ async fn payments_wait_out_a_minute_without_the_chain_then_pay_once_and_skip_no_
     let (status, body) = accept(&m.requestor, "invoices", &invoice, "2", &allocation).await;
     assert_eq!(status, 200, "accepting needs no chain: {body}");
     // While the chain is away, the driver says so.
-    wait_for(20, "the driver to report the RPC error", || async {
-        let (_, s) = get(&m.requestor, "/payment-api/v1/payments/status").await;
-        s.as_array().unwrap().iter().any(|p| p["kind"] == "RpcError").then_some(())
-    })
-    .await;
+    m.driver_says("RpcError").await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     m.anvil.restart().await;
     wait_status(&m.requestor, "invoices", &invoice, "SETTLED", 60).await;
@@ -480,4 +508,53 @@ async fn speak_to(
     .await;
     shutdown.cancel();
     answer
+}
+
+#[tokio::test]
+async fn a_stuck_payment_is_replaced_with_a_higher_fee_and_paid_once() {
+    let mut m = Market::start(Anvil::start().await).await;
+    let allocation = allocate(&m.requestor, "100").await;
+    let first = m.agreement().await;
+    invoice_paid(&m, &first, "1", &allocation).await;
+    m.restart_requestor_configured("chain_id = 31337\nstuck_after_secs = 2").await;
+
+    // The chain stops mining: the payment waits in the pool.
+    m.rpc().dev_call("evm_setAutomine", json!([false])).await.unwrap();
+    let agreement = m.agreement().await;
+    let invoice = issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": "2"})).await;
+    let (status, body) = accept(&m.requestor, "invoices", &invoice, "2", &allocation).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for(30, "the stuck transaction to be replaced", || async {
+        m.requestor.log().contains("a stuck transaction is replaced with a higher fee").then_some(())
+    })
+    .await;
+    m.rpc().dev_call("evm_mine", json!([])).await.unwrap();
+    m.rpc().dev_call("evm_setAutomine", json!([true])).await.unwrap();
+    wait_status(&m.provider, "invoices", &invoice, "SETTLED", 60).await;
+    assert_eq!(m.transfers_to_provider().await, vec![tokens("1"), tokens("2")], "paid once");
+}
+
+#[tokio::test]
+async fn the_driver_names_what_stops_payments_and_pays_once_it_is_fixed() {
+    let mut m = Market::start(Anvil::start().await).await;
+    let allocation = allocate(&m.requestor, "5000").await;
+    let agreement = m.agreement().await;
+    // More than the faucet's 1000 tokens.
+    let invoice = issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": "1500"})).await;
+    let (status, body) = accept(&m.requestor, "invoices", &invoice, "1500", &allocation).await;
+    assert_eq!(status, 200, "{body}");
+    let short = m.driver_says("InsufficientToken").await;
+    assert_eq!(short["neededTokenEst"], "1500", "{short}");
+    assert_eq!(short["network"], "dev", "{short}");
+
+    // A chain that is not the one the settings name.
+    m.restart_requestor_configured("chain_id = 1").await;
+    let wrong = m.driver_says("InvalidChainId").await;
+    assert_eq!(wrong["chainId"], 31337, "{wrong}");
+
+    m.restart_requestor_configured("chain_id = 31337").await;
+    let out = m.requestor.cli(&["payment", "fund"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_status(&m.provider, "invoices", &invoice, "SETTLED", 60).await;
+    assert_eq!(m.transfers_to_provider().await, vec![tokens("1500")]);
 }
