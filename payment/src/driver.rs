@@ -26,6 +26,11 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// How often a driver with nothing to do looks again (an order wakes it at once).
+const IDLE: Duration = Duration::from_secs(1);
+/// How soon a driver with a transaction in flight looks again.
+const BUSY: Duration = Duration::from_millis(100);
+
 /// The most payees one batch pays (about 10,000 gas each).
 const MAX_PAYEES: usize = 200;
 
@@ -84,9 +89,9 @@ impl Payments {
                 self.round(&network, &rpc).await
             };
             let wait = match round {
-                Ok(busy) => {
+                Ok(next) => {
                     self.set_driver_status(&network, Vec::new());
-                    if busy { Duration::from_millis(200) } else { self.config().batch_window }
+                    next
                 }
                 Err(Stop::Rpc(e)) => {
                     tracing::warn!(platform = %network.platform(), error = %e, "payments wait for the chain");
@@ -108,11 +113,12 @@ impl Payments {
                     Duration::from_secs(1)
                 }
             };
-            let woken = self.inner.orders.notified();
+            // A new order wakes the driver; the round then works out how long the batch still
+            // has to wait for others.
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
-                () = woken => tokio::time::sleep(self.config().batch_window.min(wait)).await,
+                () = self.inner.orders.notified() => {}
             }
         }
     }
@@ -133,9 +139,9 @@ impl Payments {
             .expect("an identity key is a valid secp256k1 key")
     }
 
-    /// One round: finish what was signed, then pay what waits. `Ok(true)` when there is more to
-    /// do at once.
-    async fn round(&self, network: &Network, rpc: &Rpc) -> Result<bool, Stop> {
+    /// One round: finish what was signed, then pay what has waited the batch window. How long
+    /// to wait before the next.
+    async fn round(&self, network: &Network, rpc: &Rpc) -> Result<Duration, Stop> {
         let platform = network.platform();
         let payer = self.me();
         let pending: Vec<(i64, i64, String)> = sqlx::query_as(
@@ -146,15 +152,26 @@ impl Payments {
         .bind(&payer)
         .fetch_all(self.pool())
         .await?;
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM payment_orders WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL",
+        // How long the oldest waiting order has waited, in seconds.
+        let waited: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8 FROM payment_orders
+             WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL",
         )
         .bind(&platform)
         .bind(&payer)
         .fetch_one(self.pool())
         .await?;
-        if pending.is_empty() && waiting == 0 {
-            return Ok(false);
+        if pending.is_empty() {
+            match waited {
+                None => return Ok(IDLE),
+                Some(waited) => {
+                    let left =
+                        self.config().batch_window.saturating_sub(Duration::from_secs_f64(waited.max(0.0)));
+                    if !left.is_zero() {
+                        return Ok(left);
+                    }
+                }
+            }
         }
         let chain_id = rpc.chain_id().await?;
         if chain_id != network.chain_id {
@@ -166,9 +183,10 @@ impl Payments {
         }
         if let Some((batch, nonce, _)) = pending.first() {
             self.finish(network, rpc, *batch, *nonce).await?;
-            return Ok(true);
+            return Ok(BUSY);
         }
-        self.start_batch(network, rpc).await
+        self.start_batch(network, rpc).await?;
+        Ok(BUSY)
     }
 
     /// Takes a signed batch one step on: records it if mined, or (re)sends it, replacing it with a
@@ -283,7 +301,7 @@ impl Payments {
 
     /// Pays the waiting orders in one new batch (after an approval of the batch payer, if the
     /// token's allowance is short).
-    async fn start_batch(&self, network: &Network, rpc: &Rpc) -> Result<bool, Stop> {
+    async fn start_batch(&self, network: &Network, rpc: &Rpc) -> Result<(), Stop> {
         let platform = network.platform();
         let payer = self.me();
         let rows = sqlx::query(
@@ -412,7 +430,7 @@ impl Payments {
         tracing::info!(purpose, nonce, tx = %signed.hash, payees = per_payee.len(), "signed a payment transaction");
         kill_point("signed");
         self.broadcast(rpc, signed.hash, &signed.raw).await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Records a mined batch: its orders paid, a payment per payee (signed, and queued to the
