@@ -40,6 +40,13 @@ pub fn net_id(node: &NodeProcess) -> (String, String) {
     (peer, addr)
 }
 
+/// The node's default identity's address.
+pub fn node_address(node: &NodeProcess) -> agora_identity::Address {
+    let out = node.cli(&["id", "show", "--json"], None);
+    let id: Value = serde_json::from_slice(&out.stdout).expect("id show JSON");
+    id["address"].as_str().expect("an address").parse().expect("a valid address")
+}
+
 /// Uploads bytes to the node's blob store; returns `blob:sha256:<hex>`.
 pub async fn put_blob(node: &NodeProcess, bytes: Vec<u8>) -> String {
     let resp = reqwest::Client::new()

@@ -3,15 +3,9 @@
 
 use agora_market::AgreementBody;
 use agora_market::api::AgreementView;
-use agora_tests::flow::{agree_with, get, net_id};
+use agora_tests::flow::{agree_with, get, net_id, node_address};
 use agora_tests::{NodeProcess, TestPg};
 use serde_json::{Value, json};
-
-fn address(node: &NodeProcess) -> agora_identity::Address {
-    let out = node.cli(&["id", "show", "--json"], None);
-    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
-    id["address"].as_str().unwrap().parse().unwrap()
-}
 
 #[tokio::test]
 async fn a_property_added_in_negotiation_is_in_the_agreement_on_both_nodes_and_under_both_signatures() {
@@ -72,8 +66,10 @@ async fn a_property_added_in_negotiation_is_in_the_agreement_on_both_nodes_and_u
     for seen in [&on_requestor, &on_provider] {
         let proposed = seen["proposedSignature"].as_str().unwrap();
         let approved = seen["approvedSignature"].as_str().unwrap();
-        agora_identity::verify_json(&terms, proposed, address(&r)).expect("the requestor signed these terms");
-        agora_identity::verify_json(&terms, approved, address(&p)).expect("the provider signed these terms");
+        agora_identity::verify_json(&terms, proposed, node_address(&r))
+            .expect("the requestor signed these terms");
+        agora_identity::verify_json(&terms, approved, node_address(&p))
+            .expect("the provider signed these terms");
     }
     // And it is listed.
     let (status, listed) = get(&r, "/market-api/v1/agreements").await;

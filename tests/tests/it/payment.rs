@@ -5,7 +5,7 @@
 
 use agora_payment::chain::{Rpc, TestToken};
 use agora_payment::{Network, PaymentRequest, PaymentResponse, wire::Message};
-use agora_tests::flow::{agree_with, get, net_id, post};
+use agora_tests::flow::{agree_with, get, net_id, node_address, post};
 use agora_tests::{Anvil, NodeProcess, TestPg, wait_for};
 use alloy_primitives::{Address, U256};
 use serde_json::{Value, json};
@@ -83,7 +83,9 @@ impl Market {
     }
 
     async fn balance(&self, node: &NodeProcess) -> U256 {
-        agora_payment::chain::dev::token_balance(&self.rpc(), self.dev.token, address(node)).await.unwrap()
+        agora_payment::chain::dev::token_balance(&self.rpc(), self.dev.token, node_address(node))
+            .await
+            .unwrap()
     }
 
     /// A new Approved agreement paid on the dev platform, priced per second of duration and CPU.
@@ -137,7 +139,7 @@ impl Market {
         let filter = json!([{
             "fromBlock": "0x0", "toBlock": "latest", "address": self.dev.token,
             "topics": [format!("{:#x}", <TestToken::Transfer as alloy_sol_types::SolEvent>::SIGNATURE_HASH),
-                       topic(self.dev.batch_contract), topic(address(&self.provider))],
+                       topic(self.dev.batch_contract), topic(node_address(&self.provider))],
         }]);
         let logs = self.rpc().dev_call("eth_getLogs", filter).await.unwrap();
         logs.as_array()
@@ -146,12 +148,6 @@ impl Market {
             .map(|l| U256::from_str_radix(l["data"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
             .collect()
     }
-}
-
-fn address(node: &NodeProcess) -> Address {
-    let out = node.cli(&["id", "show", "--json"], None);
-    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
-    id["address"].as_str().unwrap().parse().unwrap()
 }
 
 async fn allocate(r: &NodeProcess, total: &str) -> String {
@@ -361,7 +357,7 @@ async fn payments_wait_out_a_minute_without_the_chain_then_pay_once_and_skip_no_
 
     // Every nonce of the payer's account is used once, in order: the faucet, the approval, two
     // batches.
-    let payer = address(&m.requestor);
+    let payer = node_address(&m.requestor);
     let rpc = m.rpc();
     let count = rpc.nonce(payer, false).await.unwrap();
     let mut nonces = Vec::new();
