@@ -43,6 +43,7 @@ pub struct FileConfig {
 pub struct PaymentFileConfig {
     pub batch_window_secs: Option<f64>,
     pub networks: Option<Vec<agora_payment::Network>>,
+    pub embedded_chain: Option<bool>,
 }
 
 /// A `[[datasets]]` entry: a folder the provider offers to runs, read-only, by name.
@@ -118,6 +119,11 @@ pub struct NodeArgs {
     /// Seconds accepted amounts wait to share one transaction.
     #[arg(long = "batch-window", env = "AGORA_BATCH_WINDOW", value_name = "SECS")]
     pub batch_window: Option<f64>,
+
+    /// Start the dev network's chain (anvil, state in the data dir) with the node, unless one
+    /// already answers at its RPC.
+    #[arg(long = "embedded-chain", env = "AGORA_EMBEDDED_CHAIN")]
+    pub embedded_chain: bool,
 }
 
 /// Where the node's database is.
@@ -140,6 +146,8 @@ pub struct Settings {
     pub net: agora_net::NetConfig,
     pub activity: ActivitySettings,
     pub payment: agora_payment::PaymentConfig,
+    /// The RPC of the dev chain the node starts itself, if it does.
+    pub embedded_chain: Option<String>,
 }
 
 /// What the node allows activities it hosts.
@@ -227,6 +235,18 @@ fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<agora_net::NetConfig
 
 /// How long accepted amounts wait for others to share their transaction, unless told.
 pub const DEFAULT_BATCH_WINDOW_SECS: f64 = 2.0;
+
+fn embedded_chain(args: &NodeArgs, file: Option<&PaymentFileConfig>) -> Result<Option<String>, Error> {
+    if !(args.embedded_chain || file.and_then(|f| f.embedded_chain).unwrap_or(false)) {
+        return Ok(None);
+    }
+    if file.and_then(|f| f.networks.as_ref()).is_some_and(|n| !n.is_empty()) {
+        return Err(Error::Config(
+            "embedded_chain runs the dev network's chain; it cannot go with [[payment.networks]]".into(),
+        ));
+    }
+    Ok(Some(non_empty(args.chain_rpc.clone()).unwrap_or_else(|| agora_payment::DEV_RPC_URL.into())))
+}
 
 fn payment_config(args: &NodeArgs, file: PaymentFileConfig) -> Result<agora_payment::PaymentConfig, Error> {
     let window = args.batch_window.or(file.batch_window_secs).unwrap_or(DEFAULT_BATCH_WINDOW_SECS);
@@ -333,6 +353,7 @@ impl Settings {
                     .unwrap_or(agora_activity::blobs::DEFAULT_MAX_BLOB),
                 blob_send_rate: args.blob_send_rate.or(file.blob_send_rate).filter(|rate| *rate > 0),
             },
+            embedded_chain: embedded_chain(args, file.payment.as_ref())?,
             payment: payment_config(args, file.payment.unwrap_or_default())?,
         })
     }

@@ -20,6 +20,7 @@
 mod activity_cli;
 pub mod agreements;
 pub mod api;
+pub mod chain;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -232,9 +232,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         }
     };
 
+    let chain = match &settings.embedded_chain {
+        None => None,
+        Some(rpc) => match crate::chain::EmbeddedChain::start(&data.path().join("chain"), rpc).await {
+            Ok(chain) => Some(chain),
+            Err(e) => {
+                net_stop.cancel();
+                let _ended = net_task.await;
+                db.close().await;
+                return Err(e);
+            }
+        },
+    };
+
     // From here on one path stops everything that was started, whether serving ended or failed.
     let served = serve(&settings, identities, db.pool.clone(), net, &data, listener, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(chain) = chain {
+        chain.stop();
+    }
     // The network stops last, so answers that handlers gave while the node stopped go out.
     net_stop.cancel();
     let _ended = net_task.await;

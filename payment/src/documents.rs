@@ -301,7 +301,18 @@ impl Payments {
             }
         }
         let mut tx = self.pool().begin().await?;
-        if insert_document(&mut tx, &document, false, Status::Received, signature).await? {
+        let inserted = match insert_document(&mut tx, &document, false, Status::Received, signature).await {
+            Err(Error::Db(sqlx::Error::Database(e)))
+                if e.constraint() == Some("payment_documents_one_invoice") =>
+            {
+                return Err(Error::Conflict(format!(
+                    "agreement {} already has an invoice",
+                    document.agreement_id
+                )));
+            }
+            other => other?,
+        };
+        if inserted {
             Self::record_event(&mut tx, document.kind, &document.id, Status::Received, None).await?;
         }
         tx.commit().await?;

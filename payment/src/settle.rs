@@ -117,6 +117,14 @@ impl Payments {
                 )));
             }
         }
+        let shares: rust_decimal::Decimal =
+            p.agreement_payments.iter().chain(&p.activity_payments).map(|s| s.amount).sum();
+        if shares != p.amount || p.amount <= rust_decimal::Decimal::ZERO {
+            return Err(Error::BadInput(format!(
+                "payment {} of {} names shares of {shares}: they must add up to the amount",
+                p.payment_id, p.amount
+            )));
+        }
         if p.details.parse::<B256>().is_err() {
             return Err(Error::BadInput(format!(
                 "payment {}: details {:?} is not a transaction hash",

@@ -209,6 +209,19 @@ async fn accepted_debit_notes_and_invoice_are_paid_on_chain_and_settled_on_both_
     let agreement = m.agreement().await;
     let allocation = allocate(r, "10.000000000000000000000000000000000000000000000000001").await;
     let before = m.balance(r).await;
+    let me = format!("{:#x}", node_address(r));
+    let (status, decorations) =
+        get(r, &format!("/payment-api/v1/demandDecorations?allocationIds={allocation}")).await;
+    assert_eq!(status, 200, "{decorations}");
+    let key = format!("golem.com.payment.platform.{PLATFORM}.address");
+    assert_eq!(
+        decorations,
+        json!({"properties": [{"key": key, "value": me}, {"key": "golem.com.payment.protocol.version", "value": 3}],
+               "constraints": [format!("({key}=*)"), "(golem.com.payment.protocol.version>1)"]})
+    );
+    let (_, accounts) = get(r, "/payment-api/v1/requestorAccounts").await;
+    assert_eq!(accounts[0]["platform"], PLATFORM, "{accounts}");
+    assert_eq!(accounts[0]["address"], me.as_str(), "{accounts}");
 
     // Pay-as-you-go: each debit note has a due date, so accepting it pays what it adds.
     let due = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
@@ -553,4 +566,25 @@ async fn the_driver_names_what_stops_payments_and_pays_once_it_is_fixed() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_status(&m.provider, "invoices", &invoice, "SETTLED", 60).await;
     assert_eq!(m.transfers_to_provider().await, vec![tokens("1500")]);
+}
+
+#[tokio::test]
+async fn a_node_runs_its_own_dev_chain_and_finds_its_money_there_after_a_restart() {
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let rpc = format!("http://127.0.0.1:{}", agora_tests::free_port());
+    let flags = ["--embedded-chain", "--chain-rpc", rpc.as_str()];
+    let url = pg.url();
+    let env = [("DATABASE_URL", url.as_str())];
+    let mut node = NodeProcess::start(&root.path().join("n"), &flags, &env).await;
+    let out = node.cli(&["payment", "fund", "--json"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(Rpc::new(rpc.as_str()).chain_id().await.unwrap(), agora_payment::DEV_CHAIN_ID);
+
+    assert_eq!(node.stop(), Some(0));
+    assert!(Rpc::new(rpc.as_str()).chain_id().await.is_err(), "the chain stops with the node");
+    let node = NodeProcess::start(&root.path().join("n"), &flags, &env).await;
+    let out = node.cli(&["payment", "status", "--json"], None);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["token"], "1000", "the chain kept its state: {status}");
 }
