@@ -45,6 +45,20 @@ impl Payments {
         let chain = |e: RpcError| Error::Unreachable(format!("{}: {e}", network.platform()));
         let failed = |e: dev::DevError| Error::Unreachable(format!("{}: {e}", network.platform()));
         let _account = self.inner.account.lock().await;
+        // The faucet call takes the account's next nonce: not while a payment holds one unsent.
+        let in_flight: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM chain_batches WHERE platform = $1 AND payer_addr = $2 AND state = 'pending'",
+        )
+        .bind(network.platform())
+        .bind(self.me())
+        .fetch_one(self.pool())
+        .await?;
+        if in_flight > 0 {
+            return Err(Error::Conflict(format!(
+                "{} has a payment transaction in flight; fund once it is mined",
+                network.platform()
+            )));
+        }
         if rpc.code(network.token).await.map_err(chain)?.is_empty() {
             let deployer: alloy_signer_local::PrivateKeySigner =
                 ANVIL_DEPLOYER_KEY.parse().expect("a valid key");

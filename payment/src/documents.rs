@@ -382,11 +382,16 @@ impl Payments {
             .bind(&d.agreement_id)
             .execute(&mut *tx)
             .await?;
-        let ordered: Option<Decimal> =
-            sqlx::query_scalar("SELECT sum(amount) FROM payment_orders WHERE agreement_id = $1")
-                .bind(&d.agreement_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        // A debit note is cumulative for its activity: it adds to what that activity's notes
+        // ordered. An invoice is the agreement's total: it adds to everything ordered for it.
+        let ordered: Option<Decimal> = sqlx::query_scalar(
+            "SELECT sum(amount) FROM payment_orders
+             WHERE agreement_id = $1 AND ($2::text IS NULL OR activity_id = $2)",
+        )
+        .bind(&d.agreement_id)
+        .bind(if kind == Kind::DebitNote { d.activity_id.clone() } else { None })
+        .fetch_one(&mut *tx)
+        .await?;
         let to_pay =
             if binding { (d.amount - ordered.unwrap_or_default()).max(Decimal::ZERO) } else { Decimal::ZERO };
         if to_pay > Decimal::ZERO {
@@ -513,29 +518,45 @@ impl Payments {
             }
             _ => {}
         }
-        if row.status != Status::Issued {
-            let agreement = self.agreement(&row.document.agreement_id).await?;
-            let courier =
-                self.inner.courier.clone().ok_or_else(|| Error::Unreachable("no network".into()))?;
-            let message = Message::Cancelled { kind, document_id: id.to_string() };
-            match courier.send(agreement.peer_id.clone(), self.sign(message)?).await {
-                Ok(PaymentResponse::Ack) => {}
-                Ok(PaymentResponse::Error { message, .. }) => {
-                    return Err(Error::Conflict(format!(
-                        "the requestor refused the cancellation: {message}"
-                    )));
-                }
-                Err(e) => return Err(Error::Unreachable(format!("the requestor cannot be reached: {e}"))),
+        if row.status == Status::Issued {
+            // Not delivered: with no delivery running, a document still Issued never reached the
+            // requestor (an acknowledged one is Received), and its queued message goes with it.
+            let _no_delivery = self.inner.flushing.lock().await;
+            let mut tx = self.pool().begin().await?;
+            let cancelled = sqlx::query(
+                "UPDATE payment_documents SET status = 'CANCELLED' WHERE id = $1 AND status = 'ISSUED'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if cancelled == 1 {
+                sqlx::query(
+                    "DELETE FROM payment_outbox
+                     WHERE message->'message'->>'type' = 'document' AND message->'message'->'document'->>'id' = $1",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                Self::record_event(&mut tx, kind, id, Status::Cancelled, None).await?;
+                tx.commit().await?;
+                self.events_changed();
+                return Ok(());
             }
         }
-        self.set_status(
-            kind,
-            id,
-            &[Status::Issued, Status::Received, Status::Rejected],
-            Status::Cancelled,
-            None,
-        )
-        .await?;
+        // The requestor may have it: it must agree.
+        let agreement = self.agreement(&row.document.agreement_id).await?;
+        let courier = self.inner.courier.clone().ok_or_else(|| Error::Unreachable("no network".into()))?;
+        let message = Message::Cancelled { kind, document_id: id.to_string() };
+        match courier.send(agreement.peer_id.clone(), self.sign(message)?).await {
+            Ok(PaymentResponse::Ack) => {}
+            Ok(PaymentResponse::Error { message, .. }) => {
+                return Err(Error::Conflict(format!("the requestor refused the cancellation: {message}")));
+            }
+            Err(e) => return Err(Error::Unreachable(format!("the requestor cannot be reached: {e}"))),
+        }
+        let from = [Status::Issued, Status::Received, Status::Rejected];
+        self.set_status(kind, id, &from, Status::Cancelled, None).await?;
         Ok(())
     }
 
@@ -587,14 +608,17 @@ impl Payments {
                 row.document.amount
             )));
         }
-        self.set_status(
-            kind,
-            id,
-            &[Status::Issued, Status::Received, Status::Rejected],
-            Status::Accepted,
-            None,
-        )
-        .await?;
+        let from = [Status::Issued, Status::Received, Status::Rejected];
+        if !self.set_status(kind, id, &from, Status::Accepted, None).await? {
+            let now = self.document(kind, id).await?.status;
+            if !matches!(now, Status::Accepted | Status::Settled) {
+                return Err(Error::Conflict(format!(
+                    "{} {id} is {}: it cannot be accepted",
+                    kind.label(),
+                    now.as_str()
+                )));
+            }
+        }
         self.settle_covered(&row.document.agreement_id, true).await
     }
 
@@ -608,7 +632,9 @@ impl Payments {
         signature: &str,
     ) -> Result<()> {
         self.issued(kind, id, message, signature).await?;
-        sqlx::query("UPDATE payment_documents SET rejection = $2 WHERE id = $1")
+        sqlx::query(
+            "UPDATE payment_documents SET rejection = $2 WHERE id = $1 AND status IN ('ISSUED', 'RECEIVED', 'REJECTED')",
+        )
             .bind(id)
             .bind(serde_json::json!(rejection))
             .execute(self.pool())
@@ -661,37 +687,71 @@ impl Payments {
         Ok(())
     }
 
-    /// Settles the accepted documents of an agreement that what was paid for it covers: on the
-    /// payer's side, its mined orders; on the payee's, the payments it checked on chain.
-    pub(crate) async fn settle_covered(&self, agreement_id: &str, payee_side: bool) -> Result<()> {
-        let paid: Option<Decimal> = if payee_side {
-            sqlx::query_scalar(
-                "SELECT sum((share->>'amount')::numeric) FROM payments p,
+    /// Settles the accepted documents of an agreement that what was paid for it covers, in `tx`:
+    /// an invoice when the agreement's payments reach its amount; a debit note when its
+    /// activity's payments reach its total, or its agreement's invoice is covered. Payments count
+    /// on the payer's side once its orders are mined, on the payee's once it found them on chain.
+    pub(crate) async fn settle_covered_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        agreement_id: &str,
+        payee_side: bool,
+    ) -> Result<Vec<(Kind, String)>> {
+        let paid: Vec<(Option<String>, Decimal)> = if payee_side {
+            sqlx::query_as(
+                "SELECT share->>'activityId', (share->>'amount')::numeric FROM payments p,
                      jsonb_array_elements((p.details->'agreementPayments') || (p.details->'activityPayments')) share
                  WHERE p.side = 'payee' AND p.verified AND share->>'agreementId' = $1",
             )
         } else {
-            sqlx::query_scalar("SELECT sum(amount) FROM payment_orders WHERE agreement_id = $1 AND paid")
+            sqlx::query_as("SELECT activity_id, amount FROM payment_orders WHERE agreement_id = $1 AND paid")
         }
         .bind(agreement_id)
-        .fetch_one(self.pool())
+        .fetch_all(&mut **tx)
         .await?;
-        let paid = paid.unwrap_or_default();
+        let total: Decimal = paid.iter().map(|(_, a)| *a).sum();
+        let for_activity = |activity: &Option<String>| -> Decimal {
+            paid.iter().filter(|(a, _)| a.is_some() && a == activity).map(|(_, amount)| *amount).sum()
+        };
         let side = if payee_side { "issuer" } else { "recipient" };
-        let covered = sqlx::query(
-            "SELECT id, kind FROM payment_documents
-             WHERE agreement_id = $1 AND side = $2 AND status = 'ACCEPTED' AND amount <= $3",
+        let documents: Vec<(String, String, Option<String>, Decimal, String)> = sqlx::query_as(
+            "SELECT id, kind, activity_id, amount, status FROM payment_documents
+             WHERE agreement_id = $1 AND side = $2 AND status IN ('ACCEPTED', 'SETTLED')",
         )
         .bind(agreement_id)
         .bind(side)
-        .bind(paid)
-        .fetch_all(self.pool())
+        .fetch_all(&mut **tx)
         .await?;
-        for row in covered {
-            let id: String = row.try_get("id")?;
-            let kind = Kind::parse(&row.try_get::<String, _>("kind")?)
-                .ok_or_else(|| Error::Corrupt("kind".into()))?;
-            self.set_status(kind, &id, &[Status::Accepted], Status::Settled, None).await?;
+        let invoice_covered = documents
+            .iter()
+            .any(|(_, kind, _, amount, _)| kind == Kind::Invoice.as_str() && *amount <= total);
+        let mut settled = Vec::new();
+        for (id, kind, activity, amount, status) in documents {
+            let kind = Kind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("document kind {kind}")))?;
+            let covered = match kind {
+                Kind::Invoice => amount <= total,
+                Kind::DebitNote => invoice_covered || amount <= for_activity(&activity),
+            };
+            if covered && status == Status::Accepted.as_str() {
+                sqlx::query(
+                    "UPDATE payment_documents SET status = 'SETTLED' WHERE id = $1 AND status = 'ACCEPTED'",
+                )
+                .bind(&id)
+                .execute(&mut **tx)
+                .await?;
+                Self::record_event(tx, kind, &id, Status::Settled, None).await?;
+                settled.push((kind, id));
+            }
+        }
+        Ok(settled)
+    }
+
+    /// [`Self::settle_covered_in`] in a transaction of its own.
+    pub(crate) async fn settle_covered(&self, agreement_id: &str, payee_side: bool) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let settled = Self::settle_covered_in(&mut tx, agreement_id, payee_side).await?;
+        tx.commit().await?;
+        if !settled.is_empty() {
+            self.events_changed();
         }
         Ok(())
     }

@@ -208,32 +208,42 @@ impl Payments {
         };
         let mined_nonce = rpc.nonce(self.node_id(), false).await?;
         if mined_nonce > nonce as u64 {
-            // The nonce is used, but by none of ours that the node reports: its receipt may lag.
-            tracing::warn!(
-                batch,
-                nonce,
-                "the batch's nonce is used but no receipt of its transactions is found yet"
-            );
+            // The nonce is used, but by none of ours that the node reports. A receipt may lag;
+            // if another transaction took the nonce, these orders need a person: paying them
+            // again on another nonce could pay twice, should one of ours surface after all.
+            return Err(Stop::Status(json!({
+                "kind": "TxStuck", "driver": "erc20", "network": network.name, "address": self.me(),
+                "message": format!("nonce {nonce} of {} is used, but no receipt of batch {batch}'s transactions \
+                    ({}) is found", self.me(), txs.iter().map(|t| format!("{:#x}", t.hash)).collect::<Vec<_>>().join(", ")),
+            })));
+        }
+        let stuck_after = chrono::Duration::from_std(network.stuck_after()).unwrap_or(chrono::Duration::MAX);
+        let stale = chrono::Utc::now() - last.signed_at > stuck_after;
+        let known = rpc.transaction(last.hash).await?.is_some();
+        if known && !(stale && last.sent) {
             return Ok(());
         }
-        let known = rpc.transaction(last.hash).await?.is_some();
-        let stuck = last.sent
-            && chrono::Utc::now() - last.signed_at
-                > chrono::Duration::from_std(network.stuck_after()).unwrap_or_default();
-        if stuck && known {
-            let (base, tip) = rpc.fees().await?;
-            let fees = last.fees.bumped(Fees::for_base(base, tip));
-            let data = decode_input(&last.raw)?;
-            let signed = sign_eip1559(&self.signer(), network.chain_id, nonce as u64, Some(data.0), data.1, last.gas_limit, fees)
-                .map_err(|e| Stop::Status(json!({"kind": "CantSign", "driver": "erc20", "network": network.name, "message": e.to_string()})))?;
-            tracing::warn!(batch, nonce, old = %last.hash, new = %signed.hash, "a stuck transaction is replaced with a higher fee");
-            self.store_tx(batch, &signed.hash, &signed.raw, fees, last.gas_limit).await?;
-            self.broadcast(rpc, signed.hash, &signed.raw).await?;
-        } else if !known {
+        if !known {
             // Never sent, or the node lost it (a restart without its pool): the same bytes again.
-            self.broadcast(rpc, last.hash, &last.raw).await?;
+            match self.broadcast(rpc, last.hash, &last.raw).await {
+                Ok(()) => return Ok(()),
+                // Refused (too low a fee for the chain now, say) and old enough: priced again below.
+                Err(Stop::Rpc(e @ RpcError::Refused { .. })) if stale => {
+                    tracing::warn!(batch, nonce, error = %e, "the chain refuses a payment transaction");
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        let (base, tip) = rpc.fees().await?;
+        let fees = last.fees.bumped(Fees::for_base(base, tip));
+        let (to, data) = decode_input(&last.raw)?;
+        let signed = sign_eip1559(&self.signer(), network.chain_id, nonce as u64, Some(to), data, last.gas_limit, fees)
+            .map_err(|e| {
+                Stop::Status(json!({"kind": "CantSign", "driver": "erc20", "network": network.name, "message": e.to_string()}))
+            })?;
+        tracing::warn!(batch, nonce, old = %last.hash, new = %signed.hash, "a stuck transaction is replaced with a higher fee");
+        self.store_tx(batch, &signed.hash, &signed.raw, fees, last.gas_limit).await?;
+        self.broadcast(rpc, signed.hash, &signed.raw).await
     }
 
     async fn broadcast(&self, rpc: &Rpc, hash: B256, raw: &Bytes) -> Result<(), Stop> {
@@ -475,14 +485,7 @@ impl Payments {
             let kind: String = o.try_get("document_kind")?;
             let agreement: String = o.try_get("agreement_id")?;
             agreements.insert(agreement.clone());
-            let entry = per_payee.entry(o.try_get("payee_addr")?).or_insert_with(|| {
-                (
-                    o.try_get("payee_id").unwrap_or_default(),
-                    o.try_get("payee_peer").unwrap_or_default(),
-                    Vec::new(),
-                )
-            });
-            entry.2.push(Share {
+            let share = Share {
                 agreement_id: Some(agreement),
                 activity_id: o.try_get("activity_id")?,
                 amount: o.try_get("amount")?,
@@ -490,7 +493,14 @@ impl Payments {
                 document_id: o.try_get("document_id")?,
                 document_kind: Kind::parse(&kind)
                     .ok_or_else(|| Error::Corrupt(format!("order kind {kind}")))?,
-            });
+            };
+            let payee: String = o.try_get("payee_addr")?;
+            match per_payee.get_mut(&payee) {
+                Some(entry) => entry.2.push(share),
+                None => {
+                    per_payee.insert(payee, (o.try_get("payee_id")?, o.try_get("payee_peer")?, vec![share]));
+                }
+            }
         }
         for (payee_addr, (payee_id, peer, shares)) in per_payee {
             let (activity, agreement): (Vec<Share>, Vec<Share>) =
@@ -512,11 +522,12 @@ impl Payments {
             crate::settle::insert_payment(&mut db, &payment, "payer", &request.signature, true).await?;
             self.enqueue_in(&mut db, &peer, &request).await?;
         }
+        for agreement in &agreements {
+            Self::settle_covered_in(&mut db, agreement, false).await?;
+        }
         db.commit().await?;
         tracing::info!(batch, tx = %hash, block, orders = orders.len(), "payment transaction mined");
-        for agreement in agreements {
-            self.settle_covered(&agreement, false).await?;
-        }
+        self.events_changed();
         self.inner.arrivals.notify_waiters();
         self.flush_outbox().await;
         Ok(())

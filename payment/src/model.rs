@@ -278,7 +278,7 @@ impl Allocation {
 
     /// Golem's `Allocation` JSON.
     pub fn view(&self) -> Value {
-        let mut v = serde_json::json!({
+        let v = serde_json::json!({
             "allocationId": self.id,
             "address": self.address,
             "paymentPlatform": self.platform,
@@ -287,10 +287,8 @@ impl Allocation {
             "remainingAmount": amount_text(self.remaining()),
             "timestamp": self.timestamp,
             "makeDeposit": self.make_deposit,
+            "timeout": self.timeout,
         });
-        if let Some(t) = self.timeout {
-            v["timeout"] = serde_json::json!(t);
-        }
         v
     }
 }

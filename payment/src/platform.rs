@@ -99,8 +99,13 @@ impl Network {
         {
             return Err(format!("network '{}': rpc url '{bad}' is not http(s)://", self.name));
         }
-        if self.decimals > 18 {
-            return Err(format!("network '{}': decimals {} (at most 18)", self.name, self.decimals));
+        if self.decimals != crate::model::TOKEN_DECIMALS {
+            return Err(format!(
+                "network '{}': decimals {}: agora pays tokens of {} decimals",
+                self.name,
+                self.decimals,
+                crate::model::TOKEN_DECIMALS
+            ));
         }
         if self.confirmations == 0 {
             return Err(format!("network '{}': confirmations must be at least 1", self.name));

@@ -179,9 +179,10 @@ impl Payments {
             match verdict {
                 None => {}
                 Some(Ok(())) => {
+                    let mut tx = self.pool().begin().await?;
                     sqlx::query("UPDATE payments SET verified = true WHERE id = $1 AND side = 'payee'")
                         .bind(&p.payment_id)
-                        .execute(self.pool())
+                        .execute(&mut *tx)
                         .await?;
                     tracing::info!(payment = %p.payment_id, tx = %p.details, amount = %p.amount, "payment found on chain");
                     let agreements: std::collections::BTreeSet<_> = p
@@ -190,9 +191,11 @@ impl Payments {
                         .chain(&p.activity_payments)
                         .filter_map(|s| s.agreement_id.clone())
                         .collect();
-                    for a in agreements {
-                        self.settle_covered(&a, true).await?;
+                    for a in &agreements {
+                        Self::settle_covered_in(&mut tx, a, true).await?;
                     }
+                    tx.commit().await?;
+                    self.events_changed();
                 }
                 Some(Err(problem)) => {
                     tracing::warn!(payment = %p.payment_id, tx = %p.details, %problem, "a payment is not on chain as its payer says");
@@ -209,8 +212,8 @@ impl Payments {
 }
 
 /// `None` while the transaction is not (confirmed) on chain yet; else whether it pays what the
-/// payment says: sent by the payer to the batch payer, and moving exactly the amount in the token
-/// from the batch payer to this payee.
+/// payment says: sent by the payer, and moving exactly the amount in the token to this payee,
+/// from the payer or from the contract it called.
 async fn check_on_chain(
     rpc: &Rpc,
     network: &crate::platform::Network,
@@ -237,13 +240,11 @@ async fn check_on_chain(
         Err("the transaction reverted".into())
     } else if Some(receipt.from) != payer {
         Err(format!("the transaction is from {:#x}, not the payer", receipt.from))
-    } else if receipt.to != Some(network.batch_contract) {
-        Err("the transaction is not to the network's batch payer".into())
     } else if !receipt.transfers().iter().any(|t| {
-        t.token == network.token
-            && t.from == network.batch_contract
-            && Some(t.to) == payee
-            && t.value == units
+        // From the payer itself (a plain transfer), or from the contract the payer called (its
+        // batch payer, wherever it deployed one).
+        let from_payer = Some(t.from) == payer || Some(t.from) == receipt.to;
+        t.token == network.token && from_payer && Some(t.to) == payee && t.value == units
     }) {
         Err(format!("the transaction moves no {} of the token to {}", p.amount, p.payee_addr))
     } else {

@@ -228,18 +228,28 @@ async fn accepted_debit_notes_and_invoice_are_paid_on_chain_and_settled_on_both_
     let mut documents = Vec::new();
     // The first note states its total, the second leaves it to the agreement's pricing:
     // 0.25 × 1 s + 0.5 × 2 s of CPU = 1.25, then 0.25 × 2 + 0.5 × 4 = 2.5.
-    for (total, usage) in [(Some("1.25"), [1.0, 2.0, 3.0]), (None, [2.0, 4.0, 0.0])] {
-        let mut body = json!({"agreementId": agreement, "activityId": "activity-1",
+    // Activity 2's note is cumulative for activity 2 alone: 0.25 × 2 s = 0.5.
+    let notes = [
+        ("activity-1", Some("1.25"), [1.0, 2.0, 3.0], "1.25"),
+        ("activity-1", None, [2.0, 4.0, 0.0], "2.5"),
+        ("activity-2", None, [2.0, 0.0, 0.0], "0.5"),
+    ];
+    for (activity, total, usage, due_now) in notes {
+        let mut body = json!({"agreementId": agreement, "activityId": activity,
                               "paymentDueDate": due, "usageCounterVector": usage});
         if let Some(total) = total {
             body["totalAmountDue"] = json!(total);
         }
         let id = issue(p, "debitNotes", body).await;
-        let total = total.unwrap_or("2.5");
-        let (status, body) = accept(r, "debitNotes", &id, total, &allocation).await;
+        let (status, body) = accept(r, "debitNotes", &id, due_now, &allocation).await;
         assert_eq!(status, 200, "{body}");
         documents.push(("debitNotes", id));
     }
+    // Each activity's last note is paid: 2.5 + 0.5.
+    for (kind, id) in &documents {
+        wait_status(p, kind, id, "SETTLED", 60).await;
+    }
+    assert_eq!(m.balance(p).await, tokens("3"));
     let invoice = issue(p, "invoices", json!({"agreementId": agreement, "amount": "3.75"})).await;
     let accepted_at = std::time::Instant::now();
     let (status, body) = accept(r, "invoices", &invoice, "3.75", &allocation).await;
@@ -354,12 +364,18 @@ async fn payments_wait_out_a_minute_without_the_chain_then_pay_once_and_skip_no_
     let first = m.agreement().await;
     invoice_paid(&m, &first, "1", &allocation).await;
 
+    // The next payment is signed and sent, but not mined, when the chain goes away.
+    m.rpc().dev_call("evm_setAutomine", json!([false])).await.unwrap();
     let agreement = m.agreement().await;
     let invoice = issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": "2"})).await;
-    m.anvil.stop();
     let (status, body) = accept(&m.requestor, "invoices", &invoice, "2", &allocation).await;
-    assert_eq!(status, 200, "accepting needs no chain: {body}");
-    // While the chain is away, the driver says so.
+    assert_eq!(status, 200, "{body}");
+    wait_for(30, "the payment to be signed and sent", || async {
+        // The first payment signed an approval and a batch; this is the third.
+        (m.requestor.log().matches("signed a payment transaction").count() == 3).then_some(())
+    })
+    .await;
+    m.anvil.stop();
     m.driver_says("RpcError").await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     m.anvil.restart().await;
@@ -445,6 +461,8 @@ async fn bad_payment_input_is_refused_with_a_message_and_changes_nothing() {
     let (status, body) = accept(r, "invoices", &invoice, "abc", &small).await;
     refused(status, &body, "not an amount");
     wait_status(r, "invoices", &invoice, "RECEIVED", 1).await;
+    let (_, a) = get(r, &format!("/payment-api/v1/allocations/{small}")).await;
+    assert_eq!(a["spentAmount"], "0", "{a}");
 
     // Twenty acceptances racing for one allocation's last part: it never goes over.
     let shared = allocate(r, "3").await;
@@ -492,6 +510,54 @@ async fn bad_payment_input_is_refused_with_a_message_and_changes_nothing() {
     wait_status(p, "debitNotes", &note, "RECEIVED", 1).await;
     let (_, events) = get(p, "/payment-api/v1/debitNoteEvents?timeout=0").await;
     assert!(!events.to_string().contains("DebitNoteAcceptedEvent"), "{events}");
+
+    // A payment claimed by someone who is not the agreement's payer, for a real-looking
+    // transaction: refused, and nothing is recorded.
+    let payment = agora_payment::model::Payment {
+        payment_id: "forged-payment".into(),
+        payer_id: format!("{:#x}", impostor.address()),
+        payee_id: format!("{:#x}", node_address(p)),
+        payer_addr: format!("{:#x}", impostor.address()),
+        payee_addr: format!("{:#x}", node_address(p)),
+        payment_platform: PLATFORM.into(),
+        amount: "2".parse().unwrap(),
+        timestamp: chrono::Utc::now(),
+        agreement_payments: vec![],
+        activity_payments: vec![agora_payment::model::Share {
+            agreement_id: Some(agreement.clone()),
+            activity_id: Some("a1".into()),
+            amount: "2".parse().unwrap(),
+            allocation_id: None,
+            document_id: note.clone(),
+            document_kind: agora_payment::model::Kind::DebitNote,
+        }],
+        details: format!("{:#x}", alloy_primitives::B256::repeat_byte(7)),
+    };
+    let message = Message::Paid { payment };
+    let signature = agora_identity::sign_json(&impostor, &message).unwrap();
+    match speak_to(&impostor, &m.provider_p2p, PaymentRequest { message, signature }).await {
+        PaymentResponse::Error { message, retry: false } => {
+            assert!(message.contains("not the payer"), "{message}")
+        }
+        other => panic!("the provider took a forged payment: {other:?}"),
+    }
+    let (_, payments) = get(p, "/payment-api/v1/payments").await;
+    assert_eq!(payments, json!([]));
+
+    // An invoice not sent yet is withdrawn, and another can take its place; an accepted one
+    // cannot be withdrawn.
+    let fresh = m.agreement().await;
+    let (status, draft) =
+        post(p, "/payment-api/v1/invoices", json!({"agreementId": fresh, "amount": "1"})).await;
+    assert_eq!(status, 201, "{draft}");
+    let draft = draft["invoiceId"].as_str().unwrap().to_string();
+    let (status, body) = post(p, &format!("/payment-api/v1/invoices/{draft}/cancel"), json!(null)).await;
+    assert_eq!(status, 200, "{body}");
+    wait_status(p, "invoices", &draft, "CANCELLED", 1).await;
+    issue(p, "invoices", json!({"agreementId": fresh, "amount": "1"})).await;
+    wait_status(p, "invoices", winner, "SETTLED", 60).await;
+    let (status, body) = post(p, &format!("/payment-api/v1/invoices/{winner}/cancel"), json!(null)).await;
+    refused(status, &body, "already accepted");
 }
 
 /// Sends one payment request to `peer_addr` from a node of `identity`'s, on loopback.
