@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
-use sqlx::Row;
 
 /// `POST /debitNotes`: what the provider says is due so far.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,32 +63,8 @@ impl Payments {
                 ));
             }
         };
-        let previous = sqlx::query(
-            "SELECT id, amount FROM payment_documents
-             WHERE kind = 'debit_note' AND side = 'issuer' AND agreement_id = $1 AND activity_id = $2
-             ORDER BY created_at DESC, id DESC LIMIT 1",
-        )
-        .bind(&new.agreement_id)
-        .bind(&new.activity_id)
-        .fetch_optional(self.pool())
-        .await?;
-        let previous_id = match previous {
-            Some(row) => {
-                let before: Decimal = row.try_get("amount")?;
-                if amount < before {
-                    return Err(Error::BadInput(format!(
-                        "totalAmountDue {amount} is below the {before} the previous debit note of activity {} \
-                         asked: debit notes are cumulative",
-                        new.activity_id
-                    )));
-                }
-                Some(row.try_get("id")?)
-            }
-            None => None,
-        };
         let mut document = self.draft(Kind::DebitNote, &new.agreement_id, amount).await?;
         document.activity_id = Some(new.activity_id);
-        document.previous_id = previous_id;
         document.usage_counter_vector = new.usage_counter_vector;
         document.payment_due_date = new.payment_due_date.map(micros);
         self.issue(document).await
@@ -102,12 +77,6 @@ impl Payments {
         for id in &new.activity_ids {
             check_id("activityIds", id)?;
         }
-        let asked = self.debit_notes_total(&new.agreement_id, true).await?;
-        if amount < asked {
-            return Err(Error::BadInput(format!(
-                "amount {amount} is below the {asked} the agreement's debit notes already asked"
-            )));
-        }
         let mut document = self.draft(Kind::Invoice, &new.agreement_id, amount).await?;
         document.activity_ids = Some(new.activity_ids);
         document.payment_due_date = Some(new.payment_due_date.map(micros).unwrap_or(document.timestamp));
@@ -115,7 +84,11 @@ impl Payments {
     }
 
     /// The sum, over an agreement's activities, of each one's latest debit note.
-    async fn debit_notes_total(&self, agreement_id: &str, issued_here: bool) -> Result<Decimal> {
+    async fn debit_notes_total<'e>(
+        db: impl sqlx::PgExecutor<'e>,
+        agreement_id: &str,
+        issued_here: bool,
+    ) -> Result<Decimal> {
         let total: Option<Decimal> = sqlx::query_scalar(
             "SELECT sum(latest) FROM (
                  SELECT max(amount) AS latest FROM payment_documents
@@ -124,7 +97,7 @@ impl Payments {
         )
         .bind(agreement_id)
         .bind(if issued_here { "issuer" } else { "recipient" })
-        .fetch_one(self.pool())
+        .fetch_one(db)
         .await?;
         Ok(total.unwrap_or_default())
     }
@@ -172,10 +145,48 @@ impl Payments {
         })
     }
 
-    async fn issue(&self, document: Document) -> Result<DocumentRow> {
-        let message = Message::Document { document: document.clone() };
-        let signed = self.sign(message)?;
+    /// Writes a new document, after the checks that depend on the agreement's other documents,
+    /// made under a lock of the agreement so that two issued at once cannot both pass them.
+    async fn issue(&self, mut document: Document) -> Result<DocumentRow> {
         let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("issue {}", document.agreement_id))
+            .execute(&mut *tx)
+            .await?;
+        let amount = document.amount;
+        match document.kind {
+            Kind::DebitNote => {
+                let activity = document.activity_id.clone().unwrap_or_default();
+                let previous: Option<(String, Decimal)> = sqlx::query_as(
+                    "SELECT id, amount FROM payment_documents
+                     WHERE kind = 'debit_note' AND side = 'issuer' AND agreement_id = $1 AND activity_id = $2
+                       AND status <> 'CANCELLED'
+                     ORDER BY created_at DESC, id DESC LIMIT 1",
+                )
+                .bind(&document.agreement_id)
+                .bind(&activity)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((id, before)) = previous {
+                    if amount < before {
+                        return Err(Error::BadInput(format!(
+                            "totalAmountDue {amount} is below the {before} the previous debit note of activity \
+                             {activity} asked: debit notes are cumulative"
+                        )));
+                    }
+                    document.previous_id = Some(id);
+                }
+            }
+            Kind::Invoice => {
+                let asked = Self::debit_notes_total(&mut *tx, &document.agreement_id, true).await?;
+                if amount < asked {
+                    return Err(Error::BadInput(format!(
+                        "amount {amount} is below the {asked} the agreement's debit notes already asked"
+                    )));
+                }
+            }
+        }
+        let signed = self.sign(Message::Document { document: document.clone() })?;
         let inserted = insert_document(&mut tx, &document, true, Status::Issued, &signed.signature).await;
         match inserted {
             Err(Error::Db(sqlx::Error::Database(e)))
@@ -291,7 +302,7 @@ impl Payments {
                 }
             }
             Kind::Invoice => {
-                let asked = self.debit_notes_total(&document.agreement_id, false).await?;
+                let asked = Self::debit_notes_total(self.pool(), &document.agreement_id, false).await?;
                 if document.amount < asked {
                     return Err(Error::BadInput(format!(
                         "invoice {} asks {}, below the {asked} its debit notes asked",
@@ -397,7 +408,8 @@ impl Payments {
         if to_pay > Decimal::ZERO {
             let charged = sqlx::query(
                 "UPDATE allocations SET spent = spent + $2
-                 WHERE id = $1 AND released_at IS NULL AND total - spent >= $2",
+                 WHERE id = $1 AND released_at IS NULL AND total - spent >= $2
+                   AND (timeout IS NULL OR timeout > now())",
             )
             .bind(&allocation.id)
             .bind(to_pay)

@@ -430,11 +430,18 @@ impl Payments {
         .await?;
         if purpose == "pay" {
             let ids: Vec<i64> = per_payee.values().flat_map(|(_, ids)| ids.iter().copied()).collect();
-            sqlx::query("UPDATE payment_orders SET batch_id = $1 WHERE id = ANY($2)")
-                .bind(batch)
-                .bind(&ids)
-                .execute(&mut *db)
-                .await?;
+            let taken = sqlx::query(
+                "UPDATE payment_orders SET batch_id = $1 WHERE id = ANY($2) AND batch_id IS NULL",
+            )
+            .bind(batch)
+            .bind(&ids)
+            .execute(&mut *db)
+            .await?
+            .rows_affected();
+            if taken != ids.len() as u64 {
+                // Another batch took some of them meanwhile: nothing of this one is kept.
+                return Err(Stop::Db(Error::Conflict("payment orders were batched twice at once".into())));
+            }
         }
         db.commit().await?;
         tracing::info!(purpose, nonce, tx = %signed.hash, payees = per_payee.len(), "signed a payment transaction");

@@ -10,9 +10,10 @@ use std::str::FromStr;
 /// Decimal places of the tokens agora pays in; amounts are rounded to this on the way in.
 pub const TOKEN_DECIMALS: u32 = 18;
 
-/// An amount a caller or a peer gives: a decimal string of tokens, `0` or more. More decimal
-/// places than a token has (Golem's SDK sends 50 and more) are rounded half-up to
-/// [`TOKEN_DECIMALS`]; a sign, exponent, or anything not a plain decimal is refused.
+/// An amount a caller or a peer gives: a decimal string of tokens, `0` or more, optionally with
+/// an exponent (`1E-7`, as Python's `str(Decimal)` writes small amounts). More decimal places than
+/// a token has (Golem's SDK sends 50 and more) are rounded half-up to [`TOKEN_DECIMALS`]; a sign,
+/// or anything not a decimal number, is refused.
 pub fn parse_amount(field: &str, text: &str) -> Result<Decimal, String> {
     let t = text.trim();
     let bad =
@@ -20,14 +21,33 @@ pub fn parse_amount(field: &str, text: &str) -> Result<Decimal, String> {
     if t.starts_with('-') {
         return Err(format!("{field} {text:?} is negative: amounts are 0 or more"));
     }
-    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    let (number, exponent) = match t.split_once(['e', 'E']) {
+        None => (t, 0i32),
+        // Bounded, so a hostile exponent cannot ask for a string of a billion zeros.
+        Some((number, exp)) => match exp.parse::<i32>() {
+            // Bounded, so a hostile exponent cannot ask for a string of a billion zeros.
+            Ok(e) if e.abs() <= 64 => (number, e),
+            _ => return Err(bad()),
+        },
+    };
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if whole.is_empty() && frac.is_empty() || !digits(whole) || !digits(frac) {
         return Err(bad());
     }
+    // Moves the decimal point by the exponent, in the digits themselves.
+    let all = format!("{whole}{frac}");
+    let point = whole.len() as i64 + i64::from(exponent);
+    let (whole, frac) = if point <= 0 {
+        (String::from("0"), format!("{}{all}", "0".repeat(point.unsigned_abs() as usize)))
+    } else if point as usize >= all.len() {
+        (format!("{all}{}", "0".repeat(point as usize - all.len())), String::new())
+    } else {
+        (all[..point as usize].to_string(), all[point as usize..].to_string())
+    };
     let keep = frac.len().min(TOKEN_DECIMALS as usize);
     let round_up = frac.as_bytes().get(keep).is_some_and(|d| *d >= b'5');
-    let whole = if whole.is_empty() { "0" } else { whole };
+    let whole = if whole.is_empty() { "0" } else { whole.as_str() };
     let mut amount = Decimal::from_str(&format!("{whole}.{}", &frac[..keep]))
         .or_else(|_| Decimal::from_str(whole))
         .map_err(|_| format!("{field} {text:?} is too large"))?;
@@ -392,7 +412,12 @@ mod tests {
         );
         assert_eq!(parse_amount("a", "0.0000000000000000015").unwrap(), d("0.000000000000000002"));
         assert!(parse_amount("a", "-1").unwrap_err().contains("negative"));
-        for bad in ["", "abc", "1e5", "1.2.3", ".", "0x10", "+1"] {
+        // Python's str(Decimal) of small and large amounts.
+        assert_eq!(parse_amount("a", "1E-7").unwrap(), d("0.0000001"));
+        assert_eq!(parse_amount("a", "2.5e+3").unwrap(), d("2500"));
+        assert_eq!(parse_amount("a", "1E-19").unwrap(), d("0"));
+        assert_eq!(parse_amount("a", "5E-19").unwrap(), d("0.000000000000000001"));
+        for bad in ["", "abc", "1e", "1e99999", "e5", "1.2.3", ".", "0x10", "+1", "1e5.5"] {
             assert!(parse_amount("totalAmount", bad).unwrap_err().contains("is not an amount"), "{bad}");
         }
         assert_eq!(amount_text(d("1.500")), "1.5");
