@@ -6,6 +6,9 @@
 //! gives one price per counter plus, last, a fixed price. [`LinearPricing`] reads and writes those
 //! properties and computes what a given usage costs, exactly, in decimals.
 //!
+//! [`verify`] holds the requestor's verdict on a job's results: commitments, Bacalhau's rules for
+//! which results are verified, the reveal, and reputation.
+//!
 //! This crate is not the market protocol or the payment driver; it holds the decisions.
 //!
 //! ```
@@ -20,6 +23,8 @@
 //! // 100 s of wall time and 50 s of CPU: 0.1 + 0.1 + 0.5.
 //! assert_eq!(pricing.cost(&[Decimal::from(100), Decimal::from(50)]).unwrap(), Decimal::new(7, 1));
 //! ```
+
+pub mod verify;
 
 // Pricing is part of an agreement's terms, so the market holds it; agents decide with it.
 pub use agora_market::{LinearPricing, PricingError};
