@@ -11,7 +11,7 @@
 //! A nonce is used once; a transaction that waits too long is replaced by one with the same
 //! nonce and a higher fee, so whichever is mined, the orders are paid once.
 
-use crate::chain::{BatchPayer, Fees, Receipt, Rpc, RpcError, TestToken, pack_payee, sign_eip1559};
+use crate::chain::{BatchPayer, Fees, Receipt, Rpc, RpcError, SignedTx, TestToken, pack_payee, sign_eip1559};
 use crate::model::{Kind, Payment, Share, amount_text, now_micros};
 use crate::platform::Network;
 use crate::service::new_id;
@@ -242,7 +242,7 @@ impl Payments {
                 Stop::Status(json!({"kind": "CantSign", "driver": "erc20", "network": network.name, "message": e.to_string()}))
             })?;
         tracing::warn!(batch, nonce, old = %last.hash, new = %signed.hash, "a stuck transaction is replaced with a higher fee");
-        self.store_tx(batch, &signed.hash, &signed.raw, fees, last.gas_limit).await?;
+        store_tx(self.pool(), batch, &signed, fees, last.gas_limit).await?;
         self.broadcast(rpc, signed.hash, &signed.raw).await
     }
 
@@ -292,21 +292,6 @@ impl Payments {
                 })
             })
             .collect()
-    }
-
-    async fn store_tx(&self, batch: i64, hash: &B256, raw: &Bytes, fees: Fees, gas: u64) -> Result<(), Stop> {
-        sqlx::query(
-            "INSERT INTO chain_txs (hash, batch_id, raw, max_fee, priority_fee, gas_limit) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(format!("{hash:#x}"))
-        .bind(batch)
-        .bind(raw.to_vec())
-        .bind(Decimal::from(fees.max_fee))
-        .bind(Decimal::from(fees.priority))
-        .bind(gas as i64)
-        .execute(self.pool())
-        .await?;
-        Ok(())
     }
 
     /// Pays the waiting orders in one new batch (after an approval of the batch payer, if the
@@ -417,17 +402,7 @@ impl Payments {
         .bind(purpose)
         .fetch_one(&mut *db)
         .await?;
-        sqlx::query(
-            "INSERT INTO chain_txs (hash, batch_id, raw, max_fee, priority_fee, gas_limit) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(format!("{:#x}", signed.hash))
-        .bind(batch)
-        .bind(signed.raw.to_vec())
-        .bind(Decimal::from(fees.max_fee))
-        .bind(Decimal::from(fees.priority))
-        .bind(gas as i64)
-        .execute(&mut *db)
-        .await?;
+        store_tx(&mut *db, batch, &signed, fees, gas).await?;
         if purpose == "pay" {
             let ids: Vec<i64> = per_payee.values().flat_map(|(_, ids)| ids.iter().copied()).collect();
             let taken = sqlx::query(
@@ -539,6 +514,28 @@ impl Payments {
         self.flush_outbox().await;
         Ok(())
     }
+}
+
+/// Keeps a signed transaction of a batch, before it is broadcast.
+async fn store_tx<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    batch: i64,
+    signed: &SignedTx,
+    fees: Fees,
+    gas: u64,
+) -> Result<(), Stop> {
+    sqlx::query(
+        "INSERT INTO chain_txs (hash, batch_id, raw, max_fee, priority_fee, gas_limit) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(format!("{:#x}", signed.hash))
+    .bind(batch)
+    .bind(signed.raw.to_vec())
+    .bind(Decimal::from(fees.max_fee))
+    .bind(Decimal::from(fees.priority))
+    .bind(gas as i64)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// The destination and calldata of a signed transaction, to sign it again with other fees.

@@ -17,6 +17,7 @@
 //! assert_eq!(agora_payment::from_token_units(units, 18).unwrap(), Decimal::new(15, 1));
 //! ```
 
+mod acceptance;
 mod account;
 mod allocations;
 mod amount;

@@ -3,12 +3,13 @@
 //! happened.
 
 use crate::chain::Rpc;
-use crate::model::Payment;
+use crate::model::{Kind, Payment, Status};
 use crate::service::verify;
 use crate::wire::Message;
 use crate::{Error, Payments, Result, to_token_units};
 use agora_market::Role;
 use alloy_primitives::{Address, B256};
+use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 use std::time::Duration;
@@ -250,4 +251,75 @@ async fn check_on_chain(
     } else {
         Ok(())
     }))
+}
+
+impl Payments {
+    /// Settles the accepted documents of an agreement that what was paid for it covers, in `tx`:
+    /// an invoice when the agreement's payments reach its amount; a debit note when its
+    /// activity's payments reach its total, or its agreement's invoice is covered. Payments count
+    /// on the payer's side once its orders are mined, on the payee's once it found them on chain.
+    pub(crate) async fn settle_covered_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        agreement_id: &str,
+        payee_side: bool,
+    ) -> Result<Vec<(Kind, String)>> {
+        let paid: Vec<(Option<String>, Decimal)> = if payee_side {
+            sqlx::query_as(
+                "SELECT share->>'activityId', (share->>'amount')::numeric FROM payments p,
+                     jsonb_array_elements((p.details->'agreementPayments') || (p.details->'activityPayments')) share
+                 WHERE p.side = 'payee' AND p.verified AND share->>'agreementId' = $1",
+            )
+        } else {
+            sqlx::query_as("SELECT activity_id, amount FROM payment_orders WHERE agreement_id = $1 AND paid")
+        }
+        .bind(agreement_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let total: Decimal = paid.iter().map(|(_, a)| *a).sum();
+        let for_activity = |activity: &Option<String>| -> Decimal {
+            paid.iter().filter(|(a, _)| a.is_some() && a == activity).map(|(_, amount)| *amount).sum()
+        };
+        let side = if payee_side { "issuer" } else { "recipient" };
+        let documents: Vec<(String, String, Option<String>, Decimal, String)> = sqlx::query_as(
+            "SELECT id, kind, activity_id, amount, status FROM payment_documents
+             WHERE agreement_id = $1 AND side = $2 AND status IN ('ACCEPTED', 'SETTLED')",
+        )
+        .bind(agreement_id)
+        .bind(side)
+        .fetch_all(&mut **tx)
+        .await?;
+        let invoice_covered = documents
+            .iter()
+            .any(|(_, kind, _, amount, _)| kind == Kind::Invoice.as_str() && *amount <= total);
+        let mut settled = Vec::new();
+        for (id, kind, activity, amount, status) in documents {
+            let kind = Kind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("document kind {kind}")))?;
+            let covered = match kind {
+                Kind::Invoice => amount <= total,
+                Kind::DebitNote => invoice_covered || amount <= for_activity(&activity),
+            };
+            if covered && status == Status::Accepted.as_str() {
+                sqlx::query(
+                    "UPDATE payment_documents SET status = 'SETTLED' WHERE id = $1 AND status = 'ACCEPTED'",
+                )
+                .bind(&id)
+                .execute(&mut **tx)
+                .await?;
+                Self::record_event(tx, kind, &id, Status::Settled, None).await?;
+                settled.push((kind, id));
+            }
+        }
+        Ok(settled)
+    }
+
+    /// [`Self::settle_covered_in`] in a transaction of its own.
+    pub(crate) async fn settle_covered(&self, agreement_id: &str, payee_side: bool) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let settled = Self::settle_covered_in(&mut tx, agreement_id, payee_side).await?;
+        tx.commit().await?;
+        if !settled.is_empty() {
+            self.events_changed();
+        }
+        Ok(())
+    }
 }

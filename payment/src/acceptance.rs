@@ -1,0 +1,319 @@
+//! The requestor's side of debit notes and invoices: it receives them, accepts them (which orders
+//! their payment from an allocation) or rejects them, and agrees to a withdrawal only before it
+//! accepted.
+
+use crate::documents::{check_id, usage_cost};
+use crate::model::{Acceptance, Document, Kind, Rejection, Status, parse_amount};
+use crate::service::{insert_document, verify};
+use crate::wire::Message;
+use crate::{Error, Payments, Result};
+use agora_market::Role;
+use rust_decimal::Decimal;
+
+impl Payments {
+    /// The requestor's copy of a document arrives.
+    pub(crate) async fn on_document(
+        &self,
+        document: Document,
+        message: &Message,
+        signature: &str,
+    ) -> Result<()> {
+        let agreement = self.agreement(&document.agreement_id).await?;
+        if agreement.role != Role::Requestor {
+            return Err(Error::BadInput(format!(
+                "agreement {} is not one this node requested",
+                agreement.id
+            )));
+        }
+        verify(message, signature, agreement.provider)?;
+        let platform = agreement.payment_platform().map_err(|e| Error::BadInput(e.to_string()))?;
+        let expected = (
+            format!("{:#x}", agreement.provider),
+            self.me(),
+            format!("{:#x}", platform.payee),
+            format!("{:#x}", platform.payer),
+            platform.name.clone(),
+        );
+        let got = (
+            document.issuer_id.to_ascii_lowercase(),
+            document.recipient_id.to_ascii_lowercase(),
+            document.payee_addr.to_ascii_lowercase(),
+            document.payer_addr.to_ascii_lowercase(),
+            document.payment_platform.clone(),
+        );
+        if expected != got {
+            return Err(Error::BadInput(format!(
+                "{} {} does not match agreement {}: parties, addresses or platform differ",
+                document.kind.label(),
+                document.id,
+                agreement.id
+            )));
+        }
+        check_id("document id", &document.id)?;
+        match document.kind {
+            Kind::DebitNote => {
+                if let Some(usage) = &document.usage_counter_vector
+                    && let Some(cost) = usage_cost(&agreement, usage)?
+                    && cost != document.amount
+                {
+                    return Err(Error::BadInput(format!(
+                        "debit note {} asks {}, but the agreement's pricing makes its usage cost {cost}",
+                        document.id, document.amount
+                    )));
+                }
+                let activity = document.activity_id.clone().unwrap_or_default();
+                let before: Option<Decimal> = sqlx::query_scalar(
+                    "SELECT max(amount) FROM payment_documents
+                     WHERE kind = 'debit_note' AND side = 'recipient' AND agreement_id = $1 AND activity_id = $2
+                       AND id <> $3",
+                )
+                .bind(&document.agreement_id)
+                .bind(&activity)
+                .bind(&document.id)
+                .fetch_one(self.pool())
+                .await?;
+                if before.is_some_and(|b| document.amount < b) {
+                    return Err(Error::BadInput(format!(
+                        "debit note {} asks {}, below an earlier note of activity {activity}",
+                        document.id, document.amount
+                    )));
+                }
+            }
+            Kind::Invoice => {
+                let asked = Self::debit_notes_total(self.pool(), &document.agreement_id, false).await?;
+                if document.amount < asked {
+                    return Err(Error::BadInput(format!(
+                        "invoice {} asks {}, below the {asked} its debit notes asked",
+                        document.id, document.amount
+                    )));
+                }
+            }
+        }
+        let mut tx = self.pool().begin().await?;
+        let inserted = match insert_document(&mut tx, &document, false, Status::Received, signature).await {
+            Err(Error::Db(sqlx::Error::Database(e)))
+                if e.constraint() == Some("payment_documents_one_invoice") =>
+            {
+                return Err(Error::Conflict(format!(
+                    "agreement {} already has an invoice",
+                    document.agreement_id
+                )));
+            }
+            other => other?,
+        };
+        if inserted {
+            Self::record_event(&mut tx, document.kind, &document.id, Status::Received, None).await?;
+        }
+        tx.commit().await?;
+        self.events_changed();
+        Ok(())
+    }
+
+    /// Accepts a received document, paying from an allocation what it adds to what was already
+    /// ordered for its agreement: an invoice always, a debit note when it has a payment due date.
+    /// The allocation is charged, the order written, and the provider's message queued in one
+    /// transaction, before anything is signed.
+    pub async fn accept(&self, kind: Kind, id: &str, acceptance: Acceptance) -> Result<()> {
+        let accepted = parse_amount("totalAmountAccepted", &acceptance.total_amount_accepted)
+            .map_err(Error::BadInput)?;
+        check_id("allocationId", &acceptance.allocation_id)?;
+        let row = self.document(kind, id).await?;
+        if row.issued_here {
+            return Err(Error::BadInput(format!(
+                "{} {id} was issued here: its recipient accepts it",
+                kind.label()
+            )));
+        }
+        let d = &row.document;
+        if accepted != d.amount {
+            return Err(Error::BadInput(format!(
+                "totalAmountAccepted {accepted} differs from the {} the {} asks",
+                d.amount,
+                kind.label()
+            )));
+        }
+        let agreement = self.agreement(&d.agreement_id).await?;
+        let binding = kind == Kind::Invoice || d.payment_due_date.is_some();
+        let mut tx = self.pool().begin().await?;
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM payment_documents WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        match Status::parse(&status) {
+            Some(Status::Received | Status::Rejected) => {}
+            Some(Status::Accepted | Status::Settled) => {
+                return Err(Error::Conflict(format!("{} {id} is already accepted", kind.label())));
+            }
+            Some(other) => {
+                return Err(Error::Conflict(format!(
+                    "{} {id} is {}: it cannot be accepted",
+                    kind.label(),
+                    other.as_str()
+                )));
+            }
+            None => return Err(Error::Corrupt(format!("document status {status}"))),
+        }
+        let allocation = self.allocation_in(&mut tx, &acceptance.allocation_id).await?;
+        if allocation.platform != d.payment_platform || allocation.address != d.payer_addr {
+            return Err(Error::BadInput(format!(
+                "allocation {} is for {} on {}, but the {} is payable by {} on {}",
+                allocation.id,
+                allocation.address,
+                allocation.platform,
+                kind.label(),
+                d.payer_addr,
+                d.payment_platform
+            )));
+        }
+        // Serialises acceptances of one agreement, so two cannot both order the same difference.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(&d.agreement_id)
+            .execute(&mut *tx)
+            .await?;
+        // A debit note is cumulative for its activity: it adds to what that activity's notes
+        // ordered. An invoice is the agreement's total: it adds to everything ordered for it.
+        let ordered: Option<Decimal> = sqlx::query_scalar(
+            "SELECT sum(amount) FROM payment_orders
+             WHERE agreement_id = $1 AND ($2::text IS NULL OR activity_id = $2)",
+        )
+        .bind(&d.agreement_id)
+        .bind(if kind == Kind::DebitNote { d.activity_id.clone() } else { None })
+        .fetch_one(&mut *tx)
+        .await?;
+        let to_pay =
+            if binding { (d.amount - ordered.unwrap_or_default()).max(Decimal::ZERO) } else { Decimal::ZERO };
+        if to_pay > Decimal::ZERO {
+            let charged = sqlx::query(
+                "UPDATE allocations SET spent = spent + $2
+                 WHERE id = $1 AND released_at IS NULL AND total - spent >= $2
+                   AND (timeout IS NULL OR timeout > now())",
+            )
+            .bind(&allocation.id)
+            .bind(to_pay)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if charged == 0 {
+                return Err(Error::BadInput(format!(
+                    "allocation {} has {} left, and accepting this {} needs {to_pay}",
+                    allocation.id,
+                    allocation.remaining(),
+                    kind.label()
+                )));
+            }
+            let platform = agreement.payment_platform().map_err(|e| Error::BadInput(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO payment_orders (platform, payer_addr, payee_addr, payee_id, payee_peer, amount,
+                     agreement_id, activity_id, document_kind, document_id, allocation_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&d.payment_platform)
+            .bind(format!("{:#x}", platform.payer))
+            .bind(format!("{:#x}", platform.payee))
+            .bind(format!("{:#x}", agreement.provider))
+            .bind(&agreement.peer_id)
+            .bind(to_pay)
+            .bind(&d.agreement_id)
+            .bind(&d.activity_id)
+            .bind(kind.as_str())
+            .bind(id)
+            .bind(&allocation.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE payment_documents SET status = 'ACCEPTED', accepted_amount = $2, allocation_id = $3, rejection = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(accepted)
+        .bind(&allocation.id)
+        .execute(&mut *tx)
+        .await?;
+        Self::record_event(&mut tx, kind, id, Status::Accepted, None).await?;
+        let message = Message::Accepted {
+            kind,
+            document_id: id.to_string(),
+            total_amount_accepted: crate::model::amount_text(accepted),
+        };
+        self.enqueue_in(&mut tx, &agreement.peer_id, &self.sign(message)?).await?;
+        tx.commit().await?;
+        crate::driver::kill_point("ordered");
+        self.events_changed();
+        self.inner.orders.notify_waiters();
+        // Everything this acceptance needs may already be paid (an invoice after paid notes).
+        self.settle_covered(&d.agreement_id, false).await?;
+        self.flush_outbox().await;
+        Ok(())
+    }
+
+    /// Rejects a received document, with a reason the provider sees.
+    pub async fn reject(&self, kind: Kind, id: &str, rejection: Rejection) -> Result<()> {
+        parse_amount("totalAmountAccepted", &rejection.total_amount_accepted).map_err(Error::BadInput)?;
+        let row = self.document(kind, id).await?;
+        if row.issued_here {
+            return Err(Error::BadInput(format!(
+                "{} {id} was issued here: its recipient rejects it",
+                kind.label()
+            )));
+        }
+        let agreement = self.agreement(&row.document.agreement_id).await?;
+        let mut tx = self.pool().begin().await?;
+        let updated = sqlx::query(
+            "UPDATE payment_documents SET status = 'REJECTED', rejection = $2
+             WHERE id = $1 AND status IN ('RECEIVED', 'REJECTED')",
+        )
+        .bind(id)
+        .bind(serde_json::json!(rejection))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(Error::Conflict(format!(
+                "{} {id} is {}: only a received one can be rejected",
+                kind.label(),
+                row.status.as_str()
+            )));
+        }
+        Self::record_event(
+            &mut tx,
+            kind,
+            id,
+            Status::Rejected,
+            Some(serde_json::json!({ "rejection": rejection })),
+        )
+        .await?;
+        let message = Message::Rejected { kind, document_id: id.to_string(), rejection };
+        self.enqueue_in(&mut tx, &agreement.peer_id, &self.sign(message)?).await?;
+        tx.commit().await?;
+        self.events_changed();
+        self.flush_outbox().await;
+        Ok(())
+    }
+
+    /// The requestor hears the provider withdraws a document: refused once accepted.
+    pub(crate) async fn on_cancelled(
+        &self,
+        kind: Kind,
+        id: &str,
+        message: &Message,
+        signature: &str,
+    ) -> Result<()> {
+        let row = self.document(kind, id).await?;
+        let agreement = self.agreement(&row.document.agreement_id).await?;
+        verify(message, signature, agreement.provider)?;
+        if row.issued_here {
+            return Err(Error::BadInput(format!("{} {id} was issued by this node", kind.label())));
+        }
+        if row.status == Status::Cancelled {
+            return Ok(());
+        }
+        let moved =
+            self.set_status(kind, id, &[Status::Received, Status::Rejected], Status::Cancelled, None).await?;
+        if !moved {
+            return Err(Error::Conflict(format!("{} {id} is already accepted", kind.label())));
+        }
+        Ok(())
+    }
+}
