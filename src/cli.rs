@@ -56,6 +56,12 @@ pub enum Command {
     /// Payments: the account, debit notes, invoices and payments.
     #[command(subcommand)]
     Payment(crate::payment_cli::PaymentCommand),
+    /// Jobs run on several providers, verified, and paid only where verified.
+    #[command(subcommand)]
+    Job(crate::job_cli::JobCommand),
+    /// A private network on this machine: a dev chain, a requestor and providers.
+    #[command(subcommand)]
+    Devnet(crate::devnet::DevnetCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +184,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Activity(cmd) => crate::activity_cli::activity(cmd, &client(data_dir)?).await,
         Command::Blob(cmd) => crate::activity_cli::blob(cmd, &client(data_dir)?).await,
         Command::Payment(cmd) => crate::payment_cli::run(cmd, &client(data_dir)?).await,
+        Command::Job(cmd) => crate::job_cli::run(cmd, &client(data_dir)?).await,
+        Command::Devnet(cmd) => crate::devnet::run(cmd).await,
         Command::Results(ResultsCommand::Hash { dir, hex }) => {
             let hash =
                 if hex { agora_activity::folder_sha256(&dir) } else { agora_activity::results_hash(&dir) }

@@ -40,6 +40,11 @@ impl Client {
         Ok(Self { http, base: node.api_url, token: node.admin_token })
     }
 
+    /// The node's REST API, `http://host:port`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Sends with the token; the body of a success, or the node's refusal with its message.
     async fn bytes(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, Error> {
         let resp = req

@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub max_blob_bytes: Option<u64>,
     pub blob_send_rate: Option<u64>,
     pub payment: Option<PaymentFileConfig>,
+    /// The provider agent's presets and rules (`[provider]`), used with `--provider`.
+    pub provider: Option<agora_agents::ProviderConfig>,
 }
 
 /// The `[payment]` table: how long accepted amounts wait to share a transaction, and the
@@ -124,6 +126,17 @@ pub struct NodeArgs {
     /// already answers at its RPC.
     #[arg(long = "embedded-chain", env = "AGORA_EMBEDDED_CHAIN")]
     pub embedded_chain: bool,
+
+    /// Sell compute: run the provider agent, with the `[provider]` presets of the settings (one
+    /// WASM preset when there are none).
+    #[arg(long, env = "AGORA_PROVIDER")]
+    pub provider: bool,
+
+    /// Cheat, for demonstrations and tests of verification only (such a provider is never
+    /// paid): `alter` its runs' output, commit and `no-reveal`, or `replay:<address>` another
+    /// provider's commitment.
+    #[arg(long = "dishonest", env = "AGORA_DISHONEST", value_name = "MODE")]
+    pub dishonest: Option<agora_agents::Dishonesty>,
 }
 
 /// Where the node's database is.
@@ -148,6 +161,10 @@ pub struct Settings {
     pub payment: agora_payment::PaymentConfig,
     /// The RPC of the dev chain the node starts itself, if it does.
     pub embedded_chain: Option<String>,
+    /// The provider agent's settings, when the node sells compute.
+    pub provider: Option<agora_agents::ProviderConfig>,
+    /// How the provider cheats (`--dishonest`), for demonstrations and tests only.
+    pub dishonesty: Option<agora_agents::Dishonesty>,
 }
 
 /// What the node allows activities it hosts.
@@ -162,6 +179,8 @@ pub struct ActivitySettings {
     pub max_blob_bytes: u64,
     /// The most bytes a second one blob stream sends.
     pub blob_send_rate: Option<u64>,
+    /// Alter runs' stdout (`--dishonest alter`).
+    pub alter_outputs: bool,
 }
 
 /// Checks each dataset folder against its configured digest.
@@ -286,6 +305,49 @@ pub fn default_data_dir() -> PathBuf {
     home.join(".local/share/agora")
 }
 
+/// The provider agent's settings with `--provider`; `[provider]` without the flag is an error,
+/// so an operator does not believe the node sells compute when it does not.
+fn provider_config(
+    flag: bool,
+    file: Option<agora_agents::ProviderConfig>,
+) -> Result<Option<agora_agents::ProviderConfig>, Error> {
+    let config = match (flag, file) {
+        (false, None) => return Ok(None),
+        (false, Some(_)) => {
+            return Err(Error::Config(
+                "[provider] is set but the node does not sell compute: start it with --provider".into(),
+            ));
+        }
+        (true, file) => file.unwrap_or_default(),
+    };
+    if config.presets.is_empty() {
+        return Err(Error::Config("[provider] presets: none; give at least one [[provider.presets]]".into()));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for preset in &config.presets {
+        if !names.insert(preset.name.as_str()) {
+            return Err(Error::Config(format!("[[provider.presets]] name '{}' is used twice", preset.name)));
+        }
+        if !matches!(preset.runtime.as_str(), "wasmtime" | "docker") {
+            return Err(Error::Config(format!(
+                "[[provider.presets]] '{}': runtime '{}' is not wasmtime or docker",
+                preset.name, preset.runtime
+            )));
+        }
+        let prices = [preset.per_duration_sec, preset.per_cpu_sec, preset.per_fuel, preset.start];
+        if prices.iter().any(|p| !p.is_finite() || *p < 0.0) {
+            return Err(Error::Config(format!(
+                "[[provider.presets]] '{}': prices must be numbers ≥ 0",
+                preset.name
+            )));
+        }
+    }
+    if config.max_agreements == 0 {
+        return Err(Error::Config("[provider] max_agreements: at least 1".into()));
+    }
+    Ok(Some(config))
+}
+
 /// Reads and checks a settings file.
 pub fn read_file(path: &Path) -> Result<FileConfig, Error> {
     let text = std::fs::read_to_string(path)
@@ -352,7 +414,10 @@ impl Settings {
                     .or(file.max_blob_bytes)
                     .unwrap_or(agora_activity::blobs::DEFAULT_MAX_BLOB),
                 blob_send_rate: args.blob_send_rate.or(file.blob_send_rate).filter(|rate| *rate > 0),
+                alter_outputs: args.dishonest == Some(agora_agents::Dishonesty::Alter),
             },
+            provider: provider_config(args.provider, file.provider)?,
+            dishonesty: args.dishonest,
             embedded_chain: embedded_chain(args, file.payment.as_ref())?,
             payment: payment_config(args, file.payment.unwrap_or_default())?,
         })

@@ -292,6 +292,7 @@ async fn serve(
         datasets: settings.activity.datasets.clone(),
         docker_socket: settings.activity.docker_socket.clone(),
         blob_send_rate: settings.activity.blob_send_rate,
+        alter_outputs: settings.activity.alter_outputs,
     };
     let other = |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(e.to_string()));
     let blobs = agora_activity::BlobStore::open(data.path().join("blobs"))?
@@ -323,10 +324,34 @@ async fn serve(
     agora_payment::serve(payments.clone(), net.clone(), shutdown.clone(), tasks.clone())
         .await
         .map_err(|e| other(&e))?;
+    if let Some(config) = &settings.provider {
+        let agent = agora_agents::ProviderAgent::new(
+            config.clone(),
+            market.clone(),
+            activities.clone(),
+            payments.clone(),
+            identities.signer(node_id)?,
+            agora_agents::Machine::probe(data.path()),
+        )
+        .with_dishonesty(settings.dishonesty);
+        agent.start(&net, shutdown.clone(), &tasks).await.map_err(|e| other(&e))?;
+    }
+    let jobs = agora_agents::Jobs::new(
+        pool.clone(),
+        market.clone(),
+        activities.clone(),
+        payments.clone(),
+        net.clone(),
+        identities.signer(node_id)?,
+        tasks.clone(),
+        shutdown.clone(),
+    );
+    jobs.recover().await.map_err(|e| other(&e))?;
     let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();
     let state = AppState::new(identities, pool, net, market, admin_token)
         .with_activities(activities.clone(), datasets)
         .with_payments(payments)
+        .with_jobs(jobs)
         .with_shutdown(shutdown.clone());
     let server = axum::serve(tokio::net::TcpListener::from_std(listener)?, api::app(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

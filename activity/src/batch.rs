@@ -153,8 +153,18 @@ impl Activities {
                 let outcome = live.unit.lock().await.run(spec).await?;
                 live.usage.lock().expect("usage").add(&outcome.usage);
                 std::fs::write(results.join("exitCode"), format!("{}\n", outcome.exit_code)).map_err(io)?;
+                if self.inner.config.alter_outputs {
+                    use std::io::Write;
+                    let mut stdout = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(results.join("stdout"))
+                        .map_err(io)?;
+                    stdout.write_all(b"altered by the provider\n").map_err(io)?;
+                }
                 // A folder that cannot be hashed (a link in /output, say) is the run's doing.
                 let hash = results_hash(&results).map_err(|e| ExeError::Failed(e.to_string()))?;
+                *live.last_results_hash.lock().expect("results hash") = Some(hash.clone());
                 *live.last_outputs.lock().expect("outputs") = Some(results.join("outputs"));
                 Ok(Done {
                     stdout: Some(capture(&results.join("stdout"))),

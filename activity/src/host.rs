@@ -149,6 +149,7 @@ impl Activities {
             usage: Mutex::default(),
             state: Mutex::new(("Initialized".into(), None, None)),
             last_outputs: Mutex::default(),
+            last_results_hash: Mutex::default(),
             running: Mutex::default(),
             ended: Mutex::default(),
         };
@@ -158,7 +159,7 @@ impl Activities {
     }
 
     /// The hosted activity, if `sender` is its requestor.
-    fn live_for(&self, id: &str, sender: Address) -> Result<Arc<Live>> {
+    pub(crate) fn live_for(&self, id: &str, sender: Address) -> Result<Arc<Live>> {
         let live = self.inner.live.lock().expect("activities").get(id).cloned();
         let Some(live) = live else {
             return Err(Error::NotFound(format!("no activity {id} on this provider")));

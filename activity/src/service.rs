@@ -62,6 +62,9 @@ pub struct HostConfig {
     pub docker_socket: Option<String>,
     /// The most bytes a second one blob stream sends to another node; unlimited if `None`.
     pub blob_send_rate: Option<u64>,
+    /// Appends a line to every run's stdout before its results are hashed, as a dishonest
+    /// provider would: for demonstrations and tests of verification, never for real work.
+    pub alter_outputs: bool,
 }
 
 /// The largest stdout or stderr returned in a command result; the results folder has it whole.
@@ -104,6 +107,8 @@ pub(crate) struct Live {
     /// (current, reason, error)
     pub(crate) state: Mutex<(String, Option<String>, Option<String>)>,
     pub(crate) last_outputs: Mutex<Option<PathBuf>>,
+    /// The `h1:` hash of the last run's results folder.
+    pub(crate) last_results_hash: Mutex<Option<String>>,
     /// Batches still running (by batch id), stopped when the activity ends (their containers go
     /// with them).
     pub(crate) running: Mutex<Vec<(String, tokio::task::AbortHandle)>>,
@@ -203,6 +208,24 @@ impl Activities {
 
     pub fn wasm(&self) -> &Arc<WasmRuntime> {
         &self.inner.wasm
+    }
+
+    /// The `h1:` hash of the last run of an activity this node hosts for `requestor`, or `None`
+    /// before its first run ends. An activity of another requestor is not found.
+    pub fn hosted_results_hash(&self, activity_id: &str, requestor: Address) -> Result<Option<String>> {
+        let live = self.live_for(activity_id, requestor)?;
+        let hash = live.last_results_hash.lock().expect("results hash").clone();
+        Ok(hash)
+    }
+
+    /// The usage counters of each activity this node hosts under `agreement_id`, in the order
+    /// of [`crate::wire::USAGE_VECTOR`]; activities that ended are kept for a while.
+    pub fn hosted_usage(&self, agreement_id: &str) -> Vec<(String, Vec<f64>)> {
+        let live = self.inner.live.lock().expect("activities");
+        live.iter()
+            .filter(|(_, l)| l.agreement_id == agreement_id)
+            .map(|(id, l)| (id.clone(), crate::host::usage_of(&l.usage.lock().expect("usage")).current_usage))
+            .collect()
     }
 
     /// Batches running now on this node.

@@ -6,10 +6,16 @@
 //! gives one price per counter plus, last, a fixed price. [`LinearPricing`] reads and writes those
 //! properties and computes what a given usage costs, exactly, in decimals.
 //!
-//! [`verify`] holds the requestor's verdict on a job's results: commitments, Bacalhau's rules for
-//! which results are verified, the reveal, and reputation.
+//! - [`verify`]: the requestor's verdict on a job's results: commitments, Bacalhau's rules for
+//!   which results are verified, the reveal, and reputation.
+//! - [`ProviderAgent`]: the provider's side, run by `agora node run --provider`: offers from the
+//!   operator's presets, counters, approvals within capacity, bid rules, invoices, and the
+//!   commit and reveal of its runs ([`wire`], on `/agora/verify/1`).
+//! - [`Jobs`]: the requestor's job runner: a [`JobSpec`] run on several providers, verified, and
+//!   paid only where verified.
 //!
-//! This crate is not the market protocol or the payment driver; it holds the decisions.
+//! This crate is not the market protocol or the payment driver; it holds the decisions and
+//! drives those through their services.
 //!
 //! ```
 //! use agora_agents::LinearPricing;
@@ -24,7 +30,17 @@
 //! assert_eq!(pricing.cost(&[Decimal::from(100), Decimal::from(50)]).unwrap(), Decimal::new(7, 1));
 //! ```
 
+mod error;
+pub mod job;
+pub mod provider;
+pub mod runner;
 pub mod verify;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use job::{JobSpec, JobState};
+pub use provider::{Dishonesty, Machine, ProviderAgent, ProviderConfig};
+pub use runner::Jobs;
 
 // Pricing is part of an agreement's terms, so the market holds it; agents decide with it.
 pub use agora_market::{LinearPricing, PricingError};

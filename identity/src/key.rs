@@ -70,6 +70,11 @@ impl Identity {
 /// The address behind a peer id. Peer ids of secp256k1 keys inline the public key, so this needs
 /// no lookup; a peer id of another key type is an error.
 pub fn address_of_peer(peer: &PeerId) -> Result<Address> {
+    Ok(Address::from_raw_public_key(&public_key_of_peer(peer)?[1..]))
+}
+
+/// The uncompressed SEC1 public key behind a peer id, to [`crate::seal`] a message to its node.
+pub fn public_key_of_peer(peer: &PeerId) -> Result<Vec<u8>> {
     let multihash = peer.as_ref();
     if multihash.code() != 0 {
         return Err(Error::BadPeerId(format!("{peer} does not inline its public key")));
@@ -78,7 +83,7 @@ pub fn address_of_peer(peer: &PeerId) -> Result<Address> {
         PublicKey::try_decode_protobuf(multihash.digest()).map_err(|e| Error::BadPeerId(e.to_string()))?;
     let key =
         key.try_into_secp256k1().map_err(|_| Error::BadPeerId(format!("{peer} is not a secp256k1 key")))?;
-    Ok(Address::from_raw_public_key(&key.to_bytes_uncompressed()[1..]))
+    Ok(key.to_bytes_uncompressed().to_vec())
 }
 
 /// Parses a `0x…` address, in any letter case.

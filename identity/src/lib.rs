@@ -39,7 +39,7 @@ pub use alloy_primitives::Address;
 pub use canonical::canonical_json;
 pub use error::{Error, Result};
 pub use identities::{Identities, IdentityInfo};
-pub use key::{Identity, address_of_peer, parse_address};
+pub use key::{Identity, address_of_peer, parse_address, public_key_of_peer};
 pub use keystore::Keystore;
 pub use seal::seal;
 pub use store::{AppKey, IdentityRecord, IdentityStore, NewAppKey};

@@ -17,6 +17,9 @@ use tokio_util::task::TaskTracker;
 /// joining next to it is told at once, directly; this round reaches the rest. Each round costs
 /// every node a copy of every announcement, so it is not frequent.
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
+/// Tries at telling a joining node our offers, and the pause between them.
+const JOIN_TRIES: u32 = 5;
+const JOIN_RETRY: Duration = Duration::from_millis(500);
 /// Offer bodies fetched at once, at most.
 const CONCURRENT_FETCHES: usize = 16;
 /// Announcements in hand at once (waiting for fetches included), at most; more are dropped until
@@ -136,10 +139,18 @@ async fn run(
                         let Ok(list) = market.announcements().await else { return };
                         for announcement in list {
                             let request = MarketRequest::Announce { announcement };
-                            let sent: Result<MarketResponse, _> =
-                                net.request_typed(Channel::Market, &peer.to_string(), &request).await;
-                            if let Err(e) = sent {
-                                tracing::debug!(%peer, error = %e, "could not tell a joining peer our offers");
+                            // A node joins the topic as its network starts, a moment before its
+                            // market serves: a refusal then is tried again, a few times.
+                            for attempt in 1..=JOIN_TRIES {
+                                let sent: Result<MarketResponse, _> =
+                                    net.request_typed(Channel::Market, &peer.to_string(), &request).await;
+                                match sent {
+                                    Ok(_) => break,
+                                    Err(e) if attempt == JOIN_TRIES => {
+                                        tracing::debug!(%peer, error = %e, "could not tell a joining peer our offers");
+                                    }
+                                    Err(_) => tokio::time::sleep(JOIN_RETRY).await,
+                                }
                             }
                         }
                     });

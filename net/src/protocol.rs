@@ -37,6 +37,9 @@ pub const ACTIVITY_HANDLERS: usize = 48;
 /// Payment handlers at once: each a few database statements, like the market's.
 pub const PAYMENT_HANDLERS: usize = 16;
 
+/// Verification handlers at once: a commitment or a reveal is a lookup and a signature.
+pub const VERIFY_HANDLERS: usize = 16;
+
 /// One directed protocol's events.
 pub(crate) type RequestEvent = request_response::Event<serde_json::Value, serde_json::Value>;
 
@@ -99,6 +102,9 @@ protocols! {
     Activity => activity { name: "/agora/activity/3", timeout: Duration::from_secs(75), handlers: ACTIVITY_HANDLERS },
     /// Debit notes, invoices, acceptances, rejections and payments: each a few statements.
     Payment => payment { name: "/agora/payment/1", timeout: Duration::from_secs(15), handlers: PAYMENT_HANDLERS },
+    /// A job's commit and reveal: each provider's sealed commitment to its result, then the
+    /// winners' digests.
+    Verify => verify { name: "/agora/verify/1", timeout: Duration::from_secs(15), handlers: VERIFY_HANDLERS },
 }
 
 fn json_protocol(channel: Channel) -> JsonProtocol {

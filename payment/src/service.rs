@@ -244,6 +244,18 @@ impl Payments {
         rows.iter().map(document_row).collect()
     }
 
+    /// The documents of `kind` of one agreement, oldest first.
+    pub async fn agreement_documents(&self, kind: Kind, agreement_id: &str) -> Result<Vec<DocumentRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM payment_documents WHERE kind = $1 AND agreement_id = $2 ORDER BY created_at, id",
+        )
+        .bind(kind.as_str())
+        .bind(agreement_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(document_row).collect()
+    }
+
     /// Handles a message from another node.
     pub async fn handle(&self, request: PaymentRequest) -> PaymentResponse {
         let PaymentRequest { message, signature } = request;

@@ -95,6 +95,22 @@ impl From<agora_payment::Error> for ApiError {
     }
 }
 
+impl From<agora_agents::Error> for ApiError {
+    fn from(e: agora_agents::Error) -> Self {
+        use agora_agents::Error as E;
+        match e {
+            E::BadInput(m) => Self::BadRequest(m),
+            E::NotFound(m) => Self::NotFound(m),
+            E::Conflict(m) => Self::Conflict(m),
+            E::Market(e) => e.into(),
+            E::Activity(e) => e.into(),
+            E::Payment(e) => e.into(),
+            E::Net(e) => Self::Unavailable(e.to_string()),
+            E::Db(e) => e.into(),
+        }
+    }
+}
+
 /// Whether a database error means the database cannot be reached now (rather than a fault in
 /// what was asked): the connection, the pool, or a server that is shutting down or starting.
 fn unreachable(e: &sqlx::Error) -> bool {

@@ -8,6 +8,7 @@ mod activity;
 mod admin;
 mod auth;
 mod error;
+mod jobs;
 mod market;
 mod metrics;
 mod payment;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub datasets: Vec<String>,
     /// Absent in tests that drive the market alone.
     pub payments: Option<agora_payment::Payments>,
+    /// The job runner; absent in tests that drive the market alone.
+    pub jobs: Option<agora_agents::Jobs>,
     /// Cancelled when the node begins to stop: long polls answer then rather than hold it up.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -65,6 +68,7 @@ impl AppState {
             activities: None,
             datasets: Vec::new(),
             payments: None,
+            jobs: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -85,6 +89,12 @@ impl AppState {
 }
 
 impl AppState {
+    /// Serves `/jobs` too.
+    pub fn with_jobs(mut self, jobs: agora_agents::Jobs) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+
     /// Serves `/payment-api/v1` too.
     pub fn with_payments(mut self, payments: agora_payment::Payments) -> Self {
         self.payments = Some(payments);
@@ -102,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/market-api/v1", market::routes())
         .nest("/activity-api/v1", activity::routes())
         .nest("/payment-api/v1", payment::routes())
+        .merge(jobs::routes())
         .merge(activity::blob_routes().layer(axum::extract::DefaultBodyLimit::disable()))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()

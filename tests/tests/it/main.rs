@@ -7,6 +7,7 @@ mod data_path;
 mod grammar_cli;
 mod hostile;
 mod identity_store;
+mod jobs;
 mod market;
 mod negotiation;
 mod network;

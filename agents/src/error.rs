@@ -1,0 +1,26 @@
+//! The agents' errors, by what the caller can do about them.
+
+/// What went wrong for an agent or a job.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The job spec or a request is wrong: the message says what and where.
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// It cannot happen in the job's state (a finished job cancelled, say).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("market: {0}")]
+    Market(#[from] agora_market::Error),
+    #[error("activity: {0}")]
+    Activity(#[from] agora_activity::Error),
+    #[error("payment: {0}")]
+    Payment(#[from] agora_payment::Error),
+    #[error("network: {0}")]
+    Net(#[from] agora_net::Error),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,592 @@
+//! The provider agent: it turns the operator's presets into offers, answers requestors'
+//! proposals with its own priced terms, approves agreements while it has room for them, invoices
+//! each agreement when it ends, and commits to and reveals its runs' results.
+
+use crate::verify;
+use crate::wire::{CommitmentBody, SignedCommitment, VerifyRequest, VerifyResponse};
+use agora_activity::Activities;
+use agora_market::api::{DemandOfferBase, Event};
+use agora_market::{AgreementState, Market, ProposalState, Role};
+use agora_payment::Payments;
+use agora_payment::model::Kind;
+use alloy_primitives::Address;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The `[provider]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// What the node offers: one offer per preset.
+    pub presets: Vec<Preset>,
+    /// Agreements approved at once, at most; more are rejected.
+    pub max_agreements: usize,
+    /// `golem.node.debug.subnet`: requestors filter on it to find a private group of providers.
+    pub subnet: String,
+    /// Requestors (node addresses) it bids for; every one when empty.
+    pub allow: Vec<Address>,
+    /// Requestors it never bids for.
+    pub deny: Vec<Address>,
+    /// An HTTP hook asked about every demand (`POST` of the demand's JSON, answered with
+    /// `{"shouldBid": bool, "reason": "…"}`), as Bacalhau's probes are.
+    pub bid_hook_url: Option<String>,
+    /// A program asked the same on its standard input and output.
+    pub bid_hook_command: Option<Vec<String>>,
+    /// `golem.com.scheme.payu.debit-note.interval-sec?`, offered.
+    pub debit_note_interval_secs: u64,
+    /// `golem.com.payment.debit-notes.accept-timeout?`, offered.
+    pub debit_note_accept_timeout_secs: u64,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            presets: vec![Preset::default()],
+            max_agreements: 8,
+            subnet: "public".into(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            bid_hook_url: None,
+            bid_hook_command: None,
+            debit_note_interval_secs: 120,
+            debit_note_accept_timeout_secs: 240,
+        }
+    }
+}
+
+/// One kind of work the node sells, and its price.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Preset {
+    pub name: String,
+    /// `wasmtime` or `docker`.
+    pub runtime: String,
+    /// Price per second of an activity's life (`golem.usage.duration_sec`).
+    pub per_duration_sec: f64,
+    /// Price per CPU second (`golem.usage.cpu_sec`).
+    pub per_cpu_sec: f64,
+    /// Price per unit of WASM fuel (`agora.usage.fuel`).
+    pub per_fuel: f64,
+    /// Price of starting an activity, the fixed part.
+    pub start: f64,
+    /// Longest run, in seconds.
+    pub max_run_secs: f64,
+    /// Memory for one activity, GiB; the machine's memory when not set.
+    pub mem_gib: Option<f64>,
+    /// CPU threads for one activity; the machine's when not set.
+    pub cpu_threads: Option<f64>,
+}
+
+impl Default for Preset {
+    fn default() -> Self {
+        Self {
+            name: "wasm".into(),
+            runtime: "wasmtime".into(),
+            per_duration_sec: 0.0001,
+            per_cpu_sec: 0.0002,
+            per_fuel: 0.0,
+            start: 0.001,
+            max_run_secs: 60.0,
+            mem_gib: None,
+            cpu_threads: None,
+        }
+    }
+}
+
+/// What the machine has, as offers state it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Machine {
+    pub cpu_threads: usize,
+    pub mem_gib: f64,
+    pub storage_gib: f64,
+}
+
+impl Machine {
+    /// This machine: its CPU threads, its memory, and the free space where `data_dir` is.
+    pub fn probe(data_dir: &Path) -> Self {
+        let cpu_threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let mem_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0);
+        let storage_gib = nix::sys::statvfs::statvfs(data_dir)
+            .map(|s| s.blocks_available() as f64 * s.fragment_size() as f64 / f64::from(1u32 << 30))
+            .unwrap_or(0.0);
+        Self {
+            cpu_threads,
+            mem_gib: round2(mem_kib / f64::from(1u32 << 20)),
+            storage_gib: round2(storage_gib),
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).floor() / 100.0
+}
+
+/// The offer of one preset: what Golem's requestors filter and score on, and agora's limits.
+pub fn offer_properties(
+    preset: &Preset,
+    config: &ProviderConfig,
+    machine: &Machine,
+    platforms: &[(String, Address)],
+) -> Value {
+    let mut p = BTreeMap::<String, Value>::new();
+    p.insert("golem.node.id.name".into(), json!(preset.name));
+    p.insert("golem.node.debug.subnet".into(), json!(config.subnet));
+    p.insert("golem.runtime.name".into(), json!(preset.runtime));
+    p.insert("golem.inf.cpu.threads".into(), json!(preset.cpu_threads.unwrap_or(machine.cpu_threads as f64)));
+    p.insert("golem.inf.mem.gib".into(), json!(preset.mem_gib.unwrap_or(machine.mem_gib)));
+    p.insert("golem.inf.storage.gib".into(), json!(machine.storage_gib));
+    p.insert("golem.com.scheme".into(), json!("payu"));
+    p.insert("golem.com.pricing.model".into(), json!("linear"));
+    p.insert("golem.com.usage.vector".into(), json!(agora_activity::wire::USAGE_VECTOR));
+    p.insert(
+        "golem.com.pricing.model.linear.coeffs".into(),
+        json!([preset.per_duration_sec, preset.per_cpu_sec, preset.per_fuel, preset.start]),
+    );
+    for (platform, address) in platforms {
+        p.insert(agora_market::keys::platform_address(platform), json!(format!("{address:#x}")));
+    }
+    p.insert(agora_payment::PROTOCOL_VERSION_KEY.into(), json!(agora_payment::PROTOCOL_VERSION));
+    p.insert("golem.srv.caps.multi-activity".into(), json!(true));
+    p.insert(agora_market::keys::DEBIT_NOTE_INTERVAL.into(), json!(config.debit_note_interval_secs));
+    p.insert(
+        agora_market::keys::DEBIT_NOTE_ACCEPT_TIMEOUT.into(),
+        json!(config.debit_note_accept_timeout_secs),
+    );
+    p.insert("agora.limits.time_sec".into(), json!(preset.max_run_secs));
+    json!(p)
+}
+
+/// How a provider node cheats, for demonstrations and tests of verification: such a provider is
+/// never paid. `alter` changes its runs' output (the activity host does it), `no-reveal` commits
+/// honestly but never reveals, `replay:<address>` commits with another provider's seal, as a
+/// provider copying that provider's commitment would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dishonesty {
+    Alter,
+    NoReveal,
+    Replay(Address),
+}
+
+impl std::str::FromStr for Dishonesty {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "alter" => Ok(Self::Alter),
+            "no-reveal" => Ok(Self::NoReveal),
+            other => match other.strip_prefix("replay:") {
+                Some(address) => address
+                    .parse()
+                    .map(Self::Replay)
+                    .map_err(|_| format!("{other}: replay:<address> needs a 0x… node address")),
+                None => Err(format!("{other}: one of alter, no-reveal, replay:<address>")),
+            },
+        }
+    }
+}
+
+/// Whether the agent bids for a demand, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BidDecision {
+    pub should_bid: bool,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The provider agent. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ProviderAgent {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ProviderConfig,
+    market: Market,
+    activities: Activities,
+    payments: Payments,
+    identity: agora_identity::Identity,
+    machine: Machine,
+    /// Offer subscriptions, each with its preset's base.
+    offers: Mutex<Vec<(String, DemandOfferBase)>>,
+    /// Agreements invoiced by this run of the node.
+    invoiced: Mutex<HashSet<String>>,
+    dishonesty: Option<Dishonesty>,
+    http: reqwest::Client,
+}
+
+/// How long a `no-reveal` provider holds a reveal request before it refuses it: past the
+/// network's request timeout.
+const NO_REVEAL_HOLD: Duration = Duration::from_secs(20);
+
+/// How long one poll of offer or agreement events waits.
+const POLL: Duration = Duration::from_secs(5);
+
+impl ProviderAgent {
+    pub fn new(
+        config: ProviderConfig,
+        market: Market,
+        activities: Activities,
+        payments: Payments,
+        identity: agora_identity::Identity,
+        machine: Machine,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                market,
+                activities,
+                payments,
+                identity,
+                machine,
+                offers: Mutex::default(),
+                invoiced: Mutex::default(),
+                dishonesty: None,
+                http: reqwest::Client::new(),
+            }),
+        }
+    }
+
+    /// Cheats as `dishonesty` says (the activity host alters outputs itself).
+    pub fn with_dishonesty(mut self, dishonesty: Option<Dishonesty>) -> Self {
+        Arc::get_mut(&mut self.inner).expect("set before the agent is shared").dishonesty = dishonesty;
+        self
+    }
+
+    /// Publishes the offers and serves the agent's part until `shutdown`: negotiation,
+    /// approvals, invoices, and the commit and reveal on `/agora/verify/1`.
+    pub async fn start(
+        &self,
+        net: &agora_net::NetHandle,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<(), crate::Error> {
+        let platforms: Vec<(String, Address)> = self
+            .inner
+            .payments
+            .config()
+            .networks
+            .iter()
+            .map(|n| (n.platform(), self.inner.identity.address()))
+            .collect();
+        for preset in &self.inner.config.presets {
+            let properties = offer_properties(preset, &self.inner.config, &self.inner.machine, &platforms);
+            let base = DemandOfferBase { properties, constraints: "()".into() };
+            let id = self.inner.market.subscribe_offer(&base).await?;
+            tracing::info!(offer = %id, preset = %preset.name, "offer published");
+            self.inner.offers.lock().expect("offers").push((id.clone(), base));
+            let (agent, stop) = (self.clone(), shutdown.clone());
+            tasks.spawn(async move { agent.negotiate(&id, stop).await });
+        }
+        let (agent, stop) = (self.clone(), shutdown.clone());
+        tasks.spawn(async move { agent.invoice_ended(stop).await });
+        let mut requests = net.serve(agora_net::Channel::Verify).await?;
+        let (agent, tracker) = (self.clone(), tasks.clone());
+        tasks.spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = requests.recv() => match r { Some(r) => r, None => return },
+                };
+                let agent = agent.clone();
+                tracker.spawn(async move {
+                    let answer = match request.decode::<VerifyRequest>() {
+                        Ok(decoded @ VerifyRequest::Reveal { .. })
+                            if agent.inner.dishonesty == Some(Dishonesty::NoReveal) =>
+                        {
+                            // It lets the reveal deadline pass without an answer.
+                            tokio::time::sleep(NO_REVEAL_HOLD).await;
+                            drop(decoded);
+                            VerifyResponse::Refused { message: "no reveal".into() }
+                        }
+                        Ok(decoded) => agent.on_verify(&request.from, decoded),
+                        Err(e) => VerifyResponse::Refused { message: format!("bad request: {e}") },
+                    };
+                    request.answer(serde_json::to_value(answer).expect("answers serialise"));
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// Answers proposals and agreements on one offer until `stop`.
+    async fn negotiate(&self, offer_id: &str, stop: CancellationToken) {
+        loop {
+            let events = tokio::select! {
+                () = stop.cancelled() => return,
+                events = self.inner.market.collect_offer_events(offer_id, POLL, 100) => events,
+            };
+            let events = match events {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(offer = offer_id, error = %e, "offer events");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            for event in events {
+                if let Err(e) = self.on_offer_event(offer_id, event).await {
+                    tracing::warn!(offer = offer_id, error = %e, "answering the market");
+                }
+            }
+        }
+    }
+
+    async fn on_offer_event(&self, offer_id: &str, event: Event) -> Result<(), crate::Error> {
+        match event {
+            Event::Proposal { proposal, .. } if proposal.state == ProposalState::Draft => {
+                let requestor = proposal.issuer_id.parse::<Address>().ok();
+                let decision = self.should_bid(requestor, &proposal.properties).await;
+                if !decision.should_bid {
+                    tracing::info!(proposal = %proposal.proposal_id, reason = %decision.reason, "not bidding");
+                    let reason = json!({"message": decision.reason});
+                    self.inner.market.reject_proposal(offer_id, &proposal.proposal_id, Some(reason)).await?;
+                    return Ok(());
+                }
+                let base = self.base(offer_id);
+                self.inner.market.counter_proposal(offer_id, &proposal.proposal_id, &base, true).await?;
+            }
+            Event::Agreement { agreement, .. } if agreement.state == AgreementState::Pending => {
+                let approved = self
+                    .inner
+                    .market
+                    .agreements()
+                    .await?
+                    .iter()
+                    .filter(|a| a.role == Role::Provider && a.state == AgreementState::Approved)
+                    .count();
+                if approved >= self.inner.config.max_agreements {
+                    let reason = json!({"message": format!(
+                        "at capacity: {approved} agreements of {} are running", self.inner.config.max_agreements
+                    )});
+                    self.inner.market.reject_agreement(&agreement.agreement_id, Some(reason)).await?;
+                } else {
+                    self.inner.market.approve_agreement(&agreement.agreement_id).await?;
+                    tracing::info!(agreement = %agreement.agreement_id, "agreement approved");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn base(&self, offer_id: &str) -> DemandOfferBase {
+        let offers = self.inner.offers.lock().expect("offers");
+        offers.iter().find(|(id, _)| id == offer_id).map(|(_, b)| b.clone()).expect("an offer of this agent")
+    }
+
+    /// The bid rules: the deny-list, the allow-list, then the hooks.
+    pub async fn should_bid(&self, requestor: Option<Address>, demand: &Value) -> BidDecision {
+        let config = &self.inner.config;
+        let no = |reason: String| BidDecision { should_bid: false, reason };
+        let Some(requestor) = requestor else { return no("the requestor has no node address".into()) };
+        if config.deny.contains(&requestor) {
+            return no(format!("requestor {requestor:#x} is on the deny-list"));
+        }
+        if !config.allow.is_empty() && !config.allow.contains(&requestor) {
+            return no(format!("requestor {requestor:#x} is not on the allow-list"));
+        }
+        let asked = json!({"requestor": format!("{requestor:#x}"), "properties": demand});
+        if let Some(url) = &config.bid_hook_url {
+            let answer = async {
+                let resp =
+                    self.inner.http.post(url).json(&asked).timeout(Duration::from_secs(5)).send().await?;
+                resp.error_for_status()?.json::<BidDecision>().await
+            };
+            match answer.await {
+                Ok(decision) if !decision.should_bid => return decision,
+                Ok(_) => {}
+                Err(e) => return no(format!("the bid hook {url} did not answer: {e}")),
+            }
+        }
+        if let Some(command) = &config.bid_hook_command {
+            match run_hook(command, &asked).await {
+                Ok(decision) if !decision.should_bid => return decision,
+                Ok(_) => {}
+                Err(e) => return no(format!("the bid hook {} failed: {e}", command.join(" "))),
+            }
+        }
+        BidDecision { should_bid: true, reason: String::new() }
+    }
+
+    /// Invoices each agreement this node provides as soon as it ends: the cost of its
+    /// activities' usage at the agreement's prices.
+    async fn invoice_ended(&self, stop: CancellationToken) {
+        let mut after = Some(chrono::Utc::now());
+        loop {
+            let events = tokio::select! {
+                () = stop.cancelled() => return,
+                events = self.inner.market.agreement_events(after, POLL, 100) => events,
+            };
+            match events {
+                Ok(events) => {
+                    for event in events {
+                        after = Some(event.event_date);
+                        if event.event_type == "AgreementTerminatedEvent"
+                            && let Err(e) = self.invoice(&event.agreement_id).await
+                        {
+                            tracing::warn!(agreement = %event.agreement_id, error = %e, "invoicing");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "agreement events");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn invoice(&self, agreement_id: &str) -> Result<(), crate::Error> {
+        let agreement = self.inner.market.agreement(agreement_id).await?;
+        if agreement.role != Role::Provider
+            || !self.inner.invoiced.lock().expect("invoiced").insert(agreement_id.into())
+        {
+            return Ok(());
+        }
+        let usage = self.inner.activities.hosted_usage(agreement_id);
+        let mut amount = Decimal::ZERO;
+        for (_, counters) in &usage {
+            amount += agora_payment::usage_cost(&agreement, &json!(counters))?.unwrap_or_default();
+        }
+        if amount.is_zero() {
+            return Ok(());
+        }
+        let invoice = self
+            .inner
+            .payments
+            .issue_invoice(agora_payment::NewInvoice {
+                agreement_id: agreement_id.into(),
+                activity_ids: usage.into_iter().map(|(id, _)| id).collect(),
+                amount: amount.to_string(),
+                payment_due_date: None,
+            })
+            .await?;
+        self.inner.payments.send(Kind::Invoice, &invoice.document.id).await?;
+        tracing::info!(agreement = agreement_id, invoice = %invoice.document.id, %amount, "invoice sent");
+        Ok(())
+    }
+
+    fn on_verify(&self, peer: &agora_net::PeerId, request: VerifyRequest) -> VerifyResponse {
+        match self.verify_answer(peer, request) {
+            Ok(answer) => answer,
+            Err(message) => VerifyResponse::Refused { message },
+        }
+    }
+
+    fn verify_answer(
+        &self,
+        peer: &agora_net::PeerId,
+        request: VerifyRequest,
+    ) -> Result<VerifyResponse, String> {
+        let requestor = agora_identity::address_of_peer(peer).map_err(|e| e.to_string())?;
+        let (VerifyRequest::Commit { activity_id, job_id } | VerifyRequest::Reveal { activity_id, job_id }) =
+            &request;
+        let digest = self
+            .inner
+            .activities
+            .hosted_results_hash(activity_id, requestor)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("activity {activity_id} has no finished run"))?;
+        match request {
+            VerifyRequest::Commit { .. } => {
+                let mut commitment = verify::commit(job_id, self.inner.identity.address(), &digest);
+                if let Some(Dishonesty::Replay(other)) = self.inner.dishonesty {
+                    // Another provider's seal, under this provider's name and signature.
+                    commitment.seal = verify::commit(job_id, other, &digest).seal;
+                }
+                let body = CommitmentBody::new(job_id, activity_id, &commitment);
+                let signature =
+                    agora_identity::sign_json(&self.inner.identity, &body).map_err(|e| e.to_string())?;
+                let signed = serde_json::to_vec(&SignedCommitment { body, signature }).expect("JSON");
+                let key = agora_identity::public_key_of_peer(peer).map_err(|e| e.to_string())?;
+                let sealed = agora_identity::seal(&key, &signed).map_err(|e| e.to_string())?;
+                Ok(VerifyResponse::Committed { sealed: hex::encode(sealed) })
+            }
+            VerifyRequest::Reveal { .. } => Ok(VerifyResponse::Revealed { digest }),
+        }
+    }
+}
+
+/// Runs a bid hook program: the question on its stdin, the decision on its stdout.
+async fn run_hook(command: &[String], asked: &Value) -> Result<BidDecision, String> {
+    use tokio::io::AsyncWriteExt;
+    let (program, args) = command.split_first().ok_or("the command is empty")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    stdin.write_all(asked.to_string().as_bytes()).await.map_err(|e| e.to_string())?;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("it exited with {}", out.status));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("its answer is not {{shouldBid, reason}}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_carries_what_golem_requestors_filter_and_score_on() {
+        let machine = Machine { cpu_threads: 2, mem_gib: 7.5, storage_gib: 100.0 };
+        let platforms = [("erc20-dev-tglm".to_string(), Address::repeat_byte(7))];
+        let p = offer_properties(&Preset::default(), &ProviderConfig::default(), &machine, &platforms);
+        assert_eq!(p["golem.inf.cpu.threads"], json!(2.0));
+        assert_eq!(p["golem.inf.mem.gib"], json!(7.5));
+        assert_eq!(p["golem.inf.storage.gib"], json!(100.0));
+        assert_eq!(p["golem.runtime.name"], "wasmtime");
+        assert_eq!(p["golem.com.scheme"], "payu");
+        assert_eq!(p["golem.com.pricing.model"], "linear");
+        // One coefficient per usage counter, then the fixed price, as JSON floats.
+        assert_eq!(p["golem.com.pricing.model.linear.coeffs"], json!([0.0001, 0.0002, 0.0, 0.001]));
+        assert_eq!(p["golem.com.usage.vector"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            p["golem.com.payment.platform.erc20-dev-tglm.address"],
+            "0x0707070707070707070707070707070707070707"
+        );
+        assert_eq!(p["golem.com.payment.protocol.version"], json!(3));
+        assert_eq!(p["golem.srv.caps.multi-activity"], json!(true));
+        assert_eq!(p["golem.node.debug.subnet"], "public");
+        assert_eq!(p["golem.com.scheme.payu.debit-note.interval-sec?"], json!(120));
+        assert_eq!(p["golem.com.payment.debit-notes.accept-timeout?"], json!(240));
+        // The pricing reads back as the market reads it.
+        let flat = agora_grammar::flatten(&p).unwrap();
+        assert!(crate::LinearPricing::from_properties(&flat).is_ok());
+    }
+
+    #[test]
+    fn the_machine_is_probed() {
+        let m = Machine::probe(Path::new("/"));
+        assert!(m.cpu_threads >= 1);
+        assert!(m.mem_gib > 0.0);
+    }
+}
