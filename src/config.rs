@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub payment: Option<PaymentFileConfig>,
     /// The provider agent's presets and rules (`[provider]`), used with `--provider`.
     pub provider: Option<agora_agents::ProviderConfig>,
+    /// Jobs the runner runs at once.
+    pub max_jobs: Option<usize>,
 }
 
 /// The `[payment]` table: how long accepted amounts wait to share a transaction, and the
@@ -137,6 +139,10 @@ pub struct NodeArgs {
     /// provider's commitment.
     #[arg(long = "dishonest", env = "AGORA_DISHONEST", value_name = "MODE")]
     pub dishonest: Option<agora_agents::Dishonesty>,
+
+    /// Jobs the node's runner runs at once; more wait, queued [default: 8].
+    #[arg(long = "max-jobs", env = "AGORA_MAX_JOBS", value_name = "N")]
+    pub max_jobs: Option<usize>,
 }
 
 /// Where the node's database is.
@@ -165,6 +171,8 @@ pub struct Settings {
     pub provider: Option<agora_agents::ProviderConfig>,
     /// How the provider cheats (`--dishonest`), for demonstrations and tests only.
     pub dishonesty: Option<agora_agents::Dishonesty>,
+    /// Jobs run at once.
+    pub max_jobs: usize,
 }
 
 /// What the node allows activities it hosts.
@@ -418,6 +426,11 @@ impl Settings {
             },
             provider: provider_config(args.provider, file.provider)?,
             dishonesty: args.dishonest,
+            max_jobs: match args.max_jobs.or(file.max_jobs) {
+                Some(0) => return Err(Error::Config("max_jobs: at least 1".into())),
+                Some(n) => n,
+                None => agora_agents::runner::DEFAULT_MAX_RUNNING,
+            },
             embedded_chain: embedded_chain(args, file.payment.as_ref())?,
             payment: payment_config(args, file.payment.unwrap_or_default())?,
         })

@@ -345,7 +345,8 @@ async fn serve(
         identities.signer(node_id)?,
         tasks.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_max_running(settings.max_jobs);
     jobs.recover().await.map_err(|e| other(&e))?;
     let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();
     let state = AppState::new(identities, pool, net, market, admin_token)

@@ -55,7 +55,12 @@ struct Inner {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Woken when any job records an event.
     events: tokio::sync::Notify,
+    /// Jobs running at once, at most; the others wait, queued.
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Jobs a node runs at once unless its settings say otherwise.
+pub const DEFAULT_MAX_RUNNING: usize = 8;
 
 /// One replica as the flow knows it.
 #[derive(Debug, Clone)]
@@ -96,8 +101,16 @@ impl Jobs {
                 shutdown,
                 running: Mutex::default(),
                 events: tokio::sync::Notify::new(),
+                slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_RUNNING)),
             }),
         }
+    }
+
+    /// Runs at most `max` jobs at once.
+    pub fn with_max_running(mut self, max: usize) -> Self {
+        Arc::get_mut(&mut self.inner).expect("set before the runner is shared").slots =
+            Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+        self
     }
 
     /// Checks and stores a job, and starts it; returns its id.
@@ -114,20 +127,18 @@ impl Jobs {
         Ok(id)
     }
 
-    /// After a restart: queued jobs start; jobs that were under way fail, their agreements
-    /// terminated and their allocations released.
+    /// After a restart: every unfinished job starts again where it can (see [`Jobs::run`]).
     pub async fn recover(&self) -> Result<()> {
         let rows = sqlx::query("SELECT id, spec, state FROM jobs WHERE state < 6 ORDER BY created_at")
             .fetch_all(&self.inner.pool)
             .await?;
         for row in rows {
             let id: String = row.get("id");
-            let state: i16 = row.get("state");
             match serde_json::from_value::<JobSpec>(row.get("spec")) {
-                Ok(spec) if state == JobState::Queued.code() => self.start(id, spec),
-                _ => {
+                Ok(spec) => self.start(id, spec),
+                Err(e) => {
                     self.clean_up(&id).await;
-                    self.finish(&id, JobState::Failed, "the requestor node restarted while the job ran")
+                    self.finish(&id, JobState::Failed, &format!("its stored spec no longer reads: {e}"))
                         .await?;
                 }
             }
@@ -140,8 +151,12 @@ impl Jobs {
         self.inner.running.lock().expect("running").insert(id.clone(), stop.clone());
         let jobs = self.clone();
         self.inner.tasks.spawn(async move {
+            let slots = jobs.inner.slots.clone();
             let outcome = tokio::select! {
-                outcome = jobs.run(&id, &spec) => Some(outcome),
+                outcome = async {
+                    let _slot = slots.acquire_owned().await.expect("the semaphore is never closed");
+                    jobs.run(&id, &spec).await
+                } => Some(outcome),
                 () = stop.cancelled() => None,
             };
             jobs.inner.running.lock().expect("running").remove(&id);
@@ -363,9 +378,100 @@ impl Jobs {
         Ok(())
     }
 
-    /// Runs a job to its end; returns the state it ends in and why.
+    /// Runs a job to its end; returns the state it ends in and why. A job an earlier run of the
+    /// node left under way is resumed: settled if its verdict was reached, else run again.
     async fn run(&self, id: &str, spec: &JobSpec) -> Result<(JobState, String)> {
+        if let Some(outcome) = self.resume(id).await? {
+            return Ok(outcome);
+        }
+        self.run_fresh(id, spec).await
+    }
+
+    /// What a restart finds of a job: `None` when it is to run from the start.
+    async fn resume(&self, id: &str) -> Result<Option<(JobState, String)>> {
+        let job = sqlx::query("SELECT allocation_id, demand_id FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.inner.pool)
+            .await?;
+        let allocation: Option<String> = job.get("allocation_id");
+        let demand: Option<String> = job.get("demand_id");
+        let rows = sqlx::query("SELECT * FROM job_executions WHERE job_id = $1")
+            .bind(id)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        if allocation.is_none() && rows.is_empty() {
+            return Ok(None);
+        }
+        let state_of = |r: &sqlx::postgres::PgRow| ExecState::from_code(r.get("state")).expect("a state");
+        let provider_of = |r: &sqlx::postgres::PgRow| r.get::<String, _>("provider").parse::<Address>().ok();
+        let parties: Vec<Party> = rows
+            .iter()
+            .filter(|r| r.get::<Option<String>, _>("activity_id").is_some())
+            .filter_map(|r| Some(Party { provider: provider_of(r)?, agreement_id: r.get("agreement_id") }))
+            .collect();
+        for r in &rows {
+            if let Some(activity) = r.get::<Option<String>, _>("activity_id") {
+                let _ended = self.inner.activities.destroy(&activity).await;
+            }
+            if let Some(agreement) = r.get::<Option<String>, _>("agreement_id") {
+                self.end_agreement(&agreement, "the job's run is over").await;
+            }
+        }
+        let verdict = rows.iter().any(|r| matches!(state_of(r), ExecState::Verified | ExecState::Paid));
+        if verdict {
+            let paid: Vec<Address> = rows
+                .iter()
+                .filter(|r| matches!(state_of(r), ExecState::Verified | ExecState::Paid))
+                .filter_map(provider_of)
+                .collect();
+            let refused: BTreeMap<Address, String> = rows
+                .iter()
+                .filter(|r| !matches!(state_of(r), ExecState::Verified | ExecState::Paid))
+                .filter_map(|r| {
+                    let reason =
+                        r.get::<Option<String>, _>("reason").unwrap_or_else(|| "verification failed".into());
+                    Some((provider_of(r)?, reason))
+                })
+                .collect();
+            self.record(id, JobState::Paying, "the requestor node restarted; settling the verified result")
+                .await?;
+            if let Some(allocation) = &allocation {
+                self.settle(id, &parties, &paid, &refused, allocation).await?;
+                let _released = self.inner.payments.release_allocation(allocation).await;
+            }
+            if let Some(demand) = &demand {
+                let _gone = self.inner.market.unsubscribe_demand(demand).await;
+            }
+            let outcome = format!("verified: {} accepted, {} rejected", paid.len(), refused.len());
+            return Ok(Some((if paid.is_empty() { JobState::Failed } else { JobState::Completed }, outcome)));
+        }
+        // Interrupted before its verdict: what ran is not verified, so it is not paid; the job
+        // runs again from the start, on a fresh allocation.
+        let why = "the requestor node restarted during the run";
+        self.record(id, JobState::Queued, &format!("{why}; its agreements end and the job runs again"))
+            .await?;
+        let refused: BTreeMap<Address, String> =
+            parties.iter().map(|p| (p.provider, why.to_string())).collect();
+        if let Some(allocation) = &allocation {
+            self.settle(id, &parties, &[], &refused, allocation).await?;
+            let _released = self.inner.payments.release_allocation(allocation).await;
+        }
+        if let Some(demand) = &demand {
+            let _gone = self.inner.market.unsubscribe_demand(demand).await;
+        }
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query("DELETE FROM job_executions WHERE job_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE jobs SET allocation_id = NULL, demand_id = NULL, results = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    async fn run_fresh(&self, id: &str, spec: &JobSpec) -> Result<(JobState, String)> {
         let budget = spec.check().map_err(Error::BadInput)?;
+
         let t = Duration::from_secs(spec.timeout);
         let started = Instant::now();
         // Commit by start + 2T, reveal by decision + T, then the invoices and payments.
@@ -532,9 +638,19 @@ impl Jobs {
                     )
                     .await?;
                     let reveal_deadline = Instant::now() + t;
-                    for winner in &verdict.winners {
-                        let replica = replicas.iter().find(|r| r.provider == *winner).expect("a winner ran");
-                        match self.reveal(id, replica, reveal_deadline).await {
+                    let winners: Vec<&Replica> = verdict
+                        .winners
+                        .iter()
+                        .map(|w| replicas.iter().find(|r| r.provider == *w).expect("a winner ran"))
+                        .collect();
+                    // All at once: one that holds its answer does not eat into the others' time.
+                    let reveals = futures_util::future::join_all(
+                        winners.iter().map(|r| self.reveal(id, r, reveal_deadline)),
+                    )
+                    .await;
+                    for (replica, revealed) in winners.into_iter().zip(reveals) {
+                        let winner = &replica.provider;
+                        match revealed {
                             Ok(digest) => {
                                 paid.push(*winner);
                                 results.get_or_insert_with(|| {
@@ -595,7 +711,7 @@ impl Jobs {
             }
         }
         self.record(id, JobState::Paying, &format!("accepting the invoices of {}", paid.len())).await?;
-        self.settle(id, &replicas, &paid, &refused, &allocation.id).await?;
+        self.settle(id, &parties(&replicas), &paid, &refused, &allocation.id).await?;
         let _released = self.inner.payments.release_allocation(&allocation.id).await;
         let _gone = self.inner.market.unsubscribe_demand(&demand_id).await;
         Ok(if results.is_some() || (verdict.is_none() && !paid.is_empty()) {
@@ -850,7 +966,7 @@ impl Jobs {
     async fn settle(
         &self,
         id: &str,
-        replicas: &[Replica],
+        parties: &[Party],
         paid: &[Address],
         refused: &BTreeMap<Address, String>,
         allocation: &str,
@@ -861,8 +977,8 @@ impl Jobs {
         // never accepted).
         let started = Instant::now();
         let deadline =
-            |r: &Replica| started + if paid.contains(&r.provider) { INVOICE_WAIT } else { REJECT_WAIT };
-        let mut open: Vec<&Replica> = replicas.iter().filter(|r| r.activity_id.is_some()).collect();
+            |r: &Party| started + if paid.contains(&r.provider) { INVOICE_WAIT } else { REJECT_WAIT };
+        let mut open: Vec<&Party> = parties.iter().collect();
         loop {
             open.retain(|r| Instant::now() < deadline(r));
             if open.is_empty() {
@@ -870,7 +986,7 @@ impl Jobs {
             }
             let mut still = Vec::new();
             for r in open {
-                let agreement = r.agreement_id.as_deref().expect("a replica that ran was agreed");
+                let agreement = &r.agreement_id;
                 let invoice = payments
                     .agreement_documents(Kind::Invoice, agreement)
                     .await?
@@ -1069,6 +1185,21 @@ impl Jobs {
         }
         Ok(())
     }
+}
+
+/// A provider that ran the job under an agreement, as paying and rejecting see it.
+#[derive(Debug, Clone)]
+struct Party {
+    provider: Address,
+    agreement_id: String,
+}
+
+fn parties(replicas: &[Replica]) -> Vec<Party> {
+    replicas
+        .iter()
+        .filter(|r| r.activity_id.is_some())
+        .filter_map(|r| Some(Party { provider: r.provider, agreement_id: r.agreement_id.clone()? }))
+        .collect()
 }
 
 /// The providers' first proposals on a demand, one per provider.

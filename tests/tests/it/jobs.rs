@@ -15,14 +15,32 @@ struct Devnet {
     _root: tempfile::TempDir,
     anvil: Anvil,
     requestor: NodeProcess,
+    requestor_args: Vec<String>,
     honest: Vec<NodeProcess>,
     bad: Vec<NodeProcess>,
     dev: Network,
     package: String,
 }
 
+/// How a provider of a test network behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Honest,
+    /// `--dishonest alter`
+    Alter,
+    /// `--dishonest no-reveal`
+    NoReveal,
+    /// `--dishonest replay:<address of provider n>`
+    ReplayOf(usize),
+}
+
 impl Devnet {
-    async fn start() -> Self {
+    async fn start(modes: &[Mode]) -> Self {
+        Self::start_with(modes, &[]).await
+    }
+
+    /// [`Devnet::start`], with `extra` flags for the requestor.
+    async fn start_with(modes: &[Mode], extra: &[&str]) -> Self {
         let anvil = Anvil::start().await;
         let pg = TestPg::start().await;
         let root = tempfile::tempdir().unwrap();
@@ -30,27 +48,91 @@ impl Devnet {
         let mut honest = Vec::new();
         let mut bad = Vec::new();
         let mut peers = Vec::new();
-        for i in 0..5 {
+        let mut addresses = Vec::new();
+        for (i, mode) in modes.iter().enumerate() {
             let db = pg.another_database(&format!("p{i}")).await;
-            let mut args = vec!["--provider", "--chain-rpc", rpc.as_str()];
-            if i >= 3 {
-                args.extend(["--dishonest", "alter"]);
+            let mut args: Vec<String> = ["--provider", "--chain-rpc", &rpc].map(String::from).to_vec();
+            match mode {
+                Mode::Honest => {}
+                Mode::Alter => args.extend(["--dishonest".into(), "alter".into()]),
+                Mode::NoReveal => args.extend(["--dishonest".into(), "no-reveal".into()]),
+                Mode::ReplayOf(n) => {
+                    args.extend(["--dishonest".into(), format!("replay:{:#x}", addresses[*n])])
+                }
             }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let node =
                 NodeProcess::start(&root.path().join(format!("p{i}")), &args, &[("DATABASE_URL", &db)]).await;
             peers.push(net_id(&node).1);
-            if i >= 3 { bad.push(node) } else { honest.push(node) }
+            addresses.push(node_address(&node));
+            if *mode == Mode::Honest { honest.push(node) } else { bad.push(node) }
         }
         let mut args = vec!["--chain-rpc", rpc.as_str(), "--batch-window", "0"];
         for peer in &peers {
             args.extend(["--peer", peer.as_str()]);
         }
+        args.extend(extra);
+        let requestor_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let requestor =
             NodeProcess::start(&root.path().join("r"), &args, &[("DATABASE_URL", &pg.url())]).await;
         let out = requestor.cli(&["payment", "fund", "--json"], None);
         assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
         let package = put_blob(&requestor, module("hello")).await;
-        Self { _pg: pg, _root: root, dev: Network::dev(rpc), anvil, requestor, honest, bad, package }
+        Self {
+            _pg: pg,
+            _root: root,
+            dev: Network::dev(rpc),
+            anvil,
+            requestor,
+            requestor_args,
+            honest,
+            bad,
+            package,
+        }
+    }
+
+    /// Kills the requestor node (SIGKILL) and starts it again on the same data and database.
+    async fn kill_and_restart_requestor(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.requestor.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).unwrap();
+        let _ended = self.requestor.exited_within(10).await;
+        let args: Vec<&str> = self.requestor_args.iter().map(String::as_str).collect();
+        self.requestor =
+            NodeProcess::start(&self._root.path().join("r"), &args, &[("DATABASE_URL", &self._pg.url())])
+                .await;
+    }
+
+    /// Submits a job; its id.
+    async fn submit(&self, providers: &[&NodeProcess], spec: Value) -> String {
+        let addresses: Vec<String> = providers.iter().map(|p| format!("{:#x}", node_address(p))).collect();
+        let mut body = json!({
+            "module": self.package, "entry_point": "hello", "concurrency": providers.len(),
+            "budget": "1", "timeout": 60, "providers": addresses,
+        });
+        for (key, value) in spec.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let (status, created) = post(&self.requestor, "/jobs", body).await;
+        assert_eq!(status, 201, "{created}");
+        created["jobId"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until a job's steps say `words`.
+    async fn until_said(&self, id: &str, words: &str) {
+        wait_for(120, &format!("job {id} to say {words:?}"), || async {
+            let (_, job) = get(&self.requestor, &format!("/jobs/{id}")).await;
+            said(&job, words).then_some(())
+        })
+        .await
+    }
+
+    /// Waits until a job ends; the job.
+    async fn ended(&self, id: &str) -> Value {
+        wait_for(240, "the job to end", || async {
+            let (_, job) = get(&self.requestor, &format!("/jobs/{id}")).await;
+            (job["stateCode"].as_i64().unwrap() >= 6).then_some(job)
+        })
+        .await
     }
 
     async fn balance(&self, node: &NodeProcess) -> U256 {
@@ -72,13 +154,22 @@ impl Devnet {
 
     /// Runs a job on `providers` and waits for its end; the job, and who gained tokens on chain.
     async fn job(&self, providers: &[&NodeProcess], confidence: usize) -> (Value, BTreeMap<Address, U256>) {
+        self.job_with(providers, json!({"confidence": confidence})).await
+    }
+
+    /// [`Devnet::job`] with more of the spec in `spec` (concurrency is the number of providers
+    /// unless `spec` says otherwise).
+    async fn job_with(&self, providers: &[&NodeProcess], spec: Value) -> (Value, BTreeMap<Address, U256>) {
         let before = self.balances().await;
         let addresses: Vec<String> = providers.iter().map(|p| format!("{:#x}", node_address(p))).collect();
-        let spec = json!({
+        let mut body = json!({
             "module": self.package, "entry_point": "hello", "concurrency": providers.len(),
-            "confidence": confidence, "budget": "1", "timeout": 30, "providers": addresses,
+            "budget": "1", "timeout": 30, "providers": addresses,
         });
-        let (status, created) = post(&self.requestor, "/jobs", spec).await;
+        for (key, value) in spec.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let (status, created) = post(&self.requestor, "/jobs", body).await;
         assert_eq!(status, 201, "{created}");
         let id = created["jobId"].as_str().unwrap().to_string();
         let job = wait_for(240, "the job to end", || async {
@@ -108,7 +199,8 @@ fn executions(job: &Value, state: &str) -> Vec<Address> {
 /// leave it out otherwise).
 #[tokio::test]
 async fn verifier_matrix_pays_only_the_verified_majority() {
-    let net = Devnet::start().await;
+    use Mode::*;
+    let net = Devnet::start(&[Honest, Honest, Honest, Alter, Alter]).await;
     let (h, b) = (&net.honest, &net.bad);
     let addr = |n: &NodeProcess| node_address(n);
 
@@ -161,4 +253,185 @@ async fn verifier_matrix_pays_only_the_verified_majority() {
     let (_, invoices) = get(&b[0], "/payment-api/v1/invoices").await;
     let last = invoices.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["status"], "REJECTED", "{invoices:#}");
+}
+
+fn sorted(mut addresses: Vec<Address>) -> Vec<Address> {
+    addresses.sort();
+    addresses
+}
+
+fn said(job: &Value, words: &str) -> bool {
+    job["events"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().contains(words))
+}
+
+/// Commit and reveal: a provider that replays another's commitment, and one that lets its reveal
+/// deadline pass, are never paid. Replicas are added while a verdict is still possible, within the
+/// budget; bids and deadlines are kept.
+#[tokio::test]
+async fn replays_and_missed_reveals_are_never_paid_and_replicas_are_added_within_the_budget() {
+    use Mode::*;
+    let net = Devnet::start(&[Honest, Honest, Honest, ReplayOf(0), NoReveal]).await;
+    let (h, b) = (&net.honest, &net.bad);
+    let (replayer, silent) = (&b[0], &b[1]);
+    let addr = |n: &NodeProcess| node_address(n);
+
+    // A copy of h0's commitment: the copier cannot open it, so it fails as a replay; the two
+    // honest results are verified and paid.
+    let (job, gained) = net.job(&[&h[0], &h[1], replayer], 0).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(sorted(gained.keys().copied().collect()), sorted(vec![addr(&h[0]), addr(&h[1])]), "{job:#}");
+    let copied = job["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["provider"] == format!("{:#x}", addr(replayer)));
+    let copied = copied.expect("the replayer ran");
+    assert!(copied["reason"].as_str().unwrap().contains("copies another provider's"), "{copied}");
+
+    // A winner that lets the reveal deadline pass (5 s here) is not paid; the others are.
+    let (job, gained) = net.job_with(&[&h[0], &h[1], silent], json!({"timeout": 5})).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(sorted(gained.keys().copied().collect()), sorted(vec![addr(&h[0]), addr(&h[1])]), "{job:#}");
+    let missed = job["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["provider"] == format!("{:#x}", addr(silent)));
+    assert!(missed.unwrap()["reason"].as_str().unwrap().contains("reveal deadline"), "{job:#}");
+
+    // Confidence 3 from 2 replicas cannot be met: a third is added, and all three are paid.
+    let (job, gained) =
+        net.job_with(&[&h[0], &h[1], &h[2]], json!({"concurrency": 2, "confidence": 3})).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert!(said(&job, "adding a replica"), "{job:#}");
+    assert_eq!(gained.len(), 3, "{gained:?}");
+
+    // With no provider left to add, the job fails cleanly and pays nobody.
+    let (job, gained) = net.job_with(&[&h[0], &h[1]], json!({"concurrency": 2, "confidence": 3})).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(said(&job, "no provider left to add"), "{job:#}");
+    assert!(gained.is_empty(), "{gained:?}");
+
+    // The budget cap holds, added replicas included: at 5 s a replica may cost up to 0.0035
+    // (5 s × 0.0001, 5 s × 2 threads × 0.0002, and 0.001 to start), so 0.008 pays for two, not a third.
+    let (job, gained) = net
+        .job_with(
+            &[&h[0], &h[1], &h[2]],
+            json!({"concurrency": 2, "confidence": 3, "timeout": 5, "budget": "0.008"}),
+        )
+        .await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(said(&job, "the budget cannot pay for another replica"), "{job:#}");
+    assert_eq!(job["executions"].as_array().unwrap().len(), 2, "{job:#}");
+    assert!(gained.is_empty(), "{gained:?}");
+
+    // min_bids: one provider bids where two are wanted; the job fails at its timeout.
+    let started = std::time::Instant::now();
+    let (job, gained) = net.job_with(&[&h[0]], json!({"min_bids": 2, "timeout": 3})).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(job["message"].as_str().unwrap().contains("min_bids is 2"), "{job:#}");
+    assert!(job["executions"].as_array().unwrap().is_empty() && gained.is_empty(), "{job:#}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "it waited {:?}", started.elapsed());
+
+    // A run that never ends: the job times out at its commit deadline (2 × 3 s) and pays nobody.
+    let spin = put_blob(&net.requestor, module("spin")).await;
+    let started = std::time::Instant::now();
+    let (job, gained) =
+        net.job_with(&[&h[0], &h[1]], json!({"module": spin, "entry_point": "spin", "timeout": 3})).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(
+        job["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["reason"].as_str().unwrap().contains("commit deadline")),
+        "{job:#}"
+    );
+    assert!(gained.is_empty(), "{gained:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(40), "it took {:?}", started.elapsed());
+}
+
+/// A cancel stops a running job's activities and ends its agreements, paying nothing; a requestor
+/// killed with a job running and another queued resumes both after its restart, paying each
+/// verified provider once; a provider killed mid-run does not stall the job.
+#[tokio::test]
+async fn cancels_restarts_and_killed_providers_leave_nothing_hanging_or_paid_twice() {
+    use Mode::*;
+    let mut net = Devnet::start_with(&[Honest, Honest, Honest], &["--max-jobs", "1"]).await;
+    let count = put_blob(&net.requestor, module("count")).await;
+    let counting = json!({"module": count, "entry_point": "count"});
+
+    // Cancel mid-run: the activities end, the agreements are terminated on both sides, and
+    // nothing is paid (no debit note was accepted).
+    let before = net.balances().await;
+    let all: Vec<&NodeProcess> = net.honest.iter().collect();
+    let id = net.submit(&all, counting.clone()).await;
+    net.until_said(&id, "running on").await;
+    let (status, body) =
+        agora_tests::flow::call(&net.requestor, reqwest::Method::DELETE, &format!("/jobs/{id}"), None).await;
+    assert_eq!(status, 204, "{body}");
+    let job = net.ended(&id).await;
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+    for e in job["executions"].as_array().unwrap() {
+        let agreement = e["agreementId"].as_str().unwrap();
+        let provider =
+            net.honest.iter().find(|p| format!("{:#x}", node_address(p)) == e["provider"]).unwrap();
+        wait_for(30, "the provider to see its agreement terminated", || async {
+            let (_, a) = get(provider, &format!("/market-api/v1/agreements/{agreement}")).await;
+            (a["state"] == "Terminated").then_some(())
+        })
+        .await;
+        if let Some(activity) = e["activityId"].as_str() {
+            let (_, state) =
+                get(&net.requestor, &format!("/activity-api/v1/activity/{activity}/state")).await;
+            assert_eq!(state["state"][0], "Terminated", "{state}");
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(net.balances().await, before, "a cancelled job pays nothing");
+
+    // A requestor killed with one job running and one queued (one job at a time here) resumes
+    // both after its restart, and pays each verified provider once.
+    let before = net.balances().await;
+    let pair: Vec<Address> = net.honest[..2].iter().map(node_address).collect();
+    let (running, queued) = {
+        let nodes: Vec<&NodeProcess> = net.honest[..2].iter().collect();
+        (net.submit(&nodes, counting.clone()).await, net.submit(&nodes, json!({})).await)
+    };
+    net.until_said(&running, "running on").await;
+    let (_, q) = get(&net.requestor, &format!("/jobs/{queued}")).await;
+    assert_eq!(q["state"], "queued", "{q:#}");
+    net.kill_and_restart_requestor().await;
+    let (a, b) = (net.ended(&running).await, net.ended(&queued).await);
+    assert_eq!(a["state"], "completed", "{a:#}");
+    assert_eq!(b["state"], "completed", "{b:#}");
+    assert!(said(&a, "restarted"), "{a:#}");
+    assert_eq!(a["results"]["stdout"], "counted\n");
+    let after = net.balances().await;
+    for &address in &pair {
+        let owed: U256 = [&a, &b]
+            .iter()
+            .flat_map(|job| job["executions"].as_array().unwrap().iter())
+            .filter(|e| e["provider"] == format!("{address:#x}") && e["state"] == "paid")
+            .map(|e| {
+                agora_payment::to_token_units(e["amount"].as_str().unwrap().parse().unwrap(), 18).unwrap()
+            })
+            .sum();
+        assert_eq!(after[&address] - before[&address], owed, "paid once for each verified run");
+    }
+
+    // A provider killed mid-run: the other two agree and the job completes without waiting on it.
+    let all: Vec<&NodeProcess> = net.honest.iter().collect();
+    let started = std::time::Instant::now();
+    let id = net.submit(&all, counting).await;
+    net.until_said(&id, "running on").await;
+    let victim = node_address(&net.honest[2]);
+    let pid = nix::unistd::Pid::from_raw(net.honest[2].pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).unwrap();
+    let job = net.ended(&id).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    let paid = executions(&job, "paid");
+    assert_eq!(paid.len(), 2, "{job:#}");
+    assert!(!paid.contains(&victim), "{job:#}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(90), "it took {:?}", started.elapsed());
 }
