@@ -348,6 +348,7 @@ async fn serve(
     )
     .with_max_running(settings.max_jobs);
     jobs.recover().await.map_err(|e| other(&e))?;
+    jobs.serve();
     let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();
     let state = AppState::new(identities, pool, net, market, admin_token)
         .with_activities(activities.clone(), datasets)

@@ -50,7 +50,9 @@ pub use docker::{DockerUnit, OWNER_LABEL};
 pub use error::{Error, Result};
 pub use pipe::BlobPipe;
 pub use results::{Error as ResultsError, folder_sha256, results_hash};
-pub use service::{Activities, Agreements, Dataset, HostConfig, MAX_CONCURRENT_BATCHES, MAX_WAIT, Messenger};
+pub use service::{
+    Activities, Agreements, Dataset, HostConfig, HostedUsage, MAX_CONCURRENT_BATCHES, MAX_WAIT, Messenger,
+};
 pub use store::ActivityStore;
 pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage};
 pub use wasm::{Metering, WasmRuntime, default_limits};

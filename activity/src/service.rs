@@ -67,6 +67,14 @@ pub struct HostConfig {
     pub alter_outputs: bool,
 }
 
+/// One hosted activity's usage counters ([`Activities::hosted_usage`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostedUsage {
+    pub activity_id: String,
+    pub usage: Vec<f64>,
+    pub ended: bool,
+}
+
 /// The largest stdout or stderr returned in a command result; the results folder has it whole.
 pub(crate) const MAX_CAPTURE: usize = 1 << 20;
 /// The longest a results request waits on the provider.
@@ -219,12 +227,17 @@ impl Activities {
     }
 
     /// The usage counters of each activity this node hosts under `agreement_id`, in the order
-    /// of [`crate::wire::USAGE_VECTOR`]; activities that ended are kept for a while.
-    pub fn hosted_usage(&self, agreement_id: &str) -> Vec<(String, Vec<f64>)> {
+    /// of [`crate::wire::USAGE_VECTOR`], and whether it ended; activities that ended are kept for
+    /// a while.
+    pub fn hosted_usage(&self, agreement_id: &str) -> Vec<HostedUsage> {
         let live = self.inner.live.lock().expect("activities");
         live.iter()
             .filter(|(_, l)| l.agreement_id == agreement_id)
-            .map(|(id, l)| (id.clone(), crate::host::usage_of(&l.usage.lock().expect("usage")).current_usage))
+            .map(|(id, l)| HostedUsage {
+                activity_id: id.clone(),
+                usage: crate::host::usage_of(&l.usage.lock().expect("usage")).current_usage,
+                ended: l.is_terminated(),
+            })
             .collect()
     }
 

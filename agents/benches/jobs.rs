@@ -41,7 +41,9 @@ async fn main() {
     for i in 0..3 {
         let db = pg.another_database(&format!("p{i}")).await;
         let flags = ["--provider", "--chain-rpc", rpc.as_str()];
-        let p = NodeProcess::start(&root.path().join(format!("p{i}")), &flags, &[("DATABASE_URL", db.as_str())]).await;
+        let p =
+            NodeProcess::start(&root.path().join(format!("p{i}")), &flags, &[("DATABASE_URL", db.as_str())])
+                .await;
         peers.push(net_id(&p).1);
         providers.push(p);
     }
@@ -53,7 +55,8 @@ async fn main() {
     let out = r.cli(&["payment", "fund", "--json"], None);
     assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
     let package = put_blob(&r, module("hello")).await;
-    let spec = json!({"module": package, "entry_point": "hello", "concurrency": 3, "budget": "1", "timeout": 30});
+    let spec =
+        json!({"module": package, "entry_point": "hello", "concurrency": 3, "budget": "1", "timeout": 30});
 
     let run = |spec: serde_json::Value| {
         let r = &r;
@@ -72,7 +75,10 @@ async fn main() {
                     assert_eq!(job["state"], "completed", "{job:#}");
                     return (verified.expect("a completed job has results"), started.elapsed());
                 }
-                assert!(started.elapsed() < Duration::from_secs(120), "job {id} is not done after 120 s: {job:#}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "job {id} is not done after 120 s: {job:#}"
+                );
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }

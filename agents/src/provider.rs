@@ -8,15 +8,16 @@ use agora_activity::Activities;
 use agora_market::api::{DemandOfferBase, Event};
 use agora_market::{AgreementState, Market, ProposalState, Role};
 use agora_payment::Payments;
-use agora_payment::model::Kind;
+use agora_payment::model::{Kind, Status};
 use alloy_primitives::Address;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +44,8 @@ pub struct ProviderConfig {
     pub debit_note_interval_secs: u64,
     /// `golem.com.payment.debit-notes.accept-timeout?`, offered.
     pub debit_note_accept_timeout_secs: u64,
+    /// An approved agreement with no activity running this long is terminated.
+    pub idle_agreement_secs: u64,
 }
 
 impl Default for ProviderConfig {
@@ -57,6 +60,7 @@ impl Default for ProviderConfig {
             bid_hook_command: None,
             debit_note_interval_secs: 120,
             debit_note_accept_timeout_secs: 240,
+            idle_agreement_secs: 90,
         }
     }
 }
@@ -227,7 +231,25 @@ struct Inner {
     invoiced: Mutex<HashSet<String>>,
     dishonesty: Option<Dishonesty>,
     http: reqwest::Client,
+    /// What the agent tracks of each agreement it works under.
+    working: Mutex<HashMap<String, Working>>,
+    /// Requestors the agent stopped working for, and until when.
+    stopped_for: Mutex<HashMap<Address, Instant>>,
 }
+
+/// One agreement as the agent works under it.
+#[derive(Debug, Default)]
+struct Working {
+    /// When it last sent a debit note.
+    last_note: Option<Instant>,
+    /// Since when no activity has been running.
+    idle_since: Option<Instant>,
+}
+
+/// How often the agent looks at the agreements it works under.
+const WORK_TICK: Duration = Duration::from_secs(1);
+/// How long the agent does not bid for a requestor that left its debit notes unaccepted.
+const STOP_FOR: Duration = Duration::from_secs(600);
 
 /// How long a `no-reveal` provider holds a reveal request before it refuses it: past the
 /// network's request timeout.
@@ -257,6 +279,8 @@ impl ProviderAgent {
                 invoiced: Mutex::default(),
                 dishonesty: None,
                 http: reqwest::Client::new(),
+                working: Mutex::default(),
+                stopped_for: Mutex::default(),
             }),
         }
     }
@@ -294,6 +318,21 @@ impl ProviderAgent {
         }
         let (agent, stop) = (self.clone(), shutdown.clone());
         tasks.spawn(async move { agent.invoice_ended(stop).await });
+        let (agent, stop) = (self.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(WORK_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = agent.work().await {
+                            tracing::warn!(error = %e, "looking after the agreements");
+                        }
+                    }
+                }
+            }
+        });
         let mut requests = net.serve(agora_net::Channel::Verify).await?;
         let (agent, tracker) = (self.clone(), tasks.clone());
         tasks.spawn(async move {
@@ -363,14 +402,7 @@ impl ProviderAgent {
                 self.inner.market.counter_proposal(offer_id, &proposal.proposal_id, &base, true).await?;
             }
             Event::Agreement { agreement, .. } if agreement.state == AgreementState::Pending => {
-                let approved = self
-                    .inner
-                    .market
-                    .agreements()
-                    .await?
-                    .iter()
-                    .filter(|a| a.role == Role::Provider && a.state == AgreementState::Approved)
-                    .count();
+                let approved = self.approved().await?.len();
                 if approved >= self.inner.config.max_agreements {
                     let reason = json!({"message": format!(
                         "at capacity: {approved} agreements of {} are running", self.inner.config.max_agreements
@@ -396,6 +428,12 @@ impl ProviderAgent {
         let config = &self.inner.config;
         let no = |reason: String| BidDecision { should_bid: false, reason };
         let Some(requestor) = requestor else { return no("the requestor has no node address".into()) };
+        let stopped = self.inner.stopped_for.lock().expect("stopped").get(&requestor).copied();
+        if stopped.is_some_and(|until| Instant::now() < until) {
+            return no(format!(
+                "requestor {requestor:#x} left debit notes unaccepted; not working for it for now"
+            ));
+        }
         if config.deny.contains(&requestor) {
             return no(format!("requestor {requestor:#x} is on the deny-list"));
         }
@@ -423,6 +461,97 @@ impl ProviderAgent {
             }
         }
         BidDecision { should_bid: true, reason: String::new() }
+    }
+
+    /// The agreements this node provides that are running.
+    async fn approved(&self) -> Result<Vec<agora_market::Agreement>, crate::Error> {
+        let all = self.inner.market.agreements().await?;
+        Ok(all
+            .into_iter()
+            .filter(|a| a.role == Role::Provider && a.state == AgreementState::Approved)
+            .collect())
+    }
+
+    /// Looks after each approved agreement: a debit note per running activity at the agreed
+    /// interval; the agreement terminated when its debit notes go unaccepted past the agreed
+    /// timeout (and no bid for that requestor for a while), or when no activity has run for
+    /// `idle_agreement_secs`.
+    async fn work(&self) -> Result<(), crate::Error> {
+        let config = &self.inner.config;
+        let agreements = self.approved().await?;
+        let now = Instant::now();
+        self.inner.working.lock().expect("working").retain(|id, _| agreements.iter().any(|a| &a.id == id));
+        for agreement in agreements {
+            let terms = |key: &str, default: u64| {
+                let (demand, offer) = (agreement.demand_properties(), agreement.offer_properties());
+                demand.get(key).or(offer.get(key)).and_then(Value::as_u64).unwrap_or(default)
+            };
+            let interval = Duration::from_secs(
+                terms(agora_market::keys::DEBIT_NOTE_INTERVAL, config.debit_note_interval_secs).max(1),
+            );
+            let timeout = Duration::from_secs(terms(
+                agora_market::keys::DEBIT_NOTE_ACCEPT_TIMEOUT,
+                config.debit_note_accept_timeout_secs,
+            ));
+            let running: Vec<_> =
+                self.inner.activities.hosted_usage(&agreement.id).into_iter().filter(|u| !u.ended).collect();
+            let (note_due, idle_for) = {
+                let mut working = self.inner.working.lock().expect("working");
+                let w = working.entry(agreement.id.clone()).or_default();
+                if running.is_empty() {
+                    w.idle_since.get_or_insert(now);
+                } else {
+                    w.idle_since = None;
+                }
+                let due = !running.is_empty() && w.last_note.is_none_or(|t| now - t >= interval);
+                if due {
+                    w.last_note = Some(now);
+                }
+                (due, w.idle_since.map(|t| now - t))
+            };
+            if idle_for.is_some_and(|idle| idle >= Duration::from_secs(config.idle_agreement_secs)) {
+                let reason =
+                    json!({"message": format!("idle: no activity for {} s", config.idle_agreement_secs)});
+                self.inner.market.terminate_agreement(&agreement.id, Some(reason)).await?;
+                continue;
+            }
+            let unaccepted = self
+                .inner
+                .payments
+                .agreement_documents(Kind::DebitNote, &agreement.id)
+                .await?
+                .into_iter()
+                .filter(|d| d.issued_here && matches!(d.status, Status::Issued | Status::Received))
+                .any(|d| {
+                    chrono::Utc::now() - d.document.timestamp
+                        > chrono::Duration::from_std(timeout).expect("bounded")
+                });
+            if unaccepted {
+                self.inner.stopped_for.lock().expect("stopped").insert(agreement.requestor, now + STOP_FOR);
+                let reason =
+                    json!({"message": format!("debit notes unaccepted for {} s", timeout.as_secs())});
+                self.inner.market.terminate_agreement(&agreement.id, Some(reason)).await?;
+                tracing::info!(agreement = %agreement.id, requestor = %agreement.requestor, "stopped working: debit notes unaccepted");
+                continue;
+            }
+            if note_due {
+                for activity in running {
+                    let note = self
+                        .inner
+                        .payments
+                        .issue_debit_note(agora_payment::NewDebitNote {
+                            agreement_id: agreement.id.clone(),
+                            activity_id: activity.activity_id.clone(),
+                            total_amount_due: None,
+                            usage_counter_vector: Some(json!(activity.usage)),
+                            payment_due_date: None,
+                        })
+                        .await?;
+                    self.inner.payments.send(Kind::DebitNote, &note.document.id).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Invoices each agreement this node provides as soon as it ends: the cost of its
@@ -465,8 +594,8 @@ impl ProviderAgent {
         }
         let usage = self.inner.activities.hosted_usage(agreement_id);
         let mut amount = Decimal::ZERO;
-        for (_, counters) in &usage {
-            amount += agora_payment::usage_cost(&agreement, &json!(counters))?.unwrap_or_default();
+        for hosted in &usage {
+            amount += agora_payment::usage_cost(&agreement, &json!(hosted.usage))?.unwrap_or_default();
         }
         if amount.is_zero() {
             return Ok(());
@@ -476,7 +605,7 @@ impl ProviderAgent {
             .payments
             .issue_invoice(agora_payment::NewInvoice {
                 agreement_id: agreement_id.into(),
-                activity_ids: usage.into_iter().map(|(id, _)| id).collect(),
+                activity_ids: usage.into_iter().map(|u| u.activity_id).collect(),
                 amount: amount.to_string(),
                 payment_due_date: None,
             })

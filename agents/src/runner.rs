@@ -30,6 +30,8 @@ use tokio_util::task::TaskTracker;
 const NEGOTIATION: Duration = Duration::from_secs(20);
 /// How long the runner waits for an ended agreement's invoice.
 const INVOICE_WAIT: Duration = Duration::from_secs(60);
+/// How often the runner accepts the debit notes of replicas at work.
+const DEBIT_NOTE_TICK: Duration = Duration::from_millis(500);
 /// How long it waits for an unverified provider's invoice, to reject it.
 const REJECT_WAIT: Duration = Duration::from_secs(10);
 /// How long it waits for the verified providers' payments to be confirmed on chain.
@@ -73,6 +75,8 @@ struct Replica {
     activity_id: Option<String>,
     commitment: Option<Commitment>,
     stdout: Option<String>,
+    /// The run command's result: stdout, stderr and exit code, to rebuild the results folder.
+    run: Option<agora_activity::wire::CommandResult>,
     outputs: BTreeMap<String, String>,
     failure: Option<String>,
 }
@@ -177,6 +181,54 @@ impl Jobs {
                 tracing::warn!(job = %id, error = %e, "recording the job's end");
             }
         });
+    }
+
+    /// Accepts, until the node stops, the debit notes of replicas still at work: they say the
+    /// provider is working, and bind nothing (no `paymentDueDate`), so accepting them pays
+    /// nothing before the verdict. A provider whose notes go unaccepted stops working.
+    pub fn serve(&self) {
+        let jobs = self.clone();
+        self.inner.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(DEBIT_NOTE_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = jobs.inner.shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = jobs.accept_debit_notes().await {
+                            tracing::warn!(error = %e, "accepting debit notes");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn accept_debit_notes(&self) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT e.agreement_id, j.allocation_id FROM job_executions e JOIN jobs j ON j.id = e.job_id
+             WHERE j.state < 5 AND e.state IN (1, 2, 3) AND e.agreement_id IS NOT NULL AND j.allocation_id IS NOT NULL",
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        for row in rows {
+            let (agreement, allocation): (String, String) = (row.get(0), row.get(1));
+            let notes = self.inner.payments.agreement_documents(Kind::DebitNote, &agreement).await?;
+            for note in notes {
+                let d = &note.document;
+                if note.issued_here || note.status != Status::Received || d.payment_due_date.is_some() {
+                    continue;
+                }
+                let acceptance = Acceptance {
+                    total_amount_accepted: d.amount.to_string(),
+                    allocation_id: allocation.clone(),
+                };
+                if let Err(e) = self.inner.payments.accept(Kind::DebitNote, &d.id, acceptance).await {
+                    tracing::warn!(debit_note = %d.id, error = %e, "accepting a debit note");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Cancels a job that is not finished: its activities stop and its agreements end.
@@ -314,23 +366,17 @@ impl Jobs {
                 self.end_agreement(&agreement, "the job ended").await;
             }
         }
-        let allocation: Option<String> = sqlx::query_scalar("SELECT allocation_id FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .ok()
-            .flatten()
-            .flatten();
+        let job: Option<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT allocation_id, demand_id FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.inner.pool)
+                .await
+                .ok()
+                .flatten();
+        let (allocation, demand) = job.unwrap_or_default();
         if let Some(allocation) = allocation {
             let _released = self.inner.payments.release_allocation(&allocation).await;
         }
-        let demand: Option<String> = sqlx::query_scalar("SELECT demand_id FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .ok()
-            .flatten()
-            .flatten();
         if let Some(demand) = demand {
             let _gone = self.inner.market.unsubscribe_demand(&demand).await;
         }
@@ -559,6 +605,7 @@ impl Jobs {
                     activity_id: None,
                     commitment: None,
                     stdout: None,
+                    run: None,
                     outputs: BTreeMap::new(),
                     failure: None,
                 });
@@ -653,9 +700,16 @@ impl Jobs {
                         match revealed {
                             Ok(digest) => {
                                 paid.push(*winner);
-                                results.get_or_insert_with(|| {
-                                    json!({"digest": digest, "stdout": replica.stdout, "outputs": replica.outputs})
-                                });
+                                if results.as_ref().is_none_or(|r: &Value| r["checked"] != true) {
+                                    let checked = self.check_outputs(spec, replica, &digest);
+                                    if let Err(why) = &checked {
+                                        tracing::info!(job = id, provider = %winner, "outputs not checked: {why}");
+                                    }
+                                    results = Some(json!({
+                                        "digest": digest, "stdout": replica.stdout, "outputs": replica.outputs,
+                                        "checked": checked.is_ok(), "unchecked": checked.err(),
+                                    }));
+                                }
                             }
                             Err(why) => {
                                 refused.insert(*winner, format!("verification failed: {why}"));
@@ -788,6 +842,18 @@ impl Jobs {
                 .market
                 .collect_demand_events(demand_id, left.min(Duration::from_secs(1)), 100)
                 .await?;
+            for event in &events {
+                if let Event::ProposalRejected { proposal_id, reason, .. } = event
+                    && let Some(&i) = drafts.get(proposal_id)
+                {
+                    pending -= 1;
+                    let why = reason.as_ref().and_then(|r| r["message"].as_str().map(str::to_string));
+                    replicas[i].failure = Some(format!(
+                        "the provider declined: {}",
+                        why.unwrap_or_else(|| "no reason given".into())
+                    ));
+                }
+            }
             for event in bids.take(events) {
                 let Some(&i) = event.prev_proposal_id.as_ref().and_then(|prev| drafts.get(prev)) else {
                     continue;
@@ -882,6 +948,7 @@ impl Jobs {
         }
         let run_index = 2 + spec.inputs.len();
         r.stdout = results.get(run_index).and_then(|c| c.stdout.clone());
+        r.run = results.get(run_index).cloned();
         for (output, result) in spec.outputs.iter().zip(results.iter().skip(run_index + 1)) {
             if let Some(blob) = &result.blob {
                 r.outputs.insert(output.name.clone(), blob.clone());
@@ -939,6 +1006,50 @@ impl Jobs {
                 }
             }
         }
+    }
+
+    /// Rebuilds a winner's results folder from what came back (its stdout, stderr and exit code,
+    /// and its outputs, fetched into this node's blobs) and checks its `h1:` hash against the
+    /// verified digest. It can only match when the job names every file its run leaves in
+    /// `/output`, and its stdout and stderr are text within the size a result carries.
+    fn check_outputs(&self, spec: &JobSpec, r: &Replica, digest: &str) -> Result<(), String> {
+        let run = r.run.as_ref().ok_or("no run result")?;
+        let dir = std::env::temp_dir().join(format!("agora-results-{}", new_id()));
+        let built = (|| -> Result<String, String> {
+            let io = |e: std::io::Error| e.to_string();
+            std::fs::create_dir_all(dir.join("outputs")).map_err(io)?;
+            std::fs::write(dir.join("stdout"), run.stdout.as_deref().unwrap_or_default()).map_err(io)?;
+            std::fs::write(dir.join("stderr"), run.stderr.as_deref().unwrap_or_default()).map_err(io)?;
+            std::fs::write(dir.join("exitCode"), format!("{}\n", run.exit_code.unwrap_or_default()))
+                .map_err(io)?;
+            for output in &spec.outputs {
+                let blob = r
+                    .outputs
+                    .get(&output.name)
+                    .ok_or_else(|| format!("output {} did not come back", output.name))?;
+                let sha = blob.strip_prefix("blob:sha256:").unwrap_or(blob);
+                let from = self
+                    .inner
+                    .activities
+                    .blobs()
+                    .path(sha)
+                    .ok_or_else(|| format!("blob {sha} is not here"))?;
+                let to = dir.join("outputs").join(&output.path);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::copy(from, to).map_err(io)?;
+            }
+            agora_activity::results_hash(&dir).map_err(|e| e.to_string())
+        })();
+        let _removed = std::fs::remove_dir_all(&dir);
+        let built = built?;
+        if built != digest {
+            return Err(format!(
+                "what came back hashes to {built}, not the verified {digest}: name every file the run leaves in /output"
+            ));
+        }
+        Ok(())
     }
 
     /// Asks a winner for its digest, which must open its commitment.

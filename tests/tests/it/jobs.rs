@@ -107,7 +107,7 @@ impl Devnet {
         let addresses: Vec<String> = providers.iter().map(|p| format!("{:#x}", node_address(p))).collect();
         let mut body = json!({
             "module": self.package, "entry_point": "hello", "concurrency": providers.len(),
-            "budget": "1", "timeout": 60, "providers": addresses,
+            "budget": "1", "timeout": 30, "providers": addresses,
         });
         for (key, value) in spec.as_object().unwrap() {
             body[key] = value.clone();
@@ -161,22 +161,8 @@ impl Devnet {
     /// unless `spec` says otherwise).
     async fn job_with(&self, providers: &[&NodeProcess], spec: Value) -> (Value, BTreeMap<Address, U256>) {
         let before = self.balances().await;
-        let addresses: Vec<String> = providers.iter().map(|p| format!("{:#x}", node_address(p))).collect();
-        let mut body = json!({
-            "module": self.package, "entry_point": "hello", "concurrency": providers.len(),
-            "budget": "1", "timeout": 30, "providers": addresses,
-        });
-        for (key, value) in spec.as_object().unwrap() {
-            body[key] = value.clone();
-        }
-        let (status, created) = post(&self.requestor, "/jobs", body).await;
-        assert_eq!(status, 201, "{created}");
-        let id = created["jobId"].as_str().unwrap().to_string();
-        let job = wait_for(240, "the job to end", || async {
-            let (_, job) = get(&self.requestor, &format!("/jobs/{id}")).await;
-            (job["stateCode"].as_i64().unwrap() >= 6).then_some(job)
-        })
-        .await;
+        let id = self.submit(providers, spec).await;
+        let job = self.ended(&id).await;
         let after = self.balances().await;
         let gained =
             after.iter().filter(|(a, v)| *v > &before[*a]).map(|(a, v)| (*a, *v - before[a])).collect();
@@ -222,6 +208,7 @@ async fn verifier_matrix_pays_only_the_verified_majority() {
         assert!(e["txHash"].as_str().unwrap().starts_with("0x"), "{e}");
     }
     assert_eq!(job["results"]["stdout"], "hello from wasm\n", "{job:#}");
+    assert_eq!(job["results"]["checked"], true, "{job:#}");
     assert!(job["results"]["digest"].as_str().unwrap().starts_with("h1:"));
 
     // 2 nodes, 1 bad: a tie verifies nobody; nobody is paid.
@@ -249,6 +236,20 @@ async fn verifier_matrix_pays_only_the_verified_majority() {
     let rejected = &job["executions"].as_array().unwrap().iter().find(|e| e["state"] == "rejected").unwrap();
     assert_eq!(rejected["provider"].as_str().unwrap().parse::<Address>().unwrap(), addr(&b[0]));
     assert!(rejected["reason"].as_str().unwrap().starts_with("verification failed"), "{rejected}");
+    // The job's steps as server-sent events: the stream of a finished job ends after its steps.
+    let id = job["jobId"].as_str().unwrap();
+    let resp = reqwest::Client::new()
+        .get(net.requestor.url(&format!("/jobs/{id}/events")))
+        .bearer_auth(&net.requestor.node.admin_token)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let stream =
+        tokio::time::timeout(std::time::Duration::from_secs(30), resp.text()).await.expect("the stream ends");
+    let stream = stream.unwrap();
+    assert!(stream.contains("event: job") && stream.contains("2 accepted, 1 rejected"), "{stream}");
     // The provider sees its invoice rejected, with the reason.
     let (_, invoices) = get(&b[0], "/payment-api/v1/invoices").await;
     let last = invoices.as_array().unwrap().last().unwrap().clone();
@@ -298,6 +299,21 @@ async fn replays_and_missed_reveals_are_never_paid_and_replicas_are_added_within
         .iter()
         .find(|e| e["provider"] == format!("{:#x}", addr(silent)));
     assert!(missed.unwrap()["reason"].as_str().unwrap().contains("reveal deadline"), "{job:#}");
+
+    // Outputs come back and are checked against the verified hash before they are published;
+    // `agora job results` writes them out.
+    let input = put_blob(&net.requestor, b"to be copied\n".to_vec()).await;
+    let cat = put_blob(&net.requestor, module("cat")).await;
+    let spec = json!({"module": cat, "entry_point": "cat", "inputs": [{"src": input, "dst": "in.txt"}],
+                      "outputs": [{"name": "copy", "path": "out.txt"}]});
+    let (job, _) = net.job_with(&[&h[0], &h[1]], spec).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(job["results"]["checked"], true, "{job:#}");
+    let out = net._root.path().join("results");
+    let cli =
+        net.requestor.cli(&["job", "results", job["jobId"].as_str().unwrap(), out.to_str().unwrap()], None);
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("copy")).unwrap(), "to be copied\n");
 
     // Confidence 3 from 2 replicas cannot be met: a third is added, and all three are paid.
     let (job, gained) =
@@ -434,4 +450,151 @@ async fn cancels_restarts_and_killed_providers_leave_nothing_hanging_or_paid_twi
     assert_eq!(paid.len(), 2, "{job:#}");
     assert!(!paid.contains(&victim), "{job:#}");
     assert!(started.elapsed() < std::time::Duration::from_secs(90), "it took {:?}", started.elapsed());
+}
+
+/// Waits for the first event of a subscription matching `pick`.
+async fn event_where(node: &NodeProcess, path: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    wait_for(60, &format!("an event on {path}"), || async {
+        let (_, events) = get(node, &format!("{path}?timeout=1&maxEvents=20")).await;
+        events.as_array().and_then(|e| e.iter().find(|e| pick(e)).cloned())
+    })
+    .await
+}
+
+/// Waits for the event that says an agreement was terminated; the event, with its reason.
+async fn terminated(node: &NodeProcess, agreement: &str) -> Value {
+    wait_for(60, &format!("agreement {agreement} to be terminated"), || async {
+        let (_, events) = get(node, "/market-api/v1/agreementEvents?timeout=1&maxEvents=100").await;
+        events.as_array().and_then(|e| {
+            e.iter()
+                .find(|e| e["agreementId"] == agreement && e["eventType"] == "AgreementTerminatedEvent")
+                .cloned()
+        })
+    })
+    .await
+}
+
+/// A requestor driving the market by hand against a provider agent: its demand, its counter,
+/// the agent's counter, the agreement signed and approved. Returns the agreement id.
+async fn agree_by_hand(r: &NodeProcess, properties: Value) -> String {
+    let base = json!({"properties": properties, "constraints": "(golem.runtime.name=wasmtime)"});
+    let (status, demand) = post(r, "/market-api/v1/demands", base.clone()).await;
+    assert_eq!(status, 201, "{demand}");
+    let events = format!("/market-api/v1/demands/{}/events", demand.as_str().unwrap());
+    let initial = event_where(r, &events, |e| e["proposal"]["state"] == "Initial").await;
+    let path = format!(
+        "/market-api/v1/demands/{}/proposals/{}",
+        demand.as_str().unwrap(),
+        initial["proposal"]["proposalId"].as_str().unwrap()
+    );
+    let (status, draft) = post(r, &path, base).await;
+    assert_eq!(status, 201, "{draft}");
+    let answer = event_where(r, &events, |e| e["proposal"]["prevProposalId"] == draft).await;
+    let valid_to = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
+    let body = json!({"proposalId": answer["proposal"]["proposalId"], "validTo": valid_to});
+    let (status, agreement) = post(r, "/market-api/v1/agreements", body).await;
+    assert_eq!(status, 201, "{agreement}");
+    let agreement = agreement.as_str().unwrap().to_string();
+    let (status, body) =
+        post(r, &format!("/market-api/v1/agreements/{agreement}/confirm"), json!(null)).await;
+    assert_eq!(status, 204, "{body}");
+    wait_for(30, "the agent to approve", || async {
+        let (_, a) = get(r, &format!("/market-api/v1/agreements/{agreement}")).await;
+        (a["state"] == "Approved").then_some(())
+    })
+    .await;
+    agreement
+}
+
+/// The provider agent at work: debit notes at the agreed interval, accepted by the job runner
+/// while its replica works; an agreement with nothing running ended as idle; and when debit notes
+/// go unaccepted past the agreed timeout, the agreement ended and no more bids for that requestor.
+#[tokio::test]
+async fn the_provider_agent_sends_debit_notes_ends_idle_agreements_and_stops_for_a_requestor_that_does_not_accept_them()
+ {
+    let anvil = Anvil::start().await;
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let rpc = anvil.rpc_url();
+    let config = root.path().join("provider.toml");
+    std::fs::write(
+        &config,
+        "[provider]\ndebit_note_interval_secs = 1\ndebit_note_accept_timeout_secs = 3\nidle_agreement_secs = 3\n\n\
+         [[provider.presets]]\nname = \"wasm\"\nruntime = \"wasmtime\"\n",
+    )
+    .unwrap();
+    let p_db = pg.another_database("p").await;
+    let p = NodeProcess::start(
+        &root.path().join("p"),
+        &["--provider", "--config", config.to_str().unwrap(), "--chain-rpc", &rpc],
+        &[("DATABASE_URL", &p_db)],
+    )
+    .await;
+    let (_, p_addr) = net_id(&p);
+    let r = NodeProcess::start(
+        &root.path().join("r"),
+        &["--chain-rpc", &rpc, "--batch-window", "0", "--peer", &p_addr],
+        &[("DATABASE_URL", &pg.url())],
+    )
+    .await;
+    let out = r.cli(&["payment", "fund", "--json"], None);
+    assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
+    let count = put_blob(&r, module("count")).await;
+
+    // A job without a verifier on the one provider: its debit notes come every second while it
+    // counts, the runner accepts them, and the job is paid its invoice.
+    let spec = json!({"module": count, "entry_point": "count", "concurrency": 1, "verifier": "none",
+                      "budget": "1", "timeout": 60});
+    let (status, created) = post(&r, "/jobs", spec).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["jobId"].as_str().unwrap();
+    let job = wait_for(120, "the job to end", || async {
+        let (_, job) = get(&r, &format!("/jobs/{id}")).await;
+        (job["stateCode"].as_i64().unwrap() >= 6).then_some(job)
+    })
+    .await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    let (_, notes) = get(&p, "/payment-api/v1/debitNotes").await;
+    let notes = notes.as_array().unwrap();
+    assert!(!notes.is_empty(), "no debit note was sent");
+    // Accepted while it worked, then settled by the paid invoice; one sent as the run ended may
+    // still be waiting, covered by the invoice all the same.
+    assert!(notes.iter().any(|n| n["status"] == "SETTLED"), "{notes:#?}");
+    assert!(notes.iter().all(|n| n["status"] != "REJECTED"), "{notes:#?}");
+    assert_eq!(executions(&job, "paid"), vec![node_address(&p)], "{job:#}");
+
+    // An agreement under which nothing runs is ended as idle.
+    let me = format!("{:#x}", node_address(&r));
+    let properties = json!({
+        "golem.srv.comp.expiration": 1_900_000_000_000_u64, "golem.srv.comp.task_package": count,
+        "golem.com.payment.chosen-platform": "erc20-dev-tglm",
+        "golem.com.payment.platform.erc20-dev-tglm.address": me,
+    });
+    let idle = agree_by_hand(&r, properties.clone()).await;
+    let ended = terminated(&r, &idle).await;
+    assert!(ended["reason"].to_string().contains("idle"), "{ended:#}");
+
+    // A requestor that runs work and leaves the debit notes unaccepted: past the 3 s accept
+    // timeout the agent ends the agreement, and bids for that requestor no more.
+    let agreement = agree_by_hand(&r, properties).await;
+    let activity = agora_tests::flow::create_activity(&r, &agreement).await;
+    agora_tests::flow::batch(
+        &r,
+        &activity,
+        json!([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "count"}}]),
+    )
+    .await;
+    let ended = terminated(&r, &agreement).await;
+    assert!(ended["reason"].to_string().contains("debit notes unaccepted"), "{ended:#}");
+    let spec = json!({"module": count, "concurrency": 1, "verifier": "none", "budget": "1", "timeout": 3});
+    let (_, created) = post(&r, "/jobs", spec).await;
+    let id = created["jobId"].as_str().unwrap();
+    let job = wait_for(60, "the job to end", || async {
+        let (_, job) = get(&r, &format!("/jobs/{id}")).await;
+        (job["stateCode"].as_i64().unwrap() >= 6).then_some(job)
+    })
+    .await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let declined = job["executions"][0]["reason"].as_str().unwrap();
+    assert!(declined.contains("declined") && declined.contains("debit notes unaccepted"), "{job:#}");
 }
