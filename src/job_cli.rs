@@ -13,6 +13,16 @@ pub enum JobCommand {
     /// Submit a job: MODULE_OR_IMAGE is a local .wasm file, a blob:sha256:… or http(s):// URL, or
     /// (with --engine docker) docker:<name>@sha256:…; ARGS follow `--`.
     Run(Box<RunArgs>),
+    /// Submit the job spec in FILE, YAML or JSON (as `POST /jobs` takes it); a `module` or input
+    /// `src` that is a local file is uploaded first.
+    Submit {
+        file: PathBuf,
+        /// Wait for the end, showing each step.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Jobs, newest first.
     List {
         #[arg(long)]
@@ -26,7 +36,8 @@ pub enum JobCommand {
     },
     /// Show a job's steps until it ends.
     Watch { id: String },
-    /// Write a completed job's verified stdout and outputs to DIR.
+    /// Write a completed job's verified stdout and outputs to DIR. Ids may be shortened to any
+    /// unique start, as `list` shows them.
     Results { id: String, dir: PathBuf },
     /// Cancel a job: its activities stop and its agreements end.
     Cancel { id: String },
@@ -156,30 +167,28 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
                 "confidence": confidence, "min_bids": min_bids, "budget": budget, "timeout": timeout,
                 "verifier": verifier, "subnet": subnet, "providers": providers,
             });
-            let created: Value = client.post("/jobs", &spec).await?;
-            let id = text(&created["jobId"]);
-            if !wait {
-                if as_json {
-                    json(&created);
-                } else {
-                    println!("job {id} submitted");
-                    println!("follow it with: agora job watch {id}");
+            submit_spec(client, &spec, wait, as_json).await?;
+        }
+        JobCommand::Submit { file, wait, json: as_json } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
+            // YAML is a superset of JSON, so one parser reads both.
+            let mut spec: Value = yaml_serde::from_str(&text)
+                .map_err(|e| Error::Input(format!("{}: not a YAML or JSON job spec: {e}", file.display())))?;
+            if !spec.is_object() {
+                return Err(Error::Input(format!("{}: a job spec is a mapping of fields", file.display())));
+            }
+            if let Some(module) = spec["module"].as_str().map(str::to_string) {
+                spec["module"] = Value::String(source(client, &module).await?);
+            }
+            if let Some(inputs) = spec.get_mut("inputs").and_then(Value::as_array_mut) {
+                for input in inputs {
+                    if let Some(src) = input["src"].as_str().map(str::to_string) {
+                        input["src"] = Value::String(source(client, &src).await?);
+                    }
                 }
-                return Ok(());
             }
-            let job = follow(client, &id, !as_json).await?;
-            if as_json {
-                json(&job);
-            } else {
-                summary(&job);
-            }
-            if job["state"] != "completed" {
-                return Err(Error::Input(format!(
-                    "job {id} {}: {}",
-                    text(&job["state"]),
-                    text(&job["message"])
-                )));
-            }
+            submit_spec(client, &spec, wait, as_json).await?;
         }
         JobCommand::List { json: as_json } => {
             let rows: Vec<Value> = client.get("/jobs").await?;
@@ -236,12 +245,46 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
                     .map_err(|e| Error::Input(format!("{}: {e}", target.display())))?;
                 client.get_to(&format!("/blobs/{sha}"), &mut file, |_, _| {}).await?;
             }
-            println!("verified results ({}) written to {}", text(&results["digest"]), dir.display());
+            if results["checked"] == true {
+                println!("verified results ({}) written to {}", text(&results["digest"]), dir.display());
+            } else {
+                eprintln!(
+                    "warning: what came back could not be checked against the verified hash {}: {}",
+                    text(&results["digest"]),
+                    text(&results["unchecked"])
+                );
+                println!("results written to {}", dir.display());
+            }
         }
         JobCommand::Cancel { id } => {
             client.delete(&format!("/jobs/{id}")).await?;
             println!("job {id} is being cancelled; `agora job describe {id}` shows its end");
         }
+    }
+    Ok(())
+}
+
+/// Submits a spec; with `wait`, follows the job to its end and fails unless it completed.
+async fn submit_spec(client: &Client, spec: &Value, wait: bool, as_json: bool) -> Result<(), Error> {
+    let created: Value = client.post("/jobs", spec).await?;
+    let id = text(&created["jobId"]);
+    if !wait {
+        if as_json {
+            json(&created);
+        } else {
+            println!("job {id} submitted");
+            println!("follow it with: agora job watch {}", short(&id));
+        }
+        return Ok(());
+    }
+    let job = follow(client, &id, !as_json).await?;
+    if as_json {
+        json(&job);
+    } else {
+        summary(&job);
+    }
+    if job["state"] != "completed" {
+        return Err(Error::Input(format!("job {id} {}: {}", text(&job["state"]), text(&job["message"]))));
     }
     Ok(())
 }

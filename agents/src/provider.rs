@@ -227,8 +227,11 @@ struct Inner {
     machine: Machine,
     /// Offer subscriptions, each with its preset's base.
     offers: Mutex<Vec<(String, DemandOfferBase)>>,
-    /// Agreements invoiced by this run of the node.
+    /// Agreements invoiced by this run of the node, and those to try again.
     invoiced: Mutex<HashSet<String>>,
+    to_invoice: Mutex<HashSet<String>>,
+    /// Held while deciding on an agreement, so two decisions never both see room for one more.
+    deciding: tokio::sync::Mutex<()>,
     dishonesty: Option<Dishonesty>,
     http: reqwest::Client,
     /// What the agent tracks of each agreement it works under.
@@ -277,6 +280,8 @@ impl ProviderAgent {
                 machine,
                 offers: Mutex::default(),
                 invoiced: Mutex::default(),
+                to_invoice: Mutex::default(),
+                deciding: tokio::sync::Mutex::new(()),
                 dishonesty: None,
                 http: reqwest::Client::new(),
                 working: Mutex::default(),
@@ -402,6 +407,7 @@ impl ProviderAgent {
                 self.inner.market.counter_proposal(offer_id, &proposal.proposal_id, &base, true).await?;
             }
             Event::Agreement { agreement, .. } if agreement.state == AgreementState::Pending => {
+                let _deciding = self.inner.deciding.lock().await;
                 let approved = self.approved().await?.len();
                 if approved >= self.inner.config.max_agreements {
                     let reason = json!({"message": format!(
@@ -442,12 +448,7 @@ impl ProviderAgent {
         }
         let asked = json!({"requestor": format!("{requestor:#x}"), "properties": demand});
         if let Some(url) = &config.bid_hook_url {
-            let answer = async {
-                let resp =
-                    self.inner.http.post(url).json(&asked).timeout(Duration::from_secs(5)).send().await?;
-                resp.error_for_status()?.json::<BidDecision>().await
-            };
-            match answer.await {
+            match ask_hook(&self.inner.http, url, &asked).await {
                 Ok(decision) if !decision.should_bid => return decision,
                 Ok(_) => {}
                 Err(e) => return no(format!("the bid hook {url} did not answer: {e}")),
@@ -478,6 +479,12 @@ impl ProviderAgent {
     /// `idle_agreement_secs`.
     async fn work(&self) -> Result<(), crate::Error> {
         let config = &self.inner.config;
+        let retry: Vec<String> = self.inner.to_invoice.lock().expect("to invoice").drain().collect();
+        for agreement in retry {
+            if let Err(e) = self.invoice(&agreement).await {
+                tracing::warn!(%agreement, error = %e, "invoicing, again");
+            }
+        }
         let agreements = self.approved().await?;
         let now = Instant::now();
         self.inner.working.lock().expect("working").retain(|id, _| agreements.iter().any(|a| &a.id == id));
@@ -585,11 +592,36 @@ impl ProviderAgent {
         }
     }
 
+    /// Invoices an ended agreement, or sends its invoice if it was issued and not sent. A failure
+    /// is tried again at the next round of [`ProviderAgent::work`].
     async fn invoice(&self, agreement_id: &str) -> Result<(), crate::Error> {
+        if !self.inner.invoiced.lock().expect("invoiced").insert(agreement_id.into()) {
+            return Ok(());
+        }
+        let done = self.invoice_once(agreement_id).await;
+        if done.is_err() {
+            self.inner.invoiced.lock().expect("invoiced").remove(agreement_id);
+            self.inner.to_invoice.lock().expect("to invoice").insert(agreement_id.into());
+        }
+        done
+    }
+
+    async fn invoice_once(&self, agreement_id: &str) -> Result<(), crate::Error> {
         let agreement = self.inner.market.agreement(agreement_id).await?;
-        if agreement.role != Role::Provider
-            || !self.inner.invoiced.lock().expect("invoiced").insert(agreement_id.into())
-        {
+        if agreement.role != Role::Provider {
+            return Ok(());
+        }
+        let issued = self
+            .inner
+            .payments
+            .agreement_documents(Kind::Invoice, agreement_id)
+            .await?
+            .into_iter()
+            .find(|d| d.issued_here && d.status != Status::Cancelled);
+        if let Some(issued) = issued {
+            if issued.status == Status::Issued {
+                self.inner.payments.send(Kind::Invoice, &issued.document.id).await?;
+            }
             return Ok(());
         }
         let usage = self.inner.activities.hosted_usage(agreement_id);
@@ -656,6 +688,16 @@ impl ProviderAgent {
     }
 }
 
+/// How long a bid hook may take to answer.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks an HTTP bid hook: the question as the JSON body of a `POST`, the decision as the answer.
+async fn ask_hook(http: &reqwest::Client, url: &str, asked: &Value) -> Result<BidDecision, String> {
+    let resp = http.post(url).json(asked).timeout(HOOK_TIMEOUT).send().await.map_err(|e| e.to_string())?;
+    let resp = resp.error_for_status().map_err(|e| e.to_string())?;
+    resp.json::<BidDecision>().await.map_err(|e| format!("its answer is not {{shouldBid, reason}}: {e}"))
+}
+
 /// Runs a bid hook program: the question on its stdin, the decision on its stdout.
 async fn run_hook(command: &[String], asked: &Value) -> Result<BidDecision, String> {
     use tokio::io::AsyncWriteExt;
@@ -670,9 +712,9 @@ async fn run_hook(command: &[String], asked: &Value) -> Result<BidDecision, Stri
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     stdin.write_all(asked.to_string().as_bytes()).await.map_err(|e| e.to_string())?;
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+    let out = tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| "no answer within 5 s".to_string())?
+        .map_err(|_| format!("no answer within {} s", HOOK_TIMEOUT.as_secs()))?
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("it exited with {}", out.status));
@@ -710,6 +752,71 @@ mod tests {
         // The pricing reads back as the market reads it.
         let flat = agora_grammar::flatten(&p).unwrap();
         assert!(crate::LinearPricing::from_properties(&flat).is_ok());
+    }
+
+    fn asked() -> Value {
+        json!({"requestor": "0x0707070707070707070707070707070707070707", "properties": {"a": 1}})
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn a_program_hook_reads_the_demand_and_answers_should_bid() {
+        // It answers no when the demand names the requestor it was given on stdin.
+        let script = r#"grep -q 0x0707 && echo '{"shouldBid": false, "reason": "busy"}'"#;
+        let decision = run_hook(&sh(script), &asked()).await.unwrap();
+        assert_eq!(decision, BidDecision { should_bid: false, reason: "busy".into() });
+        let yes = run_hook(&sh(r#"cat >/dev/null; echo '{"shouldBid": true}'"#), &asked()).await.unwrap();
+        assert!(yes.should_bid);
+        let failed = run_hook(&sh("cat >/dev/null; exit 3"), &asked()).await.unwrap_err();
+        assert!(failed.contains("exit"), "{failed}");
+        let garbled = run_hook(&sh("cat >/dev/null; echo maybe"), &asked()).await.unwrap_err();
+        assert!(garbled.contains("shouldBid"), "{garbled}");
+        assert!(run_hook(&["/nonexistent/hook".into()], &asked()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_http_hook_gets_the_demand_posted_and_answers_should_bid() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/bid", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            // The whole request: its headers, then as many bytes as Content-Length says.
+            let mut request = Vec::new();
+            let mut piece = [0u8; 4096];
+            loop {
+                let n = socket.read(&mut piece).await.unwrap();
+                request.extend_from_slice(&piece[..n]);
+                let text = String::from_utf8_lossy(&request).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                assert!(n > 0, "the request ended early");
+            }
+            let body = r#"{"shouldBid": false, "reason": "not today"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        let decision = ask_hook(&reqwest::Client::new(), &url, &asked()).await.unwrap();
+        assert_eq!(decision, BidDecision { should_bid: false, reason: "not today".into() });
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /bid") && request.contains("0x0707"), "{request}");
+        // Nobody listening: an error, which the agent takes as no.
+        assert!(ask_hook(&reqwest::Client::new(), "http://127.0.0.1:9/bid", &asked()).await.is_err());
     }
 
     #[test]

@@ -42,11 +42,13 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiErro
 }
 
 async fn describe(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(jobs(&state)?.get(&id).await?))
+    let jobs = jobs(&state)?;
+    Ok(Json(jobs.get(&jobs.resolve(&id).await?).await?))
 }
 
 async fn cancel(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<StatusCode, ApiError> {
-    jobs(&state)?.cancel(&id).await?;
+    let jobs = jobs(&state)?;
+    jobs.cancel(&jobs.resolve(&id).await?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -63,6 +65,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let jobs = jobs(&state)?.clone();
+    let id = jobs.resolve(&id).await?;
     let after = query.after.unwrap_or(0);
     let streaming = headers
         .get(header::ACCEPT)

@@ -1,0 +1,758 @@
+//! The flow of one job: bids, the choice of providers, negotiation, runs and commitments, the
+//! verdict with replicas added while one is still possible, the reveal, and the check of what
+//! came back against the verified hash.
+
+use super::{INVOICE_WAIT, Jobs, NEGOTIATION, PAYMENT_WAIT, Replica, new_id, short};
+use crate::job::{ExecState, JobSpec, JobState, Verifier};
+use crate::verify::{self, Commitment, Loss, NoVerdict};
+use crate::wire::{SignedCommitment, VerifyRequest, VerifyResponse};
+use crate::{Error, Result};
+use agora_market::api::{DemandOfferBase, Event, ProposalView};
+use agora_market::{AgreementState, ProposalState};
+use agora_payment::model::NewAllocation;
+use alloy_primitives::Address;
+use chrono::Utc;
+use rand::Rng;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl Jobs {
+    /// Runs a job to its end; returns the state it ends in and why. A job an earlier run of the
+    /// node left under way is resumed: settled if its verdict was reached, else run again.
+    pub(super) async fn run(&self, id: &str, spec: &JobSpec) -> Result<(JobState, String)> {
+        if let Some(outcome) = self.resume(id).await? {
+            return Ok(outcome);
+        }
+        self.run_fresh(id, spec).await
+    }
+
+    pub(super) async fn run_fresh(&self, id: &str, spec: &JobSpec) -> Result<(JobState, String)> {
+        let budget = spec.check().map_err(Error::BadInput)?;
+
+        let t = Duration::from_secs(spec.timeout);
+        let started = Instant::now();
+        // Bids by start + T; each replica commits within 2T of its start, and replicas are added
+        // only while one can still commit by start + 5T; the winners reveal within T of the
+        // decision. Then the invoices and payments, whose waits are bounded too: nothing stays
+        // reserved past that.
+        let rounds_end = started + 5 * t;
+        let final_deadline = Utc::now()
+            + chrono::Duration::from_std(6 * t + INVOICE_WAIT + PAYMENT_WAIT).expect("a bounded timeout");
+
+        self.record(id, JobState::FindingProviders, &format!("reserving a budget of {budget}")).await?;
+        let allocation = self
+            .inner
+            .payments
+            .create_allocation(NewAllocation {
+                address: None,
+                payment_platform: None,
+                total_amount: budget.to_string(),
+                timeout: Some(final_deadline),
+                make_deposit: false,
+            })
+            .await?;
+        sqlx::query("UPDATE jobs SET allocation_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(&allocation.id)
+            .execute(&self.inner.pool)
+            .await?;
+
+        let base = self.demand(id, spec, &allocation, final_deadline).await?;
+        let demand_id = self.inner.market.subscribe_demand(&base).await?;
+        sqlx::query("UPDATE jobs SET demand_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(&demand_id)
+            .execute(&self.inner.pool)
+            .await?;
+        self.record(id, JobState::FindingProviders, &format!("waiting for {} bids", spec.min_bids())).await?;
+        let mut bids = Bids { offers: BTreeMap::new(), only: spec.providers.clone() };
+        let bid_deadline = started + t;
+        while bids.offers.len() < spec.min_bids() {
+            let left = bid_deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok((
+                    JobState::Failed,
+                    format!(
+                        "{} providers bid within the job's timeout of {} s; min_bids is {}",
+                        bids.offers.len(),
+                        spec.timeout,
+                        spec.min_bids()
+                    ),
+                ));
+            }
+            let events = self
+                .inner
+                .market
+                .collect_demand_events(&demand_id, left.min(Duration::from_secs(1)), 100)
+                .await?;
+            bids.take(events);
+        }
+        let reputation = self.reputation(&bids.offers.keys().copied().collect::<Vec<_>>()).await?;
+        let mut pool = choose(&bids.offers, &reputation);
+        self.record(
+            id,
+            JobState::Negotiating,
+            &format!("{} bids; choosing {}", bids.offers.len(), spec.concurrency),
+        )
+        .await?;
+
+        let mut replicas: Vec<Replica> = Vec::new();
+        let mut spent_worst = Decimal::ZERO;
+        let mut wanted = spec.concurrency;
+        let verdict = loop {
+            // Engage `wanted` more providers, within the budget.
+            let mut fresh = Vec::new();
+            while fresh.len() < wanted {
+                let Some(address) = pool.first().copied() else { break };
+                pool.remove(0);
+                let proposal = bids.offers[&address].clone();
+                let worst_cost = worst_cost(&proposal, t);
+                if spent_worst + worst_cost > budget {
+                    continue;
+                }
+                spent_worst += worst_cost;
+                fresh.push(Replica {
+                    provider: address,
+                    proposal,
+                    worst_cost,
+
+                    agreement_id: None,
+                    peer: None,
+                    activity_id: None,
+                    commitment: None,
+                    stdout: None,
+                    run: None,
+                    outputs: BTreeMap::new(),
+                    failure: None,
+                });
+            }
+            if fresh.is_empty() && replicas.is_empty() {
+                return Ok((JobState::Failed, format!("no provider's price fits the budget of {budget}")));
+            }
+            if !fresh.is_empty() {
+                self.negotiate(id, &demand_id, &base, &mut fresh, &mut bids, spec.timeout).await?;
+                self.record(id, JobState::Running, &format!("running on {}", providers(&fresh))).await?;
+                let commit_by = (Instant::now() + 2 * t).min(rounds_end);
+                let runs = fresh.iter_mut().map(|r| self.execute(id, spec, r, commit_by));
+                futures_util::future::join_all(runs).await;
+                replicas.extend(fresh);
+            }
+            if spec.verifier == Verifier::None {
+                break None;
+            }
+            self.resolve_replays(id, &mut replicas, Instant::now() + t).await;
+            let commitments: Vec<Commitment> = replicas.iter().filter_map(|r| r.commitment).collect();
+            let verdict = verify::decide(&commitments, spec.confidence);
+            match &verdict.undecided {
+                None => break Some(verdict),
+                Some(why) => {
+                    let affordable =
+                        pool.iter().any(|a| spent_worst + worst_cost(&bids.offers[a], t) <= budget);
+                    let in_time = Instant::now() + 2 * t <= rounds_end;
+                    let more = affordable && in_time;
+                    let next = if more {
+                        "; adding a replica"
+                    } else if pool.is_empty() {
+                        "; no provider left to add"
+                    } else if !affordable {
+                        "; the budget cannot pay for another replica"
+                    } else {
+                        "; no time is left for another replica"
+                    };
+                    self.record(
+                        id,
+                        JobState::Verifying,
+                        &format!("no verdict yet ({}){next}", no_verdict(why)),
+                    )
+                    .await?;
+                    if !more {
+                        break Some(verdict);
+                    }
+                    // Pool members that the budget cannot take are skipped as they come up.
+                    wanted = 1;
+                }
+            }
+        };
+
+        // The decision: who is paid, who is not, and why.
+        let mut paid: Vec<Address> = Vec::new();
+        let mut refused: BTreeMap<Address, String> = BTreeMap::new();
+        let mut results = None;
+        match &verdict {
+            None => {
+                // No verifier: the one replica is paid when its run finished.
+                for r in &replicas {
+                    match &r.failure {
+                        None => paid.push(r.provider),
+                        Some(why) => {
+                            refused.insert(r.provider, why.clone());
+                        }
+                    }
+                }
+            }
+            Some(verdict) => {
+                for r in &replicas {
+                    if let Some(why) = &r.failure {
+                        refused.insert(r.provider, why.clone());
+                    }
+                }
+                for (provider, loss) in &verdict.losers {
+                    refused.insert(*provider, format!("verification failed: {}", loss_reason(loss)));
+                }
+                if verdict.undecided.is_none() {
+                    self.record(
+                        id,
+                        JobState::Verifying,
+                        &format!("{} results agree; asking them to reveal", verdict.winners.len()),
+                    )
+                    .await?;
+                    let reveal_deadline = Instant::now() + t;
+                    let winners: Vec<&Replica> = verdict
+                        .winners
+                        .iter()
+                        .map(|w| replicas.iter().find(|r| r.provider == *w).expect("a winner ran"))
+                        .collect();
+                    // All at once: one that holds its answer does not eat into the others' time.
+                    let reveals = futures_util::future::join_all(
+                        winners.iter().map(|r| self.reveal(id, r, reveal_deadline)),
+                    )
+                    .await;
+                    for (replica, revealed) in winners.into_iter().zip(reveals) {
+                        let winner = &replica.provider;
+                        match revealed {
+                            Ok(digest) => {
+                                paid.push(*winner);
+                                if results.as_ref().is_none_or(|r: &Value| r["checked"] != true) {
+                                    let checked = self.check_outputs(spec, replica, &digest);
+                                    if let Err(why) = &checked {
+                                        tracing::info!(job = id, provider = %winner, "outputs not checked: {why}");
+                                    }
+                                    results = Some(json!({
+                                        "digest": digest, "stdout": replica.stdout, "outputs": replica.outputs,
+                                        "checked": checked.is_ok(), "unchecked": checked.err(),
+                                    }));
+                                }
+                            }
+                            Err(why) => {
+                                refused.insert(*winner, format!("verification failed: {why}"));
+                            }
+                        }
+                    }
+                    let needed = spec.confidence.max(2);
+                    if paid.len() < needed {
+                        for p in paid.drain(..) {
+                            refused.insert(p, "verification failed: too few results were revealed".into());
+                        }
+                        results = None;
+                    }
+                }
+            }
+        }
+        if let Some(results) = &results {
+            sqlx::query("UPDATE jobs SET results = $2 WHERE id = $1")
+                .bind(id)
+                .bind(results)
+                .execute(&self.inner.pool)
+                .await?;
+        }
+        // The verdict is written results first, then the winners, then the others: a restart
+        // that finds a winner recorded settles the job, and finds everything it needs for that
+        // already written; one that finds none runs the job again.
+        let mut order: Vec<&Replica> = replicas.iter().collect();
+        order.sort_by_key(|r| !paid.contains(&r.provider));
+        for r in order {
+            let state = if paid.contains(&r.provider) {
+                ExecState::Verified
+            } else if r.failure.is_some() {
+                ExecState::Failed
+            } else {
+                ExecState::Lost
+            };
+            self.set_execution(id, r, state, refused.get(&r.provider).map(String::as_str)).await?;
+        }
+        if verdict.is_some() {
+            self.update_reputation(&replicas, &paid, &refused, verdict.as_ref()).await?;
+        }
+        let outcome = match &verdict {
+            Some(v) if v.undecided.is_some() => {
+                format!("no verdict: {}", no_verdict(v.undecided.as_ref().expect("undecided")))
+            }
+            _ if paid.is_empty() => "no result was verified".to_string(),
+            _ => format!("verified: {} accepted, {} rejected", paid.len(), refused.len()),
+        };
+        self.record(id, JobState::Verifying, &outcome).await?;
+
+        // The agreements end; the providers invoice; only the verified are paid.
+        for r in &replicas {
+            if let Some(activity) = &r.activity_id {
+                let _ended = self.inner.activities.destroy(activity).await;
+            }
+            if let Some(agreement) = &r.agreement_id {
+                self.end_agreement(agreement, "the job's run is over").await;
+            }
+        }
+        self.record(id, JobState::Paying, &format!("accepting the invoices of {}", paid.len())).await?;
+        let settled =
+            self.settle(id, &super::settle::parties(&replicas), &paid, &refused, &allocation.id).await?;
+        if let Err(e) = self.inner.payments.release_allocation(&allocation.id).await {
+            tracing::warn!(job = id, allocation = %allocation.id, error = %e, "releasing the allocation");
+        }
+        if let Err(e) = self.inner.market.unsubscribe_demand(&demand_id).await {
+            tracing::warn!(job = id, demand = %demand_id, error = %e, "withdrawing the demand");
+        }
+        if !settled.unpaid.is_empty() {
+            // A verified provider the requestor could not pay: the job did not end as it should.
+            return Ok((JobState::Failed, format!("{outcome}, but {}", settled.unpaid.join("; "))));
+        }
+        let outcome = if settled.pending.is_empty() {
+            outcome
+        } else {
+            format!("{outcome}; {}", settled.pending.join("; "))
+        };
+        Ok(if results.is_some() || (verdict.is_none() && !paid.is_empty()) {
+            (JobState::Completed, outcome)
+        } else {
+            (JobState::Failed, outcome)
+        })
+    }
+
+    /// The demand: the job's package and runtime, its payment platform and allocation.
+    pub(super) async fn demand(
+        &self,
+        id: &str,
+        spec: &JobSpec,
+        allocation: &agora_payment::model::Allocation,
+        until: chrono::DateTime<Utc>,
+    ) -> Result<DemandOfferBase> {
+        let decorations =
+            self.inner.payments.demand_decorations(std::slice::from_ref(&allocation.id)).await?;
+        let mut properties = serde_json::Map::new();
+        properties.insert("golem.srv.comp.expiration".into(), json!(until.timestamp_millis()));
+        properties.insert(agora_market::keys::TASK_PACKAGE.into(), json!(spec.module));
+        properties.insert(agora_market::keys::CHOSEN_PLATFORM.into(), json!(allocation.platform));
+        properties.insert("agora.job.id".into(), json!(id));
+        for p in decorations["properties"].as_array().into_iter().flatten() {
+            if let Some(key) = p["key"].as_str() {
+                properties.insert(key.into(), p["value"].clone());
+            }
+        }
+        let mut constraints = format!(
+            "(golem.runtime.name={})(golem.com.pricing.model=linear)(golem.com.scheme=payu)",
+            spec.engine.runtime()
+        );
+        if let Some(subnet) = &spec.subnet {
+            constraints.push_str(&format!("(golem.node.debug.subnet={subnet})"));
+        }
+        constraints.push_str(&format!("({}=*)", agora_market::keys::platform_address(&allocation.platform)));
+        Ok(DemandOfferBase {
+            properties: Value::Object(properties),
+            constraints: format!("(&{constraints})"),
+        })
+    }
+
+    /// Counters each replica's offer, signs an agreement on the provider's answer, and waits for
+    /// its approval. A replica that does not get there is marked failed.
+    pub(super) async fn negotiate(
+        &self,
+        id: &str,
+        demand_id: &str,
+        base: &DemandOfferBase,
+        replicas: &mut [Replica],
+        bids: &mut Bids,
+        timeout: u64,
+    ) -> Result<()> {
+        let deadline = Instant::now() + NEGOTIATION;
+        let mut drafts: HashMap<String, usize> = HashMap::new();
+        for (i, r) in replicas.iter_mut().enumerate() {
+            self.set_execution(id, r, ExecState::Chosen, None).await?;
+            match self.inner.market.counter_proposal(demand_id, &r.proposal.proposal_id, base, false).await {
+                Ok(draft) => {
+                    drafts.insert(draft, i);
+                }
+                Err(e) => r.failure = Some(format!("negotiation failed: {e}")),
+            }
+        }
+        let valid_to = Utc::now() + chrono::Duration::hours(1);
+        let t = Duration::from_secs(timeout);
+        while !drafts.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let events = self
+                .inner
+                .market
+                .collect_demand_events(demand_id, left.min(Duration::from_secs(1)), 100)
+                .await?;
+            for event in &events {
+                if let Event::ProposalRejected { proposal_id, reason, .. } = event
+                    && let Some(i) = drafts.remove(proposal_id)
+                {
+                    let why = reason.as_ref().and_then(|r| r["message"].as_str().map(str::to_string));
+                    replicas[i].failure = Some(format!(
+                        "the provider declined: {}",
+                        why.unwrap_or_else(|| "no reason given".into())
+                    ));
+                }
+            }
+            for event in bids.take(events) {
+                let Some(i) = event.prev_proposal_id.as_ref().and_then(|prev| drafts.remove(prev)) else {
+                    continue;
+                };
+                let r = &mut replicas[i];
+                let agreed_cost = worst_cost(&event, t);
+                if agreed_cost > r.worst_cost {
+                    r.failure = Some(format!(
+                        "its terms may cost {agreed_cost}, more than its offer's {}",
+                        r.worst_cost
+                    ));
+                    continue;
+                }
+                let agreement = match self.inner.market.create_agreement(&event.proposal_id, valid_to).await {
+                    Ok(agreement) => agreement,
+                    Err(e) => {
+                        r.failure = Some(format!("negotiation failed: {e}"));
+                        continue;
+                    }
+                };
+                // Recorded before it is signed, so a cancel or a restart finds it to end.
+                r.agreement_id = Some(agreement.clone());
+                self.set_execution(id, r, ExecState::Chosen, None).await?;
+                if let Err(e) = self.inner.market.confirm_agreement(&agreement).await {
+                    r.failure = Some(format!("negotiation failed: {e}"));
+                }
+            }
+        }
+        let approvals = replicas.iter_mut().map(|r| async move {
+            if r.failure.is_some() {
+                return;
+            }
+            let Some(agreement) = r.agreement_id.clone() else {
+                r.failure = Some("the provider did not answer the counter-proposal".into());
+                return;
+            };
+            match self.inner.market.wait_for_approval(&agreement, NEGOTIATION).await {
+                Ok(Some(AgreementState::Approved)) => {
+                    r.peer = self.inner.market.agreement(&agreement).await.ok().map(|a| a.peer_id);
+                }
+                Ok(Some(state)) => {
+                    r.failure = Some(format!("the provider's answer to the agreement: {state}"))
+                }
+                Ok(None) => {
+                    r.failure =
+                        Some(format!("the provider did not approve within {} s", NEGOTIATION.as_secs()));
+                }
+                Err(e) => r.failure = Some(format!("negotiation failed: {e}")),
+            }
+        });
+        futures_util::future::join_all(approvals).await;
+        for r in replicas.iter() {
+            let state = if r.failure.is_some() { ExecState::Failed } else { ExecState::Agreed };
+            self.set_execution(id, r, state, r.failure.as_deref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the job on one replica and takes its commitment, by `deadline`.
+    pub(super) async fn execute(&self, id: &str, spec: &JobSpec, r: &mut Replica, deadline: Instant) {
+        if r.failure.is_some() {
+            return;
+        }
+        let ran = tokio::time::timeout_at(deadline, self.execute_inner(id, spec, r)).await;
+        let failure = match ran {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(why),
+            Err(_) => Some("it did not commit to a result by the commit deadline".into()),
+        };
+        let state = if failure.is_some() { ExecState::Failed } else { ExecState::Committed };
+        r.failure = failure;
+        if let Err(e) = self.set_execution(id, r, state, r.failure.as_deref()).await {
+            tracing::warn!(job = id, error = %e, "recording a replica");
+        }
+    }
+
+    pub(super) async fn execute_inner(
+        &self,
+        id: &str,
+        spec: &JobSpec,
+        r: &mut Replica,
+    ) -> Result<(), String> {
+        let activities = &self.inner.activities;
+        let agreement = r.agreement_id.clone().expect("an agreed replica");
+        let activity =
+            activities.create(&agreement).await.map_err(|e| format!("creating the activity: {e}"))?;
+        r.activity_id = Some(activity.clone());
+        self.set_execution(id, r, ExecState::Running, None).await.map_err(|e| e.to_string())?;
+        let batch = activities
+            .exec(&activity, &spec.script().to_string())
+            .await
+            .map_err(|e| format!("starting the run: {e}"))?;
+        let results = loop {
+            let results = activities
+                .results(&activity, &batch, Duration::from_secs(10), None)
+                .await
+                .map_err(|e| format!("the run's results: {e}"))?;
+            if results.last().is_some_and(|l| l.is_batch_finished) {
+                break results;
+            }
+        };
+        if let Some(failed) = results.iter().find(|c| c.result != "Ok") {
+            return Err(format!(
+                "command {} failed: {}",
+                failed.index,
+                failed.message.clone().unwrap_or_default()
+            ));
+        }
+        let run_index = 2 + spec.inputs.len();
+        r.stdout = results.get(run_index).and_then(|c| c.stdout.clone());
+        r.run = results.get(run_index).cloned();
+        for (output, result) in spec.outputs.iter().zip(results.iter().skip(run_index + 1)) {
+            if let Some(blob) = &result.blob {
+                r.outputs.insert(output.name.clone(), blob.clone());
+            }
+        }
+        if spec.verifier == Verifier::None {
+            return Ok(());
+        }
+        let peer = r.peer.clone().ok_or("the provider's peer is unknown")?;
+        let request = VerifyRequest::Commit { activity_id: activity.clone(), job_id: id.into() };
+        let answer: VerifyResponse = self
+            .inner
+            .net
+            .request_typed(agora_net::Channel::Verify, &peer, &request)
+            .await
+            .map_err(|e| format!("asking for its commitment: {e}"))?;
+        let sealed = match answer {
+            VerifyResponse::Committed { sealed } => sealed,
+            VerifyResponse::Refused { message } => return Err(format!("it committed to nothing: {message}")),
+            other => return Err(format!("it answered a commit with {other:?}")),
+        };
+        let bytes = hex::decode(sealed).map_err(|_| "its commitment is not hex")?;
+        let opened =
+            self.inner.identity.unseal(&bytes).map_err(|e| format!("its commitment does not open: {e}"))?;
+        let signed: SignedCommitment =
+            serde_json::from_slice(&opened).map_err(|e| format!("its commitment is malformed: {e}"))?;
+        agora_identity::verify_json(&signed.body, &signed.signature, r.provider)
+            .map_err(|e| format!("its commitment is not signed by it: {e}"))?;
+        if signed.body.provider != r.provider {
+            return Err(format!("its commitment names another provider, {:#x}", signed.body.provider));
+        }
+        if signed.body.job_id != id || signed.body.activity_id != activity {
+            return Err("its commitment is for another job or activity".into());
+        }
+        r.commitment = Some(signed.body.commitment()?);
+        Ok(())
+    }
+
+    /// A seal held by more than one provider was copied: each holder is asked to reveal now, and
+    /// only the one whose digest opens it under its own address keeps its commitment. The others
+    /// fail, as replays.
+    pub(super) async fn resolve_replays(&self, id: &str, replicas: &mut [Replica], deadline: Instant) {
+        let mut holders: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+        for (i, r) in replicas.iter().enumerate() {
+            if let Some(c) = r.commitment {
+                holders.entry(c.seal).or_default().push(i);
+            }
+        }
+        for indices in holders.into_values().filter(|h| h.len() > 1) {
+            for i in indices {
+                if self.reveal(id, &replicas[i], deadline).await.is_err() {
+                    let r = &mut replicas[i];
+                    r.commitment = None;
+                    r.failure = Some(format!("verification failed: {}", loss_reason(&Loss::Replayed)));
+                    if let Err(e) = self.set_execution(id, r, ExecState::Failed, r.failure.as_deref()).await {
+                        tracing::warn!(job = id, error = %e, "recording a replica");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rebuilds a winner's results folder from what came back (its stdout, stderr and exit code,
+    /// and its outputs, fetched into this node's blobs) and checks its `h1:` hash against the
+    /// verified digest. It can only match when the job names every file its run leaves in
+    /// `/output`, and its stdout and stderr are text within the size a result carries.
+    pub(super) fn check_outputs(&self, spec: &JobSpec, r: &Replica, digest: &str) -> Result<(), String> {
+        let run = r.run.as_ref().ok_or("no run result")?;
+        let dir = std::env::temp_dir().join(format!("agora-results-{}", new_id()));
+        let built = (|| -> Result<String, String> {
+            let io = |e: std::io::Error| e.to_string();
+            std::fs::create_dir_all(dir.join("outputs")).map_err(io)?;
+            std::fs::write(dir.join("stdout"), run.stdout.as_deref().unwrap_or_default()).map_err(io)?;
+            std::fs::write(dir.join("stderr"), run.stderr.as_deref().unwrap_or_default()).map_err(io)?;
+            std::fs::write(dir.join("exitCode"), format!("{}\n", run.exit_code.unwrap_or_default()))
+                .map_err(io)?;
+            for output in &spec.outputs {
+                let blob = r
+                    .outputs
+                    .get(&output.name)
+                    .ok_or_else(|| format!("output {} did not come back", output.name))?;
+                let sha = blob.strip_prefix("blob:sha256:").unwrap_or(blob);
+                let from = self
+                    .inner
+                    .activities
+                    .blobs()
+                    .path(sha)
+                    .ok_or_else(|| format!("blob {sha} is not here"))?;
+                let to = dir.join("outputs").join(&output.path);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::copy(from, to).map_err(io)?;
+            }
+            agora_activity::results_hash(&dir).map_err(|e| e.to_string())
+        })();
+        let _removed = std::fs::remove_dir_all(&dir);
+        let built = built?;
+        if built != digest {
+            return Err(format!(
+                "what came back hashes to {built}, not the verified {digest}: name every file the run leaves in /output"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Asks a winner for its digest, which must open its commitment.
+    pub(super) async fn reveal(&self, id: &str, r: &Replica, deadline: Instant) -> Result<String, String> {
+        let (Some(peer), Some(activity), Some(commitment)) = (&r.peer, &r.activity_id, &r.commitment) else {
+            return Err("it has no commitment".into());
+        };
+        let request = VerifyRequest::Reveal { activity_id: activity.clone(), job_id: id.into() };
+        let asked =
+            self.inner.net.request_typed::<_, VerifyResponse>(agora_net::Channel::Verify, peer, &request);
+        let digest = match tokio::time::timeout_at(deadline, asked).await {
+            Err(_) => return Err("it did not reveal by the reveal deadline".into()),
+            Ok(Err(e)) => return Err(format!("it did not reveal: {e}")),
+            Ok(Ok(VerifyResponse::Revealed { digest })) => digest,
+            Ok(Ok(other)) => return Err(format!("it answered the reveal with {other:?}")),
+        };
+        if !verify::reveal_opens(id, commitment, &digest) {
+            return Err(loss_reason(&Loss::BadReveal));
+        }
+        Ok(digest)
+    }
+}
+
+/// The providers' first proposals on a demand, one per provider.
+#[derive(Debug)]
+pub(super) struct Bids {
+    offers: BTreeMap<Address, ProposalView>,
+    /// The job's own list of providers; any when empty.
+    only: Vec<Address>,
+}
+
+impl Bids {
+    /// Keeps new providers' Initial proposals; returns the other proposals (counters).
+    pub(super) fn take(&mut self, events: Vec<Event>) -> Vec<ProposalView> {
+        let mut others = Vec::new();
+        for event in events {
+            let Event::Proposal { proposal, .. } = event else { continue };
+            if proposal.state == ProposalState::Initial {
+                if let Ok(provider) = proposal.issuer_id.parse::<Address>()
+                    && (self.only.is_empty() || self.only.contains(&provider))
+                {
+                    self.offers.entry(provider).or_insert(proposal);
+                }
+            } else {
+                others.push(proposal);
+            }
+        }
+        others
+    }
+}
+
+/// The order providers are asked in: at random, weighted by reputation (1 + score), leaving out
+/// those that failed more often than they were verified.
+pub(super) fn choose(
+    offers: &BTreeMap<Address, ProposalView>,
+    reputation: &HashMap<Address, (f64, i64, i64)>,
+) -> Vec<Address> {
+    let mut rng = rand::thread_rng();
+    let mut left: Vec<(Address, f64)> = offers
+        .keys()
+        .filter(|p| reputation.get(*p).is_none_or(|(_, verified, failed)| failed <= verified))
+        .map(|p| (*p, 1.0 + reputation.get(p).map_or(0.0, |r| r.0.max(0.0))))
+        .collect();
+    let mut order = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let total: f64 = left.iter().map(|(_, w)| w).sum();
+        let mut pick = rng.r#gen::<f64>() * total;
+        let mut index = left.len() - 1;
+        for (i, (_, w)) in left.iter().enumerate() {
+            if pick < *w {
+                index = i;
+                break;
+            }
+            pick -= w;
+        }
+        order.push(left.remove(index).0);
+    }
+    order
+}
+
+/// The most a replica of a job of `timeout` may cost at a proposal's linear prices: every second
+/// until its commit deadline, on every CPU thread offered, all the fuel its limit allows, plus
+/// the start price. A priced counter without a bound makes it unbounded.
+pub(super) fn worst_cost(proposal: &ProposalView, timeout: Duration) -> Decimal {
+    let Ok(flat) = agora_grammar::flatten(&proposal.properties) else { return Decimal::MAX };
+    let Ok(pricing) = crate::LinearPricing::from_properties(&flat) else { return Decimal::MAX };
+    // A run may last until its commit deadline, 2T after it starts.
+    let secs = Decimal::from(2 * timeout.as_secs());
+    let fuel = flat.get("agora.limits.fuel").and_then(Value::as_u64).map(Decimal::from);
+    let threads = flat
+        .get("golem.inf.cpu.threads")
+        .and_then(Value::as_f64)
+        .and_then(|t| Decimal::try_from(t).ok())
+        .unwrap_or(Decimal::ONE);
+    let usage: Vec<Decimal> = pricing
+        .usage_vector
+        .iter()
+        .map(|counter| match counter.as_str() {
+            "golem.usage.duration_sec" => Some(secs),
+            "golem.usage.cpu_sec" => Some(secs * threads),
+            "agora.usage.fuel" => fuel,
+            // A counter the runner cannot bound is priced at its worst only when it is free.
+            _ => None,
+        })
+        .zip(&pricing.coeffs)
+        .map(|(used, price)| if price.is_zero() { Some(Decimal::ZERO) } else { used })
+        .collect::<Option<Vec<Decimal>>>()
+        .unwrap_or_default();
+    if usage.len() != pricing.coeffs.len() {
+        return Decimal::MAX;
+    }
+    pricing.cost(&usage).unwrap_or(Decimal::MAX)
+}
+
+pub(super) fn providers(replicas: &[Replica]) -> String {
+    let names: Vec<String> = replicas
+        .iter()
+        .filter(|r| r.failure.is_none())
+        .map(|r| short(&format!("{:#x}", r.provider)))
+        .collect();
+    if names.is_empty() { "no provider".into() } else { names.join(", ") }
+}
+
+pub(super) fn no_verdict(why: &NoVerdict) -> String {
+    match why {
+        NoVerdict::TooFew => "fewer than two results".into(),
+        NoVerdict::Tie => "a tie".into(),
+        NoVerdict::ConfidenceNotMet { largest, confidence } => {
+            format!("confidence not met: {largest} alike, {confidence} needed")
+        }
+    }
+}
+
+pub(super) fn loss_reason(loss: &Loss) -> String {
+    match loss {
+        Loss::Outvoted => "its result differs from the verified one",
+        Loss::NoVerdict => "no result could be verified",
+        Loss::NoResult => "it committed to no result",
+        Loss::Replayed => "its commitment copies another provider's",
+        Loss::BadReveal => "its reveal does not open its commitment",
+    }
+    .into()
+}

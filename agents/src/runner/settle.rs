@@ -1,0 +1,419 @@
+//! Paying after the verdict (the verified providers' invoices accepted, the others' rejected
+//! with the reason), debit notes accepted while replicas work, a job picked up again after a
+//! restart, and reputation.
+
+use super::{DEBIT_NOTE_TICK, INVOICE_WAIT, Jobs, PAYMENT_WAIT, REJECT_WAIT, Replica, short};
+use crate::Result;
+use crate::job::{ExecState, JobState};
+use crate::verify::{self, Loss};
+use agora_payment::model::{Acceptance, Kind, Rejection, RejectionReason, Status};
+use alloy_primitives::Address;
+use rust_decimal::Decimal;
+use sqlx::Row;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl Jobs {
+    /// Accepts, until the node stops, the debit notes of replicas still at work: they say the
+    /// provider is working, and bind nothing (no `paymentDueDate`), so accepting them pays
+    /// nothing before the verdict. A provider whose notes go unaccepted stops working.
+    pub fn serve(&self) {
+        let jobs = self.clone();
+        self.inner.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(DEBIT_NOTE_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = jobs.inner.shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = jobs.accept_debit_notes().await {
+                            tracing::warn!(error = %e, "accepting debit notes");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    pub(super) async fn accept_debit_notes(&self) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT e.agreement_id, j.allocation_id FROM job_executions e JOIN jobs j ON j.id = e.job_id
+             WHERE j.state < 5 AND e.agreement_id IS NOT NULL AND j.allocation_id IS NOT NULL",
+        )
+        .fetch_all(&self.inner.pool)
+        .await?;
+        for row in rows {
+            let (agreement, allocation): (String, String) = (row.get(0), row.get(1));
+            let notes = self.inner.payments.agreement_documents(Kind::DebitNote, &agreement).await?;
+            for note in notes {
+                let d = &note.document;
+                if note.issued_here || note.status != Status::Received || d.payment_due_date.is_some() {
+                    continue;
+                }
+                let acceptance = Acceptance {
+                    total_amount_accepted: d.amount.to_string(),
+                    allocation_id: allocation.clone(),
+                };
+                if let Err(e) = self.inner.payments.accept(Kind::DebitNote, &d.id, acceptance).await {
+                    tracing::warn!(debit_note = %d.id, error = %e, "accepting a debit note");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What a restart finds of a job: `None` when it is to run from the start.
+    pub(super) async fn resume(&self, id: &str) -> Result<Option<(JobState, String)>> {
+        let job = sqlx::query("SELECT allocation_id, demand_id FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.inner.pool)
+            .await?;
+        let allocation: Option<String> = job.get("allocation_id");
+        let demand: Option<String> = job.get("demand_id");
+        let rows = sqlx::query("SELECT * FROM job_executions WHERE job_id = $1")
+            .bind(id)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        if allocation.is_none() && rows.is_empty() {
+            return Ok(None);
+        }
+        let state_of = |r: &sqlx::postgres::PgRow| ExecState::from_code(r.get("state")).expect("a state");
+        let provider_of = |r: &sqlx::postgres::PgRow| r.get::<String, _>("provider").parse::<Address>().ok();
+        let parties: Vec<Party> = rows
+            .iter()
+            .filter(|r| r.get::<Option<String>, _>("activity_id").is_some())
+            .filter_map(|r| Some(Party { provider: provider_of(r)?, agreement_id: r.get("agreement_id") }))
+            .collect();
+        for r in &rows {
+            if let Some(activity) = r.get::<Option<String>, _>("activity_id") {
+                let _ended = self.inner.activities.destroy(&activity).await;
+            }
+            if let Some(agreement) = r.get::<Option<String>, _>("agreement_id") {
+                self.end_agreement(&agreement, "the job's run is over").await;
+            }
+        }
+        let verdict = rows.iter().any(|r| matches!(state_of(r), ExecState::Verified | ExecState::Paid));
+        if verdict {
+            let paid: Vec<Address> = rows
+                .iter()
+                .filter(|r| matches!(state_of(r), ExecState::Verified | ExecState::Paid))
+                .filter_map(provider_of)
+                .collect();
+            let refused: BTreeMap<Address, String> = rows
+                .iter()
+                .filter(|r| !matches!(state_of(r), ExecState::Verified | ExecState::Paid))
+                .filter_map(|r| {
+                    let reason =
+                        r.get::<Option<String>, _>("reason").unwrap_or_else(|| "verification failed".into());
+                    Some((provider_of(r)?, reason))
+                })
+                .collect();
+            self.record(id, JobState::Paying, "the requestor node restarted; settling the verified result")
+                .await?;
+            if let Some(allocation) = &allocation {
+                let settled = self.settle(id, &parties, &paid, &refused, allocation).await?;
+                if !settled.unpaid.is_empty() {
+                    let outcome = format!("verified, but {}", settled.unpaid.join("; "));
+                    return Ok(Some((JobState::Failed, outcome)));
+                }
+                let _released = self.inner.payments.release_allocation(allocation).await;
+            }
+            if let Some(demand) = &demand {
+                let _gone = self.inner.market.unsubscribe_demand(demand).await;
+            }
+            let outcome = format!("verified: {} accepted, {} rejected", paid.len(), refused.len());
+            return Ok(Some((if paid.is_empty() { JobState::Failed } else { JobState::Completed }, outcome)));
+        }
+        // Interrupted before its verdict: what ran is not verified, so it is not paid; the job
+        // runs again from the start, on a fresh allocation.
+        let why = "the requestor node restarted during the run";
+        self.record(id, JobState::Queued, &format!("{why}; its agreements end and the job runs again"))
+            .await?;
+        let refused: BTreeMap<Address, String> =
+            parties.iter().map(|p| (p.provider, why.to_string())).collect();
+        if let Some(allocation) = &allocation {
+            let _nothing_accepted = self.settle(id, &parties, &[], &refused, allocation).await?;
+            let _released = self.inner.payments.release_allocation(allocation).await;
+        }
+        if let Some(demand) = &demand {
+            let _gone = self.inner.market.unsubscribe_demand(demand).await;
+        }
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query("DELETE FROM job_executions WHERE job_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE jobs SET allocation_id = NULL, demand_id = NULL, results = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// Accepts the verified providers' invoices and rejects the others', then waits until the
+    /// accepted ones are paid.
+    pub(super) async fn settle(
+        &self,
+        id: &str,
+        parties: &[Party],
+        paid: &[Address],
+        refused: &BTreeMap<Address, String>,
+        allocation: &str,
+    ) -> Result<Settled> {
+        let payments = &self.inner.payments;
+        let mut settled = Settled::default();
+        // The verified providers' invoices are waited for; the others' only briefly, so that a
+        // provider that went away does not hold the job up (its invoice, if it comes later, is
+        // never accepted).
+        let started = Instant::now();
+        let deadline =
+            |r: &Party| started + if paid.contains(&r.provider) { INVOICE_WAIT } else { REJECT_WAIT };
+        let mut open: Vec<&Party> = parties.iter().collect();
+        loop {
+            for late in open.iter().filter(|r| Instant::now() >= deadline(r) && paid.contains(&r.provider)) {
+                settled.pending.push(format!(
+                    "{} sent no invoice within {} s",
+                    short(&format!("{:#x}", late.provider)),
+                    INVOICE_WAIT.as_secs()
+                ));
+            }
+            open.retain(|r| Instant::now() < deadline(r));
+            if open.is_empty() {
+                break;
+            }
+            let mut still = Vec::new();
+            for r in open {
+                let agreement = &r.agreement_id;
+                let invoice = payments
+                    .agreement_documents(Kind::Invoice, agreement)
+                    .await?
+                    .into_iter()
+                    .find(|d| !d.issued_here && d.status == Status::Received);
+                let Some(invoice) = invoice else {
+                    still.push(r);
+                    continue;
+                };
+                let doc = &invoice.document;
+                let provider = format!("{:#x}", r.provider);
+                if paid.contains(&r.provider) {
+                    let accepted = payments
+                        .accept(
+                            Kind::Invoice,
+                            &doc.id,
+                            Acceptance {
+                                total_amount_accepted: doc.amount.to_string(),
+                                allocation_id: allocation.into(),
+                            },
+                        )
+                        .await;
+                    match accepted {
+                        Ok(()) => {
+                            self.note_invoice(id, &provider, &doc.id, Some(doc.amount), ExecState::Verified)
+                                .await?;
+                            self.record(
+                                id,
+                                JobState::Paying,
+                                &format!(
+                                    "accepted invoice {} of {} for {}",
+                                    short(&doc.id),
+                                    short(&provider),
+                                    doc.amount
+                                ),
+                            )
+                            .await?;
+                        }
+                        Err(e) => {
+                            settled.unpaid.push(format!(
+                                "invoice {} of {} could not be accepted: {e}",
+                                short(&doc.id),
+                                short(&provider)
+                            ));
+                            self.record(
+                                id,
+                                JobState::Paying,
+                                &format!(
+                                    "could not accept invoice {} of {}: {e}",
+                                    short(&doc.id),
+                                    short(&provider)
+                                ),
+                            )
+                            .await?;
+                        }
+                    }
+                } else {
+                    let reason =
+                        refused.get(&r.provider).cloned().unwrap_or_else(|| "verification failed".into());
+                    let rejection = Rejection {
+                        rejection_reason: RejectionReason::BadService,
+                        total_amount_accepted: "0".into(),
+                        message: Some(reason.clone()),
+                    };
+                    payments.reject(Kind::Invoice, &doc.id, rejection).await?;
+                    self.note_invoice(id, &provider, &doc.id, None, ExecState::Rejected).await?;
+                    self.record(
+                        id,
+                        JobState::Paying,
+                        &format!("rejected invoice {} of {}: {reason}", short(&doc.id), short(&provider)),
+                    )
+                    .await?;
+                }
+            }
+            open = still;
+            if !open.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // The accepted invoices are paid by the payment driver; the job waits for the chain.
+        let deadline = Instant::now() + PAYMENT_WAIT;
+        loop {
+            let rows = sqlx::query("SELECT provider, invoice_id FROM job_executions WHERE job_id = $1 AND state = $2 AND invoice_id IS NOT NULL")
+                .bind(id)
+                .bind(ExecState::Verified.code())
+                .fetch_all(&self.inner.pool)
+                .await?;
+            if rows.is_empty() {
+                return Ok(settled);
+            }
+            for row in &rows {
+                let invoice: String = row.get("invoice_id");
+                let provider: String = row.get("provider");
+                if payments.document(Kind::Invoice, &invoice).await?.status == Status::Settled {
+                    let tx = self.tx_of(&invoice).await?;
+                    sqlx::query("UPDATE job_executions SET state = $3, tx_hash = $4 WHERE job_id = $1 AND provider = $2")
+                        .bind(id)
+                        .bind(&provider)
+                        .bind(ExecState::Paid.code())
+                        .bind(&tx)
+                        .execute(&self.inner.pool)
+                        .await?;
+                    self.record(
+                        id,
+                        JobState::Paying,
+                        &format!("paid {} in transaction {}", short(&provider), tx.as_deref().unwrap_or("?")),
+                    )
+                    .await?;
+                }
+            }
+            if Instant::now() >= deadline {
+                // Accepted is ordered: the driver pays them when it can; the job does not wait.
+                settled.pending.push(format!(
+                    "{} accepted invoice(s) not yet confirmed on chain after {} s; `agora payment status` shows why",
+                    rows.len(),
+                    PAYMENT_WAIT.as_secs()
+                ));
+                return Ok(settled);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub(super) async fn note_invoice(
+        &self,
+        id: &str,
+        provider: &str,
+        invoice: &str,
+        amount: Option<Decimal>,
+        state: ExecState,
+    ) -> Result<()> {
+        sqlx::query("UPDATE job_executions SET invoice_id = $3, amount = $4, state = $5 WHERE job_id = $1 AND provider = $2")
+            .bind(id)
+            .bind(provider)
+            .bind(invoice)
+            .bind(amount)
+            .bind(state.code())
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The transaction that paid an invoice.
+    pub(super) async fn tx_of(&self, invoice: &str) -> Result<Option<String>> {
+        let payments = self.inner.payments.payments(None, 10_000).await?;
+        Ok(payments
+            .into_iter()
+            .find(|p| {
+                p.agreement_payments.iter().chain(&p.activity_payments).any(|s| s.document_id == invoice)
+            })
+            .map(|p| p.details))
+    }
+
+    pub(super) async fn reputation(
+        &self,
+        providers: &[Address],
+    ) -> Result<HashMap<Address, (f64, i64, i64)>> {
+        let names: Vec<String> = providers.iter().map(|p| format!("{p:#x}")).collect();
+        let rows =
+            sqlx::query("SELECT provider, score, verified, failed FROM reputation WHERE provider = ANY($1)")
+                .bind(&names)
+                .fetch_all(&self.inner.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let p: String = r.get("provider");
+                Some((p.parse().ok()?, (r.get("score"), r.get("verified"), r.get("failed"))))
+            })
+            .collect())
+    }
+
+    /// +1 for each verified run, ×2/3 for each failed one; a run that only lacked a verdict
+    /// (a tie) counts neither way.
+    pub(super) async fn update_reputation(
+        &self,
+        replicas: &[Replica],
+        paid: &[Address],
+        refused: &BTreeMap<Address, String>,
+        verdict: Option<&verify::Verdict>,
+    ) -> Result<()> {
+        let no_verdict: Vec<Address> = verdict
+            .map(|v| v.losers.iter().filter(|(_, l)| *l == Loss::NoVerdict).map(|(p, _)| *p).collect())
+            .unwrap_or_default();
+        for r in replicas {
+            let verified = paid.contains(&r.provider);
+            // A provider that never ran (it declined, or did not answer in time) is not judged.
+            if r.activity_id.is_none()
+                || !verified && (!refused.contains_key(&r.provider) || no_verdict.contains(&r.provider))
+            {
+                continue;
+            }
+            let provider = format!("{:#x}", r.provider);
+            // In one statement, so jobs ending at once do not lose each other's outcomes; the
+            // rule is verify::reputation_after's.
+            sqlx::query(
+                "INSERT INTO reputation (provider, score, verified, failed) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (provider) DO UPDATE SET
+                     score = CASE WHEN $3 = 1 THEN reputation.score + 1 ELSE reputation.score * 2 / 3 END,
+                     verified = reputation.verified + $3, failed = reputation.failed + $4, updated_at = now()",
+            )
+            .bind(&provider)
+            .bind(verify::reputation_after(0.0, verified))
+            .bind(i64::from(verified))
+            .bind(i64::from(!verified))
+            .execute(&self.inner.pool)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What paying left undone: verified providers the requestor could not pay (an acceptance
+/// refused), and payments still on their way.
+#[derive(Debug, Default)]
+pub(super) struct Settled {
+    pub(super) unpaid: Vec<String>,
+    pub(super) pending: Vec<String>,
+}
+
+/// A provider that ran the job under an agreement, as paying and rejecting see it.
+#[derive(Debug, Clone)]
+pub(super) struct Party {
+    pub(super) provider: Address,
+    pub(super) agreement_id: String,
+}
+
+pub(super) fn parties(replicas: &[Replica]) -> Vec<Party> {
+    replicas
+        .iter()
+        .filter(|r| r.activity_id.is_some())
+        .filter_map(|r| Some(Party { provider: r.provider, agreement_id: r.agreement_id.clone()? }))
+        .collect()
+}
