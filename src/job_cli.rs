@@ -178,12 +178,32 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
             if !spec.is_object() {
                 return Err(Error::Input(format!("{}: a job spec is a mapping of fields", file.display())));
             }
-            if let Some(module) = spec["module"].as_str().map(str::to_string) {
+            // YAML reads `budget: 1`, `args: [1]` or `X: yes` as numbers and booleans; the spec
+            // takes them as text.
+            as_text(spec.get_mut("budget"));
+            for field in ["args", "env"] {
+                match spec.get_mut(field) {
+                    Some(Value::Array(items)) => items.iter_mut().for_each(|v| as_text(Some(v))),
+                    Some(Value::Object(items)) => items.values_mut().for_each(|v| as_text(Some(v))),
+                    _ => {}
+                }
+            }
+            // Local files are named from the spec file's folder.
+            let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let local = |src: &str| {
+                let path = base.join(src);
+                if Path::new(src).is_relative() && path.is_file() {
+                    path.display().to_string()
+                } else {
+                    src.to_string()
+                }
+            };
+            if let Some(module) = spec["module"].as_str().map(local) {
                 spec["module"] = Value::String(source(client, &module).await?);
             }
             if let Some(inputs) = spec.get_mut("inputs").and_then(Value::as_array_mut) {
                 for input in inputs {
-                    if let Some(src) = input["src"].as_str().map(str::to_string) {
+                    if let Some(src) = input["src"].as_str().map(local) {
                         input["src"] = Value::String(source(client, &src).await?);
                     }
                 }
@@ -262,6 +282,15 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A number or a boolean as the text YAML read it from.
+fn as_text(value: Option<&mut Value>) {
+    if let Some(v) = value
+        && (v.is_number() || v.is_boolean())
+    {
+        *v = Value::String(v.to_string());
+    }
 }
 
 /// Submits a spec; with `wait`, follows the job to its end and fails unless it completed.

@@ -56,7 +56,7 @@ async fn main() {
     assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
     let package = put_blob(&r, module("hello")).await;
     let spec =
-        json!({"module": package, "entry_point": "hello", "concurrency": 3, "budget": "1", "timeout": 30});
+        json!({"module": package, "entry_point": "hello", "concurrency": 3, "budget": "10", "timeout": 30});
 
     let run = |spec: serde_json::Value| {
         let r = &r;

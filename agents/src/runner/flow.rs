@@ -34,13 +34,14 @@ impl Jobs {
 
         let t = Duration::from_secs(spec.timeout);
         let started = Instant::now();
-        // Bids by start + T; each replica commits within 2T of its start, and replicas are added
-        // only while one can still commit by start + 5T; the winners reveal within T of the
-        // decision. Then the invoices and payments, whose waits are bounded too: nothing stays
-        // reserved past that.
+        // Bids by start + T; each replica commits within 2T of its start and by start + 5T, and
+        // replicas are added only while one can still do so; copied seals are settled within T,
+        // and the winners reveal within T of the decision: all by start + 7T, and the allocation
+        // holds until start + 8T. Then the invoices and payments, whose waits are bounded too:
+        // nothing stays reserved past that.
         let rounds_end = started + 5 * t;
         let final_deadline = Utc::now()
-            + chrono::Duration::from_std(6 * t + INVOICE_WAIT + PAYMENT_WAIT).expect("a bounded timeout");
+            + chrono::Duration::from_std(8 * t + INVOICE_WAIT + PAYMENT_WAIT).expect("a bounded timeout");
 
         self.record(id, JobState::FindingProviders, &format!("reserving a budget of {budget}")).await?;
         let allocation = self
@@ -110,7 +111,7 @@ impl Jobs {
                 pool.remove(0);
                 let proposal = bids.offers[&address].clone();
                 let worst_cost = worst_cost(&proposal, t);
-                if spent_worst + worst_cost > budget {
+                if spent_worst.checked_add(worst_cost).is_none_or(|total| total > budget) {
                     continue;
                 }
                 spent_worst += worst_cost;
@@ -149,8 +150,11 @@ impl Jobs {
             match &verdict.undecided {
                 None => break Some(verdict),
                 Some(why) => {
-                    let affordable =
-                        pool.iter().any(|a| spent_worst + worst_cost(&bids.offers[a], t) <= budget);
+                    let affordable = pool.iter().any(|a| {
+                        spent_worst
+                            .checked_add(worst_cost(&bids.offers[a], t))
+                            .is_some_and(|total| total <= budget)
+                    });
                     let in_time = Instant::now() + 2 * t <= rounds_end;
                     let more = affordable && in_time;
                     let next = if more {

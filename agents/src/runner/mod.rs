@@ -70,7 +70,6 @@ pub const DEFAULT_MAX_RUNNING: usize = 8;
 struct Replica {
     provider: Address,
     proposal: ProposalView,
-    /// The worst it may cost, from its prices and the job's timeout.
     agreement_id: Option<String>,
     peer: Option<String>,
     activity_id: Option<String>,
@@ -192,9 +191,17 @@ impl Jobs {
         if state.is_final() {
             return Err(Error::Conflict(format!("job {id} is already {}", state.label())));
         }
-        if state == JobState::Paying {
+        let verdict: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM job_executions WHERE job_id = $1 AND state IN ($2, $3))",
+        )
+        .bind(id)
+        .bind(ExecState::Verified.code())
+        .bind(ExecState::Paid.code())
+        .fetch_one(&self.inner.pool)
+        .await?;
+        if state == JobState::Paying || verdict {
             return Err(Error::Conflict(format!(
-                "job {id} is paying its verified providers; it ends when the payments are confirmed"
+                "job {id} has its verdict and is paying its verified providers; it ends when they are paid"
             )));
         }
         let stop = self.inner.running.lock().expect("running").get(id).cloned();
@@ -353,14 +360,17 @@ impl Jobs {
                 self.end_agreement(&agreement, "the job ended").await;
             }
         }
-        let job: Option<(Option<String>, Option<String>)> =
+        let job: Result<Option<(Option<String>, Option<String>)>, _> =
             sqlx::query_as("SELECT allocation_id, demand_id FROM jobs WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.inner.pool)
-                .await
-                .ok()
-                .flatten();
-        let (allocation, demand) = job.unwrap_or_default();
+                .await;
+        let (allocation, demand) = job
+            .unwrap_or_else(|e| {
+                tracing::warn!(job = id, error = %e, "cannot read the job's allocation and demand to end them");
+                None
+            })
+            .unwrap_or_default();
         if let Some(allocation) = allocation {
             let _released = self.inner.payments.release_allocation(&allocation).await;
         }

@@ -113,11 +113,14 @@ impl Jobs {
                 .await?;
             if let Some(allocation) = &allocation {
                 let settled = self.settle(id, &parties, &paid, &refused, allocation).await?;
+                let _released = self.inner.payments.release_allocation(allocation).await;
                 if !settled.unpaid.is_empty() {
+                    if let Some(demand) = &demand {
+                        let _gone = self.inner.market.unsubscribe_demand(demand).await;
+                    }
                     let outcome = format!("verified, but {}", settled.unpaid.join("; "));
                     return Ok(Some((JobState::Failed, outcome)));
                 }
-                let _released = self.inner.payments.release_allocation(allocation).await;
             }
             if let Some(demand) = &demand {
                 let _gone = self.inner.market.unsubscribe_demand(demand).await;

@@ -324,14 +324,18 @@ async fn replays_and_missed_reveals_are_never_paid_and_replicas_are_added_within
     assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
     assert_eq!(std::fs::read_to_string(out.join("copy")).unwrap(), "to be copied\n");
 
-    // A spec in YAML, submitted with the CLI, its module a local file uploaded on the way.
+    // A spec in YAML, submitted with the CLI, its module a local file beside it, uploaded on the
+    // way; a bare number or boolean is read as the text it is written as.
     let yaml = net._root.path().join("job.yaml");
-    let wasm = agora_tests::workspace_root().join("tests/wasm/hello.wasm");
+    std::fs::copy(
+        agora_tests::workspace_root().join("tests/wasm/hello.wasm"),
+        net._root.path().join("hello.wasm"),
+    )
+    .unwrap();
     std::fs::write(
         &yaml,
         format!(
-            "module: {}\nentry_point: hello\nconcurrency: 2\nbudget: \"1\"\ntimeout: 30\nproviders:\n  - \"{:#x}\"\n  - \"{:#x}\"\n",
-            wasm.display(),
+            "module: hello.wasm\nentry_point: hello\nconcurrency: 2\nbudget: 1\ntimeout: 30\nargs: [1, yes]\nproviders:\n  - \"{:#x}\"\n  - \"{:#x}\"\n",
             addr(&h[0]),
             addr(&h[1])
         ),
