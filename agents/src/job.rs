@@ -49,7 +49,8 @@ pub struct JobSpec {
     /// Only providers of this `golem.node.debug.subnet`.
     #[serde(default)]
     pub subnet: Option<String>,
-    /// Only these providers (node addresses); any provider when empty.
+    /// Only these providers (node addresses), asked in this order; any provider, chosen by
+    /// reputation, when empty.
     #[serde(default)]
     pub providers: Vec<alloy_primitives::Address>,
 }

@@ -92,7 +92,7 @@ impl Jobs {
             bids.take(events);
         }
         let reputation = self.reputation(&bids.offers.keys().copied().collect::<Vec<_>>()).await?;
-        let mut pool = choose(&bids.offers, &reputation);
+        let mut pool = choose(&bids.offers, &reputation, &spec.providers);
         self.record(
             id,
             JobState::Negotiating,
@@ -668,16 +668,22 @@ impl Bids {
     }
 }
 
-/// The order providers are asked in: at random, weighted by reputation (1 + score), leaving out
-/// those that failed more often than they were verified.
+/// The order providers are asked in, leaving out those that failed more often than they were
+/// verified: the order the job names them in when it names them, else at random, weighted by
+/// reputation (1 + score).
 pub(super) fn choose(
     offers: &BTreeMap<Address, ProposalView>,
     reputation: &HashMap<Address, (f64, i64, i64)>,
+    named: &[Address],
 ) -> Vec<Address> {
+    let trusted = |p: &Address| reputation.get(p).is_none_or(|(_, verified, failed)| failed <= verified);
+    if !named.is_empty() {
+        return named.iter().filter(|p| offers.contains_key(*p) && trusted(p)).copied().collect();
+    }
     let mut rng = rand::thread_rng();
     let mut left: Vec<(Address, f64)> = offers
         .keys()
-        .filter(|p| reputation.get(*p).is_none_or(|(_, verified, failed)| failed <= verified))
+        .filter(|p| trusted(p))
         .map(|p| (*p, 1.0 + reputation.get(p).map_or(0.0, |r| r.0.max(0.0))))
         .collect();
     let mut order = Vec::with_capacity(left.len());

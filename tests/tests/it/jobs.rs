@@ -233,8 +233,20 @@ async fn verifier_matrix_pays_only_the_verified_majority() {
     assert!(gained.is_empty(), "{gained:?}");
     assert_eq!(executions(&job, "rejected").len(), 5, "{job:#}");
 
+    // A tie resolved by an added replica: the job names h0 and b0 first, so they tie; h2 is added
+    // and agrees with h0, and those two are paid.
+    let (job, gained) = net.job_with(&[&h[0], &b[0], &h[2]], json!({"concurrency": 2, "min_bids": 3})).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert!(said(&job, "no verdict yet (a tie); adding a replica"), "{job:#}");
+    assert_eq!(
+        sorted(gained.keys().copied().collect()),
+        sorted(vec![addr(&h[0]), addr(&h[2])]),
+        "{gained:?}"
+    );
+    assert_eq!(executions(&job, "rejected"), vec![addr(&b[0])], "{job:#}");
+
     // 3 nodes, 1 bad: the two that agree are paid; the third is rejected, with the reason.
-    let (job, gained) = net.job(&[&h[0], &h[1], &b[0]], 0).await;
+    let (job, gained) = net.job(&[&h[0], &h[1], &b[1]], 0).await;
     assert_eq!(job["state"], "completed", "{job:#}");
     let mut paid = executions(&job, "paid");
     paid.sort();
@@ -243,7 +255,7 @@ async fn verifier_matrix_pays_only_the_verified_majority() {
     assert_eq!(paid, honest, "{job:#}");
     assert_eq!(gained.keys().copied().collect::<Vec<_>>(), honest, "{gained:?}");
     let rejected = &job["executions"].as_array().unwrap().iter().find(|e| e["state"] == "rejected").unwrap();
-    assert_eq!(rejected["provider"].as_str().unwrap().parse::<Address>().unwrap(), addr(&b[0]));
+    assert_eq!(rejected["provider"].as_str().unwrap().parse::<Address>().unwrap(), addr(&b[1]));
     assert!(rejected["reason"].as_str().unwrap().starts_with("verification failed"), "{rejected}");
     // The job's steps as server-sent events: the stream of a finished job ends after its steps.
     let id = job["jobId"].as_str().unwrap();
@@ -260,7 +272,7 @@ async fn verifier_matrix_pays_only_the_verified_majority() {
     let stream = stream.unwrap();
     assert!(stream.contains("event: job") && stream.contains("2 accepted, 1 rejected"), "{stream}");
     // The provider sees its invoice rejected, with the reason.
-    let (_, invoices) = get(&b[0], "/payment-api/v1/invoices").await;
+    let (_, invoices) = get(&b[1], "/payment-api/v1/invoices").await;
     let last = invoices.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["status"], "REJECTED", "{invoices:#}");
 }
