@@ -187,107 +187,68 @@ impl JobSpec {
     }
 }
 
-/// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum JobState {
-    Queued = 0,
-    FindingProviders = 1,
-    Negotiating = 2,
-    Running = 3,
-    Verifying = 4,
-    Paying = 5,
-    Completed = 6,
-    Failed = 7,
-    Cancelled = 8,
+/// A state numbered as stored and shown: the enum, every variant in order, its code and label.
+macro_rules! numbered_states {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $code:literal, $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $($variant = $code),+
+        }
+
+        impl $name {
+            pub const ALL: [Self; [$($code),+].len()] = [$(Self::$variant),+];
+
+            pub fn code(self) -> i16 {
+                self as i16
+            }
+
+            pub fn from_code(code: i16) -> Option<Self> {
+                Self::ALL.get(usize::try_from(code).ok()?).copied()
+            }
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label),+
+                }
+            }
+        }
+    };
+}
+
+numbered_states! {
+    /// Where a job is.
+    JobState {
+        Queued = 0, "queued",
+        FindingProviders = 1, "finding providers",
+        Negotiating = 2, "negotiating",
+        Running = 3, "running",
+        Verifying = 4, "verifying",
+        Paying = 5, "paying",
+        Completed = 6, "completed",
+        Failed = 7, "failed",
+        Cancelled = 8, "cancelled",
+    }
 }
 
 impl JobState {
-    pub const ALL: [Self; 9] = [
-        Self::Queued,
-        Self::FindingProviders,
-        Self::Negotiating,
-        Self::Running,
-        Self::Verifying,
-        Self::Paying,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-    ];
-
-    pub fn code(self) -> i16 {
-        self as i16
-    }
-
-    pub fn from_code(code: i16) -> Option<Self> {
-        Self::ALL.get(usize::try_from(code).ok()?).copied()
-    }
-
     pub fn is_final(self) -> bool {
         self >= Self::Completed
     }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::FindingProviders => "finding providers",
-            Self::Negotiating => "negotiating",
-            Self::Running => "running",
-            Self::Verifying => "verifying",
-            Self::Paying => "paying",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
 }
 
-/// Where one replica of a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExecState {
-    Chosen = 0,
-    Agreed = 1,
-    Running = 2,
-    Committed = 3,
-    Verified = 4,
-    Lost = 5,
-    Failed = 6,
-    Paid = 7,
-    Rejected = 8,
-}
-
-impl ExecState {
-    pub const ALL: [Self; 9] = [
-        Self::Chosen,
-        Self::Agreed,
-        Self::Running,
-        Self::Committed,
-        Self::Verified,
-        Self::Lost,
-        Self::Failed,
-        Self::Paid,
-        Self::Rejected,
-    ];
-
-    pub fn code(self) -> i16 {
-        self as i16
-    }
-
-    pub fn from_code(code: i16) -> Option<Self> {
-        Self::ALL.get(usize::try_from(code).ok()?).copied()
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Chosen => "chosen",
-            Self::Agreed => "agreed",
-            Self::Running => "running",
-            Self::Committed => "committed",
-            Self::Verified => "verified",
-            Self::Lost => "lost",
-            Self::Failed => "failed",
-            Self::Paid => "paid",
-            Self::Rejected => "rejected",
-        }
+numbered_states! {
+    /// Where one replica of a job is.
+    ExecState {
+        Chosen = 0, "chosen",
+        Agreed = 1, "agreed",
+        Running = 2, "running",
+        Committed = 3, "committed",
+        Verified = 4, "verified",
+        Lost = 5, "lost",
+        Failed = 6, "failed",
+        Paid = 7, "paid",
+        Rejected = 8, "rejected",
     }
 }
 

@@ -466,11 +466,7 @@ impl ProviderAgent {
 
     /// The agreements this node provides that are running.
     async fn approved(&self) -> Result<Vec<agora_market::Agreement>, crate::Error> {
-        let all = self.inner.market.agreements().await?;
-        Ok(all
-            .into_iter()
-            .filter(|a| a.role == Role::Provider && a.state == AgreementState::Approved)
-            .collect())
+        Ok(self.inner.market.agreements_in(Role::Provider, AgreementState::Approved).await?)
     }
 
     /// Looks after each approved agreement: a debit note per running activity at the agreed

@@ -121,6 +121,12 @@ impl Market {
         self.store.agreements().await
     }
 
+    /// This node's agreements of one role in one state: what an agent looks after, without
+    /// reading every agreement it ever made.
+    pub async fn agreements_in(&self, role: Role, state: AgreementState) -> Result<Vec<Agreement>> {
+        self.store.agreements_in(role, state).await
+    }
+
     /// Whether this node has an Approved agreement with `party`.
     pub async fn approved_with(&self, party: Address) -> Result<bool> {
         self.store.approved_with(party).await

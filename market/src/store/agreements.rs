@@ -95,6 +95,19 @@ impl MarketStore {
         rows.into_iter().map(AgreementRow::typed).collect()
     }
 
+    /// This node's agreements of one role in one state, oldest first.
+    pub async fn agreements_in(&self, role: Role, state: AgreementState) -> Result<Vec<Agreement>> {
+        let rows: Vec<AgreementRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE role = $1 AND state = $2
+             ORDER BY created_at, agreement_id"
+        )))
+        .bind(role.as_str())
+        .bind(state.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(AgreementRow::typed).collect()
+    }
+
     /// Whether this node has an Approved agreement with `party` (on either side).
     pub async fn approved_with(&self, party: Address) -> Result<bool> {
         Ok(sqlx::query_scalar(
