@@ -62,6 +62,8 @@ pub enum Command {
     /// A private network on this machine: a dev chain, a requestor and providers.
     #[command(subcommand)]
     Devnet(crate::devnet::DevnetCommand),
+    /// Print the OpenAPI 3.1 document of the node's REST API (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +188,10 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Payment(cmd) => crate::payment_cli::run(cmd, &client(data_dir)?).await,
         Command::Job(cmd) => crate::job_cli::run(cmd, &client(data_dir)?).await,
         Command::Devnet(cmd) => crate::devnet::run(cmd).await,
+        Command::Openapi => {
+            println!("{}", crate::api::openapi_text());
+            Ok(())
+        }
         Command::Results(ResultsCommand::Hash { dir, hex }) => {
             let hash =
                 if hex { agora_activity::folder_sha256(&dir) } else { agora_activity::results_hash(&dir) }
@@ -232,8 +238,8 @@ async fn wait_for_signal() {
     }
 }
 
-/// A path segment, percent-encoded where it is not a plain name.
-fn segment(text: &str) -> String {
+/// A path segment (or query value), percent-encoded where it is not a plain name.
+pub(crate) fn segment(text: &str) -> String {
     text.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {

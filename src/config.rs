@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub provider: Option<agora_agents::ProviderConfig>,
     /// Jobs the runner runs at once.
     pub max_jobs: Option<usize>,
+    /// The database the job queue lives in, when several requestor nodes share it.
+    pub jobs_database_url: Option<String>,
 }
 
 /// The `[payment]` table: how long accepted amounts wait to share a transaction, and the
@@ -143,6 +145,16 @@ pub struct NodeArgs {
     /// Jobs the node's runner runs at once; more wait, queued [default: 8].
     #[arg(long = "max-jobs", env = "AGORA_MAX_JOBS", value_name = "N")]
     pub max_jobs: Option<usize>,
+
+    /// A PostgreSQL database for the job queue, shared by several requestor nodes (each with its
+    /// own identity and its own database for the rest); the node's own database when unset.
+    #[arg(
+        long = "jobs-database-url",
+        env = "AGORA_JOBS_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub jobs_database_url: Option<String>,
 }
 
 /// Where the node's database is.
@@ -173,6 +185,8 @@ pub struct Settings {
     pub dishonesty: Option<agora_agents::Dishonesty>,
     /// Jobs run at once.
     pub max_jobs: usize,
+    /// The shared job queue's database, if not the node's own.
+    pub jobs_database_url: Option<String>,
 }
 
 /// What the node allows activities it hosts.
@@ -382,16 +396,22 @@ impl Settings {
             // A constant that parses; checked by a unit test.
             None => DEFAULT_API_ADDR.parse().expect("default API address"),
         };
-        let database = match non_empty(args.database_url.clone()).or(non_empty(file.database_url)) {
-            Some(url) => {
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(Error::Config(format!(
-                        "database_url must start with postgres:// or postgresql://, got '{}'",
-                        crate::redact_url(&url)
-                    )));
-                }
-                Database::External(url)
+        let postgres_url = |key: &str, url: String| {
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Ok(url)
+            } else {
+                Err(Error::Config(format!(
+                    "{key} must start with postgres:// or postgresql://, got '{}'",
+                    crate::redact_url(&url)
+                )))
             }
+        };
+        let jobs_database_url = non_empty(args.jobs_database_url.clone())
+            .or(non_empty(file.jobs_database_url))
+            .map(|url| postgres_url("jobs_database_url", url))
+            .transpose()?;
+        let database = match non_empty(args.database_url.clone()).or(non_empty(file.database_url)) {
+            Some(url) => Database::External(postgres_url("database_url", url)?),
             None => Database::Embedded { bin_dir: args.postgres_bin_dir.clone().or(file.postgres_bin_dir) },
         };
         let log = non_empty(args.log.clone()).or(file.log).unwrap_or_else(|| DEFAULT_LOG.into());
@@ -431,6 +451,7 @@ impl Settings {
                 Some(n) => n,
                 None => agora_agents::runner::DEFAULT_MAX_RUNNING,
             },
+            jobs_database_url,
             embedded_chain: embedded_chain(args, file.payment.as_ref())?,
             payment: payment_config(args, file.payment.unwrap_or_default())?,
         })

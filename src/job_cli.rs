@@ -25,6 +25,9 @@ pub enum JobCommand {
     },
     /// Jobs, newest first.
     List {
+        /// Only jobs in these states (labels or codes, separated by commas).
+        #[arg(long)]
+        state: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -210,8 +213,23 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
             }
             submit_spec(client, &spec, wait, as_json).await?;
         }
-        JobCommand::List { json: as_json } => {
-            let rows: Vec<Value> = client.get("/jobs").await?;
+        JobCommand::List { state, json: as_json } => {
+            // Every page, newest first.
+            let mut rows: Vec<Value> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut query = vec![("limit", "500".to_string())];
+                query.extend(state.clone().map(|s| ("state", s)));
+                query.extend(cursor.clone().map(|c| ("cursor", c)));
+                let query: Vec<String> =
+                    query.iter().map(|(k, v)| format!("{k}={}", crate::cli::segment(v))).collect();
+                let page: Value = client.get(&format!("/jobs?{}", query.join("&"))).await?;
+                rows.extend(page["jobs"].as_array().cloned().unwrap_or_default());
+                match page["nextCursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_string()),
+                    None => break,
+                }
+            }
             if as_json {
                 json(&rows);
                 return Ok(());
@@ -251,7 +269,7 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
             let results = &job["results"];
             if results.is_null() {
                 return Err(Error::Input(format!(
-                    "job {id} has no verified results ({}): `agora job describe {id}` says why",
+                    "job {id} has no results ({}): `agora job describe {id}` says why",
                     text(&job["state"])
                 )));
             }
@@ -267,6 +285,8 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
             }
             if results["checked"] == true {
                 println!("verified results ({}) written to {}", text(&results["digest"]), dir.display());
+            } else if results["digest"].is_null() {
+                println!("results (not verified: the job has no verifier) written to {}", dir.display());
             } else {
                 eprintln!(
                     "warning: what came back could not be checked against the verified hash {}: {}",

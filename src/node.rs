@@ -336,8 +336,22 @@ async fn serve(
         .with_dishonesty(settings.dishonesty);
         agent.start(&net, shutdown.clone(), &tasks).await.map_err(|e| other(&e))?;
     }
+    // The job queue: the node's own database, or one several requestor nodes share.
+    let jobs_pool = match &settings.jobs_database_url {
+        None => pool.clone(),
+        Some(url) => {
+            let shared = PgPoolOptions::new()
+                .max_connections(POOL_SIZE)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .connect(url)
+                .await
+                .map_err(|e| Error::DatabaseUnreachable { url: redact_url(url), message: e.to_string() })?;
+            MIGRATOR.run(&shared).await?;
+            shared
+        }
+    };
     let jobs = agora_agents::Jobs::new(
-        pool.clone(),
+        jobs_pool,
         market.clone(),
         activities.clone(),
         payments.clone(),

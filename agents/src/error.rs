@@ -11,6 +11,15 @@ pub enum Error {
     /// It cannot happen in the job's state (a finished job cancelled, say).
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this, whatever it asks (an end user creating users, say).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The job's budget would pass its owner's spending cap.
+    #[error("{0}")]
+    OverBudget(String),
+    /// Its owner submitted as many jobs as it may this minute.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
     #[error("market: {0}")]
     Market(#[from] agora_market::Error),
     #[error("activity: {0}")]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The job spec (`POST /jobs`, or a JSON file for `agora job run --spec`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct JobSpec {
     #[serde(default)]
@@ -52,7 +52,12 @@ pub struct JobSpec {
     /// Only these providers (node addresses), asked in this order; any provider, chosen by
     /// reputation, when empty.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub providers: Vec<alloy_primitives::Address>,
+    /// An `http(s)://` URL that each step of the job is POSTed to, signed (see
+    /// `GET /jobs/webhook-secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 fn default_entry_point() -> String {
@@ -65,7 +70,7 @@ fn default_timeout() -> u64 {
     60
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     #[default]
@@ -83,7 +88,7 @@ impl Engine {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verifier {
     /// Results are compared by commit and reveal; only the verified majority is paid.
@@ -93,7 +98,7 @@ pub enum Verifier {
     None,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// `blob:sha256:…` on this node, or an `http(s)://` URL.
@@ -102,7 +107,7 @@ pub struct Input {
     pub dst: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
     pub name: String,
@@ -153,6 +158,12 @@ impl JobSpec {
                 || output.path.split('/').any(|p| p == "..")
             {
                 return Err(format!("outputs[{i}].path {:?}: a relative path under /output", output.path));
+            }
+        }
+        if let Some(url) = &self.webhook {
+            let parsed = reqwest::Url::parse(url).map_err(|e| format!("webhook {url:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                return Err(format!("webhook {url:?}: an http:// or https:// URL"));
             }
         }
         let budget = agora_payment::model::parse_amount("budget", &self.budget)?;

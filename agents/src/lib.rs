@@ -12,7 +12,9 @@
 //!   operator's presets, counters, approvals within capacity, bid rules, invoices, and the
 //!   commit and reveal of its runs ([`wire`], on `/agora/verify/1`).
 //! - [`Jobs`]: the requestor's job runner: a [`JobSpec`] run on several providers, verified, and
-//!   paid only where verified.
+//!   paid only where verified. Jobs wait in a Postgres queue that several requestor nodes can
+//!   share; web services' end users ([`Principal`]) have their own keys, caps and rate limits,
+//!   and each step can be POSTed to a signed webhook.
 //!
 //! This crate is not the market protocol or the payment driver; it holds the decisions and
 //! drives those through their services.
@@ -40,7 +42,10 @@ pub mod wire;
 pub use error::{Error, Result};
 pub use job::{JobSpec, JobState};
 pub use provider::{Dishonesty, Machine, ProviderAgent, ProviderConfig};
-pub use runner::Jobs;
+pub use runner::{
+    CreatedEndUser, Delivery, EndUser, ExecutionView, JobDetail, JobEvent, JobFilter, JobPage, JobView, Jobs,
+    NewEndUser, Principal, Submitted,
+};
 
 // Pricing is part of an agreement's terms, so the market holds it; agents decide with it.
 pub use agora_market::{LinearPricing, PricingError};

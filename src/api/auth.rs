@@ -13,6 +13,19 @@ pub enum Caller {
     AppKey(AppKey),
     /// The local operator, through the admin token in `node.json`.
     Admin,
+    /// One of a web service's end users: it reaches `/jobs` only, and only its own jobs.
+    EndUser(agora_agents::EndUser),
+}
+
+impl Caller {
+    /// Who it is to the job runner.
+    pub fn principal(&self) -> agora_agents::Principal {
+        match self {
+            Self::AppKey(key) => agora_agents::Principal::Service(key.name.clone()),
+            Self::Admin => agora_agents::Principal::Admin,
+            Self::EndUser(user) => agora_agents::Principal::User(user.clone()),
+        }
+    }
 }
 
 /// Compares secrets in time independent of where they differ, by comparing their hashes.
@@ -44,15 +57,29 @@ pub async fn authenticate(
     } else {
         match state.identities.store().authenticate(token).await? {
             Some(key) => Caller::AppKey(key),
-            None => {
-                state.metrics.auth_failure();
-                return Err(ApiError::Unauthorized("unknown app-key".into()));
-            }
+            None => match end_user(&state, token).await? {
+                Some(user) => Caller::EndUser(user),
+                None => {
+                    state.metrics.auth_failure();
+                    return Err(ApiError::Unauthorized("unknown app-key".into()));
+                }
+            },
         }
     };
+    let path = req.uri().path();
+    if matches!(caller, Caller::EndUser(_)) && !(path == "/jobs" || path.starts_with("/jobs/")) {
+        return Err(ApiError::Forbidden("an end user's key reaches only /jobs".into()));
+    }
     if req.uri().path().starts_with("/admin/") && !matches!(caller, Caller::Admin) {
         return Err(ApiError::Forbidden("management endpoints take the node's admin token".into()));
     }
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
+}
+
+async fn end_user(state: &AppState, token: &str) -> Result<Option<agora_agents::EndUser>, ApiError> {
+    match &state.jobs {
+        Some(jobs) => Ok(jobs.authenticate(token).await?),
+        None => Ok(None),
+    }
 }

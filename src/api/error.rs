@@ -26,6 +26,12 @@ pub enum ApiError {
     /// Golem's `AckTimeout`: the other node did not acknowledge in time (the message stays queued).
     #[error("{0}")]
     AckTimeout(String),
+    /// A job's budget would pass its owner's spending cap.
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// A rate limit: try again after the seconds given (sent as `Retry-After`).
+    #[error("{0}")]
+    TooManyRequests(String, u64),
     /// Logged with its cause; the caller sees only that it happened.
     #[error("{0}")]
     Internal(String),
@@ -102,6 +108,9 @@ impl From<agora_agents::Error> for ApiError {
             E::BadInput(m) => Self::BadRequest(m),
             E::NotFound(m) => Self::NotFound(m),
             E::Conflict(m) => Self::Conflict(m),
+            E::Forbidden(m) => Self::Forbidden(m),
+            E::OverBudget(m) => Self::PaymentRequired(m),
+            E::RateLimited { message, retry_after_secs } => Self::TooManyRequests(message, retry_after_secs),
             E::Market(e) => e.into(),
             E::Activity(e) => e.into(),
             E::Payment(e) => e.into(),
@@ -154,6 +163,8 @@ impl IntoResponse for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::AckTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
+            Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &self {
@@ -166,6 +177,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(json!({ "message": message }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::TooManyRequests(_, secs) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

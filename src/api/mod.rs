@@ -104,6 +104,7 @@ impl AppState {
 
 /// The node's router.
 pub fn app(state: AppState) -> Router {
+    let (jobs_routes, _) = jobs::routes().split_for_parts();
     let authenticated = Router::new()
         .route("/me", get(me))
         .route("/metrics", get(metrics::render))
@@ -112,17 +113,66 @@ pub fn app(state: AppState) -> Router {
         .nest("/market-api/v1", market::routes())
         .nest("/activity-api/v1", activity::routes())
         .nest("/payment-api/v1", payment::routes())
-        .merge(jobs::routes())
+        .merge(jobs_routes)
         .merge(activity::blob_routes().layer(axum::extract::DefaultBodyLimit::disable()))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .route("/version", get(version))
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi_json))
         .merge(authenticated)
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::record))
         .with_state(state)
+}
+
+/// The body of every error: what went wrong, and what to do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorMessage {
+    pub message: String,
+}
+
+/// The app-key (or admin token) every authenticated endpoint takes.
+#[derive(Debug)]
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components.get_or_insert_with(Default::default).add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "agora", description = "The REST API of an agora node.", license(name = "Apache-2.0")),
+    modifiers(&BearerAuth),
+    tags((name = "jobs", description = "Verified jobs, end users, webhooks"))
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3.1 document of the node's REST API, made from the handlers' annotations and
+/// types (`GET /openapi.json`, `agora openapi`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    let (_, jobs) = jobs::routes().split_for_parts();
+    doc.merge(jobs);
+    doc
+}
+
+/// [`openapi`] as the committed `openapi.json` holds it.
+pub fn openapi_text() -> String {
+    openapi().to_pretty_json().expect("the document is JSON")
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
 }
 
 async fn version() -> Json<Value> {
@@ -157,6 +207,11 @@ async fn me(
             identity: state.identities.default_address().await?.to_checksum(None),
             name: "admin".into(),
             role: "admin".into(),
+        },
+        Caller::EndUser(user) => Me {
+            identity: state.identities.default_address().await?.to_checksum(None),
+            name: user.name,
+            role: "end-user".into(),
         },
     }))
 }
@@ -263,5 +318,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
             }
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The document the handlers describe is the one committed, so a change to a handler's
+    /// types shows in review, and clients generated from the file match the node.
+    #[test]
+    fn the_committed_openapi_document_is_the_one_the_handlers_describe() {
+        let committed =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap_or_default();
+        assert!(
+            committed.trim_end() == super::openapi_text(),
+            "openapi.json differs from what the handlers describe: run `cargo run -q -- openapi > openapi.json`"
+        );
     }
 }

@@ -190,7 +190,14 @@ impl Jobs {
                 // No verifier: the one replica is paid when its run finished.
                 for r in &replicas {
                     match &r.failure {
-                        None => paid.push(r.provider),
+                        None => {
+                            paid.push(r.provider);
+                            // Its results, as they came: nothing verified them.
+                            results = Some(json!({
+                                "digest": Value::Null, "stdout": r.stdout, "outputs": r.outputs,
+                                "checked": false, "unchecked": "the job has no verifier",
+                            }));
+                        }
                         Some(why) => {
                             refused.insert(r.provider, why.clone());
                         }

@@ -11,10 +11,9 @@ use agora_market::api::ProposalView;
 use agora_market::{AgreementState, Market};
 use agora_payment::Payments;
 use alloy_primitives::Address;
-use chrono::Utc;
 use rand::Rng;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{PgPool, Row};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,7 +23,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod flow;
+mod queue;
 mod settle;
+mod users;
+mod views;
+mod webhooks;
+
+pub use queue::{JobFilter, JobPage, MAX_PAGE, ResultContent, ResultFile, Submitted};
+pub use users::{CreatedEndUser, EndUser, NewEndUser, Principal};
+pub use views::{ExecutionView, JobDetail, JobEvent, JobView};
+pub use webhooks::{Delivery, signature};
 
 /// How long negotiating with one provider may take, from counter to approval: Golem's SDK gives
 /// a provider 15 s to approve.
@@ -35,6 +43,8 @@ const INVOICE_WAIT: Duration = Duration::from_secs(60);
 const DEBIT_NOTE_TICK: Duration = Duration::from_millis(500);
 /// How long it waits for an unverified provider's invoice, to reject it.
 const REJECT_WAIT: Duration = Duration::from_secs(10);
+/// How often a wait for a job's steps reads them, for steps another node records.
+const EVENT_POLL: Duration = Duration::from_millis(500);
 /// How long it waits for the verified providers' payments to be confirmed on chain.
 const PAYMENT_WAIT: Duration = Duration::from_secs(180);
 
@@ -52,6 +62,8 @@ struct Inner {
     payments: Payments,
     net: agora_net::NetHandle,
     identity: agora_identity::Identity,
+    /// This node as the `runner` column names it: its address in lower case.
+    node: String,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// The running jobs' stops, by id.
@@ -60,6 +72,11 @@ struct Inner {
     events: tokio::sync::Notify,
     /// Jobs running at once, at most; the others wait, queued.
     slots: Arc<tokio::sync::Semaphore>,
+    max_running: usize,
+    /// Woken when a job is queued here, so the queue is read at once.
+    queued: tokio::sync::Notify,
+    /// Woken when a step is recorded for a job with a webhook.
+    deliveries: tokio::sync::Notify,
 }
 
 /// Jobs a node runs at once unless its settings say otherwise.
@@ -95,6 +112,7 @@ impl Jobs {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
+        let node = format!("{:#x}", identity.address());
         Self {
             inner: Arc::new(Inner {
                 pool,
@@ -103,53 +121,25 @@ impl Jobs {
                 payments,
                 net,
                 identity,
+                node,
                 tasks,
                 shutdown,
                 running: Mutex::default(),
                 events: tokio::sync::Notify::new(),
                 slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_RUNNING)),
+                max_running: DEFAULT_MAX_RUNNING,
+                queued: tokio::sync::Notify::new(),
+                deliveries: tokio::sync::Notify::new(),
             }),
         }
     }
 
     /// Runs at most `max` jobs at once.
     pub fn with_max_running(mut self, max: usize) -> Self {
-        Arc::get_mut(&mut self.inner).expect("set before the runner is shared").slots =
-            Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+        let inner = Arc::get_mut(&mut self.inner).expect("set before the runner is shared");
+        inner.max_running = max.max(1);
+        inner.slots = Arc::new(tokio::sync::Semaphore::new(inner.max_running));
         self
-    }
-
-    /// Checks and stores a job, and starts it; returns its id.
-    pub async fn submit(&self, spec: JobSpec) -> Result<String> {
-        spec.check().map_err(Error::BadInput)?;
-        let id = new_id();
-        sqlx::query("INSERT INTO jobs (id, spec) VALUES ($1, $2)")
-            .bind(&id)
-            .bind(serde_json::to_value(&spec).expect("a spec is JSON"))
-            .execute(&self.inner.pool)
-            .await?;
-        self.record(&id, JobState::Queued, "queued").await?;
-        self.start(id.clone(), spec);
-        Ok(id)
-    }
-
-    /// After a restart: every unfinished job starts again where it can (see [`Jobs::run`]).
-    pub async fn recover(&self) -> Result<()> {
-        let rows = sqlx::query("SELECT id, spec, state FROM jobs WHERE state < 6 ORDER BY created_at")
-            .fetch_all(&self.inner.pool)
-            .await?;
-        for row in rows {
-            let id: String = row.get("id");
-            match serde_json::from_value::<JobSpec>(row.get("spec")) {
-                Ok(spec) => self.start(id, spec),
-                Err(e) => {
-                    self.clean_up(&id).await;
-                    self.finish(&id, JobState::Failed, &format!("its stored spec no longer reads: {e}"))
-                        .await?;
-                }
-            }
-        }
-        Ok(())
     }
 
     fn start(&self, id: String, spec: JobSpec) {
@@ -185,55 +175,6 @@ impl Jobs {
         });
     }
 
-    /// Cancels a job that is not finished: its activities stop and its agreements end.
-    pub async fn cancel(&self, id: &str) -> Result<()> {
-        let state = self.state(id).await?;
-        if state.is_final() {
-            return Err(Error::Conflict(format!("job {id} is already {}", state.label())));
-        }
-        let verdict: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM job_executions WHERE job_id = $1 AND state IN ($2, $3))",
-        )
-        .bind(id)
-        .bind(ExecState::Verified.code())
-        .bind(ExecState::Paid.code())
-        .fetch_one(&self.inner.pool)
-        .await?;
-        if state == JobState::Paying || verdict {
-            return Err(Error::Conflict(format!(
-                "job {id} has its verdict and is paying its verified providers; it ends when they are paid"
-            )));
-        }
-        let stop = self.inner.running.lock().expect("running").get(id).cloned();
-        match stop {
-            Some(stop) => stop.cancel(),
-            None => {
-                self.clean_up(id).await;
-                self.finish(id, JobState::Cancelled, "cancelled by the requestor").await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The job a full id or a unique prefix of one names (as `agora job list` shows them).
-    pub async fn resolve(&self, id: &str) -> Result<String> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::NotFound(format!("no job {id}")));
-        }
-        let found: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE id LIKE $1 || '%' ORDER BY id LIMIT 2")
-                .bind(id.to_ascii_lowercase())
-                .fetch_all(&self.inner.pool)
-                .await?;
-        match found.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => Err(Error::NotFound(format!("no job {id}"))),
-            _ => {
-                Err(Error::BadInput(format!("{id} is the start of more than one job's id; give more of it")))
-            }
-        }
-    }
-
     async fn state(&self, id: &str) -> Result<JobState> {
         let code: Option<i16> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
             .bind(id)
@@ -244,67 +185,48 @@ impl Jobs {
     }
 
     /// A job as `GET /jobs/{id}` shows it: its spec, state, results, replicas and steps.
-    pub async fn get(&self, id: &str) -> Result<Value> {
+    pub async fn get(&self, id: &str) -> Result<JobDetail> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.inner.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no job {id}")))?;
-        let mut job = job_view(&row);
         let executions =
             sqlx::query("SELECT * FROM job_executions WHERE job_id = $1 ORDER BY created_at, provider")
                 .bind(id)
                 .fetch_all(&self.inner.pool)
                 .await?;
-        job["executions"] = executions.iter().map(execution_view).collect();
-        job["events"] = json!(self.events(id, 0).await?);
-        Ok(job)
-    }
-
-    /// Every job, newest first.
-    pub async fn list(&self) -> Result<Vec<Value>> {
-        let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at DESC, id")
-            .fetch_all(&self.inner.pool)
-            .await?;
-        Ok(rows.iter().map(job_view).collect())
+        Ok(JobDetail {
+            job: JobView::of(&row),
+            executions: executions.iter().map(ExecutionView::of).collect(),
+            events: self.events(id, 0).await?,
+        })
     }
 
     /// A job's steps after event `after`, oldest first.
-    pub async fn events(&self, id: &str, after: i64) -> Result<Vec<Value>> {
+    pub async fn events(&self, id: &str, after: i64) -> Result<Vec<JobEvent>> {
         let rows = sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id")
             .bind(id)
             .bind(after)
             .fetch_all(&self.inner.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let state = JobState::from_code(r.get("state")).expect("a state");
-                json!({
-                    "id": r.get::<i64, _>("id"),
-                    "at": r.get::<chrono::DateTime<Utc>, _>("at"),
-                    "state": state.label(),
-                    "stateCode": state.code(),
-                    "message": r.get::<String, _>("message"),
-                })
-            })
-            .collect())
+        Ok(rows.iter().map(JobEvent::of).collect())
     }
 
-    /// Waits up to `timeout` for a job's steps after `after`.
-    pub async fn wait_events(&self, id: &str, after: i64, timeout: Duration) -> Result<Vec<Value>> {
+    /// Waits up to `timeout` for a job's steps after `after`. Steps recorded by this node wake
+    /// it at once; steps another node sharing the database records are read within
+    /// [`EVENT_POLL`].
+    pub async fn wait_events(&self, id: &str, after: i64, timeout: Duration) -> Result<Vec<JobEvent>> {
         let deadline = Instant::now() + timeout;
         loop {
             let notified = self.inner.events.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let events = self.events(id, after).await?;
-            if !events.is_empty() || self.state(id).await?.is_final() {
+            if !events.is_empty() || self.state(id).await?.is_final() || Instant::now() >= deadline {
                 return Ok(events);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(Vec::new());
-            }
+            let _woken = tokio::time::timeout_at(deadline.min(Instant::now() + EVENT_POLL), notified).await;
         }
     }
 
@@ -316,30 +238,80 @@ impl Jobs {
             .bind(state.code())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO job_events (job_id, state, message) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(state.code())
-            .bind(message)
-            .execute(&mut *tx)
-            .await?;
+        let hooked = self.step(&mut tx, id, state, message).await?;
         tx.commit().await?;
-        tracing::info!(job = id, state = state.label(), "{message}");
-        self.inner.events.notify_waiters();
+        self.recorded(id, state, message, hooked);
         Ok(())
     }
 
-    /// Ends a job, once: a job already ended keeps its end.
+    /// A step's event, and its webhook delivery when the job has a webhook; whether it has one.
+    async fn step(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: &str,
+        state: JobState,
+        message: &str,
+    ) -> Result<bool> {
+        let event: i64 = sqlx::query_scalar(
+            "INSERT INTO job_events (job_id, state, message) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(id)
+        .bind(state.code())
+        .bind(message)
+        .fetch_one(&mut *tx)
+        .await?;
+        let hooked = sqlx::query(
+            "INSERT INTO job_webhook_deliveries (event_id, job_id, url)
+             SELECT $1, id, spec->>'webhook' FROM jobs WHERE id = $2 AND spec->>'webhook' IS NOT NULL",
+        )
+        .bind(event)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        Ok(hooked > 0)
+    }
+
+    fn recorded(&self, id: &str, state: JobState, message: &str, hooked: bool) {
+        tracing::info!(job = id, state = state.label(), "{message}");
+        self.inner.events.notify_waiters();
+        if hooked {
+            self.inner.deliveries.notify_one();
+        }
+    }
+
+    /// Ends a job, once: a job already ended keeps its end. What it held of its owner's
+    /// spending cap is given back, less what its verified providers were paid.
     async fn finish(&self, id: &str, state: JobState, message: &str) -> Result<()> {
-        let ended = sqlx::query("UPDATE jobs SET message = $2 WHERE id = $1 AND state < 6")
-            .bind(id)
-            .bind(message)
-            .execute(&self.inner.pool)
-            .await?
-            .rows_affected();
+        let mut tx = self.inner.pool.begin().await?;
+        let ended = sqlx::query(
+            "UPDATE jobs SET state = $2, message = $3, updated_at = now() WHERE id = $1 AND state < 6",
+        )
+        .bind(id)
+        .bind(state.code())
+        .bind(message)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if ended == 0 {
             return Ok(());
         }
-        self.record(id, state, message).await
+        sqlx::query(
+            "UPDATE job_users u SET spent = u.spent - j.reserved + coalesce(
+                 (SELECT sum(e.amount) FROM job_executions e
+                  WHERE e.job_id = j.id AND e.state IN ($2, $3) AND e.amount IS NOT NULL), 0)
+             FROM jobs j WHERE j.id = $1 AND j.owner = 'user:' || u.id",
+        )
+        .bind(id)
+        .bind(ExecState::Verified.code())
+        .bind(ExecState::Paid.code())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE jobs SET reserved = 0 WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let hooked = self.step(&mut tx, id, state, message).await?;
+        tx.commit().await?;
+        self.recorded(id, state, message, hooked);
+        Ok(())
     }
 
     /// Ends what a job left behind: its activities, its agreements, its allocation.
@@ -425,37 +397,6 @@ impl Jobs {
 /// An id or address shortened for people: its first characters.
 pub fn short(text: &str) -> String {
     text.chars().take(10).collect()
-}
-
-fn job_view(row: &sqlx::postgres::PgRow) -> Value {
-    let state = JobState::from_code(row.get("state")).expect("the table checks the state");
-    json!({
-        "jobId": row.get::<String, _>("id"),
-        "state": state.label(),
-        "stateCode": state.code(),
-        "spec": row.get::<Value, _>("spec"),
-        "allocationId": row.get::<Option<String>, _>("allocation_id"),
-        "results": row.get::<Option<Value>, _>("results"),
-        "message": row.get::<Option<String>, _>("message"),
-        "createdAt": row.get::<chrono::DateTime<Utc>, _>("created_at"),
-        "updatedAt": row.get::<chrono::DateTime<Utc>, _>("updated_at"),
-    })
-}
-
-fn execution_view(row: &sqlx::postgres::PgRow) -> Value {
-    let state = ExecState::from_code(row.get("state")).expect("the table checks the state");
-    json!({
-        "provider": row.get::<String, _>("provider"),
-        "agreementId": row.get::<Option<String>, _>("agreement_id"),
-        "activityId": row.get::<Option<String>, _>("activity_id"),
-        "state": state.label(),
-        "stateCode": state.code(),
-        "commitment": row.get::<Option<Value>, _>("commitment"),
-        "reason": row.get::<Option<String>, _>("reason"),
-        "invoiceId": row.get::<Option<String>, _>("invoice_id"),
-        "amount": row.get::<Option<Decimal>, _>("amount").map(|a| a.normalize().to_string()),
-        "txHash": row.get::<Option<String>, _>("tx_hash"),
-    })
 }
 
 fn new_id() -> String {

@@ -18,7 +18,11 @@ impl Jobs {
     /// Accepts, until the node stops, the debit notes of replicas still at work: they say the
     /// provider is working, and bind nothing (no `paymentDueDate`), so accepting them pays
     /// nothing before the verdict. A provider whose notes go unaccepted stops working.
+    ///
+    /// It also takes jobs from the queue and sends webhooks.
     pub fn serve(&self) {
+        self.serve_queue();
+        self.serve_webhooks();
         let jobs = self.clone();
         self.inner.tasks.spawn(async move {
             let mut tick = tokio::time::interval(DEBIT_NOTE_TICK);
@@ -39,8 +43,9 @@ impl Jobs {
     pub(super) async fn accept_debit_notes(&self) -> Result<()> {
         let rows = sqlx::query(
             "SELECT e.agreement_id, j.allocation_id FROM job_executions e JOIN jobs j ON j.id = e.job_id
-             WHERE j.state < 5 AND e.agreement_id IS NOT NULL AND j.allocation_id IS NOT NULL",
+             WHERE j.state < 5 AND e.agreement_id IS NOT NULL AND j.allocation_id IS NOT NULL AND j.runner = $1",
         )
+        .bind(&self.inner.node)
         .fetch_all(&self.inner.pool)
         .await?;
         for row in rows {

@@ -10,21 +10,21 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// A requestor and five providers, the last two dishonest (they alter their output alike).
-struct Devnet {
-    _pg: TestPg,
-    _root: tempfile::TempDir,
+pub(super) struct Devnet {
+    pub(super) _pg: TestPg,
+    pub(super) _root: tempfile::TempDir,
     anvil: Anvil,
-    requestor: NodeProcess,
+    pub(super) requestor: NodeProcess,
     requestor_args: Vec<String>,
-    honest: Vec<NodeProcess>,
+    pub(super) honest: Vec<NodeProcess>,
     bad: Vec<NodeProcess>,
     dev: Network,
-    package: String,
+    pub(super) package: String,
 }
 
 /// How a provider of a test network behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     Honest,
     /// `--dishonest alter`
     Alter,
@@ -35,7 +35,7 @@ enum Mode {
 }
 
 impl Devnet {
-    async fn start(modes: &[Mode]) -> Self {
+    pub(super) async fn start(modes: &[Mode]) -> Self {
         Self::start_with(modes, &[]).await
     }
 
@@ -98,6 +98,19 @@ impl Devnet {
             bad,
             package,
         }
+    }
+
+    /// Another requestor on the same providers and chain, with a database of its own (named
+    /// `name`) and `extra` flags; funded, and holding the test module.
+    pub(super) async fn another_requestor(&self, name: &str, extra: &[&str]) -> NodeProcess {
+        let db = self._pg.another_database(name).await;
+        let mut args: Vec<&str> = self.requestor_args.iter().map(String::as_str).collect();
+        args.extend(extra);
+        let node = NodeProcess::start(&self._root.path().join(name), &args, &[("DATABASE_URL", &db)]).await;
+        let out = node.cli(&["payment", "fund", "--json"], None);
+        assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(put_blob(&node, module("hello")).await, self.package);
+        node
     }
 
     /// Kills the requestor node (SIGKILL) and starts it again on the same data and database.

@@ -17,3 +17,4 @@ mod routing;
 mod schema;
 mod services;
 mod shutdown;
+mod web_service;

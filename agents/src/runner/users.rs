@@ -1,0 +1,344 @@
+//! Who acts on jobs, and a web service's end users: keys the service creates for the people it
+//! serves, each with its own spending cap and rate limit, and sight of its own jobs only.
+
+use super::Jobs;
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+/// Who submits, reads or cancels a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The node's operator: every job.
+    Admin,
+    /// A service's app-key, by name: its own jobs and its end users'.
+    Service(String),
+    /// One end user of a service: its own jobs only.
+    User(EndUser),
+}
+
+impl Principal {
+    /// How the `owner` column names it.
+    pub fn owner(&self) -> String {
+        match self {
+            Self::Admin => "admin".into(),
+            Self::Service(name) => format!("app-key:{name}"),
+            Self::User(user) => format!("user:{}", user.id),
+        }
+    }
+
+    /// The owner whose jobs (and whose end users' jobs) it sees; `None` sees every job.
+    pub(super) fn scope(&self) -> Option<String> {
+        match self {
+            Self::Admin => None,
+            other => Some(other.owner()),
+        }
+    }
+
+    /// The owner whose secret signs the webhooks of its jobs: a user's service.
+    pub(super) fn signer(&self) -> String {
+        match self {
+            Self::User(user) => user.service.clone(),
+            other => other.owner(),
+        }
+    }
+}
+
+/// The SQL condition that limits `jobs` (as `j`) to what the principal bound at `$n` may see.
+pub(super) fn visible(n: usize) -> String {
+    format!(
+        "(${n}::text IS NULL OR j.owner = ${n} OR j.owner IN (SELECT 'user:' || u.id FROM job_users u WHERE u.service = ${n}))"
+    )
+}
+
+/// An end user as its service sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndUser {
+    pub id: String,
+    pub name: String,
+    /// The owner text of the service that created it.
+    pub service: String,
+    /// The most its jobs may hold and spend together; no cap when absent.
+    pub cap_total: Option<Decimal>,
+    /// The largest budget one of its jobs may have.
+    pub cap_per_job: Option<Decimal>,
+    /// What its unfinished jobs hold plus what its ended jobs cost.
+    pub spent: Decimal,
+    pub submissions_per_minute: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a service asks for when it creates an end user.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewEndUser {
+    /// The service's name for the user: 1 to 64 letters, digits, `-`, `_` or `.`.
+    pub name: String,
+    pub cap_total: Option<String>,
+    pub cap_per_job: Option<String>,
+    pub submissions_per_minute: Option<i32>,
+}
+
+/// A new end user, with the one copy of its key there will ever be.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedEndUser {
+    #[serde(flatten)]
+    pub user: EndUser,
+    pub key: String,
+}
+
+fn hash_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+pub(super) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+fn cap(field: &str, text: Option<&str>) -> Result<Option<Decimal>> {
+    let Some(text) = text else { return Ok(None) };
+    let amount = agora_payment::model::parse_amount(field, text).map_err(Error::BadInput)?;
+    if amount < Decimal::ZERO {
+        return Err(Error::BadInput(format!("{field} {text}: must be 0 or more")));
+    }
+    Ok(Some(amount))
+}
+
+// Dynamic SQL here and in `queue.rs` is put together from constants (these columns, the
+// `visible` condition) only; every value is bound.
+const USER_COLUMNS: &str =
+    "id, name, service, cap_total, cap_per_job, spent, submissions_per_minute, created_at";
+
+fn user_of(row: &sqlx::postgres::PgRow) -> EndUser {
+    EndUser {
+        id: row.get("id"),
+        name: row.get("name"),
+        service: row.get("service"),
+        cap_total: row.get::<Option<Decimal>, _>("cap_total").map(|d| d.normalize()),
+        cap_per_job: row.get::<Option<Decimal>, _>("cap_per_job").map(|d| d.normalize()),
+        spent: row.get::<Decimal, _>("spent").normalize(),
+        submissions_per_minute: row.get("submissions_per_minute"),
+        created_at: row.get("created_at"),
+    }
+}
+
+impl Jobs {
+    /// Creates an end user of `service` (not itself an end user).
+    pub async fn create_user(&self, service: &Principal, new: NewEndUser) -> Result<CreatedEndUser> {
+        if matches!(service, Principal::User(_)) {
+            return Err(Error::Forbidden("an end user's key cannot create users".into()));
+        }
+        let ok_name = (1..=64).contains(&new.name.len())
+            && new.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok_name {
+            return Err(Error::BadInput(format!(
+                "name {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
+                new.name.chars().take(80).collect::<String>()
+            )));
+        }
+        let cap_total = cap("capTotal", new.cap_total.as_deref())?;
+        let cap_per_job = cap("capPerJob", new.cap_per_job.as_deref())?;
+        if let Some(rate) = new.submissions_per_minute
+            && rate < 1
+        {
+            return Err(Error::BadInput(format!("submissionsPerMinute {rate}: at least 1, or leave it out")));
+        }
+        let key = random_hex(32);
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO job_users (id, service, name, key_hash, cap_total, cap_per_job, submissions_per_minute)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}"
+        )))
+        .bind(random_hex(16))
+        .bind(service.owner())
+        .bind(&new.name)
+        .bind(hash_key(&key))
+        .bind(cap_total)
+        .bind(cap_per_job)
+        .bind(new.submissions_per_minute)
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(format!("there is already a user named {}", new.name))
+            }
+            _ => e.into(),
+        })?;
+        Ok(CreatedEndUser { user: user_of(&row), key })
+    }
+
+    /// The end users `service` created (every one, for the admin), oldest first.
+    pub async fn users(&self, service: &Principal) -> Result<Vec<EndUser>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM job_users WHERE $1::text IS NULL OR service = $1 ORDER BY created_at, id"
+        )))
+        .bind(service.scope())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        Ok(rows.iter().map(user_of).collect())
+    }
+
+    /// One end user, as its service (or itself) sees it; another's answers not found.
+    pub async fn user(&self, who: &Principal, id: &str) -> Result<EndUser> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM job_users WHERE id = $1 AND ($2::text IS NULL OR service = $2 OR 'user:' || id = $2)"
+        )))
+        .bind(id)
+        .bind(who.scope())
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        row.as_ref().map(user_of).ok_or_else(|| Error::NotFound(format!("no user {id}")))
+    }
+
+    /// Revokes an end user's key; its jobs go on and stay visible to its service.
+    pub async fn drop_user(&self, service: &Principal, id: &str) -> Result<()> {
+        if matches!(service, Principal::User(_)) {
+            return Err(Error::Forbidden("an end user's key cannot remove users".into()));
+        }
+        // The key is what is revoked: its hash becomes one no key has.
+        let done = sqlx::query(
+            "UPDATE job_users SET key_hash = $3 WHERE id = $1 AND ($2::text IS NULL OR service = $2)",
+        )
+        .bind(id)
+        .bind(service.scope())
+        .bind(Sha256::digest(random_hex(32)).to_vec())
+        .execute(&self.inner.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("no user {id}")));
+        }
+        Ok(())
+    }
+
+    /// The end user a presented key belongs to, if any.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<EndUser>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM job_users WHERE key_hash = $1"
+        )))
+        .bind(hash_key(key))
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(row.as_ref().map(user_of))
+    }
+
+    /// Within the submission's transaction, with the user's row locked: the rate limit, the
+    /// per-job cap and the total cap, then the budget is counted against the cap. Concurrent
+    /// submissions of one user wait for each other on the lock, so together they cannot pass it.
+    pub(super) async fn charge(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        user: &EndUser,
+        budget: Decimal,
+    ) -> Result<()> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM job_users WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(&user.id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no user {}", user.id)))?;
+        let now = user_of(&row);
+        if let Some(rate) = now.submissions_per_minute {
+            let (recent, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+                "SELECT count(*), min(created_at) FROM jobs
+                 WHERE owner = $1 AND created_at > now() - interval '1 minute'",
+            )
+            .bind(format!("user:{}", user.id))
+            .fetch_one(&mut *tx)
+            .await?;
+            if recent >= i64::from(rate) {
+                let wait =
+                    oldest.map_or(60, |t| (t + chrono::Duration::seconds(60) - Utc::now()).num_seconds());
+                return Err(Error::RateLimited {
+                    message: format!(
+                        "user {} may submit {rate} jobs a minute and has; try again in {}s",
+                        now.name,
+                        wait.max(1)
+                    ),
+                    retry_after_secs: wait.clamp(1, 60) as u64,
+                });
+            }
+        }
+        if let Some(per_job) = now.cap_per_job
+            && budget > per_job
+        {
+            return Err(Error::OverBudget(format!(
+                "budget {}: user {}'s jobs may have a budget of at most {per_job}",
+                budget.normalize(),
+                now.name
+            )));
+        }
+        if let Some(total) = now.cap_total
+            && now.spent + budget > total
+        {
+            return Err(Error::OverBudget(format!(
+                "budget {}: user {} has {} of its cap of {total} spent or held by running jobs; {} is left",
+                budget.normalize(),
+                now.name,
+                now.spent,
+                (total - now.spent).max(Decimal::ZERO).normalize()
+            )));
+        }
+        sqlx::query("UPDATE job_users SET spent = spent + $2 WHERE id = $1")
+            .bind(&user.id)
+            .bind(budget)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The secret that signs the webhooks of `owner`'s jobs (and its end users'), made on first
+    /// use.
+    pub async fn webhook_secret(&self, who: &Principal) -> Result<String> {
+        if matches!(who, Principal::User(_)) {
+            return Err(Error::Forbidden(
+                "an end user's key cannot read the webhook secret; its service signs its webhooks".into(),
+            ));
+        }
+        Ok(hex::encode(self.secret_of(&who.signer()).await?))
+    }
+
+    pub(super) async fn secret_of(&self, owner: &str) -> Result<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut fresh);
+        sqlx::query("INSERT INTO job_webhook_secrets (owner, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(owner)
+            .bind(fresh.to_vec())
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT secret FROM job_webhook_secrets WHERE owner = $1")
+            .bind(owner)
+            .fetch_one(&self.inner.pool)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_and_signers() {
+        let user = EndUser {
+            id: "ab".into(),
+            name: "alice".into(),
+            service: "app-key:shop".into(),
+            cap_total: None,
+            cap_per_job: None,
+            spent: Decimal::ZERO,
+            submissions_per_minute: None,
+            created_at: Utc::now(),
+        };
+        assert_eq!(Principal::Admin.scope(), None);
+        assert_eq!(Principal::Service("shop".into()).owner(), "app-key:shop");
+        assert_eq!(Principal::User(user.clone()).owner(), "user:ab");
+        assert_eq!(Principal::User(user).signer(), "app-key:shop");
+    }
+}

@@ -1,0 +1,225 @@
+//! Webhooks: each step of a job that names a `webhook` is POSTed there, signed with its service's
+//! secret, one at a time per job in the order the steps happened, retried with backoff until the
+//! receiver takes it (or a day has passed), and recorded. Any node sharing the database may
+//! send a delivery; a lease keeps two from sending the same one at once.
+
+use super::Jobs;
+use crate::Result;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::json;
+use sha2::Sha256;
+use sqlx::Row;
+use std::time::Duration;
+
+/// How often a node looks for deliveries that came due.
+const DELIVERY_POLL: Duration = Duration::from_millis(250);
+/// How long a receiver may take to answer.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two tries.
+const MAX_BACKOFF_SECS: i64 = 30;
+/// Deliveries sent at once by one node.
+const DELIVERIES_AT_ONCE: i64 = 16;
+
+/// One delivery as `GET /jobs/{id}/webhooks` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub event_id: i64,
+    pub url: String,
+    pub attempts: i32,
+    pub next_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub gave_up_at: Option<DateTime<Utc>>,
+    /// The receiver's last HTTP status.
+    pub last_status: Option<i16>,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+}
+
+/// The `v1` signature of a delivery: hex HMAC-SHA256, under the secret, of `<t>.<body>`, where
+/// `t` is the Unix time in the `Agora-Signature` header (`t=<t>,v1=<hex>`).
+pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Seconds before try `attempts + 1`: 1, 2, 4, … up to [`MAX_BACKOFF_SECS`].
+fn backoff(attempts: i32) -> i64 {
+    1i64.checked_shl(attempts.saturating_sub(1).clamp(0, 30) as u32).unwrap_or(i64::MAX).min(MAX_BACKOFF_SECS)
+}
+
+impl Jobs {
+    /// A job's deliveries, oldest step first.
+    pub async fn deliveries(&self, id: &str) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT event_id, url, attempts, next_at, delivered_at, gave_up_at, last_status, last_error
+             FROM job_webhook_deliveries WHERE job_id = $1 ORDER BY event_id",
+        )
+        .bind(id)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Delivery {
+                event_id: r.get("event_id"),
+                url: r.get("url"),
+                attempts: r.get("attempts"),
+                next_at: r.get("next_at"),
+                delivered_at: r.get("delivered_at"),
+                gave_up_at: r.get("gave_up_at"),
+                last_status: r.get("last_status"),
+                last_error: r.get("last_error"),
+            })
+            .collect())
+    }
+
+    /// Sends due deliveries until the node stops.
+    pub(super) fn serve_webhooks(&self) {
+        let jobs = self.clone();
+        self.inner.tasks.spawn(async move {
+            let client = match reqwest::Client::builder().timeout(DELIVERY_TIMEOUT).build() {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::error!(error = %e, "no HTTP client: webhooks are not sent from this node");
+                    return;
+                }
+            };
+            loop {
+                match jobs.deliver_due(&client).await {
+                    // More may be due at once.
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sending webhooks"),
+                }
+                tokio::select! {
+                    () = jobs.inner.shutdown.cancelled() => return,
+                    () = jobs.inner.deliveries.notified() => {}
+                    () = tokio::time::sleep(DELIVERY_POLL) => {}
+                }
+            }
+        });
+    }
+
+    /// Leases the due deliveries (each the earliest one of its job not yet delivered), sends
+    /// them, and records how each went; how many it sent.
+    async fn deliver_due(&self, client: &reqwest::Client) -> Result<usize> {
+        let rows = sqlx::query(
+            "UPDATE job_webhook_deliveries d SET leased_until = now() + interval '30 seconds',
+                 attempts = d.attempts + 1
+             FROM job_events ev, jobs j
+             WHERE d.event_id IN (
+                 SELECT x.event_id FROM job_webhook_deliveries x
+                 WHERE x.delivered_at IS NULL AND x.gave_up_at IS NULL AND x.next_at <= now()
+                   AND (x.leased_until IS NULL OR x.leased_until < now())
+                   AND NOT EXISTS (
+                       SELECT 1 FROM job_webhook_deliveries y
+                       WHERE y.job_id = x.job_id AND y.event_id < x.event_id
+                         AND y.delivered_at IS NULL AND y.gave_up_at IS NULL)
+                 ORDER BY x.next_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+               AND ev.id = d.event_id AND j.id = d.job_id
+             RETURNING d.event_id, d.job_id, d.url, d.attempts, d.created_at, ev.at, ev.state, ev.message,
+                 coalesce((SELECT u.service FROM job_users u WHERE 'user:' || u.id = j.owner), j.owner) AS signer",
+        )
+        .bind(DELIVERIES_AT_ONCE)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let sent = rows.len();
+        let sends = rows.into_iter().map(|row| async move {
+            let event_id: i64 = row.get("event_id");
+            if let Err(e) = self.deliver(client, &row).await {
+                tracing::warn!(event = event_id, error = %e, "recording a webhook delivery");
+            }
+        });
+        futures_util::future::join_all(sends).await;
+        Ok(sent)
+    }
+
+    async fn deliver(&self, client: &reqwest::Client, row: &sqlx::postgres::PgRow) -> Result<()> {
+        let event_id: i64 = row.get("event_id");
+        let job_id: String = row.get("job_id");
+        let url: String = row.get("url");
+        let attempts: i32 = row.get("attempts");
+        let state = crate::JobState::from_code(row.get("state")).expect("the table checks the state");
+        let body = json!({
+            "jobId": job_id,
+            "eventId": event_id,
+            "state": state.label(),
+            "stateCode": state.code(),
+            "message": row.get::<String, _>("message"),
+            "at": row.get::<DateTime<Utc>, _>("at"),
+        })
+        .to_string();
+        let secret = self.secret_of(&row.get::<String, _>("signer")).await?;
+        let t = Utc::now().timestamp();
+        let sent = client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("Agora-Event-Id", event_id.to_string())
+            .header("Agora-Job-Id", &job_id)
+            .header("Agora-Signature", format!("t={t},v1={}", signature(&secret, t, body.as_bytes())))
+            .body(body)
+            .send()
+            .await;
+        let (status, error) = match sent {
+            Ok(resp) if resp.status().is_success() => (Some(resp.status().as_u16()), None),
+            Ok(resp) => {
+                (Some(resp.status().as_u16()), Some(format!("the receiver answered {}", resp.status())))
+            }
+            Err(e) => (None, Some(format!("not delivered: {e}"))),
+        };
+        let status = status.map(|s| i16::try_from(s).unwrap_or(i16::MAX));
+        match error {
+            None => {
+                sqlx::query(
+                    "UPDATE job_webhook_deliveries SET delivered_at = now(), leased_until = NULL,
+                         last_status = $2, last_error = NULL WHERE event_id = $1",
+                )
+                .bind(event_id)
+                .bind(status)
+                .execute(&self.inner.pool)
+                .await?;
+            }
+            Some(error) => {
+                tracing::info!(job = %job_id, event = event_id, attempts, "webhook: {error}");
+                sqlx::query(
+                    "UPDATE job_webhook_deliveries SET leased_until = NULL, last_status = $2, last_error = $3,
+                         next_at = now() + make_interval(secs => $4),
+                         gave_up_at = CASE WHEN created_at < now() - interval '1 day' THEN now() END
+                     WHERE event_id = $1",
+                )
+                .bind(event_id)
+                .bind(status)
+                .bind(error)
+                .bind(backoff(attempts) as f64)
+                .execute(&self.inner.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let waits: Vec<i64> = (1..=8).map(backoff).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(backoff(i32::MAX), MAX_BACKOFF_SECS);
+    }
+
+    #[test]
+    fn signatures_cover_the_time_and_the_body() {
+        let s = signature(b"k", 1, b"{}");
+        assert_eq!(s.len(), 64);
+        assert_ne!(s, signature(b"k", 2, b"{}"));
+        assert_ne!(s, signature(b"k", 1, b"{ }"));
+        assert_ne!(s, signature(b"j", 1, b"{}"));
+    }
+}
