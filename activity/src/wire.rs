@@ -95,7 +95,7 @@ pub enum Refusal {
 
 /// One command's result (Golem's `ExeScriptCommandResult`, plus agora's `exitCode`,
 /// `resultsHash` and `outputs`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandResult {
     pub index: usize,
@@ -121,9 +121,10 @@ pub struct CommandResult {
 }
 
 /// Golem's `ActivityState`: `[current, next]`, with a reason once terminated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityState {
+    #[schema(value_type = Vec<Option<String>>)]
     pub state: (String, Option<String>),
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -132,7 +133,7 @@ pub struct ActivityState {
 }
 
 /// Golem's `ActivityUsage`, in the order of [`USAGE_VECTOR`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityUsage {
     pub current_usage: Vec<f64>,

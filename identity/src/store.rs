@@ -18,9 +18,10 @@ pub struct IdentityRecord {
 }
 
 /// An app-key as listed: the key itself is never stored, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppKey {
     pub name: String,
+    #[schema(value_type = String)]
     pub identity: Address,
     pub role: String,
     pub created_at: DateTime<Utc>,

@@ -7,13 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The body of a subscription or counter-proposal: flat (or nested) properties and constraints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DemandOfferBase {
     pub properties: serde_json::Value,
     pub constraints: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OfferView {
     pub offer_id: String,
@@ -23,7 +23,7 @@ pub struct OfferView {
     pub timestamp: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DemandView {
     pub demand_id: String,
@@ -33,7 +33,7 @@ pub struct DemandView {
     pub timestamp: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProposalView {
     pub proposal_id: String,
@@ -47,7 +47,7 @@ pub struct ProposalView {
 }
 
 /// One market event, tagged by `eventType` as Golem's clients expect.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "eventType")]
 pub enum Event {
     #[serde(rename = "ProposalEvent")]
@@ -74,7 +74,7 @@ pub enum Event {
 }
 
 /// `POST /agreements` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgreementProposal {
     pub proposal_id: String,
@@ -82,7 +82,7 @@ pub struct AgreementProposal {
 }
 
 /// An agreement as Golem's API shows it ([`crate::Agreement::view`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgreementView {
     pub agreement_id: String,
@@ -128,7 +128,7 @@ pub(crate) fn reason_of(message: Option<Reason>) -> Option<Reason> {
 }
 
 /// An agreement-related event (`/agreementEvents`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgreementEvent {
     pub event_type: String,

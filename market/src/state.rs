@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Which side of an agreement this node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Requestor,
@@ -20,7 +20,7 @@ impl Role {
 }
 
 /// Golem's `AgreementState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum AgreementState {
     /// Made by the requestor, not yet signed.
     Proposal,
@@ -74,7 +74,7 @@ impl std::fmt::Display for Role {
 }
 
 /// Golem's proposal states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "TEXT")]
 pub enum ProposalState {
     /// The other side's offer or demand, as matched; not an answer to anything yet.

@@ -135,7 +135,7 @@ pub struct AgreementBody {
 
 /// The requestor's final proposal: Golem's `Demand` in an agreement. Fields in alphabetical
 /// order, so the REST JSON lists them as the canonical JSON does.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DemandTerms {
     pub constraints: String,
@@ -149,7 +149,7 @@ pub struct DemandTerms {
 }
 
 /// The provider's final proposal: Golem's `Offer` in an agreement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OfferTerms {
     pub constraints: String,

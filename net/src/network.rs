@@ -38,7 +38,7 @@ pub struct NetConfig {
 }
 
 /// What `agora net status` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NetStatus {
     pub peer_id: String,
     pub listen: Vec<String>,

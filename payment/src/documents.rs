@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// `POST /debitNotes`: what the provider says is due so far.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewDebitNote {
     pub agreement_id: String,
@@ -26,7 +26,7 @@ pub struct NewDebitNote {
 }
 
 /// `POST /invoices`: the agreement's total.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewInvoice {
     pub agreement_id: String,

@@ -253,7 +253,7 @@ impl DocumentRow {
 }
 
 /// Golem's `Rejection`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rejection {
     pub rejection_reason: RejectionReason,
@@ -262,7 +262,7 @@ pub struct Rejection {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RejectionReason {
     UnsolicitedService,
@@ -271,7 +271,7 @@ pub enum RejectionReason {
 }
 
 /// Golem's `Acceptance` (and `DebitNoteAcceptance`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Acceptance {
     pub total_amount_accepted: String,
@@ -315,7 +315,7 @@ impl Allocation {
 
 /// What a caller asks for in `POST /allocations`. Golem's SDK also sends `allocationId`,
 /// `spentAmount` and `remainingAmount` (as empty strings): they are read-only and ignored.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewAllocation {
     pub address: Option<String>,
@@ -327,7 +327,7 @@ pub struct NewAllocation {
 }
 
 /// A platform as a name, or as Golem's `{driver, network, token}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum PlatformChoice {
     Name(String),
@@ -335,7 +335,7 @@ pub enum PlatformChoice {
 }
 
 /// `PUT /allocations/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationUpdate {
     pub total_amount: Option<String>,

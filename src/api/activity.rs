@@ -5,28 +5,30 @@ use super::{AppState, Body, Ids, Params, check_id, seconds, until_shutdown};
 use crate::api::ApiError;
 use agora_activity::Activities;
 use agora_activity::wire::{ActivityState, ActivityUsage, CommandResult};
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/activity", post(create))
-        .route("/activity/{id}", axum::routing::delete(destroy))
-        .route("/activity/{id}/exec", post(exec))
-        .route("/activity/{id}/exec/{batch}", get(results))
-        .route("/activity/{id}/state", get(state))
-        .route("/activity/{id}/usage", get(usage))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(destroy))
+        .routes(routes!(exec))
+        .routes(routes!(results))
+        .routes(routes!(state))
+        .routes(routes!(usage))
 }
 
-pub fn blob_routes() -> Router<AppState> {
-    Router::new().route("/blobs", post(put_blob)).route("/blobs/{sha256}", get(get_blob))
+pub fn blob_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(put_blob)).routes(routes!(get_blob))
 }
 
 fn activities(state: &AppState) -> Result<&Activities, ApiError> {
@@ -37,7 +39,7 @@ fn activities(state: &AppState) -> Result<&Activities, ApiError> {
 }
 
 /// Golem accepts the agreement id as a bare JSON string or as `{"agreementId": …}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum CreateRequest {
     Id(String),
@@ -47,28 +49,52 @@ enum CreateRequest {
     },
 }
 
+#[utoipa::path(post, path = "/activity-api/v1/activity", tag = "activity", request_body = CreateRequest,
+    responses((status = 201, description = "the activity", body = ActivityCreated),
+              (status = 404, description = "no such agreement", body = super::ErrorMessage),
+              (status = 409, description = "the agreement is not approved", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     Body(body): Body<CreateRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ActivityCreated>), ApiError> {
     let agreement_id = match body {
         CreateRequest::Id(id) | CreateRequest::Object { agreement_id: id } => id,
     };
     check_id("agreementId", &agreement_id)?;
     let id = activities(&state)?.create(&agreement_id).await?;
-    Ok((StatusCode::CREATED, Json(json!({"activityId": id}))))
+    Ok((StatusCode::CREATED, Json(ActivityCreated { activity_id: id })))
 }
 
+/// A new activity.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ActivityCreated {
+    activity_id: String,
+}
+
+/// A stored blob: its digest, and its name in job specs and transfers.
+#[derive(Debug, Serialize, ToSchema)]
+struct BlobStored {
+    sha256: String,
+    url: String,
+}
+
+#[utoipa::path(delete, path = "/activity-api/v1/activity/{id}", tag = "activity", params(("id" = String, Path, description = "the activity")),
+    responses((status = 200, description = "destroyed", body = Option<Object>), (status = 404, description = "no such activity", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn destroy(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     activities(&state)?.destroy(&id).await?;
     Ok(Json(Value::Null))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ExeScriptRequest {
+    /// The batch: a JSON array of commands (`deploy`, `start`, `run`, `transfer`, …).
     text: String,
 }
 
+#[utoipa::path(post, path = "/activity-api/v1/activity/{id}/exec", tag = "activity", params(("id" = String, Path, description = "the activity")), request_body = ExeScriptRequest,
+    responses((status = 200, description = "the batch id", body = String), (status = 400, description = "a bad script", body = super::ErrorMessage),
+              (status = 404, description = "no such activity", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn exec(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -78,10 +104,14 @@ async fn exec(
 }
 
 /// `timeout` (seconds) and `commandIndex`, as Golem's SDKs send them.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ResultsQuery {
+    /// Seconds to wait for results (0 when absent).
+    #[param(minimum = 0)]
     timeout: Option<f64>,
+    /// Wait for this command's result.
     command_index: Option<usize>,
 }
 
@@ -91,6 +121,10 @@ impl ResultsQuery {
     }
 }
 
+#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/exec/{batch}", tag = "activity", params(("id" = String, Path, description = "the activity"), ("batch" = String, Path), ResultsQuery),
+    responses((status = 200, description = "the batch's results so far", body = Vec<CommandResult>),
+              (status = 200, description = "as server-sent `runtime` events", content_type = "text/event-stream", body = String),
+              (status = 404, description = "no such activity or batch", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn results(
     State(state): State<AppState>,
     Ids((id, batch)): Ids<(String, String)>,
@@ -162,27 +196,37 @@ fn runtime_event(batch: &str, result: &CommandResult) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/state", tag = "activity", params(("id" = String, Path, description = "the activity")),
+    responses((status = 200, description = "its state", body = ActivityState), (status = 404, description = "no such activity", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn state(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<ActivityState>, ApiError> {
     Ok(Json(activities(&state)?.state(&id).await?))
 }
 
+#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/usage", tag = "activity", params(("id" = String, Path, description = "the activity")),
+    responses((status = 200, description = "its usage", body = ActivityUsage), (status = 404, description = "no such activity", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn usage(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<ActivityUsage>, ApiError> {
     Ok(Json(activities(&state)?.usage(&id).await?))
 }
 
+#[utoipa::path(post, path = "/blobs", tag = "blobs", request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, description = "stored", body = BlobStored),
+              (status = 413, description = "larger than the node's blob limit", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn put_blob(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<BlobStored>), ApiError> {
     let blobs = activities(&state)?.blobs().clone();
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     // Streamed to a temporary file while it is hashed; never held whole in memory.
     let hex = blobs.receive(body.into_data_stream(), declared).await?;
-    Ok((StatusCode::CREATED, Json(json!({"sha256": hex, "url": format!("blob:sha256:{hex}")}))))
+    Ok((StatusCode::CREATED, Json(BlobStored { url: format!("blob:sha256:{hex}"), sha256: hex })))
 }
 
+#[utoipa::path(get, path = "/blobs/{sha256}", tag = "blobs", params(("sha256" = String, Path, description = "the blob's SHA-256, hex")),
+    responses((status = 200, description = "the bytes", content_type = "application/octet-stream"),
+              (status = 404, description = "no such blob", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn get_blob(State(state): State<AppState>, Ids(sha256): Ids<String>) -> Result<Response, ApiError> {
     let path = activities(&state)?
         .blobs()

@@ -1,25 +1,27 @@
 //! `/market-api/v1`: Golem's market API paths and JSON.
 
 use super::{ApiError, AppState, Body, Ids, Params, check_id, seconds, until_shutdown};
-use agora_market::api::{DemandOfferBase, DemandView, Event, OfferView, ProposalView};
+use agora_market::api::{
+    AgreementEvent, AgreementProposal, AgreementView, DemandOfferBase, DemandView, Event, OfferView,
+    ProposalView,
+};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use serde::Deserialize;
 use std::time::Duration;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/offers", get(list_offers).post(subscribe_offer))
-        .route("/offers/{subscription_id}", axum::routing::delete(unsubscribe_offer))
-        .route("/demands", get(list_demands).post(subscribe_demand))
-        .route("/demands/{subscription_id}", axum::routing::delete(unsubscribe_demand))
-        .route("/demands/{subscription_id}/events", get(collect_offers))
-        .route(
-            "/demands/{subscription_id}/proposals/{proposal_id}",
-            get(get_proposal_offer).post(counter_proposal_demand),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_offers, subscribe_offer))
+        .routes(routes!(unsubscribe_offer))
+        .routes(routes!(list_demands, subscribe_demand))
+        .routes(routes!(unsubscribe_demand))
+        .routes(routes!(collect_offers))
+        .routes(routes!(get_proposal_offer, counter_proposal_demand))
         .merge(negotiation_routes())
 }
 
@@ -32,10 +34,14 @@ const DEFAULT_POLL: Duration = Duration::from_secs(5);
 const MAX_EVENTS: usize = 1000;
 
 /// Golem's long-poll parameters: `timeout` in seconds, `maxEvents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct Poll {
+    /// Seconds to wait for an event (5 when absent, at most 300).
+    #[param(minimum = 0)]
     timeout: Option<f64>,
+    /// The most events to return (10 when absent, 1 to 1000).
     max_events: Option<usize>,
 }
 
@@ -49,6 +55,9 @@ impl Poll {
     }
 }
 
+#[utoipa::path(post, path = "/market-api/v1/offers", tag = "market", request_body = DemandOfferBase,
+    responses((status = 201, description = "the offer's subscription id", body = String),
+              (status = 400, description = "bad properties or constraints", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn subscribe_offer(
     State(state): State<AppState>,
     Body(mut body): Body<DemandOfferBase>,
@@ -72,10 +81,15 @@ async fn subscribe_offer(
     Ok((StatusCode::CREATED, Json(id)))
 }
 
+#[utoipa::path(get, path = "/market-api/v1/offers", tag = "market",
+    responses((status = 200, description = "this node's offers", body = Vec<OfferView>)), security(("bearer" = [])))]
 async fn list_offers(State(state): State<AppState>) -> Result<Json<Vec<OfferView>>, ApiError> {
     Ok(Json(state.market.offers().await?))
 }
 
+#[utoipa::path(delete, path = "/market-api/v1/offers/{subscription_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription")),
+    responses((status = 204, description = "unsubscribed"), (status = 404, description = "no such offer", body = super::ErrorMessage),
+              (status = 410, description = "already unsubscribed", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn unsubscribe_offer(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -84,6 +98,9 @@ async fn unsubscribe_offer(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/market-api/v1/demands", tag = "market", request_body = DemandOfferBase,
+    responses((status = 201, description = "the demand's subscription id", body = String),
+              (status = 400, description = "bad properties or constraints", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn subscribe_demand(
     State(state): State<AppState>,
     Body(body): Body<DemandOfferBase>,
@@ -91,10 +108,15 @@ async fn subscribe_demand(
     Ok((StatusCode::CREATED, Json(state.market.subscribe_demand(&body).await?)))
 }
 
+#[utoipa::path(get, path = "/market-api/v1/demands", tag = "market",
+    responses((status = 200, description = "this node's demands", body = Vec<DemandView>)), security(("bearer" = [])))]
 async fn list_demands(State(state): State<AppState>) -> Result<Json<Vec<DemandView>>, ApiError> {
     Ok(Json(state.market.demands().await?))
 }
 
+#[utoipa::path(delete, path = "/market-api/v1/demands/{subscription_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription")),
+    responses((status = 204, description = "unsubscribed"), (status = 404, description = "no such demand", body = super::ErrorMessage),
+              (status = 410, description = "already unsubscribed", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn unsubscribe_demand(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -103,6 +125,9 @@ async fn unsubscribe_demand(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/market-api/v1/demands/{subscription_id}/events", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), Poll),
+    responses((status = 200, description = "proposals and other events for the demand", body = Vec<Event>),
+              (status = 404, description = "no such demand", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn collect_offers(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -112,6 +137,9 @@ async fn collect_offers(
     Ok(Json(until_shutdown(&state, async { Ok(events.await?) }).await?))
 }
 
+#[utoipa::path(get, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+    responses((status = 200, description = "a proposal", body = ProposalView),
+              (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn get_proposal_offer(
     State(state): State<AppState>,
     Ids((id, proposal_id)): Ids<(String, String)>,
@@ -120,25 +148,21 @@ async fn get_proposal_offer(
 }
 
 /// Routes of negotiation and agreements.
-pub fn negotiation_routes() -> axum::Router<AppState> {
-    use axum::routing::post;
-    axum::Router::new()
-        .route("/offers/{subscription_id}/events", get(collect_demands))
-        .route(
-            "/offers/{subscription_id}/proposals/{proposal_id}",
-            get(get_proposal_demand).post(counter_proposal_offer),
-        )
-        .route("/offers/{subscription_id}/proposals/{proposal_id}/reject", post(reject_proposal))
-        .route("/demands/{subscription_id}/proposals/{proposal_id}/reject", post(reject_proposal))
-        .route("/agreements", get(list_agreements).post(create_agreement))
-        .route("/agreements/{agreement_id}", get(get_agreement).delete(cancel_agreement))
-        .route("/agreements/{agreement_id}/confirm", post(confirm_agreement))
-        .route("/agreements/{agreement_id}/wait", post(wait_for_approval))
-        .route("/agreements/{agreement_id}/approve", post(approve_agreement))
-        .route("/agreements/{agreement_id}/reject", post(reject_agreement))
-        .route("/agreements/{agreement_id}/terminate", post(terminate_agreement))
-        .route("/agreements/events", get(agreement_events))
-        .route("/agreementEvents", get(agreement_events))
+pub fn negotiation_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(collect_demands))
+        .routes(routes!(get_proposal_demand, counter_proposal_offer))
+        .routes(routes!(reject_proposal))
+        .routes(routes!(reject_demand_proposal))
+        .routes(routes!(list_agreements, create_agreement))
+        .routes(routes!(get_agreement, cancel_agreement))
+        .routes(routes!(confirm_agreement))
+        .routes(routes!(wait_for_approval))
+        .routes(routes!(approve_agreement))
+        .routes(routes!(reject_agreement))
+        .routes(routes!(terminate_agreement))
+        .routes(routes!(agreement_events))
+        .routes(routes!(agreement_events_nested))
 }
 
 /// An optional `{"message": …}` body.
@@ -149,6 +173,9 @@ async fn reason(body: axum::body::Bytes) -> Result<Option<serde_json::Value>, Ap
     serde_json::from_slice(&body).map(Some).map_err(|e| ApiError::BadRequest(format!("reason: {e}")))
 }
 
+#[utoipa::path(get, path = "/market-api/v1/offers/{subscription_id}/events", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), Poll),
+    responses((status = 200, description = "proposals and other events for the offer", body = Vec<Event>),
+              (status = 404, description = "no such offer", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn collect_demands(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -158,6 +185,9 @@ async fn collect_demands(
     Ok(Json(until_shutdown(&state, async { Ok(events.await?) }).await?))
 }
 
+#[utoipa::path(get, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+    responses((status = 200, description = "a proposal", body = ProposalView),
+              (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn get_proposal_demand(
     State(state): State<AppState>,
     Ids((id, proposal_id)): Ids<(String, String)>,
@@ -165,6 +195,11 @@ async fn get_proposal_demand(
     Ok(Json(state.market.offer_proposal(&id, &proposal_id).await?))
 }
 
+#[utoipa::path(post, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+    request_body = DemandOfferBase,
+    responses((status = 201, description = "the counter-proposal's id", body = String),
+              (status = 404, description = "no such proposal", body = super::ErrorMessage),
+              (status = 410, description = "the proposal is no longer open", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn counter_proposal_offer(
     State(state): State<AppState>,
     Ids((id, proposal_id)): Ids<(String, String)>,
@@ -174,6 +209,11 @@ async fn counter_proposal_offer(
     Ok((StatusCode::CREATED, Json(new_id)))
 }
 
+#[utoipa::path(post, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+    request_body = DemandOfferBase,
+    responses((status = 201, description = "the counter-proposal's id", body = String),
+              (status = 404, description = "no such proposal", body = super::ErrorMessage),
+              (status = 410, description = "the proposal is no longer open", body = super::ErrorMessage)), security(("bearer" = [])))]
 pub(super) async fn counter_proposal_demand(
     State(state): State<AppState>,
     Ids((id, proposal_id)): Ids<(String, String)>,
@@ -184,6 +224,9 @@ pub(super) async fn counter_proposal_demand(
 }
 
 /// Rejects the other side's proposal: the same on an offer (provider) and a demand (requestor).
+#[utoipa::path(post, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}/reject", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+    request_body(content = Option<Object>, description = "an optional reason, `{\"message\": …}`"),
+    responses((status = 204, description = "rejected"), (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_proposal(
     State(state): State<AppState>,
     Ids((id, proposal_id)): Ids<(String, String)>,
@@ -193,6 +236,21 @@ async fn reject_proposal(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// [`reject_proposal`], on the requestor's side.
+#[utoipa::path(post, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}/reject", tag = "market", params(("subscription_id" = String, Path), ("proposal_id" = String, Path)),
+    request_body(content = Option<Object>, description = "an optional reason"),
+    responses((status = 204, description = "rejected"), (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
+async fn reject_demand_proposal(
+    state: State<AppState>,
+    ids: Ids<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    reject_proposal(state, ids, body).await
+}
+
+#[utoipa::path(post, path = "/market-api/v1/agreements", tag = "market", request_body = AgreementProposal,
+    responses((status = 201, description = "the agreement's id", body = String),
+              (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn create_agreement(
     State(state): State<AppState>,
     Body(body): Body<agora_market::api::AgreementProposal>,
@@ -202,12 +260,17 @@ async fn create_agreement(
     Ok((StatusCode::CREATED, Json(id)))
 }
 
+#[utoipa::path(get, path = "/market-api/v1/agreements", tag = "market",
+    responses((status = 200, description = "this node's agreements", body = Vec<AgreementView>)), security(("bearer" = [])))]
 async fn list_agreements(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<agora_market::api::AgreementView>>, ApiError> {
     Ok(Json(state.market.agreements().await?.iter().map(agora_market::Agreement::view).collect()))
 }
 
+#[utoipa::path(get, path = "/market-api/v1/agreements/{agreement_id}", tag = "market", params(("agreement_id" = String, Path)),
+    responses((status = 200, description = "the agreement", body = AgreementView),
+              (status = 404, description = "no such agreement", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn get_agreement(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -215,6 +278,9 @@ async fn get_agreement(
     Ok(Json(state.market.agreement(&id).await?.view()))
 }
 
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/confirm", tag = "market", params(("agreement_id" = String, Path)),
+    responses((status = 204, description = "sent to the provider"), (status = 404, description = "no such agreement", body = super::ErrorMessage),
+              (status = 409, description = "not in a state to confirm", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn confirm_agreement(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -223,6 +289,9 @@ async fn confirm_agreement(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/approve", tag = "market", params(("agreement_id" = String, Path)),
+    responses((status = 200, description = "approved", body = String), (status = 404, description = "no such agreement", body = super::ErrorMessage),
+              (status = 409, description = "not in a state to approve", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn approve_agreement(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -230,6 +299,10 @@ async fn approve_agreement(
     Ok(Json(state.market.approve_agreement(&id).await?.to_string()))
 }
 
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/reject", tag = "market", params(("agreement_id" = String, Path)),
+    request_body(content = Option<Object>, description = "an optional reason"),
+    responses((status = 204, description = "rejected"), (status = 404, description = "no such agreement", body = super::ErrorMessage),
+              (status = 409, description = "not in a state to reject", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_agreement(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -239,6 +312,10 @@ async fn reject_agreement(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/market-api/v1/agreements/{agreement_id}", tag = "market", params(("agreement_id" = String, Path)),
+    request_body(content = Option<Object>, description = "an optional reason"),
+    responses((status = 204, description = "cancelled"), (status = 404, description = "no such agreement", body = super::ErrorMessage),
+              (status = 409, description = "not in a state to cancel", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn cancel_agreement(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -248,6 +325,10 @@ async fn cancel_agreement(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/terminate", tag = "market", params(("agreement_id" = String, Path)),
+    request_body(content = Option<Object>, description = "an optional reason"),
+    responses((status = 204, description = "terminated"), (status = 404, description = "no such agreement", body = super::ErrorMessage),
+              (status = 409, description = "not in a state to terminate", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn terminate_agreement(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -258,11 +339,18 @@ async fn terminate_agreement(
 }
 
 /// Golem's `timeout` (seconds) for `wait`; answers 408 when it runs out.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Wait {
+    /// Seconds to wait (5 when absent, at most 300).
+    #[param(minimum = 0)]
     timeout: Option<f64>,
 }
 
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/wait", tag = "market", params(("agreement_id" = String, Path), Wait),
+    responses((status = 200, description = "how it ended: `Approved`, `Rejected`, …", body = String),
+              (status = 404, description = "no such agreement", body = super::ErrorMessage),
+              (status = 408, description = "still pending when the wait ran out", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn wait_for_approval(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -283,14 +371,22 @@ async fn wait_for_approval(
 }
 
 /// `/agreementEvents` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct AgreementPoll {
+    /// Seconds to wait for an event (5 when absent, at most 300).
+    #[param(minimum = 0)]
     timeout: Option<f64>,
+    /// The most events to return (10 when absent, 1 to 1000).
     max_events: Option<usize>,
+    /// Only events after this time.
     after_timestamp: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+#[utoipa::path(get, path = "/market-api/v1/agreementEvents", tag = "market", params(AgreementPoll),
+    responses((status = 200, description = "agreement events after `afterTimestamp`", body = Vec<AgreementEvent>),
+              (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn agreement_events(
     State(state): State<AppState>,
     Params(poll): Params<AgreementPoll>,
@@ -299,4 +395,15 @@ async fn agreement_events(
     let events = state.market.agreement_events(poll.after_timestamp, p.timeout()?, p.max_events() as i64);
     let events = until_shutdown(&state, async { Ok(events.await?) }).await?;
     Ok(Json(events))
+}
+
+/// [`agreement_events`] at the path older clients use.
+#[utoipa::path(get, path = "/market-api/v1/agreements/events", tag = "market", params(AgreementPoll),
+    responses((status = 200, description = "agreement events after `afterTimestamp`", body = Vec<AgreementEvent>),
+              (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
+async fn agreement_events_nested(
+    state: State<AppState>,
+    poll: Params<AgreementPoll>,
+) -> Result<Json<Vec<AgreementEvent>>, ApiError> {
+    agreement_events(state, poll).await
 }

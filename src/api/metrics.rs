@@ -129,6 +129,10 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     response
 }
 
+/// The node's metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses((status = 200, description = "metrics", content_type = "application/openmetrics-text", body = String)),
+    security(("bearer" = [])))]
 pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok((
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],

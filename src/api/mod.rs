@@ -27,6 +27,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -102,23 +104,33 @@ impl AppState {
     }
 }
 
+/// Every documented route: those that need a bearer token, and the public ones. Blobs are
+/// apart, as their bodies have no size limit but the store's.
+fn documented() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let authenticated = OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(metrics::render))
+        .routes(routes!(net_status))
+        .merge(admin::routes())
+        .merge(payment::admin_routes())
+        .merge(market::routes())
+        .merge(activity::routes())
+        .merge(payment::routes())
+        .merge(jobs::routes());
+    let public = OpenApiRouter::new().routes(routes!(version)).routes(routes!(health));
+    (authenticated, activity::blob_routes(), public)
+}
+
 /// The node's router.
 pub fn app(state: AppState) -> Router {
-    let (jobs_routes, _) = jobs::routes().split_for_parts();
-    let authenticated = Router::new()
-        .route("/me", get(me))
-        .route("/metrics", get(metrics::render))
-        .route("/net-api/v1/status", get(net_status))
-        .nest("/admin/v1", admin::routes().nest("/payment", payment::admin_routes()))
-        .nest("/market-api/v1", market::routes())
-        .nest("/activity-api/v1", activity::routes())
-        .nest("/payment-api/v1", payment::routes())
-        .merge(jobs_routes)
-        .merge(activity::blob_routes().layer(axum::extract::DefaultBodyLimit::disable()))
+    let (authenticated, blobs, public) = documented();
+    let (authenticated, _) = authenticated.split_for_parts();
+    let (blobs, _) = blobs.split_for_parts();
+    let (public, _) = public.split_for_parts();
+    let authenticated = authenticated
+        .merge(blobs.layer(axum::extract::DefaultBodyLimit::disable()))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
-    Router::new()
-        .route("/version", get(version))
-        .route("/health", get(health))
+    public
         .route("/openapi.json", get(openapi_json))
         .merge(authenticated)
         .fallback(not_found)
@@ -151,7 +163,15 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "agora", description = "The REST API of an agora node.", license(name = "Apache-2.0")),
     modifiers(&BearerAuth),
-    tags((name = "jobs", description = "Verified jobs, end users, webhooks"))
+    tags(
+        (name = "node", description = "The node itself"),
+        (name = "admin", description = "The operator's identities, app-keys and account (admin token only)"),
+        (name = "market", description = "Golem's market API: offers, demands, proposals, agreements"),
+        (name = "activity", description = "Golem's activity API: runs on a provider's exe-units"),
+        (name = "blobs", description = "The node's content-addressed store for inputs and outputs"),
+        (name = "payment", description = "Golem's payment API: allocations, debit notes, invoices, payments"),
+        (name = "jobs", description = "Verified jobs, end users, webhooks"),
+    )
 )]
 struct ApiDoc;
 
@@ -161,8 +181,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
-    let (_, jobs) = jobs::routes().split_for_parts();
-    doc.merge(jobs);
+    let (authenticated, blobs, public) = documented();
+    for part in [public, authenticated, blobs] {
+        doc.merge(part.split_for_parts().1);
+    }
     doc
 }
 
@@ -175,10 +197,17 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi())
 }
 
+/// The node's name and version.
+#[utoipa::path(get, path = "/version", tag = "node",
+    responses((status = 200, description = "name and version", body = Object)))]
 async fn version() -> Json<Value> {
     Json(json!({"name": "agora", "version": env!("CARGO_PKG_VERSION")}))
 }
 
+/// Whether the node can reach its database.
+#[utoipa::path(get, path = "/health", tag = "node",
+    responses((status = 200, description = "healthy", body = Object),
+              (status = 503, description = "the database cannot be reached", body = ErrorMessage)))]
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     sqlx::query("SELECT 1")
         .execute(&state.pool)
@@ -188,13 +217,16 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 }
 
 /// Golem's `/me`: who the caller is acting as.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Me {
     identity: String,
     name: String,
     role: String,
 }
 
+/// Who the caller acts as: the identity, the key's name and its role.
+#[utoipa::path(get, path = "/me", tag = "node",
+    responses((status = 200, description = "the caller", body = Me)), security(("bearer" = [])))]
 async fn me(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -216,6 +248,10 @@ async fn me(
     }))
 }
 
+/// The node's peer id, listen addresses and connected peers.
+#[utoipa::path(get, path = "/net-api/v1/status", tag = "node",
+    responses((status = 200, description = "the network", body = agora_net::NetStatus),
+              (status = 503, description = "the network is stopping", body = ErrorMessage)), security(("bearer" = [])))]
 async fn net_status(State(state): State<AppState>) -> Result<Json<agora_net::NetStatus>, ApiError> {
     state.net.status().await.map(Json).map_err(|e| ApiError::Unavailable(e.to_string()))
 }

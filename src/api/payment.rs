@@ -6,39 +6,38 @@ use agora_payment::{NewDebitNote, NewInvoice, Payments};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/allocations", get(allocations).post(create_allocation))
-        .route(
-            "/allocations/{allocation_id}",
-            get(allocation).put(amend_allocation).delete(release_allocation),
-        )
-        .route("/demandDecorations", get(demand_decorations))
-        .route("/debitNotes", get(debit_notes).post(issue_debit_note))
-        .route("/debitNotes/{debit_note_id}", get(debit_note))
-        .route("/debitNotes/{debit_note_id}/send", post(send_debit_note))
-        .route("/debitNotes/{debit_note_id}/cancel", post(cancel_debit_note))
-        .route("/debitNotes/{debit_note_id}/accept", post(accept_debit_note))
-        .route("/debitNotes/{debit_note_id}/reject", post(reject_debit_note))
-        .route("/debitNoteEvents", get(debit_note_events))
-        .route("/invoices", get(invoices).post(issue_invoice))
-        .route("/invoices/{invoice_id}", get(invoice))
-        .route("/invoices/{invoice_id}/send", post(send_invoice))
-        .route("/invoices/{invoice_id}/cancel", post(cancel_invoice))
-        .route("/invoices/{invoice_id}/accept", post(accept_invoice))
-        .route("/invoices/{invoice_id}/reject", post(reject_invoice))
-        .route("/invoiceEvents", get(invoice_events))
-        .route("/payments", get(payments))
-        .route("/payments/status", get(driver_status))
-        .route("/payments/{payment_id}", get(payment))
-        .route("/requestorAccounts", get(requestor_accounts))
-        .route("/providerAccounts", get(provider_accounts))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(allocations, create_allocation))
+        .routes(routes!(allocation, amend_allocation, release_allocation))
+        .routes(routes!(demand_decorations))
+        .routes(routes!(debit_notes, issue_debit_note))
+        .routes(routes!(debit_note))
+        .routes(routes!(send_debit_note))
+        .routes(routes!(cancel_debit_note))
+        .routes(routes!(accept_debit_note))
+        .routes(routes!(reject_debit_note))
+        .routes(routes!(debit_note_events))
+        .routes(routes!(invoices, issue_invoice))
+        .routes(routes!(invoice))
+        .routes(routes!(send_invoice))
+        .routes(routes!(cancel_invoice))
+        .routes(routes!(accept_invoice))
+        .routes(routes!(reject_invoice))
+        .routes(routes!(invoice_events))
+        .routes(routes!(payments))
+        .routes(routes!(driver_status))
+        .routes(routes!(payment))
+        .routes(routes!(requestor_accounts))
+        .routes(routes!(provider_accounts))
 }
 
 fn service(state: &AppState) -> Result<&Payments, ApiError> {
@@ -53,19 +52,28 @@ const DEFAULT_POLL: Duration = Duration::from_secs(5);
 const MAX_ITEMS: i64 = 1000;
 
 /// Golem's list and poll parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only what came after this time (RFC 3339).
     after_timestamp: Option<String>,
+    /// Seconds an event poll waits (5 when absent, at most 300).
+    #[param(minimum = 0)]
     timeout: Option<f64>,
+    /// The most to return (1 to 1000).
     max_events: Option<i64>,
+    /// The most to return (1 to 1000), as lists name it.
     max_items: Option<i64>,
     // Golem's SDKs send these; one node serves one session, and the driver is erc20.
     #[serde(rename = "appSessionId")]
+    #[param(rename = "appSessionId")]
     _app_session_id: Option<String>,
     #[serde(rename = "network")]
+    #[param(rename = "network")]
     _network: Option<String>,
     #[serde(rename = "driver")]
+    #[param(rename = "driver")]
     _driver: Option<String>,
 }
 
@@ -89,6 +97,9 @@ impl ListParams {
     }
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/allocations", tag = "payment", request_body = NewAllocation,
+    responses((status = 201, description = "the allocation", body = Object), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 409, description = "not enough funds", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn create_allocation(
     State(state): State<AppState>,
     Body(body): Body<NewAllocation>,
@@ -97,14 +108,21 @@ async fn create_allocation(
     Ok((StatusCode::CREATED, Json(allocation.view())))
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/allocations", tag = "payment",
+    responses((status = 200, description = "the allocations", body = Vec<Object>)), security(("bearer" = [])))]
 async fn allocations(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
     Ok(Json(service(&state)?.allocations().await?.iter().map(|a| a.view()).collect()))
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path)),
+    responses((status = 200, description = "the allocation", body = Object), (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn allocation(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(service(&state)?.allocation(&id).await?.view()))
 }
 
+#[utoipa::path(put, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path)), request_body = AllocationUpdate,
+    responses((status = 200, description = "the allocation", body = Object), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn amend_allocation(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -113,6 +131,8 @@ async fn amend_allocation(
     Ok(Json(service(&state)?.amend_allocation(&id, update).await?.view()))
 }
 
+#[utoipa::path(delete, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path)),
+    responses((status = 200, description = "released"), (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn release_allocation(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -121,12 +141,17 @@ async fn release_allocation(
     Ok(StatusCode::OK)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct DecorationParams {
+    /// Allocation ids, separated by commas.
     allocation_ids: Option<String>,
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/demandDecorations", tag = "payment", params(DecorationParams),
+    responses((status = 200, description = "properties and constraints to add to a demand", body = Object),
+              (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn demand_decorations(
     State(state): State<AppState>,
     Params(params): Params<DecorationParams>,
@@ -157,6 +182,9 @@ async fn events(state: &AppState, kind: Kind, params: &ListParams) -> Result<Jso
     Ok(Json(found))
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes", tag = "payment", request_body = NewDebitNote,
+    responses((status = 201, description = "the debit note", body = Object), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such agreement", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn issue_debit_note(
     State(state): State<AppState>,
     Body(body): Body<NewDebitNote>,
@@ -164,6 +192,9 @@ async fn issue_debit_note(
     Ok((StatusCode::CREATED, Json(service(&state)?.issue_debit_note(body).await?.view())))
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/invoices", tag = "payment", request_body = NewInvoice,
+    responses((status = 201, description = "the invoice", body = Object), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such agreement", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn issue_invoice(
     State(state): State<AppState>,
     Body(body): Body<NewInvoice>,
@@ -171,6 +202,8 @@ async fn issue_invoice(
     Ok((StatusCode::CREATED, Json(service(&state)?.issue_invoice(body).await?.view())))
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/debitNotes", tag = "payment", params(ListParams),
+    responses((status = 200, description = "debit notes issued and received", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn debit_notes(
     State(state): State<AppState>,
     Params(p): Params<ListParams>,
@@ -178,6 +211,8 @@ async fn debit_notes(
     list(&state, Kind::DebitNote, &p).await
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/invoices", tag = "payment", params(ListParams),
+    responses((status = 200, description = "invoices issued and received", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn invoices(
     State(state): State<AppState>,
     Params(p): Params<ListParams>,
@@ -185,14 +220,20 @@ async fn invoices(
     list(&state, Kind::Invoice, &p).await
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/debitNotes/{debit_note_id}", tag = "payment", params(("debit_note_id" = String, Path)),
+    responses((status = 200, description = "the debit note", body = Object), (status = 404, description = "no such debit note", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn debit_note(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(service(&state)?.document(Kind::DebitNote, &id).await?.view()))
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/invoices/{invoice_id}", tag = "payment", params(("invoice_id" = String, Path)),
+    responses((status = 200, description = "the invoice", body = Object), (status = 404, description = "no such invoice", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(service(&state)?.document(Kind::Invoice, &id).await?.view()))
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/debitNoteEvents", tag = "payment", params(ListParams),
+    responses((status = 200, description = "debit note events after `afterTimestamp`", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn debit_note_events(
     State(state): State<AppState>,
     Params(p): Params<ListParams>,
@@ -200,6 +241,8 @@ async fn debit_note_events(
     events(&state, Kind::DebitNote, &p).await
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/invoiceEvents", tag = "payment", params(ListParams),
+    responses((status = 200, description = "invoice events after `afterTimestamp`", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn invoice_events(
     State(state): State<AppState>,
     Params(p): Params<ListParams>,
@@ -207,6 +250,9 @@ async fn invoice_events(
     events(&state, Kind::Invoice, &p).await
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/send", tag = "payment", params(("debit_note_id" = String, Path)),
+    responses((status = 200, description = "sent to the requestor"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn send_debit_note(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -215,11 +261,17 @@ async fn send_debit_note(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/send", tag = "payment", params(("invoice_id" = String, Path)),
+    responses((status = 200, description = "sent to the requestor"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn send_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<StatusCode, ApiError> {
     service(&state)?.send(Kind::Invoice, &id).await?;
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/cancel", tag = "payment", params(("debit_note_id" = String, Path)),
+    responses((status = 200, description = "cancelled"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn cancel_debit_note(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -228,11 +280,17 @@ async fn cancel_debit_note(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/cancel", tag = "payment", params(("invoice_id" = String, Path)),
+    responses((status = 200, description = "cancelled"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn cancel_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<StatusCode, ApiError> {
     service(&state)?.cancel(Kind::Invoice, &id).await?;
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/accept", tag = "payment", params(("debit_note_id" = String, Path)), request_body = Acceptance,
+    responses((status = 200, description = "accepted"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn accept_debit_note(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -242,6 +300,9 @@ async fn accept_debit_note(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/accept", tag = "payment", params(("invoice_id" = String, Path)), request_body = Acceptance,
+    responses((status = 200, description = "accepted"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn accept_invoice(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -251,6 +312,9 @@ async fn accept_invoice(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/reject", tag = "payment", params(("debit_note_id" = String, Path)), request_body = Rejection,
+    responses((status = 200, description = "rejected"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_debit_note(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -260,6 +324,9 @@ async fn reject_debit_note(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/reject", tag = "payment", params(("invoice_id" = String, Path)), request_body = Rejection,
+    responses((status = 200, description = "rejected"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
+              (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_invoice(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
@@ -269,6 +336,8 @@ async fn reject_invoice(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/payments", tag = "payment", params(ListParams),
+    responses((status = 200, description = "payments made and received", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn payments(
     State(state): State<AppState>,
     Params(p): Params<ListParams>,
@@ -285,38 +354,53 @@ async fn payments(
     }
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/payments/{payment_id}", tag = "payment", params(("payment_id" = String, Path)),
+    responses((status = 200, description = "the payment", body = Object), (status = 404, description = "no such payment", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn payment(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::json!(service(&state)?.payment(&id).await?)))
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/payments/status", tag = "payment",
+    responses((status = 200, description = "each platform's driver", body = Vec<Object>)), security(("bearer" = [])))]
 async fn driver_status(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
     Ok(Json(service(&state)?.driver_status()))
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/requestorAccounts", tag = "payment",
+    responses((status = 200, description = "accounts this node pays from", body = Vec<Object>)), security(("bearer" = [])))]
 async fn requestor_accounts(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
     Ok(Json(service(&state)?.accounts(true)))
 }
 
+#[utoipa::path(get, path = "/payment-api/v1/providerAccounts", tag = "payment",
+    responses((status = 200, description = "accounts this node is paid to", body = Vec<Object>)), security(("bearer" = [])))]
 async fn provider_accounts(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
     Ok(Json(service(&state)?.accounts(false)))
 }
 
 /// agora's own payment endpoints, under `/admin/v1/payment`: the account's status, and the dev
 /// faucet.
-pub fn admin_routes() -> axum::Router<AppState> {
-    axum::Router::new().route("/status", get(account_status)).route("/fund", post(fund))
+pub fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(account_status)).routes(routes!(fund))
 }
 
+#[utoipa::path(get, path = "/admin/v1/payment/status", tag = "admin",
+    responses((status = 200, description = "the account on each platform", body = Vec<Object>),
+              (status = 403, description = "not the admin token", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn account_status(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
     Ok(Json(service(&state)?.status().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Fund {
+    /// The dev platform to fund; the node's dev platform when absent.
     platform: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/payment/fund", tag = "admin", request_body = Fund,
+    responses((status = 200, description = "funded from the dev faucet", body = Object),
+              (status = 400, description = "not a dev platform", body = super::ErrorMessage), (status = 403, description = "not the admin token", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn fund(State(state): State<AppState>, Body(body): Body<Fund>) -> Result<Json<Value>, ApiError> {
     Ok(Json(service(&state)?.fund(body.platform.as_deref()).await?))
 }
