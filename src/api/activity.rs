@@ -79,7 +79,7 @@ struct BlobStored {
     url: String,
 }
 
-#[utoipa::path(delete, path = "/activity-api/v1/activity/{id}", tag = "activity", params(("id" = String, Path, description = "the activity")),
+#[utoipa::path(delete, path = "/activity-api/v1/activity/{id}", tag = "activity", params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the activity")),
     responses((status = 200, description = "destroyed", body = Option<Object>), (status = 404, description = "no such activity", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn destroy(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     activities(&state)?.destroy(&id).await?;
@@ -92,7 +92,7 @@ struct ExeScriptRequest {
     text: String,
 }
 
-#[utoipa::path(post, path = "/activity-api/v1/activity/{id}/exec", tag = "activity", params(("id" = String, Path, description = "the activity")), request_body = ExeScriptRequest,
+#[utoipa::path(post, path = "/activity-api/v1/activity/{id}/exec", tag = "activity", params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the activity")), request_body = ExeScriptRequest,
     responses((status = 200, description = "the batch id", body = String), (status = 400, description = "a bad script", body = super::ErrorMessage),
               (status = 404, description = "no such activity", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn exec(
@@ -121,7 +121,7 @@ impl ResultsQuery {
     }
 }
 
-#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/exec/{batch}", tag = "activity", params(("id" = String, Path, description = "the activity"), ("batch" = String, Path), ResultsQuery),
+#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/exec/{batch}", tag = "activity", params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the activity"), ("batch" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"), ResultsQuery),
     responses((status = 200, description = "the batch's results so far", body = Vec<CommandResult>),
               (status = 200, description = "as server-sent `runtime` events", content_type = "text/event-stream", body = String),
               (status = 404, description = "no such activity or batch", body = super::ErrorMessage)), security(("bearer" = [])))]
@@ -196,13 +196,13 @@ fn runtime_event(batch: &str, result: &CommandResult) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/state", tag = "activity", params(("id" = String, Path, description = "the activity")),
+#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/state", tag = "activity", params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the activity")),
     responses((status = 200, description = "its state", body = ActivityState), (status = 404, description = "no such activity", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn state(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<ActivityState>, ApiError> {
     Ok(Json(activities(&state)?.state(&id).await?))
 }
 
-#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/usage", tag = "activity", params(("id" = String, Path, description = "the activity")),
+#[utoipa::path(get, path = "/activity-api/v1/activity/{id}/usage", tag = "activity", params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the activity")),
     responses((status = 200, description = "its usage", body = ActivityUsage), (status = 404, description = "no such activity", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn usage(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<ActivityUsage>, ApiError> {
     Ok(Json(activities(&state)?.usage(&id).await?))
@@ -224,7 +224,7 @@ async fn put_blob(
     Ok((StatusCode::CREATED, Json(BlobStored { url: format!("blob:sha256:{hex}"), sha256: hex })))
 }
 
-#[utoipa::path(get, path = "/blobs/{sha256}", tag = "blobs", params(("sha256" = String, Path, description = "the blob's SHA-256, hex")),
+#[utoipa::path(get, path = "/blobs/{sha256}", tag = "blobs", params(("sha256" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the blob's SHA-256, hex")),
     responses((status = 200, description = "the bytes", content_type = "application/octet-stream"),
               (status = 404, description = "no such blob", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn get_blob(State(state): State<AppState>, Ids(sha256): Ids<String>) -> Result<Response, ApiError> {

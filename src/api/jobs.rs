@@ -172,7 +172,7 @@ async fn list(
 
 /// A job with its replicas and steps.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "the job's id, or a unique start of it")),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the job's id, or a unique start of it")),
     responses(
         (status = 200, description = "the job", body = JobDetail),
         (status = 404, description = "no such job that the caller may see", body = super::ErrorMessage),
@@ -189,7 +189,7 @@ async fn describe(
 
 /// Cancels a job that has no verdict yet; a job another node runs stops within a second.
 #[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "the job's id, or a unique start of it")),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the job's id, or a unique start of it")),
     responses(
         (status = 204, description = "cancelled"),
         (status = 404, description = "no such job that the caller may see", body = super::ErrorMessage),
@@ -221,7 +221,7 @@ struct EventsQuery {
 /// job ends; otherwise a JSON long poll.
 #[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs",
     params(
-        ("id" = String, Path, description = "the job's id, or a unique start of it"),
+        ("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the job's id, or a unique start of it"),
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this step"),
         EventsQuery,
     ),
@@ -305,7 +305,7 @@ async fn events(
 /// The results (verified, unless the job has no verifier) as a tar stream: `stdout`, and
 /// `outputs/<path>` for each output the job named. The outputs are read from this node's blobs: ask the node that ran the job.
 #[utoipa::path(get, path = "/jobs/{id}/results", tag = "jobs",
-    params(("id" = String, Path, description = "the job's id, or a unique start of it")),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the job's id, or a unique start of it")),
     responses(
         (status = 200, description = "a tar archive", content_type = "application/x-tar"),
         (status = 404, description = "no such job, or its outputs are on another node", body = super::ErrorMessage),
@@ -384,7 +384,7 @@ async fn tar_entry(file: ResultFile) -> Result<Chunks, ApiError> {
 
 /// The job's webhook deliveries: one per step, with its tries.
 #[utoipa::path(get, path = "/jobs/{id}/webhooks", tag = "jobs",
-    params(("id" = String, Path, description = "the job's id, or a unique start of it")),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the job's id, or a unique start of it")),
     responses(
         (status = 200, description = "deliveries, oldest step first", body = Vec<Delivery>),
         (status = 404, description = "no such job that the caller may see", body = super::ErrorMessage),
@@ -431,7 +431,7 @@ async fn list_users(
 
 /// One end user: for its service, or for itself.
 #[utoipa::path(get, path = "/jobs/users/{user_id}", tag = "jobs",
-    params(("user_id" = String, Path, description = "the user's id")),
+    params(("user_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the user's id")),
     responses(
         (status = 200, description = "the user", body = EndUser),
         (status = 404, description = "no such user that the caller may see", body = super::ErrorMessage),
@@ -447,7 +447,7 @@ async fn get_user(
 
 /// Revokes an end user's key; its jobs go on.
 #[utoipa::path(delete, path = "/jobs/users/{user_id}", tag = "jobs",
-    params(("user_id" = String, Path, description = "the user's id")),
+    params(("user_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the user's id")),
     responses(
         (status = 204, description = "revoked"),
         (status = 403, description = "an end user cannot remove users", body = super::ErrorMessage),

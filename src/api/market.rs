@@ -87,7 +87,7 @@ async fn list_offers(State(state): State<AppState>) -> Result<Json<Vec<OfferView
     Ok(Json(state.market.offers().await?))
 }
 
-#[utoipa::path(delete, path = "/market-api/v1/offers/{subscription_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription")),
+#[utoipa::path(delete, path = "/market-api/v1/offers/{subscription_id}", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription")),
     responses((status = 204, description = "unsubscribed"), (status = 404, description = "no such offer", body = super::ErrorMessage),
               (status = 410, description = "already unsubscribed", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn unsubscribe_offer(
@@ -114,7 +114,7 @@ async fn list_demands(State(state): State<AppState>) -> Result<Json<Vec<DemandVi
     Ok(Json(state.market.demands().await?))
 }
 
-#[utoipa::path(delete, path = "/market-api/v1/demands/{subscription_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription")),
+#[utoipa::path(delete, path = "/market-api/v1/demands/{subscription_id}", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription")),
     responses((status = 204, description = "unsubscribed"), (status = 404, description = "no such demand", body = super::ErrorMessage),
               (status = 410, description = "already unsubscribed", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn unsubscribe_demand(
@@ -125,7 +125,7 @@ async fn unsubscribe_demand(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/market-api/v1/demands/{subscription_id}/events", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), Poll),
+#[utoipa::path(get, path = "/market-api/v1/demands/{subscription_id}/events", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), Poll),
     responses((status = 200, description = "proposals and other events for the demand", body = Vec<Event>),
               (status = 404, description = "no such demand", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn collect_offers(
@@ -137,7 +137,7 @@ async fn collect_offers(
     Ok(Json(until_shutdown(&state, async { Ok(events.await?) }).await?))
 }
 
-#[utoipa::path(get, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+#[utoipa::path(get, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), ("proposal_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "a proposal", body = ProposalView),
               (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn get_proposal_offer(
@@ -173,7 +173,7 @@ async fn reason(body: axum::body::Bytes) -> Result<Option<serde_json::Value>, Ap
     serde_json::from_slice(&body).map(Some).map_err(|e| ApiError::BadRequest(format!("reason: {e}")))
 }
 
-#[utoipa::path(get, path = "/market-api/v1/offers/{subscription_id}/events", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), Poll),
+#[utoipa::path(get, path = "/market-api/v1/offers/{subscription_id}/events", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), Poll),
     responses((status = 200, description = "proposals and other events for the offer", body = Vec<Event>),
               (status = 404, description = "no such offer", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn collect_demands(
@@ -185,7 +185,7 @@ async fn collect_demands(
     Ok(Json(until_shutdown(&state, async { Ok(events.await?) }).await?))
 }
 
-#[utoipa::path(get, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+#[utoipa::path(get, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), ("proposal_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "a proposal", body = ProposalView),
               (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn get_proposal_demand(
@@ -195,7 +195,7 @@ async fn get_proposal_demand(
     Ok(Json(state.market.offer_proposal(&id, &proposal_id).await?))
 }
 
-#[utoipa::path(post, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+#[utoipa::path(post, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), ("proposal_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     request_body = DemandOfferBase,
     responses((status = 201, description = "the counter-proposal's id", body = String),
               (status = 404, description = "no such proposal", body = super::ErrorMessage),
@@ -209,7 +209,7 @@ async fn counter_proposal_offer(
     Ok((StatusCode::CREATED, Json(new_id)))
 }
 
-#[utoipa::path(post, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+#[utoipa::path(post, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), ("proposal_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     request_body = DemandOfferBase,
     responses((status = 201, description = "the counter-proposal's id", body = String),
               (status = 404, description = "no such proposal", body = super::ErrorMessage),
@@ -224,7 +224,7 @@ pub(super) async fn counter_proposal_demand(
 }
 
 /// Rejects the other side's proposal: the same on an offer (provider) and a demand (requestor).
-#[utoipa::path(post, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}/reject", tag = "market", params(("subscription_id" = String, Path, description = "the offer or demand subscription"), ("proposal_id" = String, Path)),
+#[utoipa::path(post, path = "/market-api/v1/offers/{subscription_id}/proposals/{proposal_id}/reject", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), ("proposal_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     request_body(content = Option<Object>, description = "an optional reason, `{\"message\": …}`"),
     responses((status = 204, description = "rejected"), (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_proposal(
@@ -237,7 +237,7 @@ async fn reject_proposal(
 }
 
 /// [`reject_proposal`], on the requestor's side.
-#[utoipa::path(post, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}/reject", tag = "market", params(("subscription_id" = String, Path), ("proposal_id" = String, Path)),
+#[utoipa::path(post, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}/reject", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"), ("proposal_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     request_body(content = Option<Object>, description = "an optional reason"),
     responses((status = 204, description = "rejected"), (status = 404, description = "no such proposal", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_demand_proposal(
@@ -268,7 +268,7 @@ async fn list_agreements(
     Ok(Json(state.market.agreements().await?.iter().map(agora_market::Agreement::view).collect()))
 }
 
-#[utoipa::path(get, path = "/market-api/v1/agreements/{agreement_id}", tag = "market", params(("agreement_id" = String, Path)),
+#[utoipa::path(get, path = "/market-api/v1/agreements/{agreement_id}", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the agreement", body = AgreementView),
               (status = 404, description = "no such agreement", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn get_agreement(
@@ -278,7 +278,7 @@ async fn get_agreement(
     Ok(Json(state.market.agreement(&id).await?.view()))
 }
 
-#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/confirm", tag = "market", params(("agreement_id" = String, Path)),
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/confirm", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 204, description = "sent to the provider"), (status = 404, description = "no such agreement", body = super::ErrorMessage),
               (status = 409, description = "not in a state to confirm", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn confirm_agreement(
@@ -289,7 +289,7 @@ async fn confirm_agreement(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/approve", tag = "market", params(("agreement_id" = String, Path)),
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/approve", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "approved", body = String), (status = 404, description = "no such agreement", body = super::ErrorMessage),
               (status = 409, description = "not in a state to approve", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn approve_agreement(
@@ -299,7 +299,7 @@ async fn approve_agreement(
     Ok(Json(state.market.approve_agreement(&id).await?.to_string()))
 }
 
-#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/reject", tag = "market", params(("agreement_id" = String, Path)),
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/reject", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     request_body(content = Option<Object>, description = "an optional reason"),
     responses((status = 204, description = "rejected"), (status = 404, description = "no such agreement", body = super::ErrorMessage),
               (status = 409, description = "not in a state to reject", body = super::ErrorMessage)), security(("bearer" = [])))]
@@ -312,7 +312,7 @@ async fn reject_agreement(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(delete, path = "/market-api/v1/agreements/{agreement_id}", tag = "market", params(("agreement_id" = String, Path)),
+#[utoipa::path(delete, path = "/market-api/v1/agreements/{agreement_id}", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     request_body(content = Option<Object>, description = "an optional reason"),
     responses((status = 204, description = "cancelled"), (status = 404, description = "no such agreement", body = super::ErrorMessage),
               (status = 409, description = "not in a state to cancel", body = super::ErrorMessage)), security(("bearer" = [])))]
@@ -325,7 +325,7 @@ async fn cancel_agreement(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/terminate", tag = "market", params(("agreement_id" = String, Path)),
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/terminate", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     request_body(content = Option<Object>, description = "an optional reason"),
     responses((status = 204, description = "terminated"), (status = 404, description = "no such agreement", body = super::ErrorMessage),
               (status = 409, description = "not in a state to terminate", body = super::ErrorMessage)), security(("bearer" = [])))]
@@ -347,7 +347,7 @@ struct Wait {
     timeout: Option<f64>,
 }
 
-#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/wait", tag = "market", params(("agreement_id" = String, Path), Wait),
+#[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/wait", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"), Wait),
     responses((status = 200, description = "how it ended: `Approved`, `Rejected`, …", body = String),
               (status = 404, description = "no such agreement", body = super::ErrorMessage),
               (status = 408, description = "still pending when the wait ran out", body = super::ErrorMessage)), security(("bearer" = [])))]

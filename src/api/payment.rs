@@ -114,13 +114,13 @@ async fn allocations(State(state): State<AppState>) -> Result<Json<Vec<Value>>, 
     Ok(Json(service(&state)?.allocations().await?.iter().map(|a| a.view()).collect()))
 }
 
-#[utoipa::path(get, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path)),
+#[utoipa::path(get, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the allocation", body = Object), (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn allocation(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(service(&state)?.allocation(&id).await?.view()))
 }
 
-#[utoipa::path(put, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path)), request_body = AllocationUpdate,
+#[utoipa::path(put, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body = AllocationUpdate,
     responses((status = 200, description = "the allocation", body = Object), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn amend_allocation(
@@ -131,7 +131,7 @@ async fn amend_allocation(
     Ok(Json(service(&state)?.amend_allocation(&id, update).await?.view()))
 }
 
-#[utoipa::path(delete, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path)),
+#[utoipa::path(delete, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "released"), (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn release_allocation(
     State(state): State<AppState>,
@@ -220,13 +220,13 @@ async fn invoices(
     list(&state, Kind::Invoice, &p).await
 }
 
-#[utoipa::path(get, path = "/payment-api/v1/debitNotes/{debit_note_id}", tag = "payment", params(("debit_note_id" = String, Path)),
+#[utoipa::path(get, path = "/payment-api/v1/debitNotes/{debit_note_id}", tag = "payment", params(("debit_note_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the debit note", body = Object), (status = 404, description = "no such debit note", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn debit_note(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(service(&state)?.document(Kind::DebitNote, &id).await?.view()))
 }
 
-#[utoipa::path(get, path = "/payment-api/v1/invoices/{invoice_id}", tag = "payment", params(("invoice_id" = String, Path)),
+#[utoipa::path(get, path = "/payment-api/v1/invoices/{invoice_id}", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the invoice", body = Object), (status = 404, description = "no such invoice", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(service(&state)?.document(Kind::Invoice, &id).await?.view()))
@@ -250,7 +250,7 @@ async fn invoice_events(
     events(&state, Kind::Invoice, &p).await
 }
 
-#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/send", tag = "payment", params(("debit_note_id" = String, Path)),
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/send", tag = "payment", params(("debit_note_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "sent to the requestor"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn send_debit_note(
@@ -261,7 +261,7 @@ async fn send_debit_note(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/send", tag = "payment", params(("invoice_id" = String, Path)),
+#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/send", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "sent to the requestor"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn send_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<StatusCode, ApiError> {
@@ -269,7 +269,7 @@ async fn send_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Re
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/cancel", tag = "payment", params(("debit_note_id" = String, Path)),
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/cancel", tag = "payment", params(("debit_note_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "cancelled"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn cancel_debit_note(
@@ -280,7 +280,7 @@ async fn cancel_debit_note(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/cancel", tag = "payment", params(("invoice_id" = String, Path)),
+#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/cancel", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "cancelled"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn cancel_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<StatusCode, ApiError> {
@@ -288,7 +288,7 @@ async fn cancel_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> 
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/accept", tag = "payment", params(("debit_note_id" = String, Path)), request_body = Acceptance,
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/accept", tag = "payment", params(("debit_note_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body = Acceptance,
     responses((status = 200, description = "accepted"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn accept_debit_note(
@@ -300,7 +300,7 @@ async fn accept_debit_note(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/accept", tag = "payment", params(("invoice_id" = String, Path)), request_body = Acceptance,
+#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/accept", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body = Acceptance,
     responses((status = 200, description = "accepted"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn accept_invoice(
@@ -312,7 +312,7 @@ async fn accept_invoice(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/reject", tag = "payment", params(("debit_note_id" = String, Path)), request_body = Rejection,
+#[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/reject", tag = "payment", params(("debit_note_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body = Rejection,
     responses((status = 200, description = "rejected"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_debit_note(
@@ -324,7 +324,7 @@ async fn reject_debit_note(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/reject", tag = "payment", params(("invoice_id" = String, Path)), request_body = Rejection,
+#[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/reject", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body = Rejection,
     responses((status = 200, description = "rejected"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_invoice(
@@ -354,7 +354,7 @@ async fn payments(
     }
 }
 
-#[utoipa::path(get, path = "/payment-api/v1/payments/{payment_id}", tag = "payment", params(("payment_id" = String, Path)),
+#[utoipa::path(get, path = "/payment-api/v1/payments/{payment_id}", tag = "payment", params(("payment_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the payment", body = Object), (status = 404, description = "no such payment", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn payment(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(serde_json::json!(service(&state)?.payment(&id).await?)))
