@@ -361,6 +361,7 @@ async fn serve(
         shutdown.clone(),
     )
     .with_max_running(settings.max_jobs);
+    let jobs = if settings.jobs_database_url.is_some() { jobs.with_shared_queue() } else { jobs };
     jobs.recover().await.map_err(|e| other(&e))?;
     jobs.serve();
     let datasets = settings.activity.datasets.iter().map(|d| format!("sha256:{}", d.sha256)).collect();

@@ -213,6 +213,16 @@ impl IdentityStore {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
+    /// The app-key of that name, if there is one.
+    pub async fn app_key(&self, name: &str) -> Result<Option<AppKey>> {
+        let row: Option<AppKeyRow> =
+            sqlx::query_as("SELECT name, identity, role, created_at FROM app_keys WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
     pub async fn drop_app_key(&self, name: &str) -> Result<()> {
         let done = sqlx::query("DELETE FROM app_keys WHERE name = $1").bind(name).execute(&self.pool).await?;
         if done.rows_affected() == 0 {

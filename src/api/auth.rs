@@ -21,7 +21,7 @@ impl Caller {
     /// Who it is to the job runner.
     pub fn principal(&self) -> agora_agents::Principal {
         match self {
-            Self::AppKey(key) => agora_agents::Principal::Service(key.name.clone()),
+            Self::AppKey(key) => agora_agents::Principal::Service(service_of(key)),
             Self::Admin => agora_agents::Principal::Admin,
             Self::EndUser(user) => agora_agents::Principal::User(user.clone()),
         }
@@ -77,9 +77,26 @@ pub async fn authenticate(
     Ok(next.run(req).await)
 }
 
+/// A service as its end users' rows name it: the app-key's name and when it was made, so a
+/// key dropped and made again under the same name is another service, with none of the old
+/// one's users or jobs.
+fn service_of(key: &AppKey) -> String {
+    format!("{}@{}", key.name, key.created_at.timestamp_micros())
+}
+
+/// The end user a key belongs to, while its service still exists: dropping a service's app-key
+/// stops its end users' keys too.
 async fn end_user(state: &AppState, token: &str) -> Result<Option<agora_agents::EndUser>, ApiError> {
-    match &state.jobs {
-        Some(jobs) => Ok(jobs.authenticate(token).await?),
-        None => Ok(None),
-    }
+    let Some(jobs) = &state.jobs else { return Ok(None) };
+    let Some(user) = jobs.authenticate(token).await? else { return Ok(None) };
+    let alive = match user.service.strip_prefix("app-key:") {
+        None => user.service == agora_agents::Principal::Admin.owner(),
+        Some(service) => match service.rsplit_once('@') {
+            None => false,
+            Some((name, _)) => {
+                state.identities.store().app_key(name).await?.is_some_and(|key| service_of(&key) == service)
+            }
+        },
+    };
+    Ok(alive.then_some(user))
 }

@@ -272,9 +272,16 @@ async fn events(
                 match found {
                     Ok(found) if found.is_empty() => {
                         // Nothing new: a finished job's stream ends.
-                        let finished = jobs.get(&id).await.ok().is_none_or(|job| job.job.state().is_final());
-                        if finished {
-                            return None;
+                        match jobs.get(&id).await {
+                            Ok(job) if job.job.state().is_final() => return None,
+                            Ok(_) => {}
+                            Err(e) => {
+                                let event = Event::default().event("error").data(e.to_string());
+                                return Some((
+                                    futures_util::stream::iter(vec![Ok(event)]),
+                                    (jobs, id, after, true),
+                                ));
+                            }
                         }
                     }
                     Ok(found) => {
@@ -382,11 +389,13 @@ async fn tar_entry(file: ResultFile) -> Result<Chunks, ApiError> {
     Ok(head.chain(content).chain(pad).boxed())
 }
 
-/// The job's webhook deliveries: one per step, with its tries.
+/// The job's webhook deliveries: one per step, with its tries. They are the service's concern:
+/// an end user's key cannot read them (they would tell what answers at the job's URL).
 #[utoipa::path(get, path = "/jobs/{id}/webhooks", tag = "jobs",
     params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the job's id, or a unique start of it")),
     responses(
         (status = 200, description = "deliveries, oldest step first", body = Vec<Delivery>),
+        (status = 403, description = "an end user's key", body = super::ErrorMessage),
         (status = 404, description = "no such job that the caller may see", body = super::ErrorMessage),
     ),
     security(("bearer" = [])))]
@@ -396,6 +405,9 @@ async fn webhooks(
     Ids(id): Ids<String>,
 ) -> Result<Json<Vec<Delivery>>, ApiError> {
     let (jobs, id) = job_of(&state, &caller, &id).await?;
+    if matches!(caller, Caller::EndUser(_)) {
+        return Err(ApiError::Forbidden("a job's webhook deliveries are for its service to read".into()));
+    }
     Ok(Json(jobs.deliveries(&id).await?))
 }
 
@@ -466,7 +478,8 @@ async fn drop_user(
 /// The secret that signs webhooks.
 #[derive(Debug, Serialize, ToSchema)]
 struct WebhookSecret {
-    /// Hex. A delivery's `Agora-Signature` is `t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
+    /// A delivery's `Agora-Signature` is `t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`,
+    /// keyed with this text as it is (its bytes, not what the hex decodes to).
     secret: String,
 }
 

@@ -64,6 +64,8 @@ struct Inner {
     identity: agora_identity::Identity,
     /// This node as the `runner` column names it: its address in lower case.
     node: String,
+    /// Several nodes share the job queue's database.
+    shared_queue: bool,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// The running jobs' stops, by id.
@@ -122,6 +124,7 @@ impl Jobs {
                 net,
                 identity,
                 node,
+                shared_queue: false,
                 tasks,
                 shutdown,
                 running: Mutex::default(),
@@ -132,6 +135,12 @@ impl Jobs {
                 deliveries: tokio::sync::Notify::new(),
             }),
         }
+    }
+
+    /// The job queue's database is shared with other requestor nodes.
+    pub fn with_shared_queue(mut self) -> Self {
+        Arc::get_mut(&mut self.inner).expect("set before the runner is shared").shared_queue = true;
+        self
     }
 
     /// Runs at most `max` jobs at once.
@@ -222,8 +231,11 @@ impl Jobs {
             let notified = self.inner.events.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // The state before the steps: a job's last step is written with its final state, so
+            // a final state read first means its last step is among those read after.
+            let ended = self.state(id).await?.is_final();
             let events = self.events(id, after).await?;
-            if !events.is_empty() || self.state(id).await?.is_final() || Instant::now() >= deadline {
+            if !events.is_empty() || ended || Instant::now() >= deadline {
                 return Ok(events);
             }
             let _woken = tokio::time::timeout_at(deadline.min(Instant::now() + EVENT_POLL), notified).await;
@@ -233,11 +245,17 @@ impl Jobs {
     /// Records a step: the job's state now, and what happened.
     async fn record(&self, id: &str, state: JobState, message: &str) -> Result<()> {
         let mut tx = self.inner.pool.begin().await?;
-        sqlx::query("UPDATE jobs SET state = $2, updated_at = now() WHERE id = $1 AND state < 6")
+        let moved = sqlx::query("UPDATE jobs SET state = $2, updated_at = now() WHERE id = $1 AND state < 6")
             .bind(id)
             .bind(state.code())
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            // The job has ended (a cancel, say): what its flow still says is not one of its steps.
+            tracing::info!(job = id, state = state.label(), "after the job's end: {message}");
+            return Ok(());
+        }
         let hooked = self.step(&mut tx, id, state, message).await?;
         tx.commit().await?;
         self.recorded(id, state, message, hooked);

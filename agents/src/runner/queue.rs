@@ -17,6 +17,9 @@ use std::time::Duration;
 /// How often a node looks for queued jobs when none was queued through it.
 const QUEUE_POLL: Duration = Duration::from_millis(500);
 
+/// A job id's length: 16 random bytes in hex.
+const JOB_ID_LEN: usize = 32;
+
 /// The longest `Idempotency-Key` kept.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -108,11 +111,22 @@ impl Jobs {
         let mut tx = self.inner.pool.begin().await?;
         if let Principal::User(user) = who {
             // One user's submissions take turns from here: the retry check and the cap see
-            // every earlier one.
-            sqlx::query("SELECT 1 FROM job_users WHERE id = $1 FOR UPDATE")
+            // every earlier one. A turn is waited for briefly, so one user's burst cannot hold
+            // the pool's connections.
+            sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await?;
+            let locked = sqlx::query("SELECT 1 FROM job_users WHERE id = $1 FOR UPDATE")
                 .bind(&user.id)
                 .execute(&mut *tx)
-                .await?;
+                .await;
+            if let Err(sqlx::Error::Database(db)) = &locked
+                && db.code().as_deref() == Some("55P03")
+            {
+                return Err(Error::RateLimited {
+                    message: format!("user {} has too many submissions waiting; try again", user.name),
+                    retry_after_secs: 1,
+                });
+            }
+            locked?;
         }
         if let Some(key) = idempotency_key
             && let Some(first) = self.first_submission(&mut tx, &owner, key, &hash).await?
@@ -183,11 +197,13 @@ impl Jobs {
     /// After a restart: this node's unfinished jobs start again where they can (see
     /// [`Jobs::run`]). Jobs still queued are taken by [`Jobs::serve`], here or on another node.
     pub async fn recover(&self) -> Result<()> {
-        // Jobs started before the queue was shared belong to the node that started them.
-        sqlx::query("UPDATE jobs SET runner = $1 WHERE runner = 'local' AND state < 6")
-            .bind(&self.inner.node)
-            .execute(&self.inner.pool)
-            .await?;
+        // Jobs started before the queue existed belong to the node whose database this is.
+        if !self.inner.shared_queue {
+            sqlx::query("UPDATE jobs SET runner = $1 WHERE runner = 'local' AND state < 6")
+                .bind(&self.inner.node)
+                .execute(&self.inner.pool)
+                .await?;
+        }
         let rows =
             sqlx::query("SELECT id, spec FROM jobs WHERE runner = $1 AND state < 6 ORDER BY created_at")
                 .bind(&self.inner.node)
@@ -240,7 +256,7 @@ impl Jobs {
         }
         let rows = sqlx::query(
             "UPDATE jobs SET runner = $1, updated_at = now() WHERE id IN (
-                 SELECT id FROM jobs WHERE runner IS NULL AND state = 0
+                 SELECT id FROM jobs WHERE runner IS NULL AND state = 0 AND NOT cancel_requested
                  ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING id, spec, created_at",
         )
@@ -253,12 +269,19 @@ impl Jobs {
         self.start_rows(rows).await
     }
 
+    /// Stops the jobs this node runs whose cancel was asked, as long as they have no verdict (as
+    /// [`Jobs::cancel`] checks on the node that was asked).
     async fn stop_cancelled(&self) -> Result<()> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE runner = $1 AND cancel_requested AND state < 6")
-                .bind(&self.inner.node)
-                .fetch_all(&self.inner.pool)
-                .await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT j.id FROM jobs j WHERE j.runner = $1 AND j.cancel_requested AND j.state < $2
+               AND NOT EXISTS (SELECT 1 FROM job_executions e WHERE e.job_id = j.id AND e.state IN ($3, $4))",
+        )
+        .bind(&self.inner.node)
+        .bind(JobState::Paying.code())
+        .bind(ExecState::Verified.code())
+        .bind(ExecState::Paid.code())
+        .fetch_all(&self.inner.pool)
+        .await?;
         let running = self.inner.running.lock().expect("running");
         for id in ids {
             if let Some(stop) = running.get(&id) {
@@ -297,16 +320,16 @@ impl Jobs {
             stop.cancel();
             return Ok(());
         }
-        // Still queued: whoever takes it first, a runner or this cancel, has it.
-        let runner: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET runner = coalesce(runner, $2) WHERE id = $1 RETURNING runner",
+        // Still queued: whoever takes it first, a runner or this cancel, has it. A runner that
+        // took it (this node's, about to start it, or another's) stops it when it sees the cancel.
+        let taken: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET runner = $2 WHERE id = $1 AND runner IS NULL AND state = 0 RETURNING id",
         )
         .bind(id)
         .bind(&self.inner.node)
         .fetch_optional(&self.inner.pool)
         .await?;
-        if runner.as_deref() == Some(self.inner.node.as_str()) {
-            self.clean_up(id).await;
+        if taken.is_some() {
             self.finish(id, JobState::Cancelled, "cancelled by the requestor").await?;
         }
         Ok(())
@@ -315,11 +338,13 @@ impl Jobs {
     /// The job a full id or a unique prefix of one names (as `agora job list` shows them),
     /// among the jobs `who` may see: another's job is not found.
     pub async fn resolve(&self, who: &Principal, id: &str) -> Result<String> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if id.is_empty() || id.len() > JOB_ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::NotFound(format!("no job {id}")));
         }
+        // A whole id is looked up by its key; a start of one, by pattern.
+        let matching = if id.len() == JOB_ID_LEN { "j.id = $1" } else { "j.id LIKE $1 || '%'" };
         let found: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT j.id FROM jobs j WHERE j.id LIKE $1 || '%' AND {} ORDER BY j.id LIMIT 2",
+            "SELECT j.id FROM jobs j WHERE {matching} AND {} ORDER BY j.id LIMIT 2",
             visible(2)
         )))
         .bind(id.to_ascii_lowercase())

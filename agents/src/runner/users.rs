@@ -15,7 +15,8 @@ use sqlx::Row;
 pub enum Principal {
     /// The node's operator: every job.
     Admin,
-    /// A service's app-key, by name: its own jobs and its end users'.
+    /// A service's app-key (its name and when it was made, `name@micros`): its own jobs and its
+    /// end users'.
     Service(String),
     /// One end user of a service: its own jobs only.
     User(EndUser),

@@ -38,10 +38,11 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
-/// The `v1` signature of a delivery: hex HMAC-SHA256, under the secret, of `<t>.<body>`, where
-/// `t` is the Unix time in the `Agora-Signature` header (`t=<t>,v1=<hex>`).
-pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+/// The `v1` signature of a delivery: hex HMAC-SHA256 of `<t>.<body>`, keyed with the secret's
+/// text as `GET /jobs/webhook-secret` shows it, where `t` is the Unix time in the
+/// `Agora-Signature` header (`t=<t>,v1=<hex>`).
+pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
@@ -81,7 +82,12 @@ impl Jobs {
     pub(super) fn serve_webhooks(&self) {
         let jobs = self.clone();
         self.inner.tasks.spawn(async move {
-            let client = match reqwest::Client::builder().timeout(DELIVERY_TIMEOUT).build() {
+            // A receiver's redirect is not followed: the job's URL is where its steps go.
+            let client = match reqwest::Client::builder()
+                .timeout(DELIVERY_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+            {
                 Ok(client) => client,
                 Err(e) => {
                     tracing::error!(error = %e, "no HTTP client: webhooks are not sent from this node");
@@ -153,7 +159,7 @@ impl Jobs {
             "at": row.get::<DateTime<Utc>, _>("at"),
         })
         .to_string();
-        let secret = self.secret_of(&row.get::<String, _>("signer")).await?;
+        let secret = hex::encode(self.secret_of(&row.get::<String, _>("signer")).await?);
         let t = Utc::now().timestamp();
         let sent = client
             .post(&url)
@@ -216,10 +222,15 @@ mod tests {
 
     #[test]
     fn signatures_cover_the_time_and_the_body() {
-        let s = signature(b"k", 1, b"{}");
+        let s = signature("k", 1, b"{}");
         assert_eq!(s.len(), 64);
-        assert_ne!(s, signature(b"k", 2, b"{}"));
-        assert_ne!(s, signature(b"k", 1, b"{ }"));
-        assert_ne!(s, signature(b"j", 1, b"{}"));
+        assert_ne!(s, signature("k", 2, b"{}"));
+        assert_ne!(s, signature("k", 1, b"{ }"));
+        assert_ne!(s, signature("j", 1, b"{}"));
+        // What Python's `hmac.new(b"Jefe", b"0.what do ya want for nothing?", "sha256")` gives.
+        assert_eq!(
+            signature("Jefe", 0, b"what do ya want for nothing?"),
+            "37f471929915ccd2cbbe79feb84ffcff4f2bb25e15fc41c2506687331ae179cc"
+        );
     }
 }

@@ -189,6 +189,19 @@ async fn end_users_see_only_their_own_jobs_and_spend_within_their_caps() {
     let spent: rust_decimal::Decimal = user["spent"].as_str().unwrap().parse().unwrap();
     assert_eq!(spent, cost, "{user}");
     assert!(spent <= rust_decimal::Decimal::from(3));
+
+    // Dropping the service's app-key stops its users' keys; a new key of the same name is
+    // another service, with none of the old one's users or jobs.
+    let (status, _, _) =
+        call(r, &r.node.admin_token, reqwest::Method::DELETE, "/admin/v1/app-keys/shop", None, &[]).await;
+    assert_eq!(status, 204);
+    let (status, _) = get_as(r, &alice, "/jobs").await;
+    assert_eq!(status, 401);
+    let shop = service_key(r, "shop").await;
+    let (_, users) = get_as(r, &shop, "/jobs/users").await;
+    assert_eq!(users, json!([]));
+    let (_, listing) = get_as(r, &shop, "/jobs").await;
+    assert_eq!(ids(&listing), BTreeSet::new());
 }
 
 /// What a webhook receiver on loopback got: each request's headers and body, in arrival order.
@@ -242,7 +255,7 @@ async fn webhooks_arrive_signed_in_order_after_an_outage_and_event_streams_resum
     let shop = service_key(r, "shop").await;
     let (_, dana) = create_user(r, &shop, json!({"name": "dana"})).await;
     let (_, secret) = get_as(r, &shop, "/jobs/webhook-secret").await;
-    let secret = hex::decode(secret["secret"].as_str().unwrap()).unwrap();
+    let secret = secret["secret"].as_str().unwrap().as_bytes().to_vec();
     let (status, refused) = get_as(r, &dana, "/jobs/webhook-secret").await;
     assert_eq!(status, 403, "{refused}");
 
@@ -255,6 +268,8 @@ async fn webhooks_arrive_signed_in_order_after_an_outage_and_event_streams_resum
     let id = created["jobId"].as_str().unwrap().to_string();
     let job = ended(r, &id).await;
     assert_eq!(job["state"], "completed", "{job:#}");
+    let (status, _) = get_as(r, &dana, &format!("/jobs/{id}/webhooks")).await;
+    assert_eq!(status, 403, "deliveries are the service's to read");
     let (_, deliveries) = get_as(r, &shop, &format!("/jobs/{id}/webhooks")).await;
     let first = &deliveries[0];
     assert!(first["attempts"].as_i64().unwrap() >= 2 && first["deliveredAt"].is_null(), "{deliveries:#}");
