@@ -127,6 +127,23 @@ pub(crate) fn reason_of(message: Option<Reason>) -> Option<Reason> {
     message.filter(|r| !r.is_null())
 }
 
+/// A reason as Golem's clients read it: an object with a `message` string, which their models
+/// require. Another shape keeps what it said: a bare string becomes the message, and an object
+/// without one gets its own JSON text as the message beside its fields.
+pub(crate) fn golem_reason(reason: Reason) -> Reason {
+    match reason {
+        serde_json::Value::Object(mut fields) => {
+            if !fields.get("message").is_some_and(serde_json::Value::is_string) {
+                let said = serde_json::Value::Object(fields.clone()).to_string();
+                fields.insert("message".into(), serde_json::Value::String(said));
+            }
+            serde_json::Value::Object(fields)
+        }
+        serde_json::Value::String(message) => serde_json::json!({ "message": message }),
+        other => serde_json::json!({ "message": other.to_string() }),
+    }
+}
+
 /// An agreement-related event (`/agreementEvents`).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -146,6 +163,16 @@ mod tests {
 
     fn at(s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, s).unwrap()
+    }
+
+    /// ya-aioclient's `Reason` requires a `message` string; a reason without one made it raise.
+    #[test]
+    fn reasons_always_carry_a_message() {
+        assert_eq!(golem_reason(json!({"message": "no"})), json!({"message": "no"}));
+        assert_eq!(golem_reason(json!("too slow")), json!({"message": "too slow"}));
+        assert_eq!(golem_reason(json!({"code": 7})), json!({"code": 7, "message": "{\"code\":7}"}));
+        assert_eq!(golem_reason(json!({"message": 3})), json!({"message": "{\"message\":3}"}));
+        assert_eq!(golem_reason(json!(12)), json!({"message": "12"}));
     }
 
     /// Golem's SDKs read these shapes: they must not change by accident.

@@ -50,19 +50,35 @@ enum CreateRequest {
 }
 
 #[utoipa::path(post, path = "/activity-api/v1/activity", tag = "activity", request_body = CreateRequest,
-    responses((status = 201, description = "the activity", body = ActivityCreated),
+    responses((status = 201, description = "the activity, in the request's shape", body = CreatedActivity),
               (status = 404, description = "no such agreement", body = super::ErrorMessage),
               (status = 409, description = "the agreement is not approved", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     Body(body): Body<CreateRequest>,
-) -> Result<(StatusCode, Json<ActivityCreated>), ApiError> {
-    let agreement_id = match body {
-        CreateRequest::Id(id) | CreateRequest::Object { agreement_id: id } => id,
+) -> Result<(StatusCode, Json<CreatedActivity>), ApiError> {
+    let (agreement_id, bare) = match body {
+        CreateRequest::Id(id) => (id, true),
+        CreateRequest::Object { agreement_id } => (agreement_id, false),
     };
     check_id("agreementId", &agreement_id)?;
     let id = activities(&state)?.create(&agreement_id).await?;
-    Ok((StatusCode::CREATED, Json(ActivityCreated { activity_id: id })))
+    // Answered in the request's shape, as Golem does: Golem's SDKs send the bare id and read a
+    // bare id back.
+    let created = if bare {
+        CreatedActivity::Id(id)
+    } else {
+        CreatedActivity::Object(ActivityCreated { activity_id: id })
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A new activity: its bare id for a bare-id request, `{"activityId"}` for an object.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum CreatedActivity {
+    Id(String),
+    Object(ActivityCreated),
 }
 
 /// A new activity.
@@ -184,14 +200,16 @@ async fn results(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
-/// Golem's `RuntimeEvent` for a finished command, with agora's result fields beside it.
+/// Golem's `RuntimeEvent` for a finished command, with agora's result fields beside it. The
+/// exit code is `return_code`, as yagna sends it and Golem's SDKs read it, and `returnCode` too,
+/// as ya-client's spec names it.
 fn runtime_event(batch: &str, result: &CommandResult) -> Value {
+    let code = result.exit_code.unwrap_or(if result.result == "Ok" { 0 } else { 1 });
     json!({
         "batchId": batch,
         "index": result.index,
         "timestamp": result.event_date,
-        "kind": {"finished": {"returnCode": result.exit_code.unwrap_or(if result.result == "Ok" { 0 } else { 1 }),
-                              "message": result.message}},
+        "kind": {"finished": {"return_code": code, "returnCode": code, "message": result.message}},
         "result": result,
     })
 }

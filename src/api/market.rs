@@ -134,7 +134,14 @@ async fn collect_offers(
     Params(poll): Params<Poll>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
     let events = state.market.collect_demand_events(&id, poll.timeout()?, poll.max_events());
-    Ok(Json(until_shutdown(&state, async { Ok(events.await?) }).await?))
+    // An unsubscribed demand is not found, as in Golem: its SDKs subscribe again on 404 only.
+    let events = async {
+        events.await.map_err(|e| match e {
+            agora_market::Error::Gone(message) => ApiError::NotFound(message),
+            other => other.into(),
+        })
+    };
+    Ok(Json(until_shutdown(&state, events).await?))
 }
 
 #[utoipa::path(get, path = "/market-api/v1/demands/{subscription_id}/proposals/{proposal_id}", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), ("proposal_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
@@ -348,8 +355,9 @@ struct Wait {
 }
 
 #[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/wait", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"), Wait),
-    responses((status = 200, description = "how it ended: `Approved`, `Rejected`, …", body = String),
+    responses((status = 204, description = "approved by the provider"),
               (status = 404, description = "no such agreement", body = super::ErrorMessage),
+              (status = 410, description = "rejected, cancelled or expired: it will not be approved", body = super::ErrorMessage),
               (status = 408, description = "still pending when the wait ran out", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn wait_for_approval(
     State(state): State<AppState>,
@@ -360,8 +368,13 @@ async fn wait_for_approval(
     let timeout = Poll { timeout: wait.timeout, max_events: None }.timeout()?;
     let waited =
         until_shutdown(&state, async { Ok(state.market.wait_for_approval(&id, timeout).await?) }).await?;
+    // Golem's answers: 204 once approved, 410 for an end that is final (Golem's SDKs read the
+    // status alone), 408 while it is still pending.
     Ok(match waited {
-        Some(outcome) => Json(outcome).into_response(),
+        Some(agora_market::AgreementState::Approved) => StatusCode::NO_CONTENT.into_response(),
+        Some(outcome) => {
+            ApiError::Gone(format!("agreement {id} is {outcome}: it will not be approved")).into_response()
+        }
         None => (
             StatusCode::REQUEST_TIMEOUT,
             Json(serde_json::json!({"message": format!("agreement {id} is still pending")})),

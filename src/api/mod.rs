@@ -216,7 +216,8 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({"status": "ok"})))
 }
 
-/// Golem's `/me`: who the caller is acting as.
+/// Golem's `/me`: who the caller is acting as. The address is in lower case, as market and
+/// payment documents give it: Golem's SDKs compare the two as strings.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Me {
     identity: String,
@@ -233,15 +234,15 @@ async fn me(
 ) -> Result<Json<Me>, ApiError> {
     Ok(Json(match caller {
         Caller::AppKey(key) => {
-            Me { identity: key.identity.to_checksum(None), name: key.name, role: key.role }
+            Me { identity: format!("{:#x}", key.identity), name: key.name, role: key.role }
         }
         Caller::Admin => Me {
-            identity: state.identities.default_address().await?.to_checksum(None),
+            identity: format!("{:#x}", state.identities.default_address().await?),
             name: "admin".into(),
             role: "admin".into(),
         },
         Caller::EndUser(user) => Me {
-            identity: state.identities.default_address().await?.to_checksum(None),
+            identity: format!("{:#x}", state.identities.default_address().await?),
             name: user.name,
             role: "end-user".into(),
         },

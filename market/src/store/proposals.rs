@@ -257,7 +257,8 @@ impl MarketStore {
                     ),
                 },
                 "ProposalRejectedEvent" => {
-                    Event::ProposalRejected { event_date: row.created_at, proposal_id, reason: row.reason }
+                    let reason = row.reason.map(crate::api::golem_reason);
+                    Event::ProposalRejected { event_date: row.created_at, proposal_id, reason }
                 }
                 _ => Event::Proposal {
                     event_date: row.created_at,

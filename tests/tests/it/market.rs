@@ -183,7 +183,8 @@ async fn offers_reach_the_requestor_and_a_demand_matches_only_what_it_asks_for()
         None,
     )
     .await;
-    assert_eq!((status, outcome.as_str()), (200, Some("Approved")), "{outcome}");
+    // Golem's answer: 204 once approved, with no body (its SDKs read the status alone).
+    assert_eq!(status, 204, "{outcome}");
     let (_, seen) =
         call(&r, reqwest::Method::GET, &format!("/market-api/v1/agreements/{agreement}"), None).await;
     assert_eq!(seen["state"], "Approved");
@@ -244,6 +245,15 @@ async fn offers_reach_the_requestor_and_a_demand_matches_only_what_it_asks_for()
     )
     .await;
     assert_eq!(status, 410, "a second unsubscribe is Gone");
+    // The events of an unsubscribed demand are not found, as in Golem (its SDKs subscribe again
+    // on 404 only).
+    let (status, _) =
+        call(&r, reqwest::Method::DELETE, &format!("/market-api/v1/demands/{wasm}"), None).await;
+    assert_eq!(status, 204);
+    let (status, gone) =
+        call(&r, reqwest::Method::GET, &format!("/market-api/v1/demands/{wasm}/events?timeout=0"), None)
+            .await;
+    assert_eq!(status, 404, "{gone}");
     wait_for(30, "the unsubscription to reach the requestor", || {
         let r = &r;
         async move {
