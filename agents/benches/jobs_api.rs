@@ -142,6 +142,21 @@ async fn round(
     ids
 }
 
+/// The `key` of what a POST with `key` creates (an app-key, an end user).
+async fn created_key(node: &NodeProcess, key: &str, path: &str, body: Value) -> String {
+    let created: Value = reqwest::Client::new()
+        .post(node.url(path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("the node answers")
+        .json()
+        .await
+        .expect("JSON");
+    created["key"].as_str().expect("a key").to_string()
+}
+
 #[tokio::main]
 async fn main() {
     let pg = TestPg::start().await;
@@ -161,31 +176,13 @@ async fn main() {
     // Its jobs are not read back: the warm-up's are.
     let _made = round("admin", &node, &admin, &spec, &warm).await;
 
-    let client = reqwest::Client::new();
-    let created: Value = client
-        .post(node.url("/admin/v1/app-keys"))
-        .bearer_auth(&node.node.admin_token)
-        .json(&json!({"name": "bench-service"}))
-        .send()
-        .await
-        .expect("the node answers")
-        .json()
-        .await
-        .expect("JSON");
-    let service = created["key"].as_str().expect("a key").to_string();
+    let service =
+        created_key(&node, &node.node.admin_token, "/admin/v1/app-keys", json!({"name": "bench-service"}))
+            .await;
     let mut users = Vec::new();
     for i in 0..CLIENTS {
-        let user: Value = client
-            .post(node.url("/jobs/users"))
-            .bearer_auth(&service)
-            .json(&json!({"name": format!("user-{i}"), "capTotal": "1000000", "capPerJob": "1"}))
-            .send()
-            .await
-            .expect("the node answers")
-            .json()
-            .await
-            .expect("JSON");
-        users.push(user["key"].as_str().expect("a key").to_string());
+        let user = json!({"name": format!("user-{i}"), "capTotal": "1000000", "capPerJob": "1"});
+        users.push(created_key(&node, &service, "/jobs/users", user).await);
     }
     let _made = round("end users (capped)", &node, &users, &spec, &warm).await;
 }

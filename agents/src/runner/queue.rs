@@ -109,36 +109,23 @@ impl Jobs {
         let hash = Sha256::digest(body.to_string().as_bytes()).to_vec();
         let owner = who.owner();
         let mut tx = self.inner.pool.begin().await?;
-        if let Principal::User(user) = who {
-            // One user's submissions take turns from here: the retry check and the cap see
-            // every earlier one. A turn is waited for briefly, so one user's burst cannot hold
-            // the pool's connections.
-            sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await?;
-            let locked = sqlx::query("SELECT 1 FROM job_users WHERE id = $1 FOR UPDATE")
-                .bind(&user.id)
-                .execute(&mut *tx)
-                .await;
-            if let Err(sqlx::Error::Database(db)) = &locked
-                && db.code().as_deref() == Some("55P03")
-            {
-                return Err(Error::RateLimited {
-                    message: format!("user {} has too many submissions waiting; try again", user.name),
-                    retry_after_secs: 1,
-                });
-            }
-            locked?;
-        }
+        // One user's submissions take turns from here: the retry check and the cap see every
+        // earlier one.
+        let locked = match who {
+            Principal::User(user) => Some(self.lock_user(&mut tx, user).await?),
+            _ => None,
+        };
         if let Some(key) = idempotency_key
             && let Some(first) = self.first_submission(&mut tx, &owner, key, &hash).await?
         {
             return Ok(first);
         }
-        let reserved = match who {
-            Principal::User(user) => {
+        let reserved = match &locked {
+            Some(user) => {
                 self.charge(&mut tx, user, budget).await?;
                 budget
             }
-            _ => Decimal::ZERO,
+            None => Decimal::ZERO,
         };
         let id = new_id();
         let inserted = sqlx::query(

@@ -229,29 +229,44 @@ impl Jobs {
         Ok(row.as_ref().map(user_of))
     }
 
-    /// Within the submission's transaction, with the user's row locked: the rate limit, the
+    /// Locks the user's row for the rest of the submission's transaction; the row as locked. A
+    /// turn is waited for briefly, so one user's burst cannot hold the pool's connections.
+    pub(super) async fn lock_user(&self, tx: &mut sqlx::PgConnection, user: &EndUser) -> Result<EndUser> {
+        sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await?;
+        let locked = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM job_users WHERE id = $1 FOR UPDATE"
+        )))
+        .bind(&user.id)
+        .fetch_optional(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(db)) = &locked
+            && db.code().as_deref() == Some("55P03")
+        {
+            return Err(Error::RateLimited {
+                message: format!("user {} has too many submissions waiting; try again", user.name),
+                retry_after_secs: 1,
+            });
+        }
+        let row = locked?.ok_or_else(|| Error::NotFound(format!("no user {}", user.id)))?;
+        Ok(user_of(&row))
+    }
+
+    /// Within the submission's transaction, with the user's row locked ([`Jobs::lock_user`]) and
+    /// as it was read then: the rate limit, the
     /// per-job cap and the total cap, then the budget is counted against the cap. Concurrent
     /// submissions of one user wait for each other on the lock, so together they cannot pass it.
     pub(super) async fn charge(
         &self,
         tx: &mut sqlx::PgConnection,
-        user: &EndUser,
+        now: &EndUser,
         budget: Decimal,
     ) -> Result<()> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM job_users WHERE id = $1 FOR UPDATE"
-        )))
-        .bind(&user.id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no user {}", user.id)))?;
-        let now = user_of(&row);
         if let Some(rate) = now.submissions_per_minute {
             let (recent, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
                 "SELECT count(*), min(created_at) FROM jobs
                  WHERE owner = $1 AND created_at > now() - interval '1 minute'",
             )
-            .bind(format!("user:{}", user.id))
+            .bind(format!("user:{}", now.id))
             .fetch_one(&mut *tx)
             .await?;
             if recent >= i64::from(rate) {
@@ -288,7 +303,7 @@ impl Jobs {
             )));
         }
         sqlx::query("UPDATE job_users SET spent = spent + $2 WHERE id = $1")
-            .bind(&user.id)
+            .bind(&now.id)
             .bind(budget)
             .execute(&mut *tx)
             .await?;
@@ -307,6 +322,15 @@ impl Jobs {
     }
 
     pub(super) async fn secret_of(&self, owner: &str) -> Result<Vec<u8>> {
+        // Every delivery asks: the common case is one read.
+        let kept: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT secret FROM job_webhook_secrets WHERE owner = $1")
+                .bind(owner)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        if let Some(secret) = kept {
+            return Ok(secret);
+        }
         let mut fresh = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut fresh);
         sqlx::query("INSERT INTO job_webhook_secrets (owner, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING")
