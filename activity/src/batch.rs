@@ -233,7 +233,7 @@ impl Activities {
             Source::File(path) => {
                 std::fs::copy(path, tmp.path()).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
             }
-            Source::Http(url) => {
+            Source::Http { url, digest } => {
                 use tokio::io::AsyncWriteExt;
                 let remote =
                     |e: reqwest::Error| Error::Remote(format!("{url}: {}", crate::transfer::explain(&e)));
@@ -241,12 +241,27 @@ impl Activities {
                 if !response.status().is_success() {
                     return Err(Error::Remote(format!("{url}: HTTP {}", response.status())));
                 }
-                // Streamed to the file as it comes: a download of any size.
+                // Streamed to the file as it comes, and hashed as it comes when a digest is named:
+                // a download of any size.
+                let mut hasher = digest.as_ref().map(|d| d.hasher());
                 let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(io)?);
                 while let Some(piece) = response.chunk().await.map_err(remote)? {
+                    if let Some(hasher) = hasher.as_mut() {
+                        hasher.update(&piece);
+                    }
                     file.write_all(&piece).await.map_err(io)?;
                 }
                 file.flush().await.map_err(io)?;
+                if let (Some(hasher), Some(digest)) = (hasher, digest) {
+                    let got = hex::encode(hasher.finalize());
+                    // The download is not what was named: the source's fault, and nothing is kept.
+                    if got != digest.hex {
+                        return Err(Error::Remote(format!(
+                            "{url}: the download hashes to {got}, not the {:?} digest {} it was named by",
+                            digest.algorithm, digest.hex
+                        )));
+                    }
+                }
             }
             Source::Blob(hex) => {
                 let source =

@@ -60,6 +60,7 @@ impl Activities {
         for (index, command) in commands.iter().enumerate() {
             if let Command::Transfer(t) = command
                 && let Some(hex) = crate::blobs::parse_blob_url(&t.from)
+                    .or_else(|| crate::transfer::parse_gftp_blob(&t.from))
                 && self.inner.blobs.path(&hex).is_none()
             {
                 return Err(Error::BadInput(format!(
@@ -67,15 +68,33 @@ impl Activities {
                 )));
             }
         }
-        match self.ask(&peer, ActivityRequest::Exec { activity_id: id.into(), script: script.into() }).await?
-        {
-            ActivityResponse::Batch { batch_id } => Ok(batch_id),
-            other => Err(unexpected(&other)),
+        let destinations = &self.inner.destinations;
+        let claimed = destinations.claim(&commands);
+        let request = ActivityRequest::Exec { activity_id: id.into(), script: script.into() };
+        match self.ask(&peer, request).await {
+            Ok(ActivityResponse::Batch { batch_id }) => {
+                destinations.expect(id, &batch_id, claimed);
+                Ok(batch_id)
+            }
+            refused => {
+                destinations.reopen(&commands, claimed);
+                Err(match refused {
+                    Ok(other) => unexpected(&other),
+                    Err(e) => e,
+                })
+            }
         }
     }
 
+    /// A `gftp://` URL on this node (`node`, its address) standing for `file` on its machine: an
+    /// output a batch transfers there is written to `file` before its result is reported.
+    pub fn open_destination(&self, node: &str, file: &std::path::Path) -> Result<String> {
+        self.inner.destinations.open(node, file)
+    }
+
     /// `GET /activity/{id}/exec/{batch}`: results so far, waiting up to `wait`; outputs sent to
-    /// `blob:` are fetched into this node's blob store before they are reported.
+    /// `blob:` or a `gftp://` URL are fetched into this node's blob store before they are
+    /// reported, and written to the file a destination stands for.
     pub async fn results(
         &self,
         id: &str,
@@ -92,18 +111,27 @@ impl Activities {
         };
         let answer = self.ask(&peer, request).await?;
         let ActivityResponse::Results { results } = answer else { return Err(unexpected(&answer)) };
-        for blob in results.iter().filter_map(|r| r.blob.as_deref()) {
-            if let Some(hex) = crate::blobs::parse_blob_url(blob) {
+        for result in &results {
+            if let Some(hex) = result.blob.as_deref().and_then(crate::blobs::parse_blob_url) {
                 // On a task of its own: a caller that stops waiting (a client's timeout) does not
                 // stop the fetch, and its next call waits for the same one. It ends when the node
                 // begins to stop (what arrived is kept for the next fetch).
-                let (blobs, peer) = (self.inner.blobs.clone(), peer.clone());
-                let source = PeerBlobs { messenger: self.inner.messenger.clone(), peer };
-                let stopping = self.inner.stopping.clone();
+                let source = PeerBlobs { messenger: self.inner.messenger.clone(), peer: peer.clone() };
+                let (this, id, batch_id, index) =
+                    (self.clone(), id.to_string(), batch_id.to_string(), result.index);
                 let fetch = self.inner.tasks.spawn(async move {
-                    tokio::select! {
-                        () = stopping.cancelled() => Err(Error::Busy("the node is stopping".into())),
-                        fetched = blobs.fetch(&hex, &source) => fetched.map(|_| ()),
+                    let inner = &this.inner;
+                    let blob = tokio::select! {
+                        () = inner.stopping.cancelled() => Err(Error::Busy("the node is stopping".into())),
+                        fetched = inner.blobs.fetch(&hex, &source) => fetched,
+                    }?;
+                    match inner.destinations.file_for(&id, &batch_id, index) {
+                        Some(file) => tokio::task::spawn_blocking(move || {
+                            this.inner.destinations.deliver(&id, &batch_id, index, &blob, &file)
+                        })
+                        .await
+                        .map_err(|e| Error::Io(format!("writing an output: {e}")))?,
+                        None => Ok(()),
                     }
                 });
                 fetch.await.map_err(|e| Error::Io(format!("fetching an output: {e}")))??;

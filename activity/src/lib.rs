@@ -29,6 +29,7 @@
 
 mod batch;
 pub mod blobs;
+mod destinations;
 mod docker;
 mod driver;
 mod error;

@@ -109,6 +109,8 @@ pub(crate) struct Live {
     pub(crate) dir: PathBuf,
     pub(crate) package: String,
     pub(crate) limits: Limits,
+    /// The counters the agreement prices, in its order: what usage is reported as.
+    pub(crate) usage_vector: Vec<String>,
     pub(crate) unit: tokio::sync::Mutex<Box<dyn ExeUnit>>,
     pub(crate) batches: Mutex<HashMap<String, Arc<Batch>>>,
     pub(crate) usage: Mutex<Usage>,
@@ -148,6 +150,8 @@ pub(crate) struct Inner {
     /// Cancelled when the node begins to stop: work on tasks of its own (an output being
     /// fetched) ends then.
     pub(crate) stopping: tokio_util::sync::CancellationToken,
+    /// Files on this machine that outputs of driven activities are written to.
+    pub(crate) destinations: crate::destinations::Destinations,
 }
 
 /// A node's activities: those it hosts as a provider and those it drives as a requestor.
@@ -206,6 +210,7 @@ impl Activities {
             batch_permits: Arc::new(Semaphore::new(MAX_CONCURRENT_BATCHES)),
             blob_places: Arc::new(Semaphore::new(crate::pipe::BLOB_STREAMS)),
             stopping: tokio_util::sync::CancellationToken::new(),
+            destinations: Default::default(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -227,7 +232,7 @@ impl Activities {
     }
 
     /// The usage counters of each activity this node hosts under `agreement_id`, in the order
-    /// of [`crate::wire::USAGE_VECTOR`], and whether it ended; activities that ended are kept for
+    /// of the agreement's `golem.com.usage.vector`, and whether it ended; activities that ended are kept for
     /// a while.
     pub fn hosted_usage(&self, agreement_id: &str) -> Vec<HostedUsage> {
         let live = self.inner.live.lock().expect("activities");
@@ -235,7 +240,7 @@ impl Activities {
             .filter(|(_, l)| l.agreement_id == agreement_id)
             .map(|(id, l)| HostedUsage {
                 activity_id: id.clone(),
-                usage: crate::host::usage_of(&l.usage.lock().expect("usage")).current_usage,
+                usage: crate::host::usage_of(&l.usage.lock().expect("usage"), &l.usage_vector).current_usage,
                 ended: l.is_terminated(),
             })
             .collect()

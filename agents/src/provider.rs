@@ -525,6 +525,9 @@ impl ProviderAgent {
                 .await?
                 .into_iter()
                 .filter(|d| d.issued_here && matches!(d.status, Status::Issued | Status::Received))
+                // Only work still running can be stopped for it: a note of an activity that has
+                // ended (Golem's SDKs ignore those) is settled by the invoice.
+                .filter(|d| running.iter().any(|a| d.document.activity_id.as_deref() == Some(&a.activity_id)))
                 .any(|d| {
                     chrono::Utc::now() - d.document.timestamp
                         > chrono::Duration::from_std(timeout).expect("bounded")

@@ -28,7 +28,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 pub fn blob_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(put_blob)).routes(routes!(get_blob))
+    OpenApiRouter::new().routes(routes!(put_blob)).routes(routes!(get_blob)).routes(routes!(open_destination))
 }
 
 fn activities(state: &AppState) -> Result<&Activities, ApiError> {
@@ -140,7 +140,8 @@ impl ResultsQuery {
 #[utoipa::path(get, path = "/activity-api/v1/activity/{id}/exec/{batch}", tag = "activity", params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the activity"), ("batch" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"), ResultsQuery),
     responses((status = 200, description = "the batch's results so far", body = Vec<CommandResult>),
               (status = 200, description = "as server-sent `runtime` events", content_type = "text/event-stream", body = String),
-              (status = 404, description = "no such activity or batch", body = super::ErrorMessage)), security(("bearer" = [])))]
+              (status = 404, description = "no such activity or batch", body = super::ErrorMessage),
+              (status = 504, description = "the provider's node did not answer now; poll again", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn results(
     State(state): State<AppState>,
     Ids((id, batch)): Ids<(String, String)>,
@@ -154,7 +155,7 @@ async fn results(
         .is_some_and(|v| v.contains("text/event-stream"));
     if !streaming {
         let found = activities.results(&id, &batch, query.timeout()?, query.command_index);
-        let found = until_shutdown(&state, async { Ok(found.await?) }).await?;
+        let found = until_shutdown(&state, async { found.await.map_err(poll_again) }).await?;
         return Ok(Json(found).into_response());
     }
     // Server-sent events: one `runtime` event per finished command, as it finishes; the stream
@@ -200,6 +201,15 @@ async fn results(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
+/// A poll the provider's node cannot answer now (unreachable, busy) is 504, as a poll that timed
+/// out is in Golem: its SDKs poll again on 504 and give the batch up on anything else.
+fn poll_again(e: agora_activity::Error) -> ApiError {
+    match e {
+        agora_activity::Error::Unreachable(m) | agora_activity::Error::Busy(m) => ApiError::AckTimeout(m),
+        other => other.into(),
+    }
+}
+
 /// Golem's `RuntimeEvent` for a finished command, with agora's result fields beside it. The
 /// exit code is `return_code`, as yagna sends it and Golem's SDKs read it, and `returnCode` too,
 /// as ya-client's spec names it.
@@ -240,6 +250,33 @@ async fn put_blob(
     // Streamed to a temporary file while it is hashed; never held whole in memory.
     let hex = blobs.receive(body.into_data_stream(), declared).await?;
     Ok((StatusCode::CREATED, Json(BlobStored { url: format!("blob:sha256:{hex}"), sha256: hex })))
+}
+
+/// A file on the node's machine that an output is to be written to.
+#[derive(Debug, Deserialize, ToSchema)]
+struct DestinationRequest {
+    /// An absolute path whose folder exists; what is there is replaced.
+    file: String,
+}
+
+/// A destination: the URL a batch transfers an output to (`container:/output/… → url`), and the
+/// file it lands in.
+#[derive(Debug, Serialize, ToSchema)]
+struct Destination {
+    url: String,
+    file: String,
+}
+
+#[utoipa::path(post, path = "/blobs/destinations", tag = "blobs", request_body = DestinationRequest,
+    responses((status = 201, description = "the destination", body = Destination),
+              (status = 400, description = "not an absolute path in an existing folder", body = super::ErrorMessage)), security(("bearer" = [])))]
+async fn open_destination(
+    State(state): State<AppState>,
+    Body(body): Body<DestinationRequest>,
+) -> Result<(StatusCode, Json<Destination>), ApiError> {
+    let node = format!("{:#x}", state.identities.default_address().await?);
+    let url = activities(&state)?.open_destination(&node, std::path::Path::new(&body.file))?;
+    Ok((StatusCode::CREATED, Json(Destination { url, file: body.file })))
 }
 
 #[utoipa::path(get, path = "/blobs/{sha256}", tag = "blobs", params(("sha256" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the blob's SHA-256, hex")),

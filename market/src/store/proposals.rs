@@ -206,8 +206,7 @@ impl MarketStore {
     /// event, once: a pair seen again adds nothing.
     pub async fn initial_proposal(&self, demand_id: &str, offer: &Stored) -> Result<bool> {
         let proposal_id = derived_id(&["initial", demand_id, &offer.id]);
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO proposals (proposal_id, subscription_id, demand_id, offer_id, issuer_id, peer_id,
                                     properties, constraints, state)
              VALUES ($1, $2, $2, $3, $4,
@@ -219,16 +218,47 @@ impl MarketStore {
         .bind(&offer.id)
         .bind(&offer.owner)
         .bind(&offer.properties)
-        .bind(&offer.constraints)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        .bind(&offer.constraints);
+        self.insert_initial(demand_id, &proposal_id, insert).await
+    }
+
+    /// Runs `insert`, of an Initial proposal, and adds its event when it added the row, in one
+    /// transaction; whether it did.
+    async fn insert_initial(
+        &self,
+        demand_id: &str,
+        proposal_id: &str,
+        insert: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert.execute(&mut *tx).await?.rows_affected() == 1;
         if inserted {
-            add_event(&mut *tx, demand_id, "ProposalEvent", EventRef::Proposal(&proposal_id), None).await?;
+            add_event(&mut *tx, demand_id, "ProposalEvent", EventRef::Proposal(proposal_id), None).await?;
         }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// Offers a matching pair again after an agreement made from it ended: a new Initial
+    /// proposal (named after the agreement, so once per agreement) with its event, while the
+    /// demand and the offer both still stand. Golem's SDKs negotiate with a provider anew only
+    /// from a fresh proposal, after its agreement failed or its work was retried.
+    pub async fn offer_again(&self, demand_id: &str, offer_id: &str, ended_agreement: &str) -> Result<bool> {
+        let proposal_id = derived_id(&["initial", demand_id, offer_id, ended_agreement]);
+        let insert = sqlx::query(
+            "INSERT INTO proposals (proposal_id, subscription_id, demand_id, offer_id, issuer_id, peer_id,
+                                    properties, constraints, state)
+             SELECT $1, d.demand_id, d.demand_id, o.offer_id, o.provider_id, o.peer_id,
+                    o.properties, o.constraints, 'Initial'
+             FROM demands d JOIN remote_offers o ON o.offer_id = $3
+             WHERE d.demand_id = $2 AND d.unsubscribed_at IS NULL AND d.expires_at > now()
+               AND o.unsubscribed_at IS NULL AND o.expires_at > now()
+             ON CONFLICT (proposal_id) DO NOTHING",
+        )
+        .bind(&proposal_id)
+        .bind(demand_id)
+        .bind(offer_id);
+        self.insert_initial(demand_id, &proposal_id, insert).await
     }
 
     /// Takes up to `max` undelivered events of a subscription, oldest first, marking them
