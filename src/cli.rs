@@ -62,8 +62,20 @@ pub enum Command {
     /// A private network on this machine: a dev chain, a requestor and providers.
     #[command(subcommand)]
     Devnet(crate::devnet::DevnetCommand),
+    /// Golem's file service for its SDKs (yapapi starts it as `gftp server`; a link to this
+    /// binary named `gftp` runs it so).
+    #[command(subcommand)]
+    Gftp(GftpCommand),
     /// Print the OpenAPI 3.1 document of the node's REST API (what `GET /openapi.json` serves).
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GftpCommand {
+    /// Serve JSON-RPC on stdin and stdout: files published become the node's blobs, and files
+    /// received are written by the node. The node is YAGNA_API_URL's with YAGNA_APPKEY when that
+    /// is set, else the data dir's.
+    Server,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +200,9 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Payment(cmd) => crate::payment_cli::run(cmd, &client(data_dir)?).await,
         Command::Job(cmd) => crate::job_cli::run(cmd, &client(data_dir)?).await,
         Command::Devnet(cmd) => crate::devnet::run(cmd).await,
+        Command::Gftp(GftpCommand::Server) => {
+            crate::gftp::serve(crate::gftp::client(|| client(data_dir))).await
+        }
         Command::Openapi => {
             println!("{}", crate::api::openapi_text());
             Ok(())

@@ -33,11 +33,16 @@ impl Client {
     /// The client of the node running with `data_dir`.
     pub fn for_data_dir(data_dir: &Path) -> Result<Self, Error> {
         let node = read_node_file(data_dir)?;
+        Self::new(&node.api_url, &node.admin_token)
+    }
+
+    /// The client of the node at `base` (`http://host:port`), with `token` (an app-key).
+    pub fn new(base: &str, token: &str) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| Error::Http(e.to_string()))?;
-        Ok(Self { http, base: node.api_url, token: node.admin_token })
+        Ok(Self { http, base: base.to_string(), token: token.to_string() })
     }
 
     /// The node's REST API, `http://host:port`.

@@ -27,6 +27,7 @@ pub mod config;
 pub mod datadir;
 mod devnet;
 mod error;
+mod gftp;
 mod job_cli;
 mod market_cli;
 mod matching;

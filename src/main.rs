@@ -4,7 +4,13 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = agora::cli::Cli::parse();
+    // Golem's SDKs run `gftp server`: a link to this binary named `gftp` is `agora gftp`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let called = args.first().map(std::path::Path::new).and_then(|p| p.file_name()).map(|n| n.to_os_string());
+    if called.as_deref() == Some(std::ffi::OsStr::new("gftp")) {
+        args.splice(0..1, ["agora".into(), "gftp".into()]);
+    }
+    let cli = agora::cli::Cli::parse_from(args);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -38,6 +38,34 @@ pub fn module(name: &str) -> Vec<u8> {
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Answers every HTTP GET on a loopback port with `body`, for as long as the test runs; the
+/// port's address.
+pub async fn serve_http(body: Vec<u8>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().expect("local address");
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0; 8192];
+                let _read = socket.read(&mut request).await;
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                // A client that goes away early is not this server's concern.
+                let _client_gone = async {
+                    socket.write_all(head.as_bytes()).await?;
+                    socket.write_all(&body).await?;
+                    socket.shutdown().await
+                }
+                .await;
+            });
+        }
+    });
+    addr
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the service to take).
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");

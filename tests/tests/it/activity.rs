@@ -2,27 +2,11 @@
 //! dockerd, driven through the requestor's `/activity-api/v1`.
 
 use agora_tests::flow::{agree, batch, call, create_activity, get, net_id, post, put_blob};
-use agora_tests::{BUSYBOX_IMAGE, Dockerd, NodeProcess, TestPg, TlsServer};
+use agora_tests::{BUSYBOX_IMAGE, Dockerd, NodeProcess, TestPg, TlsServer, serve_http};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
 use agora_tests::module;
-
-/// Serves `body` to one HTTP GET on a loopback port; returns the address.
-async fn serve_once(body: &'static str) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut request = vec![0; 4096];
-        let _read = socket.read(&mut request).await.unwrap();
-        let answer =
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-        socket.write_all(answer.as_bytes()).await.unwrap();
-    });
-    addr
-}
 
 fn run(entry_point: &str, args: &[&str]) -> Value {
     json!({"run": {"entry_point": entry_point, "args": args}})
@@ -308,7 +292,7 @@ async fn docker_activities_on_a_provider_node() {
     assert_eq!(offers[0]["properties"]["golem.com.usage.vector"], vector, "{offers}");
     let activity = create_activity(&r, &agreement).await;
     let data = format!("file://{}", shared.join("data.csv").display());
-    let web = format!("http://{}/notes.txt", serve_once("fetched over http\n").await);
+    let web = format!("http://{}/notes.txt", serve_http(b"fetched over http\n".to_vec()).await);
     let csv_doubled =
         "sed 1d /input/data.csv | while IFS=, read name qty; do echo \"$name,$((qty * 2))\"; done";
     let results = batch(

@@ -166,7 +166,7 @@ impl Devnet {
         self.honest.iter().chain(&self.bad)
     }
 
-    async fn balances(&self) -> BTreeMap<Address, U256> {
+    pub(super) async fn balances(&self) -> BTreeMap<Address, U256> {
         let mut out = BTreeMap::new();
         for node in self.all() {
             out.insert(node_address(node), self.balance(node).await);

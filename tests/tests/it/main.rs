@@ -4,6 +4,7 @@ mod activity;
 mod agreement;
 mod blobs;
 mod data_path;
+mod golem_sdk;
 mod grammar_cli;
 mod hostile;
 mod identity_store;
