@@ -69,7 +69,7 @@ impl Activities {
             }
         }
         let destinations = &self.inner.destinations;
-        let claimed = destinations.claim(&commands);
+        let claimed = destinations.claim(&commands)?;
         let request = ActivityRequest::Exec { activity_id: id.into(), script: script.into() };
         match self.ask(&peer, request).await {
             Ok(ActivityResponse::Batch { batch_id }) => {
@@ -86,10 +86,11 @@ impl Activities {
         }
     }
 
-    /// A `gftp://` URL on this node (`node`, its address) standing for `file` on its machine: an
-    /// output a batch transfers there is written to `file` before its result is reported.
-    pub fn open_destination(&self, node: &str, file: &std::path::Path) -> Result<String> {
-        self.inner.destinations.open(node, file)
+    /// A `gftp://` URL on this node (`node`, its address) and the file in the node's outputs
+    /// folder it stands for: an output a batch transfers there is written to the file before its
+    /// result is reported.
+    pub fn open_destination(&self, node: &str) -> Result<(String, std::path::PathBuf)> {
+        self.inner.destinations.open(node)
     }
 
     /// `GET /activity/{id}/exec/{batch}`: results so far, waiting up to `wait`; outputs sent to

@@ -65,6 +65,9 @@ pub struct HostConfig {
     /// Appends a line to every run's stdout before its results are hashed, as a dishonest
     /// provider would: for demonstrations and tests of verification, never for real work.
     pub alter_outputs: bool,
+    /// Where outputs of activities this node drives are written for `gftp` destinations; none
+    /// hands out no destinations.
+    pub outputs_dir: Option<PathBuf>,
 }
 
 /// One hosted activity's usage counters ([`Activities::hosted_usage`]).
@@ -197,6 +200,7 @@ impl Activities {
             .map_err(|e| Error::Io(format!("{}: {e}", config.work_dir.display())))?;
         let wasm = Arc::new(WasmRuntime::new()?);
         let http = crate::transfer::http_client(&config.ca_certs)?;
+        let destinations = crate::destinations::Destinations::new(config.outputs_dir.clone());
         let inner = Inner {
             store: ActivityStore::new(pool),
             config,
@@ -210,7 +214,7 @@ impl Activities {
             batch_permits: Arc::new(Semaphore::new(MAX_CONCURRENT_BATCHES)),
             blob_places: Arc::new(Semaphore::new(crate::pipe::BLOB_STREAMS)),
             stopping: tokio_util::sync::CancellationToken::new(),
-            destinations: Default::default(),
+            destinations,
         };
         Ok(Self { inner: Arc::new(inner) })
     }

@@ -132,7 +132,8 @@ pub struct ActivityState {
     pub error_message: Option<String>,
 }
 
-/// Golem's `ActivityUsage`, in the order of [`USAGE_VECTOR`].
+/// Golem's `ActivityUsage`: one value per counter of the agreement's `golem.com.usage.vector`, in
+/// its order ([`USAGE_VECTOR`] in agora's own offers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityUsage {

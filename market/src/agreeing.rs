@@ -162,16 +162,21 @@ impl Market {
 
     async fn event(&self, agreement_id: &str, event_type: &str, reason: Option<Reason>) -> Result<()> {
         self.store.add_agreement_event(agreement_id, event_type, reason).await?;
-        // An agreement of this requestor's that ended: its provider's offer is proposed to the
-        // demand again, so the demand can agree with that provider anew.
-        if matches!(
-            event_type,
-            "AgreementRejectedEvent" | "AgreementCancelledEvent" | "AgreementTerminatedEvent"
-        ) {
-            let agreement = self.store.agreement(agreement_id).await?;
-            if agreement.role == Role::Requestor {
-                let (demand, offer) = (&agreement.demand.demand_id, &agreement.offer.offer_id);
-                self.store.offer_again(demand, offer, agreement_id).await?;
+        // An agreement of this requestor's that was cancelled or ended after approval: its
+        // provider's offer is proposed to the demand again, so the demand can agree with that
+        // provider anew. (Not after a rejection: the provider said no to this demand.) The
+        // ending itself is recorded either way.
+        if matches!(event_type, "AgreementCancelledEvent" | "AgreementTerminatedEvent") {
+            let again = async {
+                let agreement = self.store.agreement(agreement_id).await?;
+                if agreement.role == Role::Requestor {
+                    let (demand, offer) = (&agreement.demand.demand_id, &agreement.offer.offer_id);
+                    self.store.offer_again(demand, offer, agreement_id).await?;
+                }
+                Ok::<_, Error>(())
+            };
+            if let Err(e) = again.await {
+                tracing::warn!(agreement = agreement_id, error = %e, "could not propose the provider again");
             }
         }
         self.events.notify_waiters();

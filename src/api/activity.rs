@@ -252,31 +252,23 @@ async fn put_blob(
     Ok((StatusCode::CREATED, Json(BlobStored { url: format!("blob:sha256:{hex}"), sha256: hex })))
 }
 
-/// A file on the node's machine that an output is to be written to.
-#[derive(Debug, Deserialize, ToSchema)]
-struct DestinationRequest {
-    /// An absolute path whose folder exists; what is there is replaced.
-    file: String,
-}
-
 /// A destination: the URL a batch transfers an output to (`container:/output/… → url`), and the
-/// file it lands in.
+/// file in the node's outputs folder it lands in.
 #[derive(Debug, Serialize, ToSchema)]
 struct Destination {
     url: String,
     file: String,
 }
 
-#[utoipa::path(post, path = "/blobs/destinations", tag = "blobs", request_body = DestinationRequest,
+#[utoipa::path(post, path = "/blobs/destinations", tag = "blobs",
     responses((status = 201, description = "the destination", body = Destination),
-              (status = 400, description = "not an absolute path in an existing folder", body = super::ErrorMessage)), security(("bearer" = [])))]
+              (status = 503, description = "too many destinations open and unused", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn open_destination(
     State(state): State<AppState>,
-    Body(body): Body<DestinationRequest>,
 ) -> Result<(StatusCode, Json<Destination>), ApiError> {
     let node = format!("{:#x}", state.identities.default_address().await?);
-    let url = activities(&state)?.open_destination(&node, std::path::Path::new(&body.file))?;
-    Ok((StatusCode::CREATED, Json(Destination { url, file: body.file })))
+    let (url, file) = activities(&state)?.open_destination(&node)?;
+    Ok((StatusCode::CREATED, Json(Destination { url, file: file.display().to_string() })))
 }
 
 #[utoipa::path(get, path = "/blobs/{sha256}", tag = "blobs", params(("sha256" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the blob's SHA-256, hex")),

@@ -71,6 +71,11 @@ impl NodeProcess {
         Self { child, data_dir: data_dir.to_path_buf(), log, node }
     }
 
+    /// The node's data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.node.api_url)
     }

@@ -326,6 +326,29 @@ async fn docker_activities_on_a_provider_node() {
     assert_eq!(results[10]["stdout"], "reference data\n");
     assert_eq!(results[12]["stdout"], "fetched over http\n");
 
+    // Golem's hash URLs: the download is checked against the digest as it streams, and one that
+    // does not match is dropped with the reason.
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(b"fetched over http\n"));
+    let checked = format!("hash:sha256:{digest}:{web}");
+    let wrong = format!("hash:sha256:{}:{web}", "0".repeat(64));
+    let results = batch(
+        &r,
+        &activity,
+        json!([
+            {"transfer": {"from": checked, "to": "container:/input/checked.txt"}},
+            run("cat", &["/input/checked.txt"]),
+            {"transfer": {"from": wrong, "to": "container:/input/wrong.txt"}},
+        ]),
+    )
+    .await;
+    assert_eq!(results[1]["stdout"], "fetched over http\n", "{results:#?}");
+    assert_eq!(results[2]["result"], "Error", "{results:#?}");
+    let why = results[2]["message"].as_str().unwrap();
+    assert!(why.contains(&format!("hashes to {digest}, not the Sha256 digest")), "{why}");
+    let results = batch(&r, &activity, json!([run("ls", &["/input"])])).await;
+    assert!(!results[0]["stdout"].as_str().unwrap().contains("wrong.txt"), "nothing kept: {results:#?}");
+
     let results = batch(&r, &activity, json!([run("sh", &["-c", "echo oops >&2; exit 3"])])).await;
     assert_eq!((results[0]["result"].as_str(), results[0]["exitCode"].as_i64()), (Some("Error"), Some(3)));
     assert_eq!(results[0]["stderr"], "oops\n");

@@ -302,14 +302,23 @@ async fn every_call_yapapi_makes_is_answered_as_yapapi_reads_it() {
 
     let input = agora_tests::flow::put_blob(r, b"handed over by gftp\n".to_vec()).await;
     let published = format!("gftp://{me}/{}", input.strip_prefix("blob:sha256:").unwrap());
-    let work = tempfile::tempdir().unwrap();
-    let landing = work.path().join("yapapi_out");
-    std::fs::write(&landing, b"").unwrap();
-    let (status, destination) =
-        post(r, "/blobs/destinations", json!({"file": landing.to_str().unwrap()})).await;
+    // The node names the file an output lands in, in its own outputs folder.
+    let (status, destination) = post(r, "/blobs/destinations", json!(null)).await;
     assert_eq!(status, 201, "{destination}");
     let received = destination["url"].as_str().unwrap().to_string();
     assert!(received.starts_with(&format!("gftp://{me}/")), "{received}");
+    let landing = std::path::PathBuf::from(destination["file"].as_str().unwrap());
+    assert!(landing.starts_with(r.data_dir().join("outputs")), "{destination}");
+    // A gftp:// target the node did not hand out is refused before anything runs.
+    let made_up =
+        json!([{"transfer": {"from": "container:/output/out.txt", "to": format!("gftp://{me}/made-up")}}]);
+    let path = format!("/activity-api/v1/activity/{activity}/exec");
+    let (status, refused) = post(r, &path, json!({"text": made_up.to_string()})).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("not a destination this node handed out"),
+        "{refused}"
+    );
     let capture = json!({"stdout": {"stream": {}}, "stderr": {"stream": {}}});
     let batch = exec(json!([
         {"transfer": {"from": published, "to": "container:/input/in.txt"}},
