@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 /// How long a destination, and its file, are kept.
 const KEEP: Duration = Duration::from_secs(24 * 3600);
+/// How often the outputs folder is swept of files a day old: a sweep reads the whole folder.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// The most destinations open at once; more are refused until some are used or expire.
 const MAX_OPEN: usize = 10_000;
 
@@ -29,6 +31,8 @@ pub(crate) struct Destinations {
     open: Mutex<HashMap<String, (PathBuf, Instant)>>,
     /// A batch's command → the file its output goes to.
     expected: Mutex<HashMap<CommandKey, (PathBuf, Instant)>>,
+    /// When the outputs folder was last swept; never, at first.
+    swept: Mutex<Option<Instant>>,
 }
 
 impl Destinations {
@@ -59,10 +63,18 @@ impl Destinations {
         Ok((url, file))
     }
 
-    /// Forgets destinations a day old, with their files: their clients are gone.
+    /// Forgets destinations a day old, and (once an hour, not on every call) removes files a day
+    /// old from the outputs folder: their clients are gone.
     fn forget_old(&self, open: &mut HashMap<String, (PathBuf, Instant)>, dir: &Path) {
         open.retain(|_, (_, opened)| opened.elapsed() < KEEP);
         self.expected.lock().expect("destinations").retain(|_, (_, opened)| opened.elapsed() < KEEP);
+        {
+            let mut swept = self.swept.lock().expect("destinations");
+            if swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *swept = Some(Instant::now());
+        }
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.flatten() {
             let old = entry
