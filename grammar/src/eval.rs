@@ -28,34 +28,34 @@ impl Truth {
 
 /// One literal, read every way a comparison may need it.
 #[derive(Debug, Clone)]
-struct Scalar {
+pub(crate) struct Scalar {
     parts: Vec<Part>,
     /// The text, when the literal has no wildcard.
     exact: Option<Box<str>>,
     /// The same, interned: equality with a string property is an integer comparison.
-    sym: Option<Sym>,
-    num: Option<Decimal>,
+    pub(crate) sym: Option<Sym>,
+    pub(crate) num: Option<Decimal>,
     boolean: Option<bool>,
     version: Option<semver::Version>,
     time: Option<DateTime<FixedOffset>>,
 }
 
 #[derive(Debug, Clone)]
-enum Literal {
+pub(crate) enum Literal {
     Scalar(Scalar),
     List(Vec<Scalar>),
 }
 
 #[derive(Debug, Clone)]
-struct Comparison {
-    key: KeyId,
-    hint: Option<Hint>,
-    op: Op,
-    literal: Literal,
+pub(crate) struct Comparison {
+    pub(crate) key: KeyId,
+    pub(crate) hint: Option<Hint>,
+    pub(crate) op: Op,
+    pub(crate) literal: Literal,
 }
 
 #[derive(Debug, Clone)]
-enum Node {
+pub(crate) enum Node {
     True,
     And(Vec<Node>),
     Or(Vec<Node>),
@@ -115,6 +115,28 @@ impl Compiled {
 
     /// The equality tests on a name at the top of the constraint (alone or in a top-level `&`)
     /// whose literal is exact text: every match must have that value.
+    pub(crate) fn root(&self) -> &Node {
+        &self.root
+    }
+
+    /// Every property name the constraint tests.
+    pub(crate) fn keys(&self) -> Vec<KeyId> {
+        fn walk(node: &Node, keys: &mut Vec<KeyId>) {
+            match node {
+                Node::True => {}
+                Node::And(items) | Node::Or(items) => items.iter().for_each(|i| walk(i, keys)),
+                Node::Not(inner) => walk(inner, keys),
+                Node::Present(key) => keys.push(*key),
+                Node::Compare(c) => keys.push(c.key),
+            }
+        }
+        let mut keys = Vec::new();
+        walk(&self.root, &mut keys);
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     pub(crate) fn required_equalities(&self) -> Vec<(KeyId, Sym)> {
         let top: &[Node] = match &self.root {
             Node::And(items) => items,
@@ -250,7 +272,7 @@ pub(crate) fn wildcard_match(parts: &[Part], text: &str) -> bool {
     true
 }
 
-fn compare(value: &PropValue, c: &Comparison, vocab: &Vocabulary) -> bool {
+pub(crate) fn compare(value: &PropValue, c: &Comparison, vocab: &Vocabulary) -> bool {
     let literal = match &c.literal {
         Literal::Scalar(s) => s,
         Literal::List(items) => {

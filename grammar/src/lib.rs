@@ -10,8 +10,8 @@
 //!   printer ([`Expr`]'s `Display`) gives the canonical form.
 //! - [`Compiled`] and [`PropertySet`]: names interned in a [`Vocabulary`], literals parsed once,
 //!   three-valued evaluation ([`Truth`]).
-//! - [`match_pair`] and [`Offers::match_all`]: both sides evaluated; many offers indexed by the
-//!   properties demands almost always require (the runtime name).
+//! - [`match_pair`] and [`Offers::match_all`]: both sides evaluated; many offers kept in columns,
+//!   one per property a demand tests, so that a demand is evaluated against all of them at once.
 //!
 //! This crate is pure: no I/O, no async, no database.
 //!
@@ -25,6 +25,7 @@
 //! ```
 
 mod ast;
+mod columns;
 mod eval;
 mod matcher;
 mod parse;

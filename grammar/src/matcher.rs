@@ -1,6 +1,7 @@
 //! Matching demands with offers, both ways, one pair at a time or over many offers at once.
 
 use crate::ast::Expr;
+use crate::columns::{Bits, Column, Table, truths};
 use crate::eval::{Compiled, Truth};
 use crate::value::{KeyId, List, PropValue, PropertySet, Props, Sym, Vocabulary, typed};
 use crate::{ParseError, Properties};
@@ -124,15 +125,25 @@ fn is_match(
 /// runtime they need.
 pub const DEFAULT_INDEXED: &[&str] = &["golem.runtime.name"];
 
-/// Many offers, with an index on a few properties, for matching demands against all of them.
+/// Many offers, for matching demands against all of them at once.
 ///
-/// For each indexed property, offers are grouped by its string value (each item, for a list).
-/// A demand that requires `(name=value)` at its top level can only match offers in that group,
-/// since any other offer makes that part false or undefined; only those are evaluated.
+/// Three ways to match, each giving the same offers in push order:
+/// - [`Offers::match_all`] scans columns: for every property a demand tests, the set keeps that
+///   property of every offer in a column, so the demand is evaluated against all offers at once,
+///   and the offers' own constraints only for those the demand accepts (once per distinct
+///   constraint, since they are evaluated against the same demand). See [`crate::columns`].
+/// - [`Offers::match_indexed`] groups offers by the string value of a few properties. A demand
+///   that requires `(name=value)` at its top level can only match offers in that group, since any
+///   other offer makes that part false or undefined; only those are evaluated.
+/// - [`Offers::match_all_linear`] evaluates every offer, both ways.
 ///
 /// Matching is bound by memory, not arithmetic, so the layout matters: every offer's keys and
 /// values live in two shared arrays in push order (a scan walks memory forwards), and offers that
 /// state the same constraints share one compiled copy, which stays in cache.
+///
+/// Offers are added with [`Offers::push`] and taken out with [`Offers::remove`], one at a time;
+/// both update the columns and the index in place. A removed offer's properties stay in the
+/// arrays until the set is built again.
 #[derive(Debug, Clone)]
 pub struct Offers {
     pub vocab: Vocabulary,
@@ -140,9 +151,13 @@ pub struct Offers {
     values: Vec<PropValue>,
     /// Per offer: where its properties start, how many, and its constraints.
     spans: Vec<Span>,
+    /// The offers not removed.
+    live: Bits,
+    live_count: usize,
     constraints: Vec<Compiled>,
     constraint_ids: HashMap<Expr, u32>,
     index: HashMap<KeyId, Group>,
+    columns: HashMap<KeyId, Column>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +174,23 @@ struct Group {
     untyped: Vec<u32>,
 }
 
+/// The strings an indexed value groups an offer under, or `None` for a value that is not text.
+fn group_keys(value: &PropValue) -> Option<Vec<Sym>> {
+    match value {
+        PropValue::Str(s) => Some(vec![*s]),
+        PropValue::List(list) => match &**list {
+            List::Str(items) => {
+                let mut items = items.clone();
+                items.sort_unstable();
+                items.dedup();
+                Some(items)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl Offers {
     /// An empty set indexed on `indexed` property names.
     pub fn new(indexed: &[&str]) -> Self {
@@ -169,9 +201,12 @@ impl Offers {
             keys: Vec::new(),
             values: Vec::new(),
             spans: Vec::new(),
+            live: Bits::default(),
+            live_count: 0,
             constraints: Vec::new(),
             constraint_ids: HashMap::new(),
             index,
+            columns: HashMap::new(),
         }
     }
 
@@ -196,25 +231,57 @@ impl Offers {
             self.values.push(value);
         }
         self.spans.push(Span { start, len, constraints });
-        // Field by field, so the index can be written while the new properties are read.
+        self.live.set(at, true);
+        self.live_count += 1;
+        // Field by field, so the index and columns can be written while the new properties are
+        // read.
         let props = Props::new(&self.keys[start as usize..], &self.values[start as usize..]);
         for (key, group) in &mut self.index {
-            match props.get(*key) {
+            match props.get(*key).map(group_keys) {
                 None => {}
-                Some(PropValue::Str(s)) => group.by_value.entry(*s).or_default().push(handle),
-                Some(PropValue::List(list)) if matches!(**list, List::Str(_)) => {
-                    let List::Str(items) = &**list else { continue };
-                    let mut items = items.clone();
-                    items.sort_unstable();
-                    items.dedup();
-                    for item in items {
-                        group.by_value.entry(item).or_default().push(handle);
+                Some(Some(values)) => {
+                    for value in values {
+                        group.by_value.entry(value).or_default().push(handle);
                     }
                 }
-                Some(_) => group.untyped.push(handle),
+                Some(None) => group.untyped.push(handle),
             }
         }
+        for (key, column) in &mut self.columns {
+            column.set(at, props.get(*key));
+        }
         at
+    }
+
+    /// Takes offer `at` out of every match from now on. False when there is no such offer, or it
+    /// was removed already.
+    pub fn remove(&mut self, at: usize) -> bool {
+        if !self.live.get(at) {
+            return false;
+        }
+        let handle = u32::try_from(at).expect("handles are below 2^32");
+        let span = self.spans[at];
+        let range = span.start as usize..(span.start + span.len) as usize;
+        let props = Props::new(&self.keys[range.clone()], &self.values[range]);
+        for (key, group) in &mut self.index {
+            match props.get(*key).map(group_keys) {
+                None => {}
+                Some(Some(values)) => {
+                    for value in values {
+                        if let Some(offers) = group.by_value.get_mut(&value) {
+                            offers.retain(|h| *h != handle);
+                        }
+                    }
+                }
+                Some(None) => group.untyped.retain(|h| *h != handle),
+            }
+        }
+        for column in self.columns.values_mut() {
+            column.set(at, None);
+        }
+        self.live.set(at, false);
+        self.live_count -= 1;
+        true
     }
 
     fn props(&self, at: usize) -> Props<'_> {
@@ -223,22 +290,42 @@ impl Offers {
         Props::new(&self.keys[range.clone()], &self.values[range])
     }
 
+    /// How many offers are in the set (pushed and not removed).
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.live_count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.live_count == 0
     }
 
     /// An offer's properties, to read a value of it.
     pub fn properties(&self, at: usize) -> Option<Props<'_>> {
-        (at < self.spans.len()).then(|| self.props(at))
+        self.live.get(at).then(|| self.props(at))
     }
 
-    /// Compiles a demand against this set's vocabulary.
+    /// Compiles a demand against this set's vocabulary, and keeps a column for every property it
+    /// tests.
     pub fn demand(&mut self, properties: &Properties, constraints: &Expr) -> Side {
-        Side::new(&mut self.vocab, properties, constraints)
+        let side = Side::new(&mut self.vocab, properties, constraints);
+        self.keep_columns(&side.constraints);
+        side
+    }
+
+    /// Keeps a column for every property `constraints` test, filled from the offers in the set and
+    /// kept up to date from then on. [`Offers::match_all`] builds a missing column for one scan
+    /// and drops it after.
+    pub fn keep_columns(&mut self, constraints: &Compiled) {
+        for key in constraints.keys() {
+            if self.columns.contains_key(&key) {
+                continue;
+            }
+            let mut column = Column::default();
+            for at in self.live.ones() {
+                column.set(at, self.props(at).get(key));
+            }
+            self.columns.insert(key, column);
+        }
     }
 
     fn check(&self, demand: &Side, at: usize, scratch: &mut Vec<KeyId>) -> bool {
@@ -246,8 +333,53 @@ impl Offers {
         is_match(&self.vocab, demand, self.props(at), constraints, scratch)
     }
 
-    /// The offers that match `demand`, in push order, using the index where the demand allows.
+    /// Where the demand's constraints are true and where false, from the columns.
+    fn scan(&self, demand: &Side) -> (Bits, Bits) {
+        let props = |at| self.props(at);
+        let table = Table { columns: &self.columns, live: &self.live, props: &props, vocab: &self.vocab };
+        truths(demand.constraints.root(), &table)
+    }
+
+    /// The offers that match `demand`, in push order, by scanning columns.
     pub fn match_all(&self, demand: &Side) -> Vec<usize> {
+        let (accepted, _) = self.scan(demand);
+        // The offers' side depends only on their constraints: evaluate each distinct one once.
+        let mut offer_side: Vec<Option<bool>> = vec![None; self.constraints.len()];
+        let mut scratch = Vec::new();
+        accepted
+            .ones()
+            .filter(|&at| {
+                let id = self.spans[at].constraints as usize;
+                *offer_side[id].get_or_insert_with(|| {
+                    scratch.clear();
+                    self.constraints[id].eval(demand.properties.view(), &self.vocab, &mut scratch)
+                        == Truth::True
+                })
+            })
+            .collect()
+    }
+
+    /// The demand's constraints on every offer in the set, three-valued, as the columns find
+    /// them: the same truths [`Compiled::eval`] gives one offer at a time.
+    pub fn demand_sides(&self, demand: &Side) -> Vec<(usize, Truth)> {
+        let (yes, no) = self.scan(demand);
+        self.live
+            .ones()
+            .map(|at| {
+                let truth = if yes.get(at) {
+                    Truth::True
+                } else if no.get(at) {
+                    Truth::False
+                } else {
+                    Truth::Undefined
+                };
+                (at, truth)
+            })
+            .collect()
+    }
+
+    /// The same as [`Offers::match_all`], using the index where the demand allows.
+    pub fn match_indexed(&self, demand: &Side) -> Vec<usize> {
         let mut best: Option<Vec<u32>> = None;
         for (key, sym) in demand.constraints.required_equalities() {
             let Some(group) = self.index.get(&key) else {
@@ -272,10 +404,10 @@ impl Offers {
         }
     }
 
-    /// The same as [`Offers::match_all`] by evaluating every offer: the baseline it is measured
-    /// against, and its oracle in tests.
+    /// The same as [`Offers::match_all`] by evaluating every offer both ways: the baseline the
+    /// others are measured against, and their oracle in tests.
     pub fn match_all_linear(&self, demand: &Side) -> Vec<usize> {
         let mut scratch = Vec::new();
-        (0..self.spans.len()).filter(|&i| self.check(demand, i, &mut scratch)).collect()
+        self.live.ones().filter(|&i| self.check(demand, i, &mut scratch)).collect()
     }
 }

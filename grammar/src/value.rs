@@ -69,6 +69,11 @@ impl Vocabulary {
         &self.strings.names[sym as usize]
     }
 
+    /// How many string values are interned: every [`Sym`] is below it.
+    pub(crate) fn strings_len(&self) -> usize {
+        self.strings.names.len()
+    }
+
     pub(crate) fn version(&self, sym: Sym) -> Option<&semver::Version> {
         self.versions[sym as usize].as_ref()
     }

@@ -1,5 +1,6 @@
 //! The constraint language, table by table.
 
+mod columnar;
 mod language;
 mod matching;
 mod roundtrip;
