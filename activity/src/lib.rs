@@ -38,6 +38,7 @@ mod host;
 mod network;
 pub mod pipe;
 mod results;
+mod run_output;
 mod service;
 mod store;
 pub mod transfer;

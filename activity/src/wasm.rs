@@ -7,14 +7,18 @@
 //! deterministic budget of work), an epoch deadline (wall-clock time) and a memory cap.
 //! Compiled modules are cached by the SHA-256 of their bytes.
 
+use crate::run_output::LazyFile;
 use crate::unit::{ExeError, Limits, RunOutcome, RunSpec, Usage};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    ResourceLimiter, Store, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
@@ -36,6 +40,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const FIXED_EPOCH_SECS: u64 = 946_684_800;
 /// How far either clock moves per reading, so loops that wait on time still end.
 pub const CLOCK_STEP: Duration = Duration::from_millis(1);
+/// The most elements a table may grow to.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// Bytes of the random stream before it repeats.
 const RANDOM_POOL: usize = 64 * 1024;
 
@@ -70,7 +76,7 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -105,19 +111,55 @@ impl HostMonotonicClock for SteppingClock {
     }
 }
 
-/// A byte stream from SHA-256 in counter mode over `seed`.
-fn random_pool(seed: &[u8; 32], domain: &str) -> Vec<u8> {
-    let mut pool = Vec::with_capacity(RANDOM_POOL);
-    let mut counter = 0u64;
-    while pool.len() < RANDOM_POOL {
-        let mut hasher = Sha256::new();
-        hasher.update(domain.as_bytes());
-        hasher.update(seed);
-        hasher.update(counter.to_le_bytes());
-        pool.extend_from_slice(&hasher.finalize());
-        counter += 1;
+/// A run's random bytes: SHA-256 in counter mode over its seed, [`RANDOM_POOL`] bytes that
+/// repeat, each 32-byte block hashed when the module first reads into it. Most modules read none,
+/// so a run does not pay for hashing the whole pool before it starts.
+///
+/// Words are read as WASI's deterministic source reads them: a `u32` from four bytes, high byte
+/// first, and a `u64` from two such words.
+struct SeededStream {
+    domain: &'static str,
+    seed: [u8; 32],
+    /// Where the next byte is, within the pool.
+    at: usize,
+    block: [u8; 32],
+}
+
+impl SeededStream {
+    fn new(seed: [u8; 32], domain: &'static str) -> Self {
+        Self { domain, seed, at: 0, block: [0; 32] }
     }
-    pool
+
+    fn next_byte(&mut self) -> u8 {
+        let at = self.at % RANDOM_POOL;
+        if at.is_multiple_of(32) {
+            let mut hasher = Sha256::new();
+            hasher.update(self.domain.as_bytes());
+            hasher.update(self.seed);
+            hasher.update(((at / 32) as u64).to_le_bytes());
+            self.block = hasher.finalize().into();
+        }
+        self.at = at + 1;
+        self.block[at % 32]
+    }
+}
+
+impl rand_core::TryRng for SeededStream {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(u32::from_be_bytes(std::array::from_fn(|_| self.next_byte())))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let high = self.try_next_u32()?;
+        Ok((u64::from(high) << 32) + u64::from(self.try_next_u32()?))
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
+        dest.iter_mut().for_each(|b| *b = self.next_byte());
+        Ok(())
+    }
 }
 
 /// The wasmtime engine, its compiled-module cache and the epoch ticker. One per node.
@@ -126,6 +168,62 @@ pub struct WasmRuntime {
     linker: Linker<State>,
     cache: Mutex<HashMap<[u8; 32], InstancePre<State>>>,
     metering: Metering,
+    /// The most linear memory a run can have: the size of the pool's memory slots.
+    memory_slot: usize,
+    ticker: Ticker,
+}
+
+/// The thread that advances the engine's epoch, and what tells it to.
+struct Ticker {
+    runs: Arc<Runs>,
+    thread: std::thread::Thread,
+}
+
+#[derive(Default)]
+struct Runs {
+    /// Runs going now: the ticker is parked while there are none.
+    going: AtomicUsize,
+    /// The runtime is gone: the ticker ends.
+    closed: AtomicBool,
+}
+
+impl Ticker {
+    /// Keeps the epoch advancing until the returned guard is dropped.
+    fn hold(&self) -> Ticking<'_> {
+        if self.runs.going.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        Ticking(self)
+    }
+}
+
+struct Ticking<'a>(&'a Ticker);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.runs.going.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for WasmRuntime {
+    fn drop(&mut self) {
+        self.ticker.runs.closed.store(true, Ordering::Release);
+        self.ticker.thread.unpark();
+    }
+}
+
+/// Instances the pool holds at once: a node runs at most [`crate::MAX_CONCURRENT_BATCHES`]
+/// batches, each one run at a time, and this leaves room for runs outside batches.
+const POOLED_INSTANCES: u32 = 64;
+
+/// The most memory an offer of this machine gives a run: its offers state the machine's memory
+/// (`golem.inf.mem.gib`), and never less than a run gets by default.
+fn largest_offered_memory() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let kib = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?;
+        kib.parse::<usize>().ok()?.checked_mul(1024)
+    });
+    total.unwrap_or(0).max(default_limits().memory_bytes)
 }
 
 /// What the engine compiles into modules to stop them.
@@ -154,8 +252,26 @@ impl WasmRuntime {
     /// fuel off, a run's fuel limit and counter do nothing; with epochs off, neither does its
     /// time limit.
     pub fn with_metering(metering: Metering) -> Result<Self, ExeError> {
+        // Instances come from a pool of slots made once: a run's instance then costs a few
+        // microseconds instead of fresh mappings. Each memory slot holds the most an offer of
+        // this machine gives a run, so the pool never stops a module the run's own limit allows.
+        let page = 64 << 10;
+        let memory_slot = largest_offered_memory().div_ceil(page) * page;
+        // Tables as large as the run's limiter lets them grow, and a few memories and tables
+        // per module, as modules had before the pool.
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(POOLED_INSTANCES)
+            .total_memories(POOLED_INSTANCES)
+            .total_tables(POOLED_INSTANCES * 4)
+            .max_memories_per_module(4)
+            .max_tables_per_module(4)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_core_instance_size(8 << 20)
+            .max_memory_size(memory_slot);
         let mut config = Config::new();
         config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_reservation(memory_slot.max(4 << 30) as u64)
             .consume_fuel(metering.fuel)
             .epoch_interruption(metering.epochs)
             .cranelift_nan_canonicalization(true)
@@ -165,19 +281,31 @@ impl WasmRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
             .map_err(|e| ExeError::Engine(format!("WASI: {e}")))?;
-        // The ticker holds the engine weakly and ends once the runtime is gone.
+        // The ticker holds the engine weakly and ends once the runtime is gone. It ticks only
+        // while runs are going: otherwise it is parked, and costs nothing.
         let weak = engine.weak();
-        std::thread::Builder::new()
+        let runs = Arc::new(Runs::default());
+        let counted = runs.clone();
+        let ticker = std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
                 while let Some(engine) = weak.upgrade() {
+                    if counted.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if counted.going.load(Ordering::Acquire) == 0 {
+                        drop(engine);
+                        std::thread::park();
+                        continue;
+                    }
                     engine.increment_epoch();
                     drop(engine);
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
             .map_err(|e| ExeError::Engine(format!("epoch ticker: {e}")))?;
-        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()), metering })
+        let ticker = Ticker { runs, thread: ticker.thread().clone() };
+        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()), metering, memory_slot, ticker })
     }
 
     /// Compiles `bytes` (a `.wasm` module) unless a module with the same SHA-256 is cached.
@@ -221,8 +349,8 @@ impl WasmRuntime {
             .ok_or_else(|| ExeError::NotDeployed("no module is deployed in this activity".into()))?;
         let outputs = spec.results.join("outputs");
         std::fs::create_dir_all(&outputs).map_err(|e| ExeError::Io(format!("{}: {e}", outputs.display())))?;
-        let stdout = create(&spec.results.join("stdout"))?;
-        let stderr = create(&spec.results.join("stderr"))?;
+        let stdout = LazyFile::new(spec.results.join("stdout"));
+        let stderr = LazyFile::new(spec.results.join("stderr"));
 
         let seed = spec.seed();
         let clock = SteppingClock { readings: Arc::default() };
@@ -232,31 +360,40 @@ impl WasmRuntime {
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(&args)
             .envs(&env)
-            .stdout(wasmtime_wasi::cli::OutputFile::new(stdout))
-            .stderr(wasmtime_wasi::cli::OutputFile::new(stderr))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
             .wall_clock(clock.clone())
             .monotonic_clock(clock)
-            .secure_random(wasmtime_wasi::Deterministic::new(random_pool(&seed, "secure")))
-            .insecure_random(wasmtime_wasi::Deterministic::new(random_pool(&seed, "insecure")))
+            .secure_random(SeededStream::new(seed, "secure"))
+            .insecure_random(SeededStream::new(seed, "insecure"))
             .insecure_random_seed(u128::from_le_bytes(seed[..16].try_into().expect("16 bytes")))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        preopen(&mut wasi, &spec.input, "/input", FsPerms::ReadOnly)?;
-        preopen(&mut wasi, &outputs, "/output", FsPerms::ReadWrite)?;
-        for (host, name) in &spec.datasets {
-            preopen(&mut wasi, host, &format!("/datasets/{name}"), FsPerms::ReadOnly)?;
+        let opened = preopen(&mut wasi, &spec.input, "/input", FsPerms::ReadOnly)
+            .and_then(|()| preopen(&mut wasi, &outputs, "/output", FsPerms::ReadWrite))
+            .and_then(|()| {
+                spec.datasets.iter().try_for_each(|(host, name)| {
+                    preopen(&mut wasi, host, &format!("/datasets/{name}"), FsPerms::ReadOnly)
+                })
+            });
+        if let Err(e) = opened {
+            // A run that cannot start leaves its (empty) output files, as one that starts does.
+            for file in [&stdout, &stderr] {
+                file.finish().map_err(ExeError::Io)?;
+            }
+            return Err(e);
         }
         let limits = &spec.limits;
-        let mut store = Store::new(
-            &self.engine,
-            State { wasi: wasi.build_p1(), limiter: MemoryCap { max: limits.memory_bytes, hit: None } },
-        );
+        let max = limits.memory_bytes.min(self.memory_slot);
+        let mut store =
+            Store::new(&self.engine, State { wasi: wasi.build_p1(), limiter: MemoryCap { max, hit: None } });
         store.limiter(|s| &mut s.limiter);
         let fuel = limits.fuel.unwrap_or(u64::MAX);
         if self.metering.fuel {
             store.set_fuel(fuel).map_err(|e| ExeError::Engine(e.to_string()))?;
         }
+        let _ticking = self.metering.epochs.then(|| self.ticker.hold());
         if self.metering.epochs {
             // Checked at every tick the module runs through: past the time limit (by the clock,
             // so time spent in host calls counts too) it is interrupted, and a stop ends it.
@@ -280,6 +417,10 @@ impl WasmRuntime {
             started_at = Some(Instant::now());
             start.call(&mut store, ())
         });
+        // The results folder has both files whether or not the module wrote to them.
+        for file in [&stdout, &stderr] {
+            file.finish().map_err(ExeError::Io)?;
+        }
         let fuel_used = if self.metering.fuel { fuel - store.get_fuel().unwrap_or(0) } else { 0 };
         let usage = Usage {
             duration_sec: started.elapsed().as_secs_f64(),
@@ -298,7 +439,7 @@ impl WasmRuntime {
                     return Err(ExeError::Limit(format!(
                         "the module asked for {} MiB of memory; the limit is {} MiB",
                         desired >> 20,
-                        limits.memory_bytes >> 20
+                        max >> 20
                     )));
                 } else if let Some(trap) = e.downcast_ref::<Trap>() {
                     return Err(match trap {
@@ -332,10 +473,6 @@ fn thread_cpu() -> Duration {
         .unwrap_or_default()
 }
 
-fn create(path: &Path) -> Result<std::fs::File, ExeError> {
-    std::fs::File::create(path).map_err(|e| ExeError::Io(format!("{}: {e}", path.display())))
-}
-
 fn preopen(wasi: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerms) -> Result<(), ExeError> {
     wasi.preopened_dir(host, guest, perms)
         .map(|_| ())
@@ -351,5 +488,50 @@ pub fn default_limits() -> Limits {
         pids: 64,
         cpus: 1.0,
         network: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::Rng;
+
+    /// The whole pool, hashed at once: what a run's random bytes were before they were made
+    /// lazily, kept to show they are the same bytes.
+    fn whole_pool(seed: &[u8; 32], domain: &str) -> Vec<u8> {
+        let mut pool = Vec::with_capacity(RANDOM_POOL);
+        let mut counter = 0u64;
+        while pool.len() < RANDOM_POOL {
+            let mut hasher = Sha256::new();
+            hasher.update(domain.as_bytes());
+            hasher.update(seed);
+            hasher.update(counter.to_le_bytes());
+            pool.extend_from_slice(&hasher.finalize());
+            counter += 1;
+        }
+        pool
+    }
+
+    #[test]
+    fn the_lazy_stream_gives_the_pools_bytes_and_words() {
+        let seed = [7u8; 32];
+        let mut lazy = SeededStream::new(seed, "secure");
+        let mut pooled = wasmtime_wasi::Deterministic::new(whole_pool(&seed, "secure"));
+        // Odd sizes cross block boundaries and the pool's end, where both start over.
+        let mut read = 0;
+        for round in 0..300 {
+            match round % 3 {
+                0 => assert_eq!(lazy.next_u32(), pooled.next_u32()),
+                1 => assert_eq!(lazy.next_u64(), pooled.next_u64()),
+                _ => {
+                    let (mut a, mut b) = (vec![0u8; 733 + round], vec![0u8; 733 + round]);
+                    lazy.fill_bytes(&mut a);
+                    pooled.fill_bytes(&mut b);
+                    assert_eq!(a, b);
+                    read += a.len();
+                }
+            }
+        }
+        assert!(read > RANDOM_POOL, "the test went round the pool");
     }
 }

@@ -113,3 +113,18 @@ fn a_module_is_compiled_once_and_garbage_is_refused() {
     let error = runtime.prepare(b"not wasm at all").unwrap_err();
     assert!(matches!(&error, ExeError::BadPackage(m) if m.contains("not a WASM module")), "{error}");
 }
+
+#[test]
+fn both_output_files_are_in_the_results_folder_whether_or_not_the_module_wrote_to_them() {
+    let runtime = WasmRuntime::new().unwrap();
+    // hello writes stdout only, exit stderr only: each leaves the other empty, not missing.
+    for (name, written, empty) in [("hello", "stdout", "stderr"), ("exit", "stderr", "stdout")] {
+        let run = spec(&[], &[]);
+        let (digest, _) = runtime.prepare(&module(name)).unwrap();
+        runtime.run(&digest, &run.spec).unwrap();
+        let written = std::fs::metadata(run.spec.results.join(written)).unwrap();
+        assert!(written.len() > 0, "{name}: what it wrote is there");
+        let empty = std::fs::metadata(run.spec.results.join(empty)).unwrap();
+        assert_eq!(empty.len(), 0, "{name}: the other file is there, empty");
+    }
+}

@@ -1,6 +1,8 @@
 //! Activity benchmarks, printing their figures:
 //! - from `run` received to the module's `_start`, for a cached WASM module (the exe-unit path:
-//!   results folder, WASI context, instantiation, the blocking thread);
+//!   results folder, WASI context, instantiation from the pool, the blocking thread), beside
+//!   wasmtime alone in the same run: a store with an empty WASI context and the instance, with
+//!   the default allocator and with the pooling one;
 //! - container start overhead of the Docker exe-unit against `docker run --rm … true`, on a
 //!   private dockerd;
 //! - the results-hash rate over a 1 GiB folder;
@@ -71,8 +73,38 @@ async fn wasm() {
         compiled.as_secs_f64() * 1e3,
         cached.as_secs_f64() * 1e3
     );
-    println!("wasm: run received → _start, cached module: {}", stats(to_start));
+    println!("wasm: run received → _start, cached module, pooling allocator: {}", stats(to_start));
     println!("wasm: whole hello run (to results written): {}", stats(whole));
+}
+
+/// wasmtime alone, the floor a run's start is measured against: a store with an empty WASI
+/// context, the module instantiated from its `InstancePre`, and `_start` found, with the same
+/// metering as nodes compile in.
+fn engine_floor(module: &[u8], pooling: bool) -> Vec<Duration> {
+    let mut config = wasmtime::Config::new();
+    config.consume_fuel(true).epoch_interruption(true);
+    if pooling {
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::pooling());
+    }
+    let engine = wasmtime::Engine::new(&config).expect("engine");
+    let mut linker = wasmtime::Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx: &mut wasmtime_wasi::p1::WasiP1Ctx| ctx)
+        .expect("WASI");
+    let module = wasmtime::Module::new(&engine, module).expect("module");
+    let pre = linker.instantiate_pre(&module).expect("imports");
+    (0..WASM_RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            let mut store = wasmtime::Store::new(&engine, wasmtime_wasi::WasiCtxBuilder::new().build_p1());
+            store.set_fuel(u64::MAX).expect("fuel");
+            store.set_epoch_deadline(u64::MAX);
+            let instance = pre.instantiate(&mut store).expect("instance");
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start").expect("_start");
+            let took = started.elapsed();
+            start.call(&mut store, ()).expect("hello runs");
+            took
+        })
+        .collect()
 }
 
 /// Median time of `runs` runs of a module on a runtime with the given metering.
@@ -173,6 +205,11 @@ fn hashing() {
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(wasm());
+    // Off the async runtime: WASI's host calls start one of their own when called synchronously.
+    let module =
+        wat::parse_file(agora_tests::workspace_root().join("tests/wasm/hello.wat")).expect("hello.wat");
+    println!("wasmtime alone, default allocator: {}", stats(engine_floor(&module, false)));
+    println!("wasmtime alone, pooling allocator: {}", stats(engine_floor(&module, true)));
     if std::env::var_os("AGORA_BENCH_SKIP_DOCKER").is_none() {
         runtime.block_on(docker());
     }

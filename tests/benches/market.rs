@@ -1,5 +1,7 @@
 //! Market benchmarks on loopback, printing their figures:
 //! - how long until the offers of 100 provider nodes are all visible to one requestor;
+//! - with those 100 nodes up and idle, one provider publishing a new offer 20 times: publish →
+//!   the requestor's `ProposalEvent`, p50 and p99;
 //! - proposal → approved agreement latency, p50 and p99;
 //! - agreements per second with many negotiations at once.
 //!
@@ -58,6 +60,9 @@ fn offer(i: usize) -> DemandOfferBase {
     }
 }
 
+/// Tries at a counter-proposal the requestor refuses, 100 ms apart.
+const COUNTER_TRIES: u32 = 20;
+
 /// The provider's agent: counters every proposal once and approves every agreement.
 fn provider_agent(market: Market, offer_id: String, shutdown: CancellationToken) {
     tokio::spawn(async move {
@@ -72,10 +77,16 @@ fn provider_agent(market: Market, offer_id: String, shutdown: CancellationToken)
                             properties: proposal.properties.clone(),
                             constraints: "()".into(),
                         };
-                        if let Err(e) =
-                            market.counter_proposal(&offer_id, &proposal.proposal_id, &base, true).await
-                        {
-                            eprintln!("provider counter failed: {e}");
+                        // A requestor at its limit of requests at once says so: try again shortly.
+                        for attempt in 1..=COUNTER_TRIES {
+                            match market.counter_proposal(&offer_id, &proposal.proposal_id, &base, true).await
+                            {
+                                Ok(_) => break,
+                                Err(e) if attempt == COUNTER_TRIES => {
+                                    eprintln!("provider counter failed: {e}")
+                                }
+                                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                            }
                         }
                     }
                     Event::Agreement { agreement, .. } => {
@@ -125,6 +136,50 @@ async fn negotiate(requestor: &Market, i: usize) -> Duration {
     let took = start.elapsed();
     requestor.unsubscribe_demand(&demand).await.expect("unsubscribe");
     took
+}
+
+/// Single offers in the idle network: one provider publishes a new offer, one at a time, and the
+/// requestor's demand for them is told of each by a `ProposalEvent`. Prints publish → event, p50
+/// and p99.
+async fn single_offer_latency(requestor: &Market, provider: &Market, nodes: usize) {
+    const ROUNDS: usize = 20;
+    let watching =
+        DemandOfferBase { properties: json!({}), constraints: "(golem.node.id.name=fresh-*)".into() };
+    let demand = requestor.subscribe_demand(&watching).await.expect("demand");
+    let mut latencies = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let name = format!("fresh-{round}");
+        let offer = DemandOfferBase {
+            properties: json!({"golem.runtime.name": "wasmtime", "golem.node.id.name": name}),
+            constraints: "()".into(),
+        };
+        let published = Instant::now();
+        let offer_id = provider.subscribe_offer(&offer).await.expect("offer");
+        let arrived = 'wait: loop {
+            assert!(published.elapsed() < Duration::from_secs(120), "offer {name} not proposed in 120 s");
+            for event in
+                requestor.collect_demand_events(&demand, Duration::from_secs(5), 10).await.expect("events")
+            {
+                if let Event::Proposal { proposal, .. } = event
+                    && proposal.properties["golem.node.id.name"] == name
+                {
+                    break 'wait published.elapsed();
+                }
+            }
+        };
+        latencies.push(arrived);
+        provider.unsubscribe_offer(&offer_id).await.expect("withdraw");
+        // Apart in time, as offers are: each one meets an idle network.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    requestor.unsubscribe_demand(&demand).await.expect("unsubscribe");
+    latencies.sort();
+    println!(
+        "single offer, {nodes} providers idle: publish → ProposalEvent, {ROUNDS} offers one at a time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().expect("latencies").as_secs_f64() * 1e3
+    );
 }
 
 /// Demand ids commit to their content and millisecond timestamp; a counter keeps them apart.
@@ -243,6 +298,7 @@ fn main() {
             (cpu_seconds() - cpu_before) / idle.elapsed().as_secs_f64() * 100.0,
             idle.elapsed().as_secs_f64()
         );
+        single_offer_latency(&requestor.market, &providers[PROVIDERS / 2].market, PROVIDERS).await;
         for (provider, id) in providers.iter().zip(offer_ids) {
             provider_agent(provider.market.clone(), id, shutdown.clone());
         }
