@@ -168,7 +168,8 @@ pub struct WasmRuntime {
     linker: Linker<State>,
     cache: Mutex<HashMap<[u8; 32], InstancePre<State>>>,
     metering: Metering,
-    /// The most linear memory a run can have: the size of the pool's memory slots.
+    /// The most linear memory a run can have: the size of the pool's memory slots (see
+    /// [`memory_slot`]).
     memory_slot: usize,
     ticker: Ticker,
 }
@@ -216,14 +217,18 @@ impl Drop for WasmRuntime {
 /// batches, each one run at a time, and this leaves room for runs outside batches.
 const POOLED_INSTANCES: u32 = 64;
 
-/// The most memory an offer of this machine gives a run: its offers state the machine's memory
-/// (`golem.inf.mem.gib`), and never less than a run gets by default.
-fn largest_offered_memory() -> usize {
+/// The pool's memory slot: what this machine's offers give a run (`golem.inf.mem.gib` is the
+/// machine's memory unless a preset says otherwise), at most the 4 GiB a 32-bit module can
+/// address, and never less than a run gets by default. Capped so that a node's pool reserves at
+/// most 64 × 4 GiB of address space, however large the machine.
+fn memory_slot() -> usize {
+    const ADDRESSABLE: usize = 4 << 30;
     let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
         let kib = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?;
         kib.parse::<usize>().ok()?.checked_mul(1024)
     });
-    total.unwrap_or(0).max(default_limits().memory_bytes)
+    let page = 64 << 10;
+    total.unwrap_or(ADDRESSABLE).min(ADDRESSABLE).max(default_limits().memory_bytes).div_ceil(page) * page
 }
 
 /// What the engine compiles into modules to stop them.
@@ -253,25 +258,23 @@ impl WasmRuntime {
     /// time limit.
     pub fn with_metering(metering: Metering) -> Result<Self, ExeError> {
         // Instances come from a pool of slots made once: a run's instance then costs a few
-        // microseconds instead of fresh mappings. Each memory slot holds the most an offer of
-        // this machine gives a run, so the pool never stops a module the run's own limit allows.
-        let page = 64 << 10;
-        let memory_slot = largest_offered_memory().div_ceil(page) * page;
-        // Tables as large as the run's limiter lets them grow, and a few memories and tables
-        // per module, as modules had before the pool.
+        // microseconds instead of fresh mappings. A run's memory is at most a slot (see
+        // `memory_slot`). Tables may grow as far as the run's limiter lets them. A module with
+        // more than 16 memories or tables, or instance data over 8 MiB, is refused when it is
+        // compiled, before any run.
+        let memory_slot = memory_slot();
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(POOLED_INSTANCES)
             .total_memories(POOLED_INSTANCES)
             .total_tables(POOLED_INSTANCES * 4)
-            .max_memories_per_module(4)
-            .max_tables_per_module(4)
+            .max_memories_per_module(16)
+            .max_tables_per_module(16)
             .table_elements(MAX_TABLE_ELEMENTS)
             .max_core_instance_size(8 << 20)
             .max_memory_size(memory_slot);
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .memory_reservation(memory_slot.max(4 << 30) as u64)
             .consume_fuel(metering.fuel)
             .epoch_interruption(metering.epochs)
             .cranelift_nan_canonicalization(true)

@@ -8,9 +8,10 @@
 //! combine these sets as three-valued logic combines truths.
 //!
 //! The fast paths compare symbols, and compare numbers as `f64` outside a margin around the
-//! literal. The evaluator itself settles whatever they cannot settle exactly: a number inside that
-//! margin, a pattern, a type hint, a boolean or a list. It runs once per distinct string value, so
-//! every offer gets exactly the evaluator's answer.
+//! literal. The evaluator itself settles whatever they cannot settle exactly, so every offer gets
+//! exactly the evaluator's answer: for a string (a pattern, a type hint, an ordering) once per
+//! distinct value, and for a number inside that margin, a boolean, a list or a null once per
+//! offer.
 
 use crate::ast::{Hint, Op};
 use crate::eval::{Comparison, Literal, Node, compare};

@@ -113,8 +113,6 @@ impl Compiled {
         eval(&self.root, props, vocab, missing)
     }
 
-    /// The equality tests on a name at the top of the constraint (alone or in a top-level `&`)
-    /// whose literal is exact text: every match must have that value.
     pub(crate) fn root(&self) -> &Node {
         &self.root
     }
@@ -137,6 +135,8 @@ impl Compiled {
         keys
     }
 
+    /// The equality tests on a name at the top of the constraint (alone or in a top-level `&`)
+    /// whose literal is exact text: every match must have that value.
     pub(crate) fn required_equalities(&self) -> Vec<(KeyId, Sym)> {
         let top: &[Node] = match &self.root {
             Node::And(items) => items,

@@ -131,7 +131,7 @@ pub const DEFAULT_INDEXED: &[&str] = &["golem.runtime.name"];
 /// - [`Offers::match_all`] scans columns: for every property a demand tests, the set keeps that
 ///   property of every offer in a column, so the demand is evaluated against all offers at once,
 ///   and the offers' own constraints only for those the demand accepts (once per distinct
-///   constraint, since they are evaluated against the same demand). See [`crate::columns`].
+///   constraint, since they are evaluated against the same demand). `columns.rs` has how.
 /// - [`Offers::match_indexed`] groups offers by the string value of a few properties. A demand
 ///   that requires `(name=value)` at its top level can only match offers in that group, since any
 ///   other offer makes that part false or undefined; only those are evaluated.

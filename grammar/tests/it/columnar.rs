@@ -16,6 +16,9 @@ const TEXTS: &[&str] = &[
     "wasm",
     "4",
     "4.0000000001",
+    "4.00000000000000000001",
+    "4.000003",
+    "4.000005",
     "10",
     "-2.5",
     "1e3",
@@ -38,6 +41,9 @@ fn number() -> impl Strategy<Value = serde_json::Value> {
         (-40i64..48).prop_map(|n| json!(n as f64 / 4.0)),
         Just(json!(4.0000000001)),
         Just(json!(3.9999999999)),
+        // Inside and outside the columns' margin around 4 (1e-6 of it).
+        Just(json!(4.000003)),
+        Just(json!(3.999995)),
         Just(json!(1e-20)),
         Just(json!(1e30)),
         Just(json!(u64::MAX)),
@@ -176,6 +182,7 @@ proptest! {
         before in proptest::collection::vec(step(), 0..40),
         demand_props in properties(DEMAND_KEYS),
         demand_constraints in constraint(OFFER_KEYS),
+        other_constraints in constraint(OFFER_KEYS),
         after in proptest::collection::vec(step(), 0..40),
     ) {
         let demand_props = flatten(&demand_props).unwrap();
@@ -184,13 +191,20 @@ proptest! {
         for step in &before {
             apply(&mut offers, &mut live, step);
         }
-        // The demand's columns are made from the offers there, then kept up to date.
+        // The demand's columns are made from the offers there, then kept up to date; a second
+        // demand adds its own and reads those the first left.
         let demand = offers.demand(&demand_props, &demand_constraints);
         check(&offers, &demand, &live)?;
+        let other = offers.demand(&demand_props, &other_constraints);
         for step in &after {
             apply(&mut offers, &mut live, step);
             check(&offers, &demand, &live)?;
+            check(&offers, &other, &live)?;
         }
+        // A demand whose columns the set does not keep, scanned beside those it does.
+        let mixed = Expr::And(vec![demand_constraints.clone(), Expr::Present("c.e".into())]);
+        let unkept = Side::new(&mut offers.vocab, &demand_props, &mixed);
+        check(&offers, &unkept, &live)?;
         // A demand the set keeps no columns for gets them for one scan.
         let mut bare_set = Offers::new(&["a"]);
         let mut bare_live = Live::new();
@@ -199,6 +213,10 @@ proptest! {
         }
         let bare = Side::new(&mut bare_set.vocab, &demand_props, &demand_constraints);
         check(&bare_set, &bare, &bare_live)?;
+        for step in &before {
+            apply(&mut bare_set, &mut bare_live, step);
+            check(&bare_set, &bare, &bare_live)?;
+        }
     }
 }
 
