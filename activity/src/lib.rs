@@ -56,6 +56,6 @@ pub use service::{
     Activities, Agreements, Dataset, HostConfig, HostedUsage, MAX_CONCURRENT_BATCHES, MAX_WAIT, Messenger,
 };
 pub use store::ActivityStore;
-pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage};
+pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage, memory_total};
 pub use wasm::{Metering, WasmRuntime, default_limits};
 pub use wasm_unit::WasmUnit;

@@ -37,9 +37,11 @@ impl LazyFile {
         act(file)
     }
 
-    /// Makes the file empty if the module never wrote to it.
-    pub(crate) fn finish(&self) -> Result<(), String> {
-        self.with_file(|_| Ok(())).map_err(|e| format!("{}: {e}", self.0.path.display()))
+    /// Makes each file, empty, that the module never wrote to.
+    pub(crate) fn finish_all(files: &[&Self]) -> Result<(), String> {
+        files.iter().try_for_each(|file| {
+            file.with_file(|_| Ok(())).map_err(|e| format!("{}: {e}", file.0.path.display()))
+        })
     }
 }
 

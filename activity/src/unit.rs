@@ -132,3 +132,11 @@ pub enum Package {
     /// An image the local container engine has, by name.
     Image(String),
 }
+
+/// This machine's memory in bytes (`MemTotal` of `/proc/meminfo`), which its offers state and its
+/// runs are limited by; `None` where it cannot be read.
+pub fn memory_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?;
+    kib.parse::<u64>().ok()?.checked_mul(1024)
+}

@@ -223,10 +223,7 @@ const POOLED_INSTANCES: u32 = 64;
 /// most 64 × 4 GiB of address space, however large the machine.
 fn memory_slot() -> usize {
     const ADDRESSABLE: usize = 4 << 30;
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        let kib = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?;
-        kib.parse::<usize>().ok()?.checked_mul(1024)
-    });
+    let total = crate::unit::memory_total().and_then(|bytes| usize::try_from(bytes).ok());
     let page = 64 << 10;
     total.unwrap_or(ADDRESSABLE).min(ADDRESSABLE).max(default_limits().memory_bytes).div_ceil(page) * page
 }
@@ -382,9 +379,7 @@ impl WasmRuntime {
             });
         if let Err(e) = opened {
             // A run that cannot start leaves its (empty) output files, as one that starts does.
-            for file in [&stdout, &stderr] {
-                file.finish().map_err(ExeError::Io)?;
-            }
+            LazyFile::finish_all(&[&stdout, &stderr]).map_err(ExeError::Io)?;
             return Err(e);
         }
         let limits = &spec.limits;
@@ -421,9 +416,7 @@ impl WasmRuntime {
             start.call(&mut store, ())
         });
         // The results folder has both files whether or not the module wrote to them.
-        for file in [&stdout, &stderr] {
-            file.finish().map_err(ExeError::Io)?;
-        }
+        LazyFile::finish_all(&[&stdout, &stderr]).map_err(ExeError::Io)?;
         let fuel_used = if self.metering.fuel { fuel - store.get_fuel().unwrap_or(0) } else { 0 };
         let usage = Usage {
             duration_sec: started.elapsed().as_secs_f64(),

@@ -116,20 +116,13 @@ impl Machine {
     /// This machine: its CPU threads, its memory, and the free space where `data_dir` is.
     pub fn probe(data_dir: &Path) -> Self {
         let cpu_threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let mem_kib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
+        let mem_bytes = agora_activity::memory_total().map_or(0.0, |bytes| bytes as f64);
         let storage_gib = nix::sys::statvfs::statvfs(data_dir)
             .map(|s| s.blocks_available() as f64 * s.fragment_size() as f64 / f64::from(1u32 << 30))
             .unwrap_or(0.0);
         Self {
             cpu_threads,
-            mem_gib: round2(mem_kib / f64::from(1u32 << 20)),
+            mem_gib: round2(mem_bytes / f64::from(1u32 << 30)),
             storage_gib: round2(storage_gib),
         }
     }

@@ -53,6 +53,11 @@ impl Bits {
         self.word(at / WORD) >> (at % WORD) & 1 == 1
     }
 
+    /// How many positions are in the set.
+    pub(crate) fn count(&self) -> usize {
+        self.0.iter().map(|word| word.count_ones() as usize).sum()
+    }
+
     fn word(&self, at: usize) -> u64 {
         self.0.get(at).copied().unwrap_or(0)
     }
@@ -316,5 +321,6 @@ mod tests {
         a.and_not(&b);
         assert_eq!(a.ones().collect::<Vec<_>>(), [130]);
         assert!(!a.get(10_000));
+        assert_eq!((a.count(), either.count()), (1, 2));
     }
 }

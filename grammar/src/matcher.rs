@@ -153,7 +153,6 @@ pub struct Offers {
     spans: Vec<Span>,
     /// The offers not removed.
     live: Bits,
-    live_count: usize,
     constraints: Vec<Compiled>,
     constraint_ids: HashMap<Expr, u32>,
     index: HashMap<KeyId, Group>,
@@ -172,6 +171,13 @@ struct Group {
     by_value: HashMap<Sym, Vec<u32>>,
     /// Offers whose value is not a string (a number, say): always evaluated.
     untyped: Vec<u32>,
+}
+
+/// One offer's properties in the shared arrays. A free function, so that the index and columns
+/// can be written while they are read.
+fn span_props<'a>(keys: &'a [KeyId], values: &'a [PropValue], span: Span) -> Props<'a> {
+    let range = span.start as usize..(span.start + span.len) as usize;
+    Props::new(&keys[range.clone()], &values[range])
 }
 
 /// The strings an indexed value groups an offer under, or `None` for a value that is not text.
@@ -202,7 +208,6 @@ impl Offers {
             values: Vec::new(),
             spans: Vec::new(),
             live: Bits::default(),
-            live_count: 0,
             constraints: Vec::new(),
             constraint_ids: HashMap::new(),
             index,
@@ -232,10 +237,9 @@ impl Offers {
         }
         self.spans.push(Span { start, len, constraints });
         self.live.set(at, true);
-        self.live_count += 1;
         // Field by field, so the index and columns can be written while the new properties are
         // read.
-        let props = Props::new(&self.keys[start as usize..], &self.values[start as usize..]);
+        let props = span_props(&self.keys, &self.values, self.spans[at]);
         for (key, group) in &mut self.index {
             match props.get(*key).map(group_keys) {
                 None => {}
@@ -260,9 +264,7 @@ impl Offers {
             return false;
         }
         let handle = u32::try_from(at).expect("handles are below 2^32");
-        let span = self.spans[at];
-        let range = span.start as usize..(span.start + span.len) as usize;
-        let props = Props::new(&self.keys[range.clone()], &self.values[range]);
+        let props = span_props(&self.keys, &self.values, self.spans[at]);
         for (key, group) in &mut self.index {
             match props.get(*key).map(group_keys) {
                 None => {}
@@ -280,23 +282,20 @@ impl Offers {
             column.set(at, None);
         }
         self.live.set(at, false);
-        self.live_count -= 1;
         true
     }
 
     fn props(&self, at: usize) -> Props<'_> {
-        let span = self.spans[at];
-        let range = span.start as usize..(span.start + span.len) as usize;
-        Props::new(&self.keys[range.clone()], &self.values[range])
+        span_props(&self.keys, &self.values, self.spans[at])
     }
 
     /// How many offers are in the set (pushed and not removed).
     pub fn len(&self) -> usize {
-        self.live_count
+        self.live.count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.live_count == 0
+        self.len() == 0
     }
 
     /// An offer's properties, to read a value of it.
