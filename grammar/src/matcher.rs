@@ -180,6 +180,30 @@ fn span_props<'a>(keys: &'a [KeyId], values: &'a [PropValue], span: Span) -> Pro
     Props::new(&keys[range.clone()], &values[range])
 }
 
+impl Group {
+    /// Puts offer `handle` in (`add`), or takes it out of, the lists its value of the indexed
+    /// property belongs to: one per string, or the untyped list. An offer without the property
+    /// is in none.
+    fn file(&mut self, value: Option<&PropValue>, handle: u32, add: bool) {
+        let apply = |list: &mut Vec<u32>| {
+            if add {
+                list.push(handle);
+            } else {
+                list.retain(|h| *h != handle);
+            }
+        };
+        match value.map(group_keys) {
+            None => {}
+            Some(None) => apply(&mut self.untyped),
+            Some(Some(strings)) => {
+                for string in strings {
+                    apply(self.by_value.entry(string).or_default());
+                }
+            }
+        }
+    }
+}
+
 /// The strings an indexed value groups an offer under, or `None` for a value that is not text.
 fn group_keys(value: &PropValue) -> Option<Vec<Sym>> {
     match value {
@@ -241,15 +265,7 @@ impl Offers {
         // read.
         let props = span_props(&self.keys, &self.values, self.spans[at]);
         for (key, group) in &mut self.index {
-            match props.get(*key).map(group_keys) {
-                None => {}
-                Some(Some(values)) => {
-                    for value in values {
-                        group.by_value.entry(value).or_default().push(handle);
-                    }
-                }
-                Some(None) => group.untyped.push(handle),
-            }
+            group.file(props.get(*key), handle, true);
         }
         for (key, column) in &mut self.columns {
             column.set(at, props.get(*key));
@@ -266,17 +282,7 @@ impl Offers {
         let handle = u32::try_from(at).expect("handles are below 2^32");
         let props = span_props(&self.keys, &self.values, self.spans[at]);
         for (key, group) in &mut self.index {
-            match props.get(*key).map(group_keys) {
-                None => {}
-                Some(Some(values)) => {
-                    for value in values {
-                        if let Some(offers) = group.by_value.get_mut(&value) {
-                            offers.retain(|h| *h != handle);
-                        }
-                    }
-                }
-                Some(None) => group.untyped.retain(|h| *h != handle),
-            }
+            group.file(props.get(*key), handle, false);
         }
         for column in self.columns.values_mut() {
             column.set(at, None);
