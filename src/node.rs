@@ -214,13 +214,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
                 "the default identity {node_id} is locked; give its password with identity_password_file"
             ))
         })?;
-        let mut net_config = settings.net.clone();
-        net_config.topics.push(agora_market::OFFERS_TOPIC.to_string());
-        agora_net::start(key.libp2p_keypair(), net_config, net_stop.clone()).await.map_err(|e| match e {
-            agora_net::Error::Listen { .. }
-            | agora_net::Error::Dial { .. }
-            | agora_net::Error::SwarmKey(_) => Error::Config(format!("p2p: {e}")),
-            other => Error::Io(std::io::Error::other(other.to_string())),
+        agora_net::start(key.libp2p_keypair(), settings.net.clone(), net_stop.clone()).await.map_err(|e| {
+            match e {
+                agora_net::Error::Listen { .. }
+                | agora_net::Error::Dial { .. }
+                | agora_net::Error::SwarmKey(_) => Error::Config(format!("p2p: {e}")),
+                other => Error::Io(std::io::Error::other(other.to_string())),
+            }
         })
     }
     .await;

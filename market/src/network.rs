@@ -1,5 +1,11 @@
 //! The market on the network: `/agora/market/2` requests answered, announcements followed, own
 //! offers repeated, undelivered messages retried.
+//!
+//! A node joins the offers topic once it has a demand, and from then on hears and relays every
+//! announcement. Until then it has no use for other nodes' offers, so it neither hears nor relays
+//! them: in a burst of offers, the copies go to the nodes looking for offers rather than to every
+//! node several times over. Its own announcements still reach every connected node that joined,
+//! and a node joining is told the offers of its peers at once, directly.
 
 use crate::agreeing::Ending;
 use crate::courier::Courier;
@@ -17,7 +23,8 @@ use tokio_util::task::TaskTracker;
 /// joining next to it is told at once, directly; this round reaches the rest. Each round costs
 /// every node a copy of every announcement, so it is not frequent.
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(60);
-/// Tries at telling a joining node our offers, and the pause between them.
+/// Tries at telling a joining node our offers, and the pause between them (and between tries at
+/// reading whether this node has a demand).
 const JOIN_TRIES: u32 = 5;
 const JOIN_RETRY: Duration = Duration::from_millis(500);
 /// Offer bodies fetched at once, at most.
@@ -39,8 +46,31 @@ pub async fn serve(
 ) -> Result<(), agora_net::Error> {
     let requests = net.serve(Channel::Market).await?;
     let gossip = net.follow(OFFERS_TOPIC).await?;
+    tasks.spawn(join_on_demand(market.clone(), net.clone(), shutdown.clone()));
     tasks.spawn(run(market, net, requests, gossip, shutdown, tasks.clone()));
     Ok(())
+}
+
+/// Joins the offers topic once the node has a standing demand.
+async fn join_on_demand(market: Market, net: NetHandle, shutdown: CancellationToken) {
+    loop {
+        let stands = tokio::select! {
+            () = shutdown.cancelled() => return,
+            stands = market.demand_stands() => stands,
+        };
+        match stands {
+            Ok(()) => {
+                if let Err(e) = net.join(OFFERS_TOPIC).await {
+                    tracing::warn!(error = %e, "could not join the offers topic");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not tell whether this node has a demand");
+                tokio::time::sleep(JOIN_RETRY).await;
+            }
+        }
+    }
 }
 
 async fn run(

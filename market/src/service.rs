@@ -44,6 +44,8 @@ pub struct Market {
     heard: Arc<std::sync::Mutex<HashMap<String, (String, Address)>>>,
     /// Woken when a demand is placed while offers are waiting in `heard`.
     demand_placed: Arc<Notify>,
+    /// Woken whenever a demand is placed, for [`Market::demand_stands`].
+    demand_standing: Arc<Notify>,
     /// How long an Initial or Draft proposal waits for an answer before it is Expired.
     pub(crate) proposal_lifetime: Duration,
     /// Whether the outbox may hold undelivered messages (true at start: a restart may have left
@@ -106,6 +108,7 @@ impl Market {
             has_demands: Arc::new(std::sync::atomic::AtomicU8::new(UNKNOWN)),
             heard: Arc::default(),
             demand_placed: Arc::new(Notify::new()),
+            demand_standing: Arc::new(Notify::new()),
             proposal_lifetime: DEFAULT_PROPOSAL_LIFETIME,
             outbox_pending: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
@@ -177,6 +180,7 @@ impl Market {
         let demand = stored(&spec, id.clone());
         self.store.insert_demand(&demand).await?;
         self.has_demands.store(YES, std::sync::atomic::Ordering::Relaxed);
+        self.demand_standing.notify_waiters();
         if !self.heard.lock().expect("heard lock").is_empty() {
             self.demand_placed.notify_one();
         }
@@ -295,6 +299,21 @@ impl Market {
             .chunks(crate::MAX_OFFERS_PER_ANNOUNCEMENT)
             .map(|chunk| Announcement::Offered { offer_ids: chunk.to_vec() })
             .collect())
+    }
+
+    /// Returns once this node has a standing demand: at once if it has one already (placed
+    /// before a restart, say), else when one is placed.
+    pub async fn demand_stands(&self) -> Result<()> {
+        loop {
+            // Enabled before the check, so a demand placed during it still wakes this.
+            let placed = self.demand_standing.notified();
+            tokio::pin!(placed);
+            placed.as_mut().enable();
+            if self.has_standing_demand().await? {
+                return Ok(());
+            }
+            placed.await;
+        }
     }
 
     async fn has_standing_demand(&self) -> Result<bool> {

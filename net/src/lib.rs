@@ -11,7 +11,8 @@
 //!
 //! Inbound traffic has one route per protocol ([`routes`]): the part of the node that serves a
 //! protocol asks for its receiver with [`NetHandle::serve`], and gets that protocol's requests
-//! and no others; gossip topics likewise with [`NetHandle::follow`]. Handlers per protocol are
+//! and no others; gossip topics likewise with [`NetHandle::follow`], whose messages a node hears
+//! once it has joined the topic ([`NetHandle::join`]). Handlers per protocol are
 //! capped ([`Spec::handlers`]); a request beyond the cap, over a peer's rate, or on a protocol
 //! nobody serves is refused with a message the sender sees as [`Error::Refused`]. The protocols
 //! are listed in one table (`protocol.rs`): adding one is a row there plus its handler.

@@ -33,7 +33,7 @@ pub struct NetConfig {
     pub mdns: bool,
     /// A private network's pre-shared key: only nodes with the same key can connect.
     pub swarm_key: Option<PreSharedKey>,
-    /// Gossip topics to subscribe to.
+    /// Gossip topics to join at start ([`NetHandle::join`] joins one later).
     pub topics: Vec<String>,
 }
 
@@ -64,6 +64,7 @@ enum Command {
     Penalise(PeerId),
     Serve(Channel, oneshot::Sender<std::result::Result<mpsc::Receiver<Request>, RouteError>>),
     Follow(String, oneshot::Sender<std::result::Result<mpsc::Receiver<Gossip>, RouteError>>),
+    Join(String, oneshot::Sender<Result<()>>),
 }
 
 /// Misbehaviours (a forged offer, say) after which a peer is banned.
@@ -155,10 +156,17 @@ impl NetHandle {
         self.ask(|tx| Command::Serve(channel, tx)).await?.map_err(Error::Route)
     }
 
-    /// Follows a gossip topic (one the network subscribed to at start): its messages, and peers
-    /// joining it, come out of the returned receiver.
+    /// Follows a gossip topic: peers joining it, and once this node has joined it too, its
+    /// messages, come out of the returned receiver.
     pub async fn follow(&self, topic: &str) -> Result<mpsc::Receiver<Gossip>> {
         self.ask(|tx| Command::Follow(topic.to_string(), tx)).await?.map_err(Error::Route)
+    }
+
+    /// Joins a gossip topic: from now on this node receives its messages and relays them to its
+    /// peers, and its peers see it joined. A node that has not joined a topic can still publish
+    /// on it, to the connected peers that have. Joining twice is joining once.
+    pub async fn join(&self, topic: &str) -> Result<()> {
+        self.ask(|tx| Command::Join(topic.to_string(), tx)).await?
     }
 
     /// Sends a typed request to a peer named by its id text and decodes the answer; every
@@ -424,6 +432,12 @@ impl Network {
             }
             Command::Follow(topic, reply) => {
                 let _asker_gone = reply.send(self.routes.follow(&topic));
+            }
+            Command::Join(topic, reply) => {
+                let joined =
+                    self.swarm.behaviour_mut().gossipsub.subscribe(&gossipsub::IdentTopic::new(&topic));
+                let _asker_gone =
+                    reply.send(joined.map(drop).map_err(|e| Error::Setup(format!("join {topic}: {e}"))));
             }
             Command::Request { channel, peer, body, reply } => {
                 let id = self.swarm.behaviour_mut().protocol(channel).send_request(&peer, body);

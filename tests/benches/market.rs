@@ -10,7 +10,7 @@
 
 use agora_identity::Identity;
 use agora_market::api::{DemandOfferBase, Event};
-use agora_market::{AgreementState, Market, OFFERS_TOPIC, ProposalState};
+use agora_market::{AgreementState, Market, ProposalState};
 use agora_net::{NetConfig, NetHandle};
 use agora_tests::TestPg;
 use serde_json::json;
@@ -40,7 +40,6 @@ async fn node(pg: &TestPg, db: &str, peers: Vec<String>, shutdown: &Cancellation
     let config = NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         peers: peers.iter().map(|p| p.parse().expect("peer multiaddr")).collect(),
-        topics: vec![OFFERS_TOPIC.to_string()],
         ..Default::default()
     };
     let (net, _task) =
@@ -223,6 +222,10 @@ fn main() {
         let pg = TestPg::start().await;
         let shutdown = CancellationToken::new();
         let requestor = node(&pg, "requestor", Vec::new(), &shutdown).await;
+        // The requestor is looking for offers before the providers start: it has joined the
+        // offers topic, and each provider learns so as it connects.
+        let watching = DemandOfferBase { properties: json!({}), constraints: "(golem.runtime.name=wasmtime)".into() };
+        let watch = requestor.market.subscribe_demand(&watching).await.expect("demand");
 
         let setup = Instant::now();
         let mut providers = Vec::with_capacity(PROVIDERS);
@@ -232,9 +235,6 @@ fn main() {
         }
         println!("setup: {PROVIDERS} provider nodes up in {:.2} s", setup.elapsed().as_secs_f64());
 
-        // The requestor is looking for offers before they are published.
-        let watching = DemandOfferBase { properties: json!({}), constraints: "(golem.runtime.name=wasmtime)".into() };
-        let watch = requestor.market.subscribe_demand(&watching).await.expect("demand");
         let published = Instant::now();
         // Every provider publishes at once, as separate nodes would.
         let publishing: Vec<_> = providers

@@ -1,8 +1,8 @@
 //! Inbound requests reach the one part that serves their protocol, within its handler cap; a
-//! request nobody serves is refused with a reason the sender sees, and logged. Two networks in
-//! this process, on loopback.
+//! request nobody serves is refused with a reason the sender sees, and logged. Gossip reaches the
+//! nodes that joined its topic, from any node. Two networks in this process, on loopback.
 
-use agora_net::{Channel, MARKET_HANDLERS, NetConfig, NetHandle};
+use agora_net::{Channel, Gossip, MARKET_HANDLERS, NetConfig, NetHandle};
 use agora_tests::wait_for;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -173,5 +173,50 @@ async fn five_hundred_concurrent_requests_from_one_peer_never_run_more_handlers_
     assert_eq!(answered, handled.load(Ordering::SeqCst));
     assert!(most <= MARKET_HANDLERS, "{most} handlers ran at once, over the cap of {MARKET_HANDLERS}");
     assert!(answered > 0 && busy > 0, "the cap was reached and requests within it were answered");
+    shutdown.cancel();
+}
+
+/// The next thing a followed topic brings, within 20 s.
+async fn next(topic: &mut tokio::sync::mpsc::Receiver<Gossip>) -> Gossip {
+    tokio::time::timeout(Duration::from_secs(20), topic.recv()).await.expect("gossip within 20 s").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_reaches_the_nodes_that_joined_its_topic_and_a_node_that_has_not_still_publishes() {
+    const TOPIC: &str = "agora-test-topic";
+    let shutdown = CancellationToken::new();
+    let (server, client) = pair(&shutdown).await;
+    let (mut at_server, mut at_client) =
+        (server.follow(TOPIC).await.unwrap(), client.follow(TOPIC).await.unwrap());
+
+    // The client joins; the server, which has not, sees it join.
+    client.join(TOPIC).await.unwrap();
+    match next(&mut at_server).await {
+        Gossip::Joined { peer } => assert_eq!(peer, client.peer_id()),
+        other => panic!("expected the client to join, got {other:?}"),
+    }
+    // A node that has not joined publishes to the peers that have.
+    server.publish(TOPIC, b"from the server".to_vec()).await.unwrap();
+    match next(&mut at_client).await {
+        Gossip::Message { from, data } => {
+            assert_eq!((from, data.as_slice()), (server.peer_id(), &b"from the server"[..]))
+        }
+        other => panic!("expected the server's message, got {other:?}"),
+    }
+    // Published while the server has not joined: it never hears this one.
+    client.publish(TOPIC, b"before".to_vec()).await.unwrap();
+    server.join(TOPIC).await.unwrap();
+    server.join(TOPIC).await.unwrap();
+    match next(&mut at_client).await {
+        Gossip::Joined { peer } => assert_eq!(peer, server.peer_id()),
+        other => panic!("expected the server to join, got {other:?}"),
+    }
+    client.publish(TOPIC, b"after".to_vec()).await.unwrap();
+    match next(&mut at_server).await {
+        Gossip::Message { from, data } => {
+            assert_eq!((from, data.as_slice()), (client.peer_id(), &b"after"[..]))
+        }
+        other => panic!("expected the message published after joining, got {other:?}"),
+    }
     shutdown.cancel();
 }
