@@ -57,5 +57,5 @@ pub use service::{
 };
 pub use store::ActivityStore;
 pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage, memory_total};
-pub use wasm::{Metering, WasmRuntime, default_limits};
+pub use wasm::{Metering, Running, WasmRuntime, default_limits};
 pub use wasm_unit::WasmUnit;

@@ -1,5 +1,5 @@
 //! A run's stdout and stderr files, made when the module first writes to them or when the run
-//! ends: a run starts without creating files, and its results folder has both either way.
+//! ends: a run starts without creating files, and its results folder has both either way (unless the run was stopped, and its results with it).
 
 use bytes::Bytes;
 use std::fs::File;

@@ -83,7 +83,7 @@ pub(crate) const MAX_CAPTURE: usize = 1 << 20;
 /// The longest a results request waits on the provider.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Batches a provider node runs at once, at most, across all its activities. A batch holds an
-/// exe-unit (a wasmtime thread or a container) for its whole length; with two cores, eight
+/// exe-unit (a WASM run on the runtime's threads, or a container) for its whole length; with two cores, eight
 /// already share them four ways. One more is refused as busy, to be tried again.
 pub const MAX_CONCURRENT_BATCHES: usize = 8;
 

@@ -6,6 +6,10 @@
 //! environment variables are passed sorted. Limits come from the agreement: fuel (a
 //! deterministic budget of work), an epoch deadline (wall-clock time) and a memory cap.
 //! Compiled modules are cached by the SHA-256 of their bytes.
+//!
+//! A run started with [`WasmRuntime::spawn`] is a future on the runtime's own threads, one per
+//! core. A module that computes holds one of them, and gives it up at every epoch tick; a module
+//! that waits (a sleep) holds none.
 
 use crate::run_output::LazyFile;
 use crate::unit::{ExeError, Limits, RunOutcome, RunSpec, Usage};
@@ -21,18 +25,6 @@ use wasmtime::{
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
-
-/// Why a run ended before its module did: its activity ended.
-#[derive(Debug, Clone, Copy)]
-struct Stopped;
-
-impl std::fmt::Display for Stopped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the run was stopped: its activity ended")
-    }
-}
-
-impl std::error::Error for Stopped {}
 
 /// How often the epoch advances: the resolution of the time limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -172,6 +164,9 @@ pub struct WasmRuntime {
     /// [`memory_slot`]).
     memory_slot: usize,
     ticker: Ticker,
+    /// The threads runs go on (see the module's documentation). Always there until the runtime
+    /// is dropped, which lets it go without waiting for runs in flight.
+    executor: Option<tokio::runtime::Runtime>,
 }
 
 /// The thread that advances the engine's epoch, and what tells it to.
@@ -210,6 +205,11 @@ impl Drop for WasmRuntime {
     fn drop(&mut self) {
         self.ticker.runs.closed.store(true, Ordering::Release);
         self.ticker.thread.unpark();
+        // Dropped from async code as well: a runtime that waited for its threads there would
+        // panic.
+        if let Some(executor) = self.executor.take() {
+            executor.shutdown_background();
+        }
     }
 }
 
@@ -262,6 +262,7 @@ impl WasmRuntime {
         let memory_slot = memory_slot();
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(POOLED_INSTANCES)
+            .total_stacks(POOLED_INSTANCES)
             .total_memories(POOLED_INSTANCES)
             .total_tables(POOLED_INSTANCES * 4)
             .max_memories_per_module(16)
@@ -279,8 +280,15 @@ impl WasmRuntime {
         // Threads are not compiled in (wasmtime's `threads` feature is off): no shared memory.
         let engine = Engine::new(&config).map_err(|e| ExeError::Engine(format!("wasmtime: {e}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut State| &mut s.wasi)
             .map_err(|e| ExeError::Engine(format!("WASI: {e}")))?;
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let executor = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name("wasm-run")
+            .enable_all()
+            .build()
+            .map_err(|e| ExeError::Engine(format!("the runs' threads: {e}")))?;
         // The ticker holds the engine weakly and ends once the runtime is gone. It ticks only
         // while runs are going: otherwise it is parked, and costs nothing.
         let weak = engine.weak();
@@ -305,7 +313,15 @@ impl WasmRuntime {
             })
             .map_err(|e| ExeError::Engine(format!("epoch ticker: {e}")))?;
         let ticker = Ticker { runs, thread: ticker.thread().clone() };
-        Ok(Self { engine, linker, cache: Mutex::new(HashMap::new()), metering, memory_slot, ticker })
+        Ok(Self {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+            metering,
+            memory_slot,
+            ticker,
+            executor: Some(executor),
+        })
     }
 
     /// Compiles `bytes` (a `.wasm` module) unless a module with the same SHA-256 is cached.
@@ -324,22 +340,41 @@ impl WasmRuntime {
         Ok((digest, true))
     }
 
-    /// Runs a prepared module's `_start`, blocking the calling thread: call it from
-    /// `spawn_blocking`. The results folder gets `stdout`, `stderr` and `outputs/`.
-    pub fn run(&self, module: &[u8; 32], spec: &RunSpec) -> Result<RunOutcome, ExeError> {
-        self.run_until(module, spec, &Arc::default())
+    fn executor(&self) -> &tokio::runtime::Runtime {
+        self.executor.as_ref().expect("the runs' threads are there until the runtime is dropped")
     }
 
-    /// [`WasmRuntime::run`], stopped within one epoch tick once `stop` is set: a thread whose
-    /// activity ended does not run on to its time limit.
-    pub fn run_until(
-        &self,
-        module: &[u8; 32],
-        spec: &RunSpec,
-        stop: &Arc<AtomicBool>,
-    ) -> Result<RunOutcome, ExeError> {
+    /// Runs a prepared module's `_start` on the calling thread, blocking it until the run ends;
+    /// for code that is not async (async code calls [`WasmRuntime::spawn`]). The results folder
+    /// gets `stdout`, `stderr` and `outputs/`.
+    ///
+    /// # Panics
+    ///
+    /// Called from async code (a tokio runtime's thread), as tokio's `block_on` does.
+    pub fn run(&self, module: &[u8; 32], spec: &RunSpec) -> Result<RunOutcome, ExeError> {
+        self.executor().block_on(self.execute(module, spec))
+    }
+
+    /// Starts a run on the runtime's threads. Dropping the returned [`Running`] stops it at its
+    /// next yield: within an epoch tick if it computes, at once if it waits. (A runtime without
+    /// epochs, [`Metering`], has no yield while a module computes: that run goes on to its end.)
+    pub fn spawn(self: &Arc<Self>, module: [u8; 32], spec: RunSpec) -> Running {
+        let this = self.clone();
+        Running(self.executor().spawn(async move { this.execute(&module, &spec).await }))
+    }
+
+    /// A run, and the CPU time its threads spent on it.
+    async fn execute(&self, module: &[u8; 32], spec: &RunSpec) -> Result<RunOutcome, ExeError> {
+        let (outcome, cpu) =
+            Metered { inner: Box::pin(self.execute_unmetered(module, spec)), cpu: Duration::ZERO }.await;
+        outcome.map(|mut outcome| {
+            outcome.usage.cpu_sec = cpu.as_secs_f64();
+            outcome
+        })
+    }
+
+    async fn execute_unmetered(&self, module: &[u8; 32], spec: &RunSpec) -> Result<RunOutcome, ExeError> {
         let started = Instant::now();
-        let cpu_start = thread_cpu();
         let pre = self
             .cache
             .lock()
@@ -392,36 +427,41 @@ impl WasmRuntime {
             store.set_fuel(fuel).map_err(|e| ExeError::Engine(e.to_string()))?;
         }
         let _ticking = self.metering.epochs.then(|| self.ticker.hold());
+        let deadline = tokio::time::Instant::now() + limits.time;
         if self.metering.epochs {
-            // Checked at every tick the module runs through: past the time limit (by the clock,
-            // so time spent in host calls counts too) it is interrupted, and a stop ends it.
-            let deadline = Instant::now() + limits.time;
-            let stop = stop.clone();
+            // Checked at every tick the module computes through: past the time limit it is
+            // interrupted, else it gives its thread to the other runs for a moment.
+            let deadline = deadline.into_std();
             store.epoch_deadline_callback(move |_| {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(wasmtime::Error::new(Stopped));
-                }
                 if Instant::now() >= deadline {
                     return Err(Trap::Interrupt.into());
                 }
-                Ok(UpdateDeadline::Continue(1))
+                Ok(UpdateDeadline::Yield(1))
             });
             store.set_epoch_deadline(1);
         }
 
         let mut started_at = None;
-        let outcome = pre.instantiate(&mut store).and_then(|instance| {
+        let going = async {
+            let instance = pre.instantiate_async(&mut store).await?;
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             started_at = Some(Instant::now());
-            start.call(&mut store, ())
-        });
+            start.call_async(&mut store, ()).await
+        };
+        // A module waiting in a host call (a sleep) computes through no tick: the limit ends
+        // the wait itself.
+        let outcome = if self.metering.epochs {
+            tokio::time::timeout_at(deadline, going).await.unwrap_or_else(|_| Err(Trap::Interrupt.into()))
+        } else {
+            going.await
+        };
         // The results folder has both files whether or not the module wrote to them.
         LazyFile::finish_all(&[&stdout, &stderr]).map_err(ExeError::Io)?;
         let fuel_used = if self.metering.fuel { fuel - store.get_fuel().unwrap_or(0) } else { 0 };
         let usage = Usage {
             duration_sec: started.elapsed().as_secs_f64(),
-            // The module runs on this thread alone.
-            cpu_sec: (thread_cpu() - cpu_start).as_secs_f64(),
+            // Counted by `execute`, over every thread the run went on.
+            cpu_sec: 0.0,
             fuel: Some(fuel_used),
         };
         let exit_code = match outcome {
@@ -429,8 +469,6 @@ impl WasmRuntime {
             Err(e) => {
                 if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                     exit.0
-                } else if e.downcast_ref::<Stopped>().is_some() {
-                    return Err(ExeError::Failed(Stopped.to_string()));
                 } else if let Some(desired) = store.data().limiter.hit {
                     return Err(ExeError::Limit(format!(
                         "the module asked for {} MiB of memory; the limit is {} MiB",
@@ -459,6 +497,51 @@ impl WasmRuntime {
     /// Modules compiled and kept.
     pub fn cached(&self) -> usize {
         self.cache.lock().expect("module cache").len()
+    }
+}
+
+/// A run being made on the runtime's threads: await it for its outcome; dropping it stops the
+/// run.
+#[derive(Debug)]
+pub struct Running(tokio::task::JoinHandle<Result<RunOutcome, ExeError>>);
+
+impl std::future::Future for Running {
+    type Output = Result<RunOutcome, ExeError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| joined.unwrap_or_else(|e| Err(ExeError::Engine(format!("the run's task: {e}")))))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A future, and the CPU time of the threads it was polled on, while they polled it.
+struct Metered<F> {
+    inner: std::pin::Pin<Box<F>>,
+    cpu: Duration,
+}
+
+impl<F: std::future::Future> std::future::Future for Metered<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let before = thread_cpu();
+        let polled = self.inner.as_mut().poll(cx);
+        self.cpu += thread_cpu().saturating_sub(before);
+        let cpu = self.cpu;
+        polled.map(|output| (output, cpu))
     }
 }
 

@@ -1,11 +1,10 @@
-//! [`WasmRuntime`] as an [`ExeUnit`]: deploy compiles (or finds in the cache), run runs on a
-//! blocking thread.
+//! [`WasmRuntime`] as an [`ExeUnit`]: deploy compiles (or finds in the cache) on a blocking
+//! thread, run runs on the runtime's own threads.
 
 use crate::unit::{ExeError, ExeUnit, Package, RunOutcome, RunSpec};
 use crate::wasm::WasmRuntime;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One activity's WASM exe-unit: the shared runtime and the deployed module's digest.
 #[derive(Debug, Clone)]
@@ -17,15 +16,6 @@ pub struct WasmUnit {
 impl WasmUnit {
     pub fn new(runtime: Arc<WasmRuntime>) -> Self {
         Self { runtime, module: None }
-    }
-}
-
-/// Sets its flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -57,13 +47,8 @@ impl ExeUnit for WasmUnit {
         Box::pin(async move {
             let module =
                 self.module.ok_or_else(|| ExeError::NotDeployed("deploy a module before run".into()))?;
-            let runtime = self.runtime.clone();
-            // Dropping this future (the batch stopped) stops the module on its thread too.
-            let stop = StopOnDrop(Arc::default());
-            let flag = stop.0.clone();
-            tokio::task::spawn_blocking(move || runtime.run_until(&module, &spec, &flag))
-                .await
-                .map_err(|e| ExeError::Engine(format!("the run's thread: {e}")))?
+            // Dropping this future (the batch stopped) stops the run too.
+            self.runtime.spawn(module, spec).await
         })
     }
 

@@ -3,7 +3,8 @@
 use agora_activity::{ExeError, RunSpec, WasmRuntime, default_limits, results_hash};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn module(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/wasm").join(format!("{name}.wat"));
@@ -127,4 +128,53 @@ fn both_output_files_are_in_the_results_folder_whether_or_not_the_module_wrote_t
         let empty = std::fs::metadata(run.spec.results.join(empty)).unwrap();
         assert_eq!(empty.len(), 0, "{name}: the other file is there, empty");
     }
+}
+
+#[test]
+fn a_module_waiting_in_a_sleep_is_stopped_at_its_time_limit() {
+    let runtime = WasmRuntime::new().unwrap();
+    let mut sleep = spec(&[], &[]);
+    sleep.spec.limits.time = Duration::from_millis(500);
+    let started = Instant::now();
+    let error = run(&runtime, "sleep", &sleep.spec).unwrap_err();
+    assert!(matches!(&error, ExeError::Limit(m) if m.contains("time limit of 0.5 s")), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped near the limit, not after its 60 s sleep");
+}
+
+/// Threads of this process (nextest runs each test in a process of its own).
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn runs_waiting_in_a_sleep_hold_no_thread_and_others_run_meanwhile() {
+    const SLEEPERS: usize = 16;
+    let runtime = Arc::new(WasmRuntime::new().unwrap());
+    let (sleep, _) = runtime.prepare(&module("sleep")).unwrap();
+    let (hello, _) = runtime.prepare(&module("hello")).unwrap();
+    let driver = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    driver.block_on(async {
+        let first = spec(&[], &[]);
+        runtime.spawn(hello, first.spec.clone()).await.unwrap();
+        let before = threads();
+        let sleepers: Vec<_> = (0..SLEEPERS)
+            .map(|_| {
+                let run = spec(&[], &[]);
+                (runtime.spawn(sleep, run.spec.clone()), run)
+            })
+            .collect();
+        // Every sleeper has started and is waiting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let during = threads();
+        let other = spec(&[], &[]);
+        let outcome = runtime.spawn(hello, other.spec.clone()).await.unwrap();
+        assert_eq!(outcome.exit_code, 0);
+        assert!(outcome.usage.cpu_sec > 0.0, "its CPU time is counted: {:?}", outcome.usage);
+        assert_eq!(std::fs::read_to_string(other.spec.results.join("stdout")).unwrap(), "hello from wasm\n");
+        assert!(
+            during <= before,
+            "{SLEEPERS} sleeping runs took threads: {before} threads before them, {during} while they slept"
+        );
+        drop(sleepers);
+    });
 }

@@ -1,6 +1,6 @@
 //! Activity benchmarks, printing their figures:
 //! - from `run` received to the module's `_start`, for a cached WASM module (the exe-unit path:
-//!   results folder, WASI context, instantiation from the pool, the blocking thread), beside
+//!   results folder, WASI context, instantiation from the pool, the hop to the runs' threads), beside
 //!   wasmtime alone in the same run: a store with an empty WASI context and the instance, with
 //!   the default allocator and with the pooling one;
 //! - container start overhead of the Docker exe-unit against `docker run --rm … true`, on a
