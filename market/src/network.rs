@@ -58,16 +58,20 @@ async fn join_on_demand(market: Market, net: NetHandle, shutdown: CancellationTo
             () = shutdown.cancelled() => return,
             stands = market.demand_stands() => stands,
         };
-        match stands {
+        let joined = match stands {
             Ok(()) => {
-                if let Err(e) = net.join(OFFERS_TOPIC).await {
-                    tracing::warn!(error = %e, "could not join the offers topic");
-                }
-                return;
+                net.join(OFFERS_TOPIC).await.map_err(|e| format!("could not join the offers topic: {e}"))
             }
+            Err(e) => Err(format!("could not tell whether this node has a demand: {e}")),
+        };
+        match joined {
+            Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "could not tell whether this node has a demand");
-                tokio::time::sleep(JOIN_RETRY).await;
+                tracing::warn!(error = %e, "no offers are heard until this node joins; trying again");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(JOIN_RETRY) => {}
+                }
             }
         }
     }

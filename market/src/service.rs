@@ -309,7 +309,11 @@ impl Market {
             let placed = self.demand_standing.notified();
             tokio::pin!(placed);
             placed.as_mut().enable();
-            if self.has_standing_demand().await? {
+            // Asked of the database, not of the cached answer, which a demand placed and another
+            // withdrawn during a read can leave stale.
+            if self.has_demands.load(std::sync::atomic::Ordering::Relaxed) == YES
+                || self.store.has_active_demands().await?
+            {
                 return Ok(());
             }
             placed.await;

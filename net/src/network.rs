@@ -79,8 +79,11 @@ const REQUESTS_PER_PEER_PER_SECOND: u32 = 200;
 const COMMAND_QUEUE: usize = 64;
 /// How long a handle waits for the network task to answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections idle this long are closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connections idle this long are closed. Long, because a connection is how a provider's
+/// announcements reach a requestor: the provider does not relay the offers topic, so nothing
+/// else keeps the two in touch (a gossip mesh keeps only the connections between nodes that
+/// joined the topic).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A cheap-to-clone handle on the network task.
 #[derive(Clone)]
@@ -278,6 +281,8 @@ pub struct Network {
     rate: HashMap<PeerId, (std::time::Instant, u32)>,
     penalties: HashMap<PeerId, u32>,
     banned: HashMap<PeerId, std::time::Instant>,
+    /// The `--peer` addresses, dialled again when the node joins a topic.
+    bootstrap: Vec<Multiaddr>,
 }
 
 impl std::fmt::Debug for Network {
@@ -377,6 +382,7 @@ pub async fn start(
         rate: HashMap::new(),
         penalties: HashMap::new(),
         banned: HashMap::new(),
+        bootstrap: config.peers.clone(),
     };
     let task = tokio::spawn(network.run(shutdown));
     Ok((NetHandle { commands: tx, peer_id, streams, in_flight: Arc::default() }, task))
@@ -438,6 +444,7 @@ impl Network {
                     self.swarm.behaviour_mut().gossipsub.subscribe(&gossipsub::IdentTopic::new(&topic));
                 let _asker_gone =
                     reply.send(joined.map(drop).map_err(|e| Error::Setup(format!("join {topic}: {e}"))));
+                self.reach_out();
             }
             Command::Request { channel, peer, body, reply } => {
                 let id = self.swarm.behaviour_mut().protocol(channel).send_request(&peer, body);
@@ -458,6 +465,23 @@ impl Network {
                     self.swarm.dial(addr.clone()).map_err(|e| Error::Dial { addr, message: e.to_string() });
                 let _asker_gone = reply.send(result);
             }
+        }
+    }
+
+    /// Dials the bootstrap peers this node is not connected to, and looks for more: a node that
+    /// joins a topic may have been alone for a while, and joining is seen only by its peers.
+    fn reach_out(&mut self) {
+        for addr in &self.bootstrap {
+            let known = match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => self.swarm.is_connected(&peer),
+                _ => false,
+            };
+            if !known && let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "bootstrap peer not dialled again");
+            }
+        }
+        if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+            tracing::debug!(error = %e, "no Kademlia bootstrap: no peers known yet");
         }
     }
 
