@@ -44,6 +44,7 @@ mod store;
 pub mod transfer;
 mod unit;
 mod wasm;
+mod wasm_sources;
 mod wasm_unit;
 pub mod wire;
 

@@ -40,6 +40,7 @@
 //! ```
 
 mod behaviour;
+mod in_flight;
 mod network;
 mod pipes;
 mod protocol;

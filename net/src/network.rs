@@ -1,4 +1,5 @@
 use crate::behaviour::{Behaviour, BehaviourEvent, Split, split};
+use crate::in_flight::{InFlight, Slot};
 use crate::protocol::MAX_CONCURRENT_STREAMS;
 use crate::routes::{Gossip, Request, RouteError, Routes, refusal, refusal_of};
 use crate::{Channel, Error, Result};
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -98,9 +99,6 @@ pub struct NetHandle {
     /// one (a panic while it was held) is passed on.
     in_flight: Arc<Mutex<InFlight>>,
 }
-
-/// Slots for requests in flight, per peer and protocol.
-type InFlight = HashMap<(PeerId, Channel), Arc<Semaphore>>;
 
 impl std::fmt::Debug for NetHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,44 +212,6 @@ impl NetHandle {
         match refusal_of(&answer) {
             Some(message) => Err(Error::Refused { peer: peer.to_string(), message: message.to_string() }),
             None => Ok(answer),
-        }
-    }
-}
-
-/// A request's place among those in flight to one peer on one protocol. However the request
-/// ends (answered, failed, timed out waiting, or its caller gone), dropping this frees the place,
-/// and a peer with nothing in flight any more leaves the map, so it does not grow with every
-/// peer ever asked.
-struct Slot {
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    slots: Arc<Semaphore>,
-    key: (PeerId, Channel),
-    map: Arc<Mutex<InFlight>>,
-}
-
-impl Slot {
-    fn take(map: &Arc<Mutex<InFlight>>, key: (PeerId, Channel)) -> Self {
-        let slots = map
-            .lock()
-            .expect("in-flight lock")
-            .entry(key)
-            .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT_STREAMS)))
-            .clone();
-        Self { permit: None, slots, key, map: map.clone() }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.permit.take();
-        // A poisoned map (a panic while it was held) is left as it is.
-        let Ok(mut map) = self.map.lock() else { return };
-        // Only the map and this slot hold the semaphore, and no permit is out: nobody waits.
-        if Arc::strong_count(&self.slots) == 2
-            && self.slots.available_permits() == MAX_CONCURRENT_STREAMS
-            && map.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.slots))
-        {
-            map.remove(&self.key);
         }
     }
 }

@@ -191,32 +191,18 @@ async fn gossip_reaches_the_nodes_that_joined_its_topic_and_a_node_that_has_not_
 
     // The client joins; the server, which has not, sees it join.
     client.join(TOPIC).await.unwrap();
-    match next(&mut at_server).await {
-        Gossip::Joined { peer } => assert_eq!(peer, client.peer_id()),
-        other => panic!("expected the client to join, got {other:?}"),
-    }
+    assert_eq!(next(&mut at_server).await, Gossip::Joined { peer: client.peer_id() });
     // A node that has not joined publishes to the peers that have.
     server.publish(TOPIC, b"from the server".to_vec()).await.unwrap();
-    match next(&mut at_client).await {
-        Gossip::Message { from, data } => {
-            assert_eq!((from, data.as_slice()), (server.peer_id(), &b"from the server"[..]))
-        }
-        other => panic!("expected the server's message, got {other:?}"),
-    }
+    let from_server = Gossip::Message { from: server.peer_id(), data: b"from the server".to_vec() };
+    assert_eq!(next(&mut at_client).await, from_server);
     // Published while the server has not joined: it never hears this one.
     client.publish(TOPIC, b"before".to_vec()).await.unwrap();
     server.join(TOPIC).await.unwrap();
     server.join(TOPIC).await.unwrap();
-    match next(&mut at_client).await {
-        Gossip::Joined { peer } => assert_eq!(peer, server.peer_id()),
-        other => panic!("expected the server to join, got {other:?}"),
-    }
+    assert_eq!(next(&mut at_client).await, Gossip::Joined { peer: server.peer_id() });
     client.publish(TOPIC, b"after".to_vec()).await.unwrap();
-    match next(&mut at_server).await {
-        Gossip::Message { from, data } => {
-            assert_eq!((from, data.as_slice()), (client.peer_id(), &b"after"[..]))
-        }
-        other => panic!("expected the message published after joining, got {other:?}"),
-    }
+    let after = Gossip::Message { from: client.peer_id(), data: b"after".to_vec() };
+    assert_eq!(next(&mut at_server).await, after, "the first message heard is the one after joining");
     shutdown.cancel();
 }
