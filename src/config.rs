@@ -136,9 +136,10 @@ pub struct NodeArgs {
     #[arg(long, env = "AGORA_PROVIDER")]
     pub provider: bool,
 
-    /// Cheat, for demonstrations and tests of verification only (such a provider is never
-    /// paid): `alter` its runs' output, commit and `no-reveal`, or `replay:<address>` another
-    /// provider's commitment.
+    /// Cheat, for demonstrations and tests of verification and payment only (such a provider is
+    /// never paid what it cheats for): `alter` its runs' output, commit and `no-reveal`,
+    /// `replay:<address>` another provider's commitment, or `overcharge` its invoices a
+    /// hundredfold.
     #[arg(long = "dishonest", env = "AGORA_DISHONEST", value_name = "MODE")]
     pub dishonest: Option<agora_agents::Dishonesty>,
 

@@ -167,15 +167,18 @@ pub fn offer_properties(
     json!(p)
 }
 
-/// How a provider node cheats, for demonstrations and tests of verification: such a provider is
-/// never paid. `alter` changes its runs' output (the activity host does it), `no-reveal` commits
-/// honestly but never reveals, `replay:<address>` commits with another provider's seal, as a
-/// provider copying that provider's commitment would.
+/// How a provider node cheats, for demonstrations and tests of verification and payment: such a
+/// provider is never paid what it cheats for. `alter` changes its runs' output (the activity host
+/// does it), `no-reveal` commits honestly but never reveals, `replay:<address>` commits with
+/// another provider's seal, as a provider copying that provider's commitment would, and
+/// `overcharge` invoices a hundred times what its runs cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dishonesty {
     Alter,
     NoReveal,
     Replay(Address),
+    /// Invoices a hundred times what its activities' usage costs.
+    Overcharge,
 }
 
 impl std::str::FromStr for Dishonesty {
@@ -184,12 +187,13 @@ impl std::str::FromStr for Dishonesty {
         match text {
             "alter" => Ok(Self::Alter),
             "no-reveal" => Ok(Self::NoReveal),
+            "overcharge" => Ok(Self::Overcharge),
             other => match other.strip_prefix("replay:") {
                 Some(address) => address
                     .parse()
                     .map(Self::Replay)
                     .map_err(|_| format!("{other}: replay:<address> needs a 0x… node address")),
-                None => Err(format!("{other}: one of alter, no-reveal, replay:<address>")),
+                None => Err(format!("{other}: one of alter, no-reveal, overcharge, replay:<address>")),
             },
         }
     }
@@ -623,6 +627,9 @@ impl ProviderAgent {
         }
         if amount.is_zero() {
             return Ok(());
+        }
+        if self.inner.dishonesty == Some(Dishonesty::Overcharge) {
+            amount = amount.checked_mul(Decimal::ONE_HUNDRED).unwrap_or(amount);
         }
         let invoice = self
             .inner

@@ -17,7 +17,7 @@ pub(super) struct Devnet {
     pub(super) requestor: NodeProcess,
     requestor_args: Vec<String>,
     pub(super) honest: Vec<NodeProcess>,
-    bad: Vec<NodeProcess>,
+    pub(super) bad: Vec<NodeProcess>,
     dev: Network,
     pub(super) package: String,
 }
@@ -32,6 +32,10 @@ pub(super) enum Mode {
     NoReveal,
     /// `--dishonest replay:<address of provider n>`
     ReplayOf(usize),
+    /// `--dishonest overcharge`
+    Overcharge,
+    /// An honest agent whose one preset has these extra settings (TOML lines).
+    Preset(&'static str),
 }
 
 impl Devnet {
@@ -67,6 +71,13 @@ impl Devnet {
                 Mode::NoReveal => args.extend(["--dishonest".into(), "no-reveal".into()]),
                 Mode::ReplayOf(n) => {
                     args.extend(["--dishonest".into(), format!("replay:{:#x}", addresses[*n])])
+                }
+                Mode::Overcharge => args.extend(["--dishonest".into(), "overcharge".into()]),
+                Mode::Preset(extra) => {
+                    let own = root.path().join(format!("provider-{i}.toml"));
+                    std::fs::write(&own, format!("{}{extra}\n", std::fs::read_to_string(&config).unwrap()))
+                        .unwrap();
+                    args[2] = own.to_str().unwrap().to_string();
                 }
             }
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -125,7 +136,7 @@ impl Devnet {
     }
 
     /// Submits a job; its id.
-    async fn submit(&self, providers: &[&NodeProcess], spec: Value) -> String {
+    pub(super) async fn submit(&self, providers: &[&NodeProcess], spec: Value) -> String {
         let addresses: Vec<String> = providers.iter().map(|p| format!("{:#x}", node_address(p))).collect();
         let mut body = json!({
             "module": self.package, "entry_point": "hello", "concurrency": providers.len(),
@@ -149,7 +160,7 @@ impl Devnet {
     }
 
     /// Waits until a job ends; the job.
-    async fn ended(&self, id: &str) -> Value {
+    pub(super) async fn ended(&self, id: &str) -> Value {
         wait_for(240, "the job to end", || async {
             let (_, job) = get(&self.requestor, &format!("/jobs/{id}")).await;
             (job["stateCode"].as_i64().unwrap() >= 6).then_some(job)
@@ -157,7 +168,7 @@ impl Devnet {
         .await
     }
 
-    async fn balance(&self, node: &NodeProcess) -> U256 {
+    pub(super) async fn balance(&self, node: &NodeProcess) -> U256 {
         let rpc = agora_payment::chain::Rpc::new(self.anvil.rpc_url());
         agora_payment::chain::dev::token_balance(&rpc, self.dev.token, node_address(node)).await.unwrap()
     }
@@ -192,7 +203,7 @@ impl Devnet {
     }
 }
 
-fn executions(job: &Value, state: &str) -> Vec<Address> {
+pub(super) fn executions(job: &Value, state: &str) -> Vec<Address> {
     job["executions"]
         .as_array()
         .unwrap()
@@ -295,7 +306,7 @@ fn sorted(mut addresses: Vec<Address>) -> Vec<Address> {
     addresses
 }
 
-fn said(job: &Value, words: &str) -> bool {
+pub(super) fn said(job: &Value, words: &str) -> bool {
     job["events"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().contains(words))
 }
 
@@ -534,14 +545,14 @@ async fn agreement_event(node: &NodeProcess, agreement: &str, kind: &str) -> Val
     .await
 }
 
-async fn terminated(node: &NodeProcess, agreement: &str) -> Value {
+pub(super) async fn terminated(node: &NodeProcess, agreement: &str) -> Value {
     agreement_event(node, agreement, "AgreementTerminatedEvent").await
 }
 
 /// A requestor driving the market by hand against a provider agent: its demand, its counter,
 /// the agent's counter, the agreement signed, and the agent's answer. Returns the agreement id
 /// and its state once answered (`Approved` or `Rejected`).
-async fn agree_by_hand(r: &NodeProcess, properties: Value) -> (String, String) {
+pub(super) async fn agree_by_hand(r: &NodeProcess, properties: Value) -> (String, String) {
     let base = json!({"properties": properties, "constraints": "(golem.runtime.name=wasmtime)"});
     let (status, demand) = post(r, "/market-api/v1/demands", base.clone()).await;
     assert_eq!(status, 201, "{demand}");

@@ -10,6 +10,7 @@ mod hostile;
 mod identity_store;
 mod jobs;
 mod market;
+mod money;
 mod negotiation;
 mod network;
 mod node;

@@ -13,17 +13,17 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Two nodes on one chain: a requestor with 1000 tGLM from the faucet, and a provider.
-struct Market {
-    pg: TestPg,
-    root: tempfile::TempDir,
-    anvil: Anvil,
-    requestor: NodeProcess,
-    provider: NodeProcess,
-    provider_p2p: String,
-    dev: Network,
+pub(super) struct Market {
+    pub(super) pg: TestPg,
+    pub(super) root: tempfile::TempDir,
+    pub(super) anvil: Anvil,
+    pub(super) requestor: NodeProcess,
+    pub(super) provider: NodeProcess,
+    pub(super) provider_p2p: String,
+    pub(super) dev: Network,
 }
 
-const PLATFORM: &str = "erc20-dev-tglm";
+pub(super) const PLATFORM: &str = "erc20-dev-tglm";
 
 fn tokens(n: &str) -> U256 {
     agora_payment::to_token_units(n.parse().unwrap(), 18).unwrap()
@@ -55,7 +55,7 @@ enum Chain<'a> {
 }
 
 impl Market {
-    async fn start(anvil: Anvil) -> Self {
+    pub(super) async fn start(anvil: Anvil) -> Self {
         let pg = TestPg::start().await;
         let root = tempfile::tempdir().unwrap();
         let provider_db = pg.another_database("provider").await;
@@ -78,18 +78,18 @@ impl Market {
         Self { pg, root, anvil, requestor, provider, provider_p2p, dev }
     }
 
-    fn rpc(&self) -> Rpc {
+    pub(super) fn rpc(&self) -> Rpc {
         Rpc::new(self.anvil.rpc_url())
     }
 
-    async fn balance(&self, node: &NodeProcess) -> U256 {
+    pub(super) async fn balance(&self, node: &NodeProcess) -> U256 {
         agora_payment::chain::dev::token_balance(&self.rpc(), self.dev.token, node_address(node))
             .await
             .unwrap()
     }
 
     /// A new Approved agreement paid on the dev platform, priced per second of duration and CPU.
-    async fn agreement(&self) -> String {
+    pub(super) async fn agreement(&self) -> String {
         let offer = json!({
             "golem.runtime.name": "wasmtime",
             "golem.com.pricing.model": "linear",
@@ -150,7 +150,7 @@ impl Market {
     }
 }
 
-async fn allocate(r: &NodeProcess, total: &str) -> String {
+pub(super) async fn allocate(r: &NodeProcess, total: &str) -> String {
     // As Golem's SDK sends it: read-only fields as empty strings, the total with 50+ digits.
     let body = json!({"allocationId": "", "spentAmount": "", "remainingAmount": "", "totalAmount": total,
                       "paymentPlatform": PLATFORM, "makeDeposit": false});
@@ -164,7 +164,7 @@ fn id_key(kind: &str) -> &'static str {
 }
 
 /// Issues a document on the provider and sends it; its id.
-async fn issue(p: &NodeProcess, kind: &str, body: Value) -> String {
+pub(super) async fn issue(p: &NodeProcess, kind: &str, body: Value) -> String {
     let (status, d) = post(p, &format!("/payment-api/v1/{kind}"), body).await;
     assert_eq!(status, 201, "{d}");
     let id = d[id_key(kind)].as_str().unwrap().to_string();
@@ -173,12 +173,18 @@ async fn issue(p: &NodeProcess, kind: &str, body: Value) -> String {
     id
 }
 
-async fn accept(r: &NodeProcess, kind: &str, id: &str, amount: &str, allocation: &str) -> (u16, Value) {
+pub(super) async fn accept(
+    r: &NodeProcess,
+    kind: &str,
+    id: &str,
+    amount: &str,
+    allocation: &str,
+) -> (u16, Value) {
     let body = json!({"totalAmountAccepted": amount, "allocationId": allocation});
     post(r, &format!("/payment-api/v1/{kind}/{id}/accept"), body).await
 }
 
-async fn wait_status(node: &NodeProcess, kind: &str, id: &str, want: &str, secs: u64) {
+pub(super) async fn wait_status(node: &NodeProcess, kind: &str, id: &str, want: &str, secs: u64) {
     let path = format!("/payment-api/v1/{kind}/{id}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
@@ -194,7 +200,7 @@ async fn wait_status(node: &NodeProcess, kind: &str, id: &str, want: &str, secs:
     }
 }
 
-async fn invoice_paid(m: &Market, agreement: &str, amount: &str, allocation: &str) -> String {
+pub(super) async fn invoice_paid(m: &Market, agreement: &str, amount: &str, allocation: &str) -> String {
     let invoice = issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": amount})).await;
     let (status, body) = accept(&m.requestor, "invoices", &invoice, amount, allocation).await;
     assert_eq!(status, 200, "{body}");
@@ -561,7 +567,7 @@ async fn bad_payment_input_is_refused_with_a_message_and_changes_nothing() {
 }
 
 /// Sends one payment request to `peer_addr` from a node of `identity`'s, on loopback.
-async fn speak_to(
+pub(super) async fn speak_to(
     identity: &agora_identity::Identity,
     peer_addr: &str,
     request: PaymentRequest,
