@@ -75,8 +75,9 @@ impl Devnet {
                 Mode::Overcharge => args.extend(["--dishonest".into(), "overcharge".into()]),
                 Mode::Preset(extra) => {
                     let own = root.path().join(format!("provider-{i}.toml"));
-                    std::fs::write(&own, format!("{}{extra}\n", std::fs::read_to_string(&config).unwrap()))
-                        .unwrap();
+                    let preset =
+                        "[provider]\n[[provider.presets]]\nname = \"wasm\"\nruntime = \"wasmtime\"\n";
+                    std::fs::write(&own, format!("{preset}{extra}\n")).unwrap();
                     args[2] = own.to_str().unwrap().to_string();
                 }
             }

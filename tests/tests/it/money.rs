@@ -338,3 +338,69 @@ async fn one_peers_backlog_does_not_hold_up_another() {
         agora_payment::to_token_units("2".parse().unwrap(), 18).unwrap()
     );
 }
+
+/// A payee no transfer can reach (the zero address) is refused when its invoice is accepted, and
+/// an order to it that is already waiting (accepted before that check) fails with the chain's
+/// reason without stopping the other payees' payments.
+#[tokio::test]
+async fn a_payee_the_chain_refuses_stops_no_other_payment() {
+    use super::payment::{Market, PLATFORM, accept, allocate, issue, wait_status};
+    let m = Market::start(Anvil::start().await).await;
+    let (r, p) = (&m.requestor, &m.provider);
+    let requestor_before = m.balance(r).await;
+    let provider_before = m.balance(p).await;
+    let allocation = allocate(r, "10").await;
+    let zero = format!("{:#x}", Address::ZERO);
+    let offer = json!({
+        "golem.runtime.name": "wasmtime",
+        "golem.com.pricing.model": "linear",
+        "golem.com.usage.vector": ["golem.usage.duration_sec"],
+        "golem.com.pricing.model.linear.coeffs": [0.25, 0],
+        format!("golem.com.payment.platform.{PLATFORM}.address"): zero,
+    });
+    let added = json!({"golem.com.payment.chosen-platform": PLATFORM});
+    let bad = agora_tests::flow::agree_with(r, p, offer, json!({}), added).await;
+    let invoice = issue(p, "invoices", json!({"agreementId": bad, "amount": "1"})).await;
+    wait_status(r, "invoices", &invoice, "RECEIVED", 30).await;
+    let (status, body) = accept(r, "invoices", &invoice, "1", &allocation).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("zero address"), "{body}");
+
+    // An order to it waits already, from before the check: the batch that holds it cannot be
+    // estimated, so the driver finds it, fails it, and pays the good one in the next batch.
+    let pool = sqlx::PgPool::connect(&m.pg.url()).await.unwrap();
+    let me = format!("{:#x}", node_address(r));
+    sqlx::query(
+        "INSERT INTO payment_orders (platform, payer_addr, payee_addr, payee_id, payee_peer, amount, agreement_id,
+             document_kind, document_id, allocation_id)
+         VALUES ($1, $2, $3, $3, 'nobody', 1, $4, 'invoice', $5, $6)",
+    )
+    .bind(PLATFORM)
+    .bind(&me)
+    .bind(&zero)
+    .bind(&bad)
+    .bind(&invoice)
+    .bind(&allocation)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let good = m.agreement().await;
+    let paid = issue(p, "invoices", json!({"agreementId": good, "amount": "2"})).await;
+    wait_status(r, "invoices", &paid, "RECEIVED", 30).await;
+    let (status, body) = accept(r, "invoices", &paid, "2", &allocation).await;
+    assert_eq!(status, 200, "{body}");
+    wait_status(p, "invoices", &paid, "SETTLED", 60).await;
+    let failure: Option<String> =
+        sqlx::query_scalar("SELECT failure FROM payment_orders WHERE payee_addr = $1")
+            .bind(&zero)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        failure.is_some_and(|f| !f.is_empty()),
+        "the order to the zero address failed with the chain's reason"
+    );
+    let two = agora_payment::to_token_units("2".parse().unwrap(), 18).unwrap();
+    assert_eq!(m.balance(p).await - provider_before, two);
+    assert_eq!(requestor_before - m.balance(r).await, two);
+}
