@@ -404,3 +404,57 @@ async fn a_payee_the_chain_refuses_stops_no_other_payment() {
     assert_eq!(m.balance(p).await - provider_before, two);
     assert_eq!(requestor_before - m.balance(r).await, two);
 }
+
+/// A payer killed right after it broadcast a payment, before it wrote down that it had: after
+/// its restart the transaction, stuck in the pool, is still found and replaced with a higher
+/// fee, and the invoice is paid once.
+#[tokio::test]
+async fn a_payment_broadcast_just_before_a_crash_is_still_fee_bumped() {
+    use super::payment::{Market, accept, allocate, invoice_paid, issue, tokens, wait_status};
+    let mut m = Market::start(Anvil::start().await).await;
+    let allocation = allocate(&m.requestor, "100").await;
+    let first = m.agreement().await;
+    invoice_paid(&m, &first, "1", &allocation).await;
+    let settings = "chain_id = 31337\nstuck_after_secs = 2";
+    m.restart_requestor_configured_with(settings, &[("AGORA_TEST_KILL_AT", "broadcast")]).await;
+
+    m.rpc().dev_call("evm_setAutomine", json!([false])).await.unwrap();
+    let agreement = m.agreement().await;
+    let invoice = issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": "2"})).await;
+    let (status, body) = accept(&m.requestor, "invoices", &invoice, "2", &allocation).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(m.requestor.exited_within(30).await.is_some(), "the payer killed itself after the broadcast");
+    m.restart_requestor_configured_with(settings, &[]).await;
+    wait_for(30, "the stuck transaction to be replaced", || async {
+        m.requestor.log().contains("a stuck transaction is replaced with a higher fee").then_some(())
+    })
+    .await;
+    m.rpc().dev_call("evm_mine", json!([])).await.unwrap();
+    m.rpc().dev_call("evm_setAutomine", json!([true])).await.unwrap();
+    wait_status(&m.provider, "invoices", &invoice, "SETTLED", 60).await;
+    assert_eq!(m.transfers_to_provider().await, vec![tokens("1"), tokens("2")], "paid once");
+}
+
+/// A cancel that comes while the winners reveal (after the decision) is refused, as it is once
+/// the verdict is recorded: the winners are paid, and the job completes.
+#[tokio::test]
+async fn a_cancel_during_the_reveal_is_refused_and_the_winners_are_paid() {
+    use Mode::*;
+    let net = Devnet::start(&[Honest, Honest, NoReveal]).await;
+    let (h, silent) = (&net.honest, &net.bad[0]);
+    let requestor_before = net.balance(&net.requestor).await;
+    let before = net.balances().await;
+    let id = net.submit(&[&h[0], &h[1], silent], json!({"timeout": 5})).await;
+    wait_for(120, "the decision", || async {
+        let (_, job) = get(&net.requestor, &format!("/jobs/{id}")).await;
+        said(&job, "asking them to reveal").then_some(())
+    })
+    .await;
+    let (status, body) =
+        agora_tests::flow::call(&net.requestor, reqwest::Method::DELETE, &format!("/jobs/{id}"), None).await;
+    assert_eq!(status, 409, "{body}");
+    let job = net.ended(&id).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(executions(&job, "paid").len(), 2, "{job:#}");
+    assert_conserved(&net, requestor_before, &before, &[&job]).await;
+}

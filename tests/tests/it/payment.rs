@@ -25,7 +25,7 @@ pub(super) struct Market {
 
 pub(super) const PLATFORM: &str = "erc20-dev-tglm";
 
-fn tokens(n: &str) -> U256 {
+pub(super) fn tokens(n: &str) -> U256 {
     agora_payment::to_token_units(n.parse().unwrap(), 18).unwrap()
 }
 
@@ -110,6 +110,11 @@ impl Market {
 
     /// Restarts the requestor with the dev network's settings in a file, changed by `change`.
     async fn restart_requestor_configured(&mut self, change: &str) {
+        self.restart_requestor_configured_with(change, &[]).await
+    }
+
+    /// [`Market::restart_requestor_configured`], with `env` for the new process.
+    pub(super) async fn restart_requestor_configured_with(&mut self, change: &str, env: &[(&str, &str)]) {
         let config = self.root.path().join("r.toml");
         let dev = &self.dev;
         let text = format!(
@@ -120,7 +125,7 @@ impl Market {
         std::fs::write(&config, text).unwrap();
         self.requestor.stop();
         self.requestor =
-            start_requestor(self.root.path(), &self.pg, Chain::Config(&config), &self.provider_p2p, &[])
+            start_requestor(self.root.path(), &self.pg, Chain::Config(&config), &self.provider_p2p, env)
                 .await;
     }
 
@@ -134,7 +139,7 @@ impl Market {
     }
 
     /// Transfers of the token from the batch payer to the provider, in the whole chain.
-    async fn transfers_to_provider(&self) -> Vec<U256> {
+    pub(super) async fn transfers_to_provider(&self) -> Vec<U256> {
         let topic = |a: Address| format!("{:#x}", a.into_word());
         let filter = json!([{
             "fromBlock": "0x0", "toBlock": "latest", "address": self.dev.token,
