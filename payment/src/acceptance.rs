@@ -10,6 +10,9 @@ use crate::{Error, Payments, Result};
 use agora_market::Role;
 use rust_decimal::Decimal;
 
+/// Debit notes and invoices one agreement may bring to the requestor, at the most.
+const MAX_DOCUMENTS_PER_AGREEMENT: i64 = 2000;
+
 impl Payments {
     /// The requestor's copy of a document arrives.
     pub(crate) async fn on_document(
@@ -90,6 +93,25 @@ impl Payments {
             }
         }
         let mut tx = self.pool().begin().await?;
+        // A provider's documents of one agreement are bounded, counted under a lock of the
+        // agreement so that a flood at once cannot pass the bound: its rows here stay bounded.
+        // A debit note every two minutes for a day is 720.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("receive {}", document.agreement_id))
+            .execute(&mut *tx)
+            .await?;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM payment_documents WHERE agreement_id = $1 AND side = 'recipient'",
+        )
+        .bind(&document.agreement_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if held >= MAX_DOCUMENTS_PER_AGREEMENT {
+            return Err(Error::BadInput(format!(
+                "agreement {} has {held} documents already, the most one may have",
+                document.agreement_id
+            )));
+        }
         let inserted = match insert_document(&mut tx, &document, false, Status::Received, signature).await {
             Err(Error::Db(sqlx::Error::Database(e)))
                 if e.constraint() == Some("payment_documents_one_invoice") =>
@@ -133,6 +155,15 @@ impl Payments {
             )));
         }
         let agreement = self.agreement(&d.agreement_id).await?;
+        let platform = agreement.payment_platform().map_err(|e| Error::BadInput(e.to_string()))?;
+        if let Some(problem) =
+            self.config().network(&platform.name).and_then(|n| n.payee_problem(platform.payee))
+        {
+            return Err(Error::BadInput(format!(
+                "{} {id} cannot be paid: {problem}; reject it instead",
+                kind.label()
+            )));
+        }
         let binding = kind == Kind::Invoice || d.payment_due_date.is_some();
         let mut tx = self.pool().begin().await?;
         let status: String =
@@ -202,7 +233,6 @@ impl Payments {
                     kind.label()
                 )));
             }
-            let platform = agreement.payment_platform().map_err(|e| Error::BadInput(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO payment_orders (platform, payer_addr, payee_addr, payee_id, payee_peer, amount,
                      agreement_id, activity_id, document_kind, document_id, allocation_id)
@@ -270,10 +300,16 @@ impl Payments {
         .await?
         .rows_affected();
         if updated == 0 {
+            // Withdrawn by its provider meanwhile: nothing will be paid for it, which is what the
+            // rejection wanted, so it counts as done.
+            let now = self.document(kind, id).await?.status;
+            if now == Status::Cancelled {
+                return Ok(());
+            }
             return Err(Error::Conflict(format!(
                 "{} {id} is {}: only a received one can be rejected",
                 kind.label(),
-                row.status.as_str()
+                now.as_str()
             )));
         }
         Self::record_event(

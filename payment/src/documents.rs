@@ -253,7 +253,8 @@ impl Payments {
         if row.status == Status::Issued {
             // Not delivered: with no delivery running, a document still Issued never reached the
             // requestor (an acknowledged one is Received), and its queued message goes with it.
-            let _no_delivery = self.inner.flushing.lock().await;
+            let agreement = self.agreement(&row.document.agreement_id).await?;
+            let _no_delivery = self.delivery_lock(&agreement.peer_id).lock_owned().await;
             let mut tx = self.pool().begin().await?;
             let cancelled = sqlx::query(
                 "UPDATE payment_documents SET status = 'CANCELLED' WHERE id = $1 AND status = 'ISSUED'",

@@ -155,7 +155,7 @@ impl Payments {
         // How long the oldest waiting order has waited, in seconds.
         let waited: Option<f64> = sqlx::query_scalar(
             "SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8 FROM payment_orders
-             WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL",
+             WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL AND failure IS NULL",
         )
         .bind(&platform)
         .bind(&payer)
@@ -220,7 +220,15 @@ impl Payments {
         let stuck_after = chrono::Duration::from_std(network.stuck_after()).unwrap_or(chrono::Duration::MAX);
         let stale = chrono::Utc::now() - last.signed_at > stuck_after;
         let known = rpc.transaction(last.hash).await?.is_some();
-        if known && !(stale && last.sent) {
+        if known && !last.sent {
+            // Broadcast by a run of the node that died before it wrote so down: the chain's pool
+            // says it was sent, and that is recorded now, so a stuck one is bumped like any other.
+            sqlx::query("UPDATE chain_txs SET sent_at = COALESCE(sent_at, now()) WHERE hash = $1")
+                .bind(format!("{:#x}", last.hash))
+                .execute(self.pool())
+                .await?;
+        }
+        if known && !stale {
             return Ok(());
         }
         if !known {
@@ -301,7 +309,7 @@ impl Payments {
         let payer = self.me();
         let rows = sqlx::query(
             "SELECT id, payee_addr, amount FROM payment_orders
-             WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL ORDER BY id",
+             WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL AND failure IS NULL ORDER BY id",
         )
         .bind(&platform)
         .bind(&payer)
@@ -318,6 +326,9 @@ impl Payments {
             entry.0 += r.try_get::<Decimal, _>("amount")?;
             entry.1.push(r.try_get("id")?);
         }
+        if per_payee.is_empty() {
+            return Ok(());
+        }
         let mut words = Vec::new();
         let mut total = U256::ZERO;
         for (payee, (amount, _)) in &per_payee {
@@ -328,7 +339,9 @@ impl Payments {
             words.push(pack_payee(address, units).ok_or_else(|| {
                 Stop::Db(Error::Corrupt(format!("{amount} to {payee} is more than one batch word holds")))
             })?);
-            total += units;
+            total = total
+                .checked_add(units)
+                .ok_or_else(|| Stop::Db(Error::Corrupt("the batch's total overflows".into())))?;
         }
         let me = self.node_id();
         let balance = crate::chain::dev::token_balance(rpc, network.token, me).await?;
@@ -355,11 +368,26 @@ impl Payments {
             let call = TestToken::approveCall { spender: network.batch_contract, amount: U256::MAX };
             ("approve", network.token, Bytes::from(call.abi_encode()))
         } else {
-            let call = BatchPayer::payCall { token: network.token, total, packed: words };
+            let call = BatchPayer::payCall { token: network.token, total, packed: words.clone() };
             ("pay", network.batch_contract, Bytes::from(call.abi_encode()))
         };
         let gas = match rpc.estimate_gas(me, Some(to), &data).await {
             Ok(g) => g + g / 5,
+            Err(RpcError::Refused { .. }) if purpose == "pay" => {
+                // One payee the chain refuses (the zero address, say) must not stop the others:
+                // the payees at fault are found by halving the batch, their orders fail with the
+                // chain's reason, and the next round pays the rest.
+                let payees: Vec<(&String, B256, U256)> = per_payee
+                    .keys()
+                    .zip(&words)
+                    .map(|(payee, word)| (payee, *word, U256::from_be_bytes(word.0) >> 160))
+                    .collect();
+                let faulty = self.faulty_payees(network, rpc, &payees).await?;
+                let ids: Vec<(String, Vec<i64>)> =
+                    faulty.iter().map(|(payee, why)| (why.clone(), per_payee[*payee].1.clone())).collect();
+                self.fail_orders(&ids).await?;
+                return Ok(());
+            }
             Err(e @ RpcError::Refused { .. }) => {
                 return Err(Stop::Status(json!({
                     "kind": "InsufficientGas", "driver": "erc20", "network": network.name, "address": payer,
@@ -422,6 +450,75 @@ impl Payments {
         tracing::info!(purpose, nonce, tx = %signed.hash, payees = per_payee.len(), "signed a payment transaction");
         kill_point("signed");
         self.broadcast(rpc, signed.hash, &signed.raw).await?;
+        Ok(())
+    }
+
+    /// The payees of `payees` whose transfer the chain refuses, each with the chain's reason: the
+    /// batch is halved until each refused part is one payee. A part the chain takes is not looked
+    /// into further.
+    async fn faulty_payees<'a>(
+        &self,
+        network: &Network,
+        rpc: &Rpc,
+        payees: &[(&'a String, B256, U256)],
+    ) -> Result<Vec<(&'a String, String)>, Stop> {
+        let mut faulty = Vec::new();
+        let mut parts = vec![payees];
+        while let Some(part) = parts.pop() {
+            let total = part.iter().try_fold(U256::ZERO, |sum, (_, _, units)| sum.checked_add(*units));
+            let Some(total) = total else {
+                return Err(Stop::Db(Error::Corrupt("the batch's total overflows".into())));
+            };
+            let call = BatchPayer::payCall {
+                token: network.token,
+                total,
+                packed: part.iter().map(|(_, word, _)| *word).collect(),
+            };
+            let data = Bytes::from(call.abi_encode());
+            match rpc.estimate_gas(self.node_id(), Some(network.batch_contract), &data).await {
+                Ok(_) => {}
+                Err(RpcError::Refused { message, .. }) if part.len() == 1 => {
+                    // The chain's words, as text a person and the database can take: a revert
+                    // reason may carry raw bytes.
+                    let reason: String = message.chars().filter(|c| !c.is_control()).take(500).collect();
+                    faulty.push((part[0].0, reason));
+                }
+                Err(RpcError::Refused { .. }) => {
+                    let (left, right) = part.split_at(part.len() / 2);
+                    parts.push(left);
+                    parts.push(right);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(faulty)
+    }
+
+    /// Orders the chain refuses to pay: each marked failed with the chain's reason, and what it
+    /// took of its allocation given back, since nothing will be paid for it.
+    async fn fail_orders(&self, failed: &[(String, Vec<i64>)]) -> Result<(), Stop> {
+        let mut db = self.pool().begin().await?;
+        for (why, ids) in failed {
+            let rows = sqlx::query(
+                "UPDATE payment_orders SET failure = $2 WHERE id = ANY($1) AND batch_id IS NULL AND failure IS NULL
+                 RETURNING allocation_id, amount, document_id",
+            )
+            .bind(ids)
+            .bind(why)
+            .fetch_all(&mut *db)
+            .await?;
+            for row in &rows {
+                let (allocation, amount, document): (String, Decimal, String) =
+                    (row.try_get("allocation_id")?, row.try_get("amount")?, row.try_get("document_id")?);
+                sqlx::query("UPDATE allocations SET spent = spent - $2 WHERE id = $1")
+                    .bind(&allocation)
+                    .bind(amount)
+                    .execute(&mut *db)
+                    .await?;
+                tracing::warn!(document = %document, %amount, reason = %why, "the chain refuses this payment; its order failed");
+            }
+        }
+        db.commit().await?;
         Ok(())
     }
 

@@ -3,11 +3,16 @@
 
 use crate::model::Status;
 use crate::wire::{Message, PaymentRequest, PaymentResponse};
-use crate::{Error, Payments, Result};
+use crate::{Error, PaymentCourier, Payments, Result};
+use futures_util::StreamExt;
 use sqlx::{Postgres, Row, Transaction};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-/// Messages tried per round, oldest first.
-const BATCH: i64 = 100;
+/// Messages tried per peer and round, oldest first.
+const PER_PEER: i64 = 20;
+/// Peers delivered to at once in a round.
+const PEERS_AT_ONCE: usize = 16;
 
 impl Payments {
     pub(crate) async fn enqueue(&self, peer: &str, request: &PaymentRequest) -> Result<()> {
@@ -32,15 +37,27 @@ impl Payments {
         Ok(())
     }
 
-    /// Delivers what is queued. An answered message goes (acknowledged, or refused for good,
-    /// which is logged); one that did not get there stays, and so do its peer's later ones.
+    /// The lock of deliveries to `peer`: held while its messages are sent, so each peer's go in
+    /// order and a withdrawal can wait for a delivery in flight. Other peers' do not wait for it.
+    pub(crate) fn delivery_lock(&self, peer: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.delivering.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(peer.to_string()).or_default().clone()
+    }
+
+    /// Delivers what is queued, each peer's messages in order and the peers side by side, so no
+    /// peer's backlog delays another's. An answered message goes (acknowledged, or refused for
+    /// good, which is logged); one that did not get there stays, and so do its peer's later ones.
     pub async fn flush_outbox(&self) {
         let Some(courier) = self.inner.courier.clone() else { return };
-        let _one_at_a_time = self.inner.flushing.lock().await;
-        let rows = match sqlx::query("SELECT id, peer, message FROM payment_outbox ORDER BY id LIMIT $1")
-            .bind(BATCH)
-            .fetch_all(self.pool())
-            .await
+        let rows = match sqlx::query(
+            "SELECT q.id, q.peer, q.message FROM (SELECT DISTINCT peer FROM payment_outbox) peers
+             CROSS JOIN LATERAL (SELECT id, peer, message FROM payment_outbox o
+                                 WHERE o.peer = peers.peer ORDER BY id LIMIT $1) q
+             ORDER BY q.peer, q.id",
+        )
+        .bind(PER_PEER)
+        .fetch_all(self.pool())
+        .await
         {
             Ok(rows) => rows,
             Err(e) => {
@@ -48,18 +65,31 @@ impl Payments {
                 return;
             }
         };
-        let mut waiting = std::collections::HashSet::new();
+        let mut per_peer: BTreeMap<String, Vec<(i64, serde_json::Value)>> = BTreeMap::new();
         for row in rows {
-            let (Ok(id), Ok(peer), Ok(message)) = (
+            if let (Ok(id), Ok(peer), Ok(message)) = (
                 row.try_get::<i64, _>("id"),
                 row.try_get::<String, _>("peer"),
                 row.try_get::<serde_json::Value, _>("message"),
-            ) else {
-                continue;
-            };
-            if waiting.contains(&peer) {
-                continue;
+            ) {
+                per_peer.entry(peer).or_default().push((id, message));
             }
+        }
+        futures_util::stream::iter(per_peer)
+            .for_each_concurrent(PEERS_AT_ONCE, |(peer, queued)| {
+                let courier = courier.clone();
+                async move {
+                    // A delivery to this peer under way already takes its messages in order.
+                    let Ok(_delivering) = self.delivery_lock(&peer).try_lock_owned() else { return };
+                    self.deliver(courier.as_ref(), &peer, queued).await;
+                }
+            })
+            .await;
+    }
+
+    /// Sends one peer's messages in order, until one does not get there.
+    async fn deliver(&self, courier: &dyn PaymentCourier, peer: &str, queued: Vec<(i64, serde_json::Value)>) {
+        for (id, message) in queued {
             let request: PaymentRequest = match serde_json::from_value(message) {
                 Ok(r) => r,
                 Err(e) => {
@@ -68,7 +98,7 @@ impl Payments {
                     continue;
                 }
             };
-            match courier.send(peer.clone(), request.clone()).await {
+            match courier.send(peer.to_string(), request.clone()).await {
                 Ok(PaymentResponse::Ack) => {
                     self.delivered(&request.message).await;
                     self.dequeue(id).await;
@@ -79,11 +109,11 @@ impl Payments {
                 }
                 Ok(PaymentResponse::Error { message, retry: true }) => {
                     tracing::debug!(%peer, %message, "the other side could not take a payment message now");
-                    waiting.insert(peer);
+                    return;
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "a payment message is not delivered yet");
-                    waiting.insert(peer);
+                    return;
                 }
             }
         }

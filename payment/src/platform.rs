@@ -58,6 +58,21 @@ impl Network {
         "erc20"
     }
 
+    /// Why `payee` cannot be paid on this network, if it cannot: the token's `transfer` reverts
+    /// for the zero address, and paying the token or the batch payer itself would lock the money
+    /// there. Such a payee would make every batch it is in fail.
+    pub fn payee_problem(&self, payee: Address) -> Option<String> {
+        if payee.is_zero() {
+            Some(format!("payee address {payee:#x} is the zero address, which no transfer reaches"))
+        } else if payee == self.token {
+            Some(format!("payee address {payee:#x} is the token {} itself", self.token_symbol))
+        } else if payee == self.batch_contract {
+            Some(format!("payee address {payee:#x} is the batch payer contract"))
+        } else {
+            None
+        }
+    }
+
     /// The dev network: anvil at `rpc_url`, with agora's contracts where deploying them first
     /// from anvil's first dev account puts them (its nonces 0 and 1).
     pub fn dev(rpc_url: impl Into<String>) -> Self {

@@ -65,8 +65,8 @@ pub(crate) struct Inner {
     pub(crate) arrivals: Notify,
     /// What stops each platform's driver now, Golem's `DriverStatusProperty` list.
     pub(crate) status: Mutex<BTreeMap<String, Vec<Value>>>,
-    /// One flush of the outbox at a time.
-    pub(crate) flushing: tokio::sync::Mutex<()>,
+    /// Per peer, the lock its deliveries hold (see `Payments::delivery_lock`).
+    pub(crate) delivering: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held by whatever signs with this node's account (the driver, the faucet), so two never
     /// take the same nonce.
     pub(crate) account: tokio::sync::Mutex<()>,
@@ -96,7 +96,7 @@ impl Payments {
                 orders: Notify::new(),
                 arrivals: Notify::new(),
                 status: Mutex::new(BTreeMap::new()),
-                flushing: tokio::sync::Mutex::new(()),
+                delivering: Mutex::default(),
                 account: tokio::sync::Mutex::new(()),
             }),
         }

@@ -68,6 +68,14 @@ fn payment(r: &PgRow) -> Result<Payment> {
     })
 }
 
+/// Payment notices checked on chain in one round, at the most.
+const CHECKS_PER_ROUND: i64 = 50;
+/// How long a payment notice is looked for on chain before it is given up on.
+const NOTICE_LIFETIME: Duration = Duration::from_secs(3600);
+/// Payment notices of one payer that may wait to be found on chain; more are refused until
+/// those are settled one way or the other (the payer's outbox sends them again).
+const PENDING_PER_PAYER: i64 = 100;
+
 impl Payments {
     /// Payments this node made, or received and checked, oldest first.
     pub async fn payments(
@@ -97,8 +105,10 @@ impl Payments {
         payment(&row)
     }
 
-    /// The payee hears it was paid: the message is kept, and checked on chain.
-    pub(crate) async fn on_paid(&self, p: Payment, message: &Message, signature: &str) -> Result<()> {
+    /// The payee hears it was paid: the message is kept, and checked on chain. Its addresses and
+    /// transaction hash are kept in one form (typed, then written lower case), so one transfer
+    /// cannot be claimed twice under two spellings: a transaction pays this payee once.
+    pub(crate) async fn on_paid(&self, mut p: Payment, message: &Message, signature: &str) -> Result<()> {
         let payer: Address = agora_identity::parse_address(&p.payer_addr)
             .map_err(|e| Error::BadInput(format!("payerAddr: {e}")))?;
         verify(message, signature, payer)?;
@@ -108,6 +118,16 @@ impl Payments {
                 p.payment_id, p.payee_addr
             )));
         }
+        crate::documents::check_id("paymentId", &p.payment_id)?;
+        let hash: B256 = p.details.parse().map_err(|_| {
+            Error::BadInput(format!(
+                "payment {}: details {:?} is not a transaction hash",
+                p.payment_id, p.details
+            ))
+        })?;
+        p.details = format!("{hash:#x}");
+        p.payer_addr = format!("{payer:#x}");
+        p.payee_addr = format!("{:#x}", self.node_id());
         for share in p.agreement_payments.iter().chain(&p.activity_payments) {
             let id = share.agreement_id.as_deref().unwrap_or_default();
             let agreement = self.agreement(id).await?;
@@ -118,22 +138,55 @@ impl Payments {
                 )));
             }
         }
-        let shares: rust_decimal::Decimal =
-            p.agreement_payments.iter().chain(&p.activity_payments).map(|s| s.amount).sum();
-        if shares != p.amount || p.amount <= rust_decimal::Decimal::ZERO {
+        let shares =
+            p.agreement_payments.iter().chain(&p.activity_payments).try_fold(Decimal::ZERO, |sum, s| {
+                (s.amount >= Decimal::ZERO).then_some(sum.checked_add(s.amount)).flatten()
+            });
+        if shares != Some(p.amount) || p.amount <= Decimal::ZERO {
             return Err(Error::BadInput(format!(
-                "payment {} of {} names shares of {shares}: they must add up to the amount",
+                "payment {} of {} names shares that do not add up to it, or a negative share",
                 p.payment_id, p.amount
             )));
         }
-        if p.details.parse::<B256>().is_err() {
-            return Err(Error::BadInput(format!(
-                "payment {}: details {:?} is not a transaction hash",
-                p.payment_id, p.details
+        let mut tx = self.pool().begin().await?;
+        // Counted under a lock of the payer, so notices arriving at once cannot pass the bound.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("paid {}", p.payer_addr))
+            .execute(&mut *tx)
+            .await?;
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM payments WHERE side = 'payee' AND payer_addr = $1 AND NOT verified AND problem IS NULL",
+        )
+        .bind(&p.payer_addr)
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending >= PENDING_PER_PAYER {
+            return Err(Error::Unreachable(format!(
+                "{pending} payments from {} wait to be found on chain; send this one again later",
+                p.payer_addr
             )));
         }
-        let mut tx = self.pool().begin().await?;
-        insert_payment(&mut tx, &p, "payee", signature, false).await?;
+        if !insert_payment(&mut tx, &p, "payee", signature, false).await? {
+            // The same payment again (the payer's outbox retries) is taken once; another payment
+            // naming a transaction already counted for this payee is refused.
+            let again: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM payments WHERE side = 'payee' AND (id = $1 OR (tx_hash = $2 AND payee_addr = $3))
+                 ORDER BY id = $1 DESC LIMIT 1",
+            )
+            .bind(&p.payment_id)
+            .bind(&p.details)
+            .bind(&p.payee_addr)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if again.as_deref() != Some(p.payment_id.as_str()) {
+                return Err(Error::BadInput(format!(
+                    "payment {}: transaction {} already paid this node's payment {}",
+                    p.payment_id,
+                    p.details,
+                    again.unwrap_or_default()
+                )));
+            }
+        }
         tx.commit().await?;
         self.inner.arrivals.notify_waiters();
         Ok(())
@@ -156,9 +209,16 @@ impl Payments {
     }
 
     async fn check_once(&self) -> Result<()> {
-        let rows = sqlx::query("SELECT * FROM payments WHERE side = 'payee' AND NOT verified AND problem IS NULL ORDER BY created_at")
-            .fetch_all(self.pool())
-            .await?;
+        // The notices due for a look, a bounded number a round, so a flood of them costs a
+        // bounded number of chain calls; each is looked at again later and later.
+        let rows = sqlx::query(
+            "SELECT * FROM payments WHERE side = 'payee' AND NOT verified AND problem IS NULL
+                 AND (next_check_at IS NULL OR next_check_at <= now())
+             ORDER BY next_check_at NULLS FIRST, created_at LIMIT $1",
+        )
+        .bind(CHECKS_PER_ROUND)
+        .fetch_all(self.pool())
+        .await?;
         for row in rows {
             let p = payment(&row)?;
             let verdict = match self.config().network(&p.payment_platform) {
@@ -178,7 +238,21 @@ impl Payments {
                 }
             };
             match verdict {
-                None => {}
+                None => {
+                    // Not on chain (or not confirmed) yet: looked at again after 1, 2, 4 … 60 s,
+                    // and given up on once it has waited longer than a notice may.
+                    sqlx::query(
+                        "UPDATE payments SET checks = checks + 1,
+                             next_check_at = now() + make_interval(secs => least(60, power(2, least(checks, 6)))),
+                             problem = CASE WHEN created_at < now() - make_interval(secs => $2)
+                                 THEN 'the transaction was not found on chain in time' END
+                         WHERE id = $1 AND side = 'payee'",
+                    )
+                    .bind(&p.payment_id)
+                    .bind(NOTICE_LIFETIME.as_secs_f64())
+                    .execute(self.pool())
+                    .await?;
+                }
                 Some(Ok(())) => {
                     let mut tx = self.pool().begin().await?;
                     sqlx::query("UPDATE payments SET verified = true WHERE id = $1 AND side = 'payee'")
