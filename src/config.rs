@@ -138,8 +138,8 @@ pub struct NodeArgs {
 
     /// Cheat, for demonstrations and tests of verification and payment only (such a provider is
     /// never paid what it cheats for): `alter` its runs' output, commit and `no-reveal`,
-    /// `replay:<address>` another provider's commitment, or `overcharge` its invoices a
-    /// hundredfold.
+    /// `replay:<address>` another provider's commitment, `overcharge` its invoices a hundredfold,
+    /// or `late-invoice` after the job runner stopped waiting.
     #[arg(long = "dishonest", env = "AGORA_DISHONEST", value_name = "MODE")]
     pub dishonest: Option<agora_agents::Dishonesty>,
 

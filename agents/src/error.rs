@@ -30,6 +30,18 @@ pub enum Error {
     Net(#[from] agora_net::Error),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A fault of this node's own (a task that panicked): the message says where.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a caught panic said, for the job or round it ended.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}

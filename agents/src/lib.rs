@@ -39,6 +39,7 @@ pub mod runner;
 pub mod verify;
 pub mod wire;
 
+pub(crate) use error::panic_message;
 pub use error::{Error, Result};
 pub use job::{JobSpec, JobState};
 pub use provider::{Dishonesty, Machine, ProviderAgent, ProviderConfig};

@@ -10,6 +10,7 @@ use agora_market::{AgreementState, Market, ProposalState, Role};
 use agora_payment::Payments;
 use agora_payment::model::{Kind, Status};
 use alloy_primitives::Address;
+use futures_util::FutureExt;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -170,8 +171,9 @@ pub fn offer_properties(
 /// How a provider node cheats, for demonstrations and tests of verification and payment: such a
 /// provider is never paid what it cheats for. `alter` changes its runs' output (the activity host
 /// does it), `no-reveal` commits honestly but never reveals, `replay:<address>` commits with
-/// another provider's seal, as a provider copying that provider's commitment would, and
-/// `overcharge` invoices a hundred times what its runs cost.
+/// another provider's seal, as a provider copying that provider's commitment would,
+/// `overcharge` invoices a hundred times what its runs cost, and `late-invoice` invoices after
+/// the job runner stopped waiting for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dishonesty {
     Alter,
@@ -179,7 +181,12 @@ pub enum Dishonesty {
     Replay(Address),
     /// Invoices a hundred times what its activities' usage costs.
     Overcharge,
+    /// Invoices [`LATE_INVOICE`] after an agreement ends, past the job runner's wait.
+    LateInvoice,
 }
+
+/// How late a `late-invoice` provider invoices.
+pub const LATE_INVOICE: Duration = Duration::from_secs(75);
 
 impl std::str::FromStr for Dishonesty {
     type Err = String;
@@ -188,12 +195,15 @@ impl std::str::FromStr for Dishonesty {
             "alter" => Ok(Self::Alter),
             "no-reveal" => Ok(Self::NoReveal),
             "overcharge" => Ok(Self::Overcharge),
+            "late-invoice" => Ok(Self::LateInvoice),
             other => match other.strip_prefix("replay:") {
                 Some(address) => address
                     .parse()
                     .map(Self::Replay)
                     .map_err(|_| format!("{other}: replay:<address> needs a 0x… node address")),
-                None => Err(format!("{other}: one of alter, no-reveal, overcharge, replay:<address>")),
+                None => Err(format!(
+                    "{other}: one of alter, no-reveal, overcharge, late-invoice, replay:<address>"
+                )),
             },
         }
     }
@@ -230,6 +240,8 @@ struct Inner {
     /// Held while deciding on an agreement, so two decisions never both see room for one more.
     deciding: tokio::sync::Mutex<()>,
     dishonesty: Option<Dishonesty>,
+    /// For `late-invoice`: when each agreement was first to be invoiced.
+    invoice_asked: Mutex<HashMap<String, Instant>>,
     http: reqwest::Client,
     /// What the agent tracks of each agreement it works under.
     working: Mutex<HashMap<String, Working>>,
@@ -250,6 +262,13 @@ struct Working {
 const WORK_TICK: Duration = Duration::from_secs(1);
 /// How long the agent does not bid for a requestor that left its debit notes unaccepted.
 const STOP_FOR: Duration = Duration::from_secs(600);
+
+/// The longest debit-note interval and accept timeout the agent works by, whatever the terms
+/// say: a day.
+const MAX_NOTE_WAIT: Duration = Duration::from_secs(86_400);
+/// The most debit notes of one agreement that may wait unaccepted: past that the agent issues no
+/// more until the requestor answers.
+const MAX_UNACCEPTED_NOTES: usize = 32;
 
 /// How long a `no-reveal` provider holds a reveal request before it refuses it: past the
 /// network's request timeout.
@@ -280,6 +299,7 @@ impl ProviderAgent {
                 to_invoice: Mutex::default(),
                 deciding: tokio::sync::Mutex::new(()),
                 dishonesty: None,
+                invoice_asked: Mutex::default(),
                 http: reqwest::Client::new(),
                 working: Mutex::default(),
                 stopped_for: Mutex::default(),
@@ -328,8 +348,15 @@ impl ProviderAgent {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = tick.tick() => {
-                        if let Err(e) = agent.work().await {
-                            tracing::warn!(error = %e, "looking after the agreements");
+                        // A round that panics is that round's end, not the agent's: the next
+                        // one starts from the agreements as they are.
+                        match std::panic::AssertUnwindSafe(agent.work()).catch_unwind().await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!(error = %e, "looking after the agreements"),
+                            Err(panic) => tracing::error!(
+                                panic = crate::panic_message(&panic),
+                                "a round of looking after the agreements panicked; the next one goes on"
+                            ),
                         }
                     }
                 }
@@ -382,8 +409,16 @@ impl ProviderAgent {
                 }
             };
             for event in events {
-                if let Err(e) = self.on_offer_event(offer_id, event).await {
-                    tracing::warn!(offer = offer_id, error = %e, "answering the market");
+                // A proposal that panics its answer is left unanswered; the offer's loop goes on.
+                match std::panic::AssertUnwindSafe(self.on_offer_event(offer_id, event)).catch_unwind().await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(offer = offer_id, error = %e, "answering the market"),
+                    Err(panic) => tracing::error!(
+                        offer = offer_id,
+                        panic = crate::panic_message(&panic),
+                        "answering the market panicked; the offer's next events are answered"
+                    ),
                 }
             }
         }
@@ -431,7 +466,13 @@ impl ProviderAgent {
         let config = &self.inner.config;
         let no = |reason: String| BidDecision { should_bid: false, reason };
         let Some(requestor) = requestor else { return no("the requestor has no node address".into()) };
-        let stopped = self.inner.stopped_for.lock().expect("stopped").get(&requestor).copied();
+        let stopped = self
+            .inner
+            .stopped_for
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&requestor)
+            .copied();
         if stopped.is_some_and(|until| Instant::now() < until) {
             return no(format!(
                 "requestor {requestor:#x} left debit notes unaccepted; not working for it for now"
@@ -472,7 +513,8 @@ impl ProviderAgent {
     /// `idle_agreement_secs`.
     async fn work(&self) -> Result<(), crate::Error> {
         let config = &self.inner.config;
-        let retry: Vec<String> = self.inner.to_invoice.lock().expect("to invoice").drain().collect();
+        let retry: Vec<String> =
+            self.inner.to_invoice.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect();
         for agreement in retry {
             if let Err(e) = self.invoice(&agreement).await {
                 tracing::warn!(%agreement, error = %e, "invoicing, again");
@@ -480,23 +522,32 @@ impl ProviderAgent {
         }
         let agreements = self.approved().await?;
         let now = Instant::now();
-        self.inner.working.lock().expect("working").retain(|id, _| agreements.iter().any(|a| &a.id == id));
+        self.inner
+            .working
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|id, _| agreements.iter().any(|a| &a.id == id));
         for agreement in agreements {
-            let terms = |key: &str, default: u64| {
-                let (demand, offer) = (agreement.demand_properties(), agreement.offer_properties());
-                demand.get(key).or(offer.get(key)).and_then(Value::as_u64).unwrap_or(default)
-            };
-            let interval = Duration::from_secs(
-                terms(agora_market::keys::DEBIT_NOTE_INTERVAL, config.debit_note_interval_secs).max(1),
-            );
-            let timeout = Duration::from_secs(terms(
-                agora_market::keys::DEBIT_NOTE_ACCEPT_TIMEOUT,
-                config.debit_note_accept_timeout_secs,
-            ));
+            // The agreed terms, read checked; the agent never sends notes more often than it
+            // offered to, and waits a day at the most, whatever a requestor wrote.
+            let own_interval = Duration::from_secs(config.debit_note_interval_secs.max(1));
+            let interval = agreement
+                .debit_note_interval()
+                .ok()
+                .flatten()
+                .unwrap_or(own_interval)
+                .clamp(own_interval, MAX_NOTE_WAIT.max(own_interval));
+            let timeout = agreement
+                .debit_note_accept_timeout()
+                .ok()
+                .flatten()
+                .unwrap_or(Duration::from_secs(config.debit_note_accept_timeout_secs))
+                .clamp(Duration::from_secs(1), MAX_NOTE_WAIT);
             let running: Vec<_> =
                 self.inner.activities.hosted_usage(&agreement.id).into_iter().filter(|u| !u.ended).collect();
             let (note_due, idle_for) = {
-                let mut working = self.inner.working.lock().expect("working");
+                let mut working =
+                    self.inner.working.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let w = working.entry(agreement.id.clone()).or_default();
                 if running.is_empty() {
                     w.idle_since.get_or_insert(now);
@@ -515,29 +566,37 @@ impl ProviderAgent {
                 self.inner.market.terminate_agreement(&agreement.id, Some(reason)).await?;
                 continue;
             }
-            let unaccepted = self
+            let waiting: Vec<_> = self
                 .inner
                 .payments
                 .agreement_documents(Kind::DebitNote, &agreement.id)
                 .await?
                 .into_iter()
                 .filter(|d| d.issued_here && matches!(d.status, Status::Issued | Status::Received))
+                .collect();
+            // Clamped above to a day, which chrono holds.
+            let timeout_delta = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+            let unaccepted = waiting
+                .iter()
                 // Only work still running can be stopped for it: a note of an activity that has
                 // ended (Golem's SDKs ignore those) is settled by the invoice.
                 .filter(|d| running.iter().any(|a| d.document.activity_id.as_deref() == Some(&a.activity_id)))
-                .any(|d| {
-                    chrono::Utc::now() - d.document.timestamp
-                        > chrono::Duration::from_std(timeout).expect("bounded")
-                });
+                .any(|d| chrono::Utc::now() - d.document.timestamp > timeout_delta);
             if unaccepted {
-                self.inner.stopped_for.lock().expect("stopped").insert(agreement.requestor, now + STOP_FOR);
+                self.inner
+                    .stopped_for
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(agreement.requestor, now + STOP_FOR);
                 let reason =
                     json!({"message": format!("debit notes unaccepted for {} s", timeout.as_secs())});
                 self.inner.market.terminate_agreement(&agreement.id, Some(reason)).await?;
                 tracing::info!(agreement = %agreement.id, requestor = %agreement.requestor, "stopped working: debit notes unaccepted");
                 continue;
             }
-            if note_due {
+            if note_due && waiting.len() >= MAX_UNACCEPTED_NOTES {
+                tracing::info!(agreement = %agreement.id, waiting = waiting.len(), "no more debit notes until the requestor answers");
+            } else if note_due {
                 for activity in running {
                     let note = self
                         .inner
@@ -591,18 +650,45 @@ impl ProviderAgent {
     /// Invoices an ended agreement, or sends its invoice if it was issued and not sent. A failure
     /// is tried again at the next round of [`ProviderAgent::work`].
     async fn invoice(&self, agreement_id: &str) -> Result<(), crate::Error> {
-        if !self.inner.invoiced.lock().expect("invoiced").insert(agreement_id.into()) {
+        if !self
+            .inner
+            .invoiced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(agreement_id.into())
+        {
             return Ok(());
         }
         let done = self.invoice_once(agreement_id).await;
         if done.is_err() {
-            self.inner.invoiced.lock().expect("invoiced").remove(agreement_id);
-            self.inner.to_invoice.lock().expect("to invoice").insert(agreement_id.into());
+            self.inner
+                .invoiced
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(agreement_id);
+            self.inner
+                .to_invoice
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(agreement_id.into());
         }
         done
     }
 
     async fn invoice_once(&self, agreement_id: &str) -> Result<(), crate::Error> {
+        if self.inner.dishonesty == Some(Dishonesty::LateInvoice) {
+            let since = *self
+                .inner
+                .invoice_asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(agreement_id.to_string())
+                .or_insert_with(Instant::now);
+            if since.elapsed() < LATE_INVOICE {
+                // Tried again at the next round, as a failure to invoice is.
+                return Err(crate::Error::Conflict(format!("late-invoice: invoicing {agreement_id} later")));
+            }
+        }
         let agreement = self.inner.market.agreement(agreement_id).await?;
         if agreement.role != Role::Provider {
             return Ok(());

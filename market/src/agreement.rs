@@ -10,6 +10,7 @@ use crate::wire::{AgreementBody, DemandTerms, OfferTerms};
 use agora_grammar::Properties;
 use agora_identity::Address;
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use std::time::Duration;
 
 /// An agreement as this node holds it.
@@ -46,6 +47,8 @@ pub mod keys {
     pub const PAYMENT_TIMEOUT: &str = "golem.com.scheme.payu.payment-timeout-sec?";
     pub const RUNTIME: &str = "golem.runtime.name";
     pub const TASK_PACKAGE: &str = "golem.srv.comp.task_package";
+    pub const CPU_THREADS: &str = "golem.inf.cpu.threads";
+    pub const FUEL_LIMIT: &str = "agora.limits.fuel";
 
     /// `golem.com.payment.platform.<platform>.address`: a party's address on a platform.
     pub fn platform_address(platform: &str) -> String {
@@ -149,6 +152,17 @@ impl Agreement {
         })
     }
 
+    /// The CPU threads the offer gives a run: at least one and at most [`MAX_THREADS`]; 1 when
+    /// the offer does not say.
+    pub fn cpu_threads(&self) -> Result<Decimal, TermsError> {
+        cpu_threads(&self.offer_properties()).map_err(|expected| self.malformed(keys::CPU_THREADS, expected))
+    }
+
+    /// The most WASM fuel a run may burn (`agora.limits.fuel`), if the offer says.
+    pub fn fuel_limit(&self) -> Result<Option<u64>, TermsError> {
+        fuel_limit(&self.offer_properties()).map_err(|expected| self.malformed(keys::FUEL_LIMIT, expected))
+    }
+
     /// How often the provider sends debit notes, if the terms say.
     pub fn debit_note_interval(&self) -> Result<Option<Duration>, TermsError> {
         self.seconds(keys::DEBIT_NOTE_INTERVAL)
@@ -182,11 +196,42 @@ impl Agreement {
     }
 }
 
+/// The most CPU threads an offer may give one run: more is no machine, and a larger figure would
+/// only make the worst case of a run overflow.
+pub const MAX_THREADS: u32 = 1 << 16;
+
+/// An offer's `golem.inf.cpu.threads`, checked: a number from 1 to [`MAX_THREADS`] (fractions
+/// allowed); 1 when the offer does not say. What the value should be when it is not one.
+pub fn cpu_threads(offer: &Properties) -> Result<Decimal, &'static str> {
+    const EXPECTED: &str = "a number of threads from 1 to 65536";
+    match offer.get(keys::CPU_THREADS) {
+        None => Ok(Decimal::ONE),
+        Some(value) => {
+            number(value).filter(|t| *t >= Decimal::ONE && *t <= Decimal::from(MAX_THREADS)).ok_or(EXPECTED)
+        }
+    }
+}
+
+/// An offer's `agora.limits.fuel`, checked: a whole number below 2^64, if the offer says.
+pub fn fuel_limit(offer: &Properties) -> Result<Option<u64>, &'static str> {
+    match offer.get(keys::FUEL_LIMIT) {
+        None => Ok(None),
+        Some(value) => value.as_u64().map(Some).ok_or("a whole number of fuel units"),
+    }
+}
+
+/// A JSON number as a decimal, through its text (0.1 stays 0.1); `None` for anything else, or a
+/// number a decimal cannot hold.
+fn number(value: &serde_json::Value) -> Option<Decimal> {
+    let serde_json::Value::Number(n) = value else { return None };
+    let text = n.to_string();
+    text.parse::<Decimal>().ok().or_else(|| Decimal::from_scientific(&text).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use rust_decimal::Decimal;
     use serde_json::json;
 
     fn agreement(demand: serde_json::Value, offer: serde_json::Value) -> Agreement {

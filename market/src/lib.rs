@@ -52,7 +52,7 @@ mod state;
 mod store;
 pub mod wire;
 
-pub use agreement::{Agreement, PaymentPlatform, TermsError, keys};
+pub use agreement::{Agreement, MAX_THREADS, PaymentPlatform, TermsError, cpu_threads, fuel_limit, keys};
 pub use courier::{Courier, Delivery};
 pub use error::{Error, Result};
 pub use ids::{MAX_ID_LEN, is_valid_id};

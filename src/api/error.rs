@@ -116,6 +116,7 @@ impl From<agora_agents::Error> for ApiError {
             E::Payment(e) => e.into(),
             E::Net(e) => Self::Unavailable(e.to_string()),
             E::Db(e) => e.into(),
+            E::Internal(m) => Self::Internal(m),
         }
     }
 }

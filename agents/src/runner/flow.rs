@@ -2,6 +2,7 @@
 //! verdict with replicas added while one is still possible, the reveal, and the check of what
 //! came back against the verified hash.
 
+use super::bounds::{justified, worst_cost};
 use super::{INVOICE_WAIT, Jobs, NEGOTIATION, PAYMENT_WAIT, Replica, new_id, short};
 use crate::job::{ExecState, JobSpec, JobState, Verifier};
 use crate::verify::{self, Commitment, Loss, NoVerdict};
@@ -110,16 +111,35 @@ impl Jobs {
                 let Some(address) = pool.first().copied() else { break };
                 pool.remove(0);
                 let proposal = bids.offers[&address].clone();
-                let worst_cost = worst_cost(&proposal, t);
-                if spent_worst.checked_add(worst_cost).is_none_or(|total| total > budget) {
+                let checked = self
+                    .payee_problem(&proposal.properties, &allocation.platform)
+                    .map_or_else(|| worst_cost(&proposal.properties, t), Err);
+                let worst_cost = match checked {
+                    Ok(cost) => cost,
+                    Err(why) => {
+                        let who = short(&format!("{address:#x}"));
+                        self.record(id, JobState::Negotiating, &format!("leaving {who} out: {why}")).await?;
+                        let reason = json!({"message": format!("refused: {why}")});
+                        let refused = self
+                            .inner
+                            .market
+                            .reject_proposal(&demand_id, &proposal.proposal_id, Some(reason))
+                            .await;
+                        if let Err(e) = refused {
+                            tracing::info!(job = id, provider = %address, error = %e, "telling a provider its bid is refused");
+                        }
+                        continue;
+                    }
+                };
+                let Some(total) = spent_worst.checked_add(worst_cost).filter(|total| *total <= budget) else {
                     continue;
-                }
-                spent_worst += worst_cost;
+                };
+                spent_worst = total;
                 fresh.push(Replica {
                     provider: address,
                     proposal,
                     worst_cost,
-
+                    max_amount: None,
                     agreement_id: None,
                     peer: None,
                     activity_id: None,
@@ -151,8 +171,9 @@ impl Jobs {
                 None => break Some(verdict),
                 Some(why) => {
                     let affordable = pool.iter().any(|a| {
-                        spent_worst
-                            .checked_add(worst_cost(&bids.offers[a], t))
+                        worst_cost(&bids.offers[a].properties, t)
+                            .ok()
+                            .and_then(|cost| spent_worst.checked_add(cost))
                             .is_some_and(|total| total <= budget)
                     });
                     let in_time = Instant::now() + 2 * t <= rounds_end;
@@ -180,6 +201,12 @@ impl Jobs {
                 }
             }
         };
+
+        // Deciding to pay anyone closes the door to a cancel; a cancel that came first stops the
+        // job here (its stop token is cancelled: the runner's select ends it as Cancelled).
+        if verdict.as_ref().is_none_or(|v| v.undecided.is_none()) && !self.decide(id).await? {
+            return std::future::pending().await;
+        }
 
         // The decision: who is paid, who is not, and why.
         let mut paid: Vec<Address> = Vec::new();
@@ -308,9 +335,7 @@ impl Jobs {
         self.record(id, JobState::Paying, &format!("accepting the invoices of {}", paid.len())).await?;
         let settled =
             self.settle(id, &super::settle::parties(&replicas), &paid, &refused, &allocation.id).await?;
-        if let Err(e) = self.inner.payments.release_allocation(&allocation.id).await {
-            tracing::warn!(job = id, allocation = %allocation.id, error = %e, "releasing the allocation");
-        }
+        self.release_or_hold(id, &allocation.id, &settled).await?;
         if let Err(e) = self.inner.market.unsubscribe_demand(&demand_id).await {
             tracing::warn!(job = id, demand = %demand_id, error = %e, "withdrawing the demand");
         }
@@ -388,6 +413,8 @@ impl Jobs {
         }
         let valid_to = Utc::now() + chrono::Duration::hours(1);
         let t = Duration::from_secs(timeout);
+        let platform =
+            base.properties[agora_market::keys::CHOSEN_PLATFORM].as_str().unwrap_or_default().to_string();
         while !drafts.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -414,13 +441,23 @@ impl Jobs {
                     continue;
                 };
                 let r = &mut replicas[i];
-                let agreed_cost = worst_cost(&event, t);
-                if agreed_cost > r.worst_cost {
-                    r.failure = Some(format!(
-                        "its terms may cost {agreed_cost}, more than its offer's {}",
-                        r.worst_cost
-                    ));
+                if let Some(why) = self.payee_problem(&event.properties, &platform) {
+                    r.failure = Some(format!("its terms cannot be paid: {why}"));
                     continue;
+                }
+                match worst_cost(&event.properties, t) {
+                    Ok(agreed_cost) if agreed_cost <= r.worst_cost => {}
+                    Ok(agreed_cost) => {
+                        r.failure = Some(format!(
+                            "its terms may cost {agreed_cost}, more than its offer's {}",
+                            r.worst_cost
+                        ));
+                        continue;
+                    }
+                    Err(why) => {
+                        r.failure = Some(format!("its terms cannot be bounded: {why}"));
+                        continue;
+                    }
                 }
                 let agreement = match self.inner.market.create_agreement(&event.proposal_id, valid_to).await {
                     Ok(agreement) => agreement,
@@ -497,6 +534,7 @@ impl Jobs {
             activities.create(&agreement).await.map_err(|e| format!("creating the activity: {e}"))?;
         r.activity_id = Some(activity.clone());
         self.set_execution(id, r, ExecState::Running, None).await.map_err(|e| e.to_string())?;
+        let exec_at = Instant::now();
         let batch = activities
             .exec(&activity, &spec.script().to_string())
             .await
@@ -509,6 +547,13 @@ impl Jobs {
             if results.last().is_some_and(|l| l.is_batch_finished) {
                 break results;
             }
+        };
+        // The provider measured its usage inside this span; its invoice is held to what the
+        // agreed terms give for it.
+        let seen = exec_at.elapsed();
+        r.max_amount = match self.inner.market.agreement(&agreement).await {
+            Ok(terms) => justified(&terms, seen, r.worst_cost).ok(),
+            Err(e) => return Err(format!("reading its agreement: {e}")),
         };
         if let Some(failed) = results.iter().find(|c| c.result != "Ok") {
             return Err(format!(
@@ -626,6 +671,30 @@ impl Jobs {
         Ok(())
     }
 
+    /// Marks the job decided, unless a cancel was recorded first: whether it is.
+    async fn decide(&self, id: &str) -> Result<bool> {
+        let decided = sqlx::query("UPDATE jobs SET decided = TRUE WHERE id = $1 AND NOT cancel_requested")
+            .bind(id)
+            .execute(&self.inner.pool)
+            .await?
+            .rows_affected();
+        Ok(decided == 1)
+    }
+
+    /// Why the payee a proposal names on `platform` cannot be paid, if it cannot: not an
+    /// address, or one the chain refuses (the zero address, the token, the batch payer).
+    pub(super) fn payee_problem(&self, properties: &Value, platform: &str) -> Option<String> {
+        let key = agora_market::keys::platform_address(platform);
+        let flat = agora_grammar::flatten(properties).ok()?;
+        let payee = match flat.get(&key).map(|v| v.as_str().map(agora_identity::parse_address)) {
+            // No address there: the provider is paid at its node address.
+            None => return None,
+            Some(Some(Ok(payee))) => payee,
+            Some(_) => return Some(format!("{key} is not an address")),
+        };
+        self.inner.payments.config().network(platform)?.payee_problem(payee)
+    }
+
     /// Asks a winner for its digest, which must open its commitment.
     pub(super) async fn reveal(&self, id: &str, r: &Replica, deadline: Instant) -> Result<String, String> {
         let (Some(peer), Some(activity), Some(commitment)) = (&r.peer, &r.activity_id, &r.commitment) else {
@@ -708,40 +777,6 @@ pub(super) fn choose(
         order.push(left.remove(index).0);
     }
     order
-}
-
-/// The most a replica of a job of `timeout` may cost at a proposal's linear prices: every second
-/// until its commit deadline, on every CPU thread offered, all the fuel its limit allows, plus
-/// the start price. A priced counter without a bound makes it unbounded.
-pub(super) fn worst_cost(proposal: &ProposalView, timeout: Duration) -> Decimal {
-    let Ok(flat) = agora_grammar::flatten(&proposal.properties) else { return Decimal::MAX };
-    let Ok(pricing) = crate::LinearPricing::from_properties(&flat) else { return Decimal::MAX };
-    // A run may last until its commit deadline, 2T after it starts.
-    let secs = Decimal::from(2 * timeout.as_secs());
-    let fuel = flat.get("agora.limits.fuel").and_then(Value::as_u64).map(Decimal::from);
-    let threads = flat
-        .get("golem.inf.cpu.threads")
-        .and_then(Value::as_f64)
-        .and_then(|t| Decimal::try_from(t).ok())
-        .unwrap_or(Decimal::ONE);
-    let usage: Vec<Decimal> = pricing
-        .usage_vector
-        .iter()
-        .map(|counter| match counter.as_str() {
-            "golem.usage.duration_sec" => Some(secs),
-            "golem.usage.cpu_sec" => Some(secs * threads),
-            "agora.usage.fuel" => fuel,
-            // A counter the runner cannot bound is priced at its worst only when it is free.
-            _ => None,
-        })
-        .zip(&pricing.coeffs)
-        .map(|(used, price)| if price.is_zero() { Some(Decimal::ZERO) } else { used })
-        .collect::<Option<Vec<Decimal>>>()
-        .unwrap_or_default();
-    if usage.len() != pricing.coeffs.len() {
-        return Decimal::MAX;
-    }
-    pricing.cost(&usage).unwrap_or(Decimal::MAX)
 }
 
 pub(super) fn providers(replicas: &[Replica]) -> String {

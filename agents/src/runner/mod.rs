@@ -11,6 +11,7 @@ use agora_market::api::ProposalView;
 use agora_market::{AgreementState, Market};
 use agora_payment::Payments;
 use alloy_primitives::Address;
+use futures_util::FutureExt;
 use rand::Rng;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod bounds;
 mod flow;
 mod queue;
 mod settle;
@@ -95,6 +97,9 @@ struct Replica {
     commitment: Option<Commitment>,
     /// The most it may cost, from its offer; the agreed terms may not cost more.
     worst_cost: Decimal,
+    /// The most its invoice may ask: what the agreed terms give for the run as the requestor
+    /// saw it, once it ran; never more than `worst_cost`.
+    max_amount: Option<Decimal>,
     stdout: Option<String>,
     /// The run command's result: stdout, stderr and exit code, to rebuild the results folder.
     run: Option<agora_activity::wire::CommandResult>,
@@ -153,18 +158,26 @@ impl Jobs {
 
     fn start(&self, id: String, spec: JobSpec) {
         let stop = self.inner.shutdown.child_token();
-        self.inner.running.lock().expect("running").insert(id.clone(), stop.clone());
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.clone(), stop.clone());
         let jobs = self.clone();
         self.inner.tasks.spawn(async move {
             let slots = jobs.inner.slots.clone();
             let outcome = tokio::select! {
                 outcome = async {
                     let _slot = slots.acquire_owned().await.expect("the semaphore is never closed");
-                    jobs.run(&id, &spec).await
+                    // A panic ends this job, with its reason, and what it holds is released below;
+                    // the runner and the other jobs go on.
+                    std::panic::AssertUnwindSafe(jobs.run(&id, &spec)).catch_unwind().await.unwrap_or_else(
+                        |panic| Err(Error::Internal(format!("the job's task failed: {}", crate::panic_message(&*panic)))),
+                    )
                 } => Some(outcome),
                 () = stop.cancelled() => None,
             };
-            jobs.inner.running.lock().expect("running").remove(&id);
+            jobs.inner.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
             let ended = match outcome {
                 Some(Ok((state, message))) => jobs.finish(&id, state, &message).await,
                 Some(Err(e)) => {
@@ -394,10 +407,11 @@ impl Jobs {
         let commitment =
             replica.commitment.map(|c| json!({"hash": c.hash.map(hex::encode), "seal": hex::encode(c.seal)}));
         sqlx::query(
-            "INSERT INTO job_executions (job_id, provider, agreement_id, activity_id, state, commitment, reason)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO job_executions (job_id, provider, agreement_id, activity_id, state, commitment, reason, max_amount)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (job_id, provider) DO UPDATE SET agreement_id = $3, activity_id = $4, state = $5,
-                 commitment = coalesce($6, job_executions.commitment), reason = coalesce($7, job_executions.reason)",
+                 commitment = coalesce($6, job_executions.commitment), reason = coalesce($7, job_executions.reason),
+                 max_amount = coalesce($8, job_executions.max_amount)",
         )
         .bind(id)
         .bind(format!("{:#x}", replica.provider))
@@ -406,6 +420,7 @@ impl Jobs {
         .bind(state.code())
         .bind(commitment)
         .bind(reason)
+        .bind(replica.max_amount)
         .execute(&self.inner.pool)
         .await?;
         Ok(())

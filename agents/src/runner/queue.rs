@@ -298,11 +298,21 @@ impl Jobs {
                 "job {id} has its verdict and is paying its verified providers; it ends when they are paid"
             )));
         }
-        sqlx::query("UPDATE jobs SET cancel_requested = TRUE WHERE id = $1")
+        // Against the runner's decision, in one statement: once the job is decided (its winners
+        // asked to reveal, or its one replica to be paid) a cancel is refused, and a cancel
+        // recorded first keeps the runner from deciding.
+        let requested = sqlx::query("UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 AND NOT decided")
             .bind(id)
             .execute(&self.inner.pool)
-            .await?;
-        let stop = self.inner.running.lock().expect("running").get(id).cloned();
+            .await?
+            .rows_affected();
+        if requested == 0 {
+            return Err(Error::Conflict(format!(
+                "job {id} has decided whom to pay and is paying its verified providers; it ends when they are paid"
+            )));
+        }
+        let stop =
+            self.inner.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned();
         if let Some(stop) = stop {
             stop.cancel();
             return Ok(());

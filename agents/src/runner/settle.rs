@@ -14,6 +14,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How long after its end a job is watched for its verified providers' late invoices and their
+/// payments.
+const LATE_WATCH: Duration = Duration::from_secs(3600);
+
 impl Jobs {
     /// Accepts, until the node stops, the debit notes of replicas still at work: they say the
     /// provider is working, and bind nothing (no `paymentDueDate`), so accepting them pays
@@ -33,6 +37,9 @@ impl Jobs {
                     _ = tick.tick() => {
                         if let Err(e) = jobs.accept_debit_notes().await {
                             tracing::warn!(error = %e, "accepting debit notes");
+                        }
+                        if let Err(e) = jobs.settle_late().await {
+                            tracing::warn!(error = %e, "settling late invoices");
                         }
                     }
                 }
@@ -68,6 +75,113 @@ impl Jobs {
         Ok(())
     }
 
+    /// The verified providers of ended jobs whose invoice came after the job's wait: while the
+    /// job's allocation holds, each invoice is accepted up to what its run justifies (and charged
+    /// to the job's owner), and marked paid once settled. The allocation is released once every
+    /// verified provider's invoice is accepted, or when its timeout has passed.
+    pub(super) async fn settle_late(&self) -> Result<()> {
+        let held: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT id, allocation_id, updated_at < now() - make_interval(secs => $2) FROM jobs
+             WHERE allocation_held AND allocation_id IS NOT NULL AND runner = $1",
+        )
+        .bind(&self.inner.node)
+        .bind(LATE_WATCH.as_secs_f64())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let payments = &self.inner.payments;
+        for (id, allocation, given_up) in held {
+            let rows = sqlx::query(
+                "SELECT provider, agreement_id, max_amount, invoice_id FROM job_executions
+                 WHERE job_id = $1 AND state = $2 AND agreement_id IS NOT NULL",
+            )
+            .bind(&id)
+            .bind(ExecState::Verified.code())
+            .fetch_all(&self.inner.pool)
+            .await?;
+            // Verified providers not marked paid yet, and those of them still without an
+            // accepted invoice.
+            let (mut unpaid, mut waiting) = (rows.len(), 0);
+            for row in &rows {
+                let provider: String = row.get("provider");
+                if let Some(invoice) = row.get::<Option<String>, _>("invoice_id") {
+                    if payments.document(Kind::Invoice, &invoice).await?.status == Status::Settled {
+                        unpaid -= 1;
+                        let tx = self.tx_of(&invoice).await?;
+                        sqlx::query("UPDATE job_executions SET state = $3, tx_hash = $4 WHERE job_id = $1 AND provider = $2")
+                            .bind(&id)
+                            .bind(&provider)
+                            .bind(ExecState::Paid.code())
+                            .bind(&tx)
+                            .execute(&self.inner.pool)
+                            .await?;
+                    }
+                    continue;
+                }
+                waiting += 1;
+                let agreement: String = row.get("agreement_id");
+                let max: Option<Decimal> = row.get("max_amount");
+                let invoices = payments.agreement_documents(Kind::Invoice, &agreement).await?;
+                let Some(invoice) =
+                    invoices.into_iter().find(|d| !d.issued_here && d.status == Status::Received)
+                else {
+                    continue;
+                };
+                let doc = &invoice.document;
+                if let Some(why) = overcharge(doc.amount, max, &doc.id) {
+                    let rejection = Rejection {
+                        rejection_reason: RejectionReason::IncorrectAmount,
+                        total_amount_accepted: "0".into(),
+                        message: Some(why),
+                    };
+                    if let Err(e) = payments.reject(Kind::Invoice, &doc.id, rejection).await {
+                        tracing::warn!(job = %id, invoice = %doc.id, error = %e, "rejecting a late invoice");
+                    }
+                    continue;
+                }
+                let acceptance = Acceptance {
+                    total_amount_accepted: doc.amount.to_string(),
+                    allocation_id: allocation.clone(),
+                };
+                match payments.accept(Kind::Invoice, &doc.id, acceptance).await {
+                    Ok(()) => {
+                        waiting -= 1;
+                        self.note_invoice(&id, &provider, &doc.id, Some(doc.amount), ExecState::Verified)
+                            .await?;
+                        // The job ended before this was paid, so its owner's cap is charged now.
+                        sqlx::query(
+                            "UPDATE job_users u SET spent = u.spent + $2 FROM jobs j
+                             WHERE j.id = $1 AND j.owner = 'user:' || u.id",
+                        )
+                        .bind(&id)
+                        .bind(doc.amount)
+                        .execute(&self.inner.pool)
+                        .await?;
+                        tracing::info!(job = %id, invoice = %doc.id, provider = %provider, amount = %doc.amount, "accepted a late invoice");
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %id, invoice = %doc.id, error = %e, "accepting a late invoice")
+                    }
+                }
+            }
+            // Released once nothing more is to be accepted from it, or at its timeout (a
+            // released one is not found: nothing to do); the job is watched until its verified
+            // providers are marked paid, for an hour at the most.
+            if let Ok(held) = payments.allocation(&allocation).await
+                && (waiting == 0 || held.timeout.is_some_and(|t| t <= chrono::Utc::now()))
+                && let Err(e) = payments.release_allocation(&allocation).await
+            {
+                tracing::warn!(job = %id, %allocation, error = %e, "releasing the allocation");
+            }
+            if unpaid == 0 || given_up {
+                sqlx::query("UPDATE jobs SET allocation_held = FALSE WHERE id = $1")
+                    .bind(&id)
+                    .execute(&self.inner.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// What a restart finds of a job: `None` when it is to run from the start.
     pub(super) async fn resume(&self, id: &str) -> Result<Option<(JobState, String)>> {
         let job = sqlx::query("SELECT allocation_id, demand_id FROM jobs WHERE id = $1")
@@ -88,7 +202,13 @@ impl Jobs {
         let parties: Vec<Party> = rows
             .iter()
             .filter(|r| r.get::<Option<String>, _>("activity_id").is_some())
-            .filter_map(|r| Some(Party { provider: provider_of(r)?, agreement_id: r.get("agreement_id") }))
+            .filter_map(|r| {
+                Some(Party {
+                    provider: provider_of(r)?,
+                    agreement_id: r.get("agreement_id"),
+                    max_amount: r.get("max_amount"),
+                })
+            })
             .collect();
         for r in &rows {
             if let Some(activity) = r.get::<Option<String>, _>("activity_id") {
@@ -118,7 +238,7 @@ impl Jobs {
                 .await?;
             if let Some(allocation) = &allocation {
                 let settled = self.settle(id, &parties, &paid, &refused, allocation).await?;
-                let _released = self.inner.payments.release_allocation(allocation).await;
+                self.release_or_hold(id, allocation, &settled).await?;
                 if !settled.unpaid.is_empty() {
                     if let Some(demand) = &demand {
                         let _gone = self.inner.market.unsubscribe_demand(demand).await;
@@ -149,7 +269,9 @@ impl Jobs {
         }
         let mut tx = self.inner.pool.begin().await?;
         sqlx::query("DELETE FROM job_executions WHERE job_id = $1").bind(id).execute(&mut *tx).await?;
-        sqlx::query("UPDATE jobs SET allocation_id = NULL, demand_id = NULL, results = NULL WHERE id = $1")
+        sqlx::query(
+            "UPDATE jobs SET allocation_id = NULL, demand_id = NULL, results = NULL, decided = FALSE WHERE id = $1",
+        )
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -157,8 +279,10 @@ impl Jobs {
         Ok(None)
     }
 
-    /// Accepts the verified providers' invoices and rejects the others', then waits until the
-    /// accepted ones are paid.
+    /// Accepts the verified providers' invoices, each up to what its run justifies, and rejects
+    /// the others', then waits until the accepted ones are paid. A verified provider whose invoice
+    /// asks more is rejected with both figures, and its corrected invoice is accepted while the
+    /// wait lasts. Failing to answer one provider never stops the answers to the others.
     pub(super) async fn settle(
         &self,
         id: &str,
@@ -176,13 +300,19 @@ impl Jobs {
         let deadline =
             |r: &Party| started + if paid.contains(&r.provider) { INVOICE_WAIT } else { REJECT_WAIT };
         let mut open: Vec<&Party> = parties.iter().collect();
+        // Verified providers whose invoice asked more than their run justifies, and why.
+        let mut overcharged: BTreeMap<Address, String> = BTreeMap::new();
         loop {
             for late in open.iter().filter(|r| Instant::now() >= deadline(r) && paid.contains(&r.provider)) {
-                settled.pending.push(format!(
-                    "{} sent no invoice within {} s",
-                    short(&format!("{:#x}", late.provider)),
-                    INVOICE_WAIT.as_secs()
-                ));
+                settled.awaiting_invoice += 1;
+                let who = short(&format!("{:#x}", late.provider));
+                settled.pending.push(match overcharged.get(&late.provider) {
+                    Some(why) => format!(
+                        "{why}, and {who} sent no corrected invoice within {} s",
+                        INVOICE_WAIT.as_secs()
+                    ),
+                    None => format!("{who} sent no invoice within {} s", INVOICE_WAIT.as_secs()),
+                });
             }
             open.retain(|r| Instant::now() < deadline(r));
             if open.is_empty() {
@@ -191,17 +321,49 @@ impl Jobs {
             let mut still = Vec::new();
             for r in open {
                 let agreement = &r.agreement_id;
-                let invoice = payments
-                    .agreement_documents(Kind::Invoice, agreement)
-                    .await?
-                    .into_iter()
-                    .find(|d| !d.issued_here && d.status == Status::Received);
+                let invoices = payments.agreement_documents(Kind::Invoice, agreement).await?;
+                let accepted = invoices
+                    .iter()
+                    .find(|d| !d.issued_here && matches!(d.status, Status::Accepted | Status::Settled));
+                if paid.contains(&r.provider)
+                    && let Some(done) = accepted
+                {
+                    // Accepted by a run of the node that stopped before it recorded so on the
+                    // job: recorded now, so the owner's cap stays charged for what is paid.
+                    let amount = done.accepted_amount.unwrap_or(done.document.amount);
+                    let provider = format!("{:#x}", r.provider);
+                    self.note_invoice(id, &provider, &done.document.id, Some(amount), ExecState::Verified)
+                        .await?;
+                    continue;
+                }
+                let invoice = invoices.into_iter().find(|d| !d.issued_here && d.status == Status::Received);
                 let Some(invoice) = invoice else {
                     still.push(r);
                     continue;
                 };
                 let doc = &invoice.document;
                 let provider = format!("{:#x}", r.provider);
+                if paid.contains(&r.provider)
+                    && let Some(why) = overcharge(doc.amount, r.max_amount, &doc.id)
+                {
+                    let rejection = Rejection {
+                        rejection_reason: RejectionReason::IncorrectAmount,
+                        total_amount_accepted: "0".into(),
+                        message: Some(why.clone()),
+                    };
+                    if let Err(e) = payments.reject(Kind::Invoice, &doc.id, rejection).await {
+                        tracing::warn!(job = id, invoice = %doc.id, error = %e, "rejecting an invoice");
+                    }
+                    self.record(
+                        id,
+                        JobState::Paying,
+                        &format!("rejected {why}; waiting for a corrected one"),
+                    )
+                    .await?;
+                    overcharged.insert(r.provider, why);
+                    still.push(r);
+                    continue;
+                }
                 if paid.contains(&r.provider) {
                     let accepted = payments
                         .accept(
@@ -255,7 +417,11 @@ impl Jobs {
                         total_amount_accepted: "0".into(),
                         message: Some(reason.clone()),
                     };
-                    payments.reject(Kind::Invoice, &doc.id, rejection).await?;
+                    // A rejection that fails (the provider withdrew it meanwhile counts as done)
+                    // is the provider's loss alone: the others are still answered.
+                    if let Err(e) = payments.reject(Kind::Invoice, &doc.id, rejection).await {
+                        tracing::warn!(job = id, invoice = %doc.id, error = %e, "rejecting an invoice");
+                    }
                     self.note_invoice(id, &provider, &doc.id, None, ExecState::Rejected).await?;
                     self.record(
                         id,
@@ -312,6 +478,22 @@ impl Jobs {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Releases a job's allocation, unless a verified provider's invoice is still awaited: then
+    /// it holds, and [`Jobs::settle_late`] accepts that invoice when it comes.
+    pub(super) async fn release_or_hold(&self, id: &str, allocation: &str, settled: &Settled) -> Result<()> {
+        if settled.awaiting_invoice == 0 {
+            if let Err(e) = self.inner.payments.release_allocation(allocation).await {
+                tracing::warn!(job = id, %allocation, error = %e, "releasing the allocation");
+            }
+            return Ok(());
+        }
+        sqlx::query("UPDATE jobs SET allocation_held = TRUE WHERE id = $1")
+            .bind(id)
+            .execute(&self.inner.pool)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn note_invoice(
@@ -409,6 +591,9 @@ impl Jobs {
 pub(super) struct Settled {
     pub(super) unpaid: Vec<String>,
     pub(super) pending: Vec<String>,
+    /// Verified providers whose invoice did not come (or not at a justified amount) in time:
+    /// the allocation holds for them.
+    pub(super) awaiting_invoice: usize,
 }
 
 /// A provider that ran the job under an agreement, as paying and rejecting see it.
@@ -416,12 +601,38 @@ pub(super) struct Settled {
 pub(super) struct Party {
     pub(super) provider: Address,
     pub(super) agreement_id: String,
+    /// The most its invoice may ask (see `flow::justified`); nothing is justified without it.
+    pub(super) max_amount: Option<Decimal>,
 }
 
 pub(super) fn parties(replicas: &[Replica]) -> Vec<Party> {
     replicas
         .iter()
         .filter(|r| r.activity_id.is_some())
-        .filter_map(|r| Some(Party { provider: r.provider, agreement_id: r.agreement_id.clone()? }))
+        .filter_map(|r| {
+            Some(Party {
+                provider: r.provider,
+                agreement_id: r.agreement_id.clone()?,
+                max_amount: r.max_amount,
+            })
+        })
         .collect()
+}
+
+/// Why an invoice of `amount` cannot be accepted when its run justifies at most `max`; `None`
+/// when it can.
+fn overcharge(amount: Decimal, max: Option<Decimal>, invoice: &str) -> Option<String> {
+    match max {
+        Some(max) if amount <= max => None,
+        Some(max) => Some(format!(
+            "invoice {} asks {}, but the agreed terms give at most {} for the run as the requestor saw it",
+            short(invoice),
+            amount.normalize(),
+            max.normalize()
+        )),
+        None => Some(format!(
+            "invoice {}: no bound was recorded for its run, so nothing is justified",
+            short(invoice)
+        )),
+    }
 }
