@@ -34,6 +34,8 @@ pub(super) enum Mode {
     ReplayOf(usize),
     /// `--dishonest overcharge`
     Overcharge,
+    /// `--dishonest late-invoice`
+    LateInvoice,
     /// An honest agent whose one preset has these extra settings (TOML lines).
     Preset(&'static str),
 }
@@ -73,6 +75,7 @@ impl Devnet {
                     args.extend(["--dishonest".into(), format!("replay:{:#x}", addresses[*n])])
                 }
                 Mode::Overcharge => args.extend(["--dishonest".into(), "overcharge".into()]),
+                Mode::LateInvoice => args.extend(["--dishonest".into(), "late-invoice".into()]),
                 Mode::Preset(extra) => {
                     let own = root.path().join(format!("provider-{i}.toml"));
                     let preset =
