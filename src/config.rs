@@ -139,7 +139,8 @@ pub struct NodeArgs {
     /// Cheat, for demonstrations and tests of verification and payment only (such a provider is
     /// never paid what it cheats for): `alter` its runs' output, commit and `no-reveal`,
     /// `replay:<address>` another provider's commitment, `overcharge` its invoices a hundredfold,
-    /// or `late-invoice` after the job runner stopped waiting.
+    /// invoice `late-invoice` after the job runner stopped waiting, or `alter-uploads`: upload
+    /// changed outputs after committing to the true ones.
     #[arg(long = "dishonest", env = "AGORA_DISHONEST", value_name = "MODE")]
     pub dishonest: Option<agora_agents::Dishonesty>,
 
@@ -204,6 +205,8 @@ pub struct ActivitySettings {
     pub blob_send_rate: Option<u64>,
     /// Alter runs' stdout (`--dishonest alter`).
     pub alter_outputs: bool,
+    /// Alter outputs as they are uploaded (`--dishonest alter-uploads`).
+    pub alter_uploads: bool,
 }
 
 /// Checks each dataset folder against its configured digest.
@@ -444,6 +447,7 @@ impl Settings {
                     .unwrap_or(agora_activity::blobs::DEFAULT_MAX_BLOB),
                 blob_send_rate: args.blob_send_rate.or(file.blob_send_rate).filter(|rate| *rate > 0),
                 alter_outputs: args.dishonest == Some(agora_agents::Dishonesty::Alter),
+                alter_uploads: args.dishonest == Some(agora_agents::Dishonesty::AlterUploads),
             },
             provider: provider_config(args.provider, file.provider)?,
             dishonesty: args.dishonest,

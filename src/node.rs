@@ -293,6 +293,7 @@ async fn serve(
         docker_socket: settings.activity.docker_socket.clone(),
         blob_send_rate: settings.activity.blob_send_rate,
         alter_outputs: settings.activity.alter_outputs,
+        alter_uploads: settings.activity.alter_uploads,
         outputs_dir: Some(data.path().join("outputs")),
     };
     let other = |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(e.to_string()));

@@ -200,7 +200,17 @@ impl Activities {
                             from.display()
                         )));
                     }
-                    let hex = self.inner.blobs.put_file(&path).map_err(io)?;
+                    let hex = if self.inner.config.alter_uploads {
+                        let altered = live.dir.join("altered-upload");
+                        std::fs::copy(&path, &altered).map_err(io)?;
+                        let mut file = std::fs::OpenOptions::new().append(true).open(&altered).map_err(io)?;
+                        std::io::Write::write_all(&mut file, b"altered by the provider\n").map_err(io)?;
+                        let hex = self.inner.blobs.put_file(&altered).map_err(io)?;
+                        let _removed = std::fs::remove_file(&altered);
+                        hex
+                    } else {
+                        self.inner.blobs.put_file(&path).map_err(io)?
+                    };
                     Ok(Done { blob: Some(format!("blob:sha256:{hex}")), ..Done::default() })
                 }
                 None => Err(Error::Conflict("transfer was not checked".into())),

@@ -65,6 +65,9 @@ pub struct HostConfig {
     /// Appends a line to every run's stdout before its results are hashed, as a dishonest
     /// provider would: for demonstrations and tests of verification, never for real work.
     pub alter_outputs: bool,
+    /// Uploads a changed copy of every output the run left, after its results were hashed, as a
+    /// dishonest provider would: for tests of the requestor's output check, never for real work.
+    pub alter_uploads: bool,
     /// Where outputs of activities this node drives are written for `gftp` destinations; none
     /// hands out no destinations.
     pub outputs_dir: Option<PathBuf>,

@@ -172,8 +172,9 @@ pub fn offer_properties(
 /// provider is never paid what it cheats for. `alter` changes its runs' output (the activity host
 /// does it), `no-reveal` commits honestly but never reveals, `replay:<address>` commits with
 /// another provider's seal, as a provider copying that provider's commitment would,
-/// `overcharge` invoices a hundred times what its runs cost, and `late-invoice` invoices after
-/// the job runner stopped waiting for it.
+/// `overcharge` invoices a hundred times what its runs cost, `late-invoice` invoices after the
+/// job runner stopped waiting for it, and `alter-uploads` uploads changed outputs after
+/// committing to the true ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dishonesty {
     Alter,
@@ -183,6 +184,9 @@ pub enum Dishonesty {
     Overcharge,
     /// Invoices [`LATE_INVOICE`] after an agreement ends, past the job runner's wait.
     LateInvoice,
+    /// Commits to its runs' true results, then uploads changed outputs (the activity host does
+    /// it).
+    AlterUploads,
 }
 
 /// How late a `late-invoice` provider invoices.
@@ -196,13 +200,14 @@ impl std::str::FromStr for Dishonesty {
             "no-reveal" => Ok(Self::NoReveal),
             "overcharge" => Ok(Self::Overcharge),
             "late-invoice" => Ok(Self::LateInvoice),
+            "alter-uploads" => Ok(Self::AlterUploads),
             other => match other.strip_prefix("replay:") {
                 Some(address) => address
                     .parse()
                     .map(Self::Replay)
                     .map_err(|_| format!("{other}: replay:<address> needs a 0x… node address")),
                 None => Err(format!(
-                    "{other}: one of alter, no-reveal, overcharge, late-invoice, replay:<address>"
+                    "{other}: one of alter, no-reveal, overcharge, late-invoice, alter-uploads, replay:<address>"
                 )),
             },
         }

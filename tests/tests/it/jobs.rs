@@ -36,6 +36,8 @@ pub(super) enum Mode {
     Overcharge,
     /// `--dishonest late-invoice`
     LateInvoice,
+    /// `--dishonest alter-uploads`
+    AlterUploads,
     /// An honest agent whose one preset has these extra settings (TOML lines).
     Preset(&'static str),
 }
@@ -76,6 +78,7 @@ impl Devnet {
                 }
                 Mode::Overcharge => args.extend(["--dishonest".into(), "overcharge".into()]),
                 Mode::LateInvoice => args.extend(["--dishonest".into(), "late-invoice".into()]),
+                Mode::AlterUploads => args.extend(["--dishonest".into(), "alter-uploads".into()]),
                 Mode::Preset(extra) => {
                     let own = root.path().join(format!("provider-{i}.toml"));
                     let preset =

@@ -706,3 +706,37 @@ async fn a_verified_providers_late_invoice_is_still_paid_while_the_allocation_ho
     }
     assert_conserved(&net, requestor_before, &before, &[&job]).await;
 }
+
+/// A winner that commits to its run's true result and then uploads changed outputs: what came
+/// back of its outputs does not hash to the verified digest, even fetched again, so it is not
+/// paid, with the reason; the winners whose outputs match are, and the job's results are theirs.
+#[tokio::test]
+async fn a_winner_whose_outputs_come_back_changed_is_not_paid() {
+    use Mode::*;
+    let net = Devnet::start(&[Honest, Honest, AlterUploads]).await;
+    let (h, cheat) = (&net.honest, &net.bad[0]);
+    let requestor_before = net.balance(&net.requestor).await;
+    let before = net.balances().await;
+    let input = put_blob(&net.requestor, b"to be copied\n".to_vec()).await;
+    let cat = put_blob(&net.requestor, module("cat")).await;
+    let spec = json!({"module": cat, "entry_point": "cat", "confidence": 0,
+                      "inputs": [{"src": input, "dst": "in.txt"}],
+                      "outputs": [{"name": "copy", "path": "out.txt"}]});
+    let id = net.submit(&[&h[0], &h[1], cheat], spec).await;
+    let job = net.ended(&id).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    let mut paid = executions(&job, "paid");
+    paid.sort();
+    let mut honest: Vec<Address> = h.iter().map(node_address).collect();
+    honest.sort();
+    assert_eq!(paid, honest, "{job:#}");
+    let row = job["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["provider"] == format!("{:#x}", node_address(cheat)))
+        .unwrap();
+    assert!(row["reason"].as_str().unwrap().contains("outputs"), "{row}");
+    assert_eq!(job["results"]["checked"], true, "{job:#}");
+    assert_conserved(&net, requestor_before, &before, &[&job]).await;
+}
