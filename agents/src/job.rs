@@ -189,12 +189,18 @@ impl JobSpec {
         script.push(json!({"run": {
             "entry_point": self.entry_point, "args": self.args, "env": self.env, "datasets": self.datasets,
         }}));
-        for output in &self.outputs {
-            script.push(
-                json!({"transfer": {"from": format!("container:/output/{}", output.path), "to": "blob:"}}),
-            );
-        }
+        script.extend(self.output_transfers());
         json!(script)
+    }
+
+    /// The commands that bring the run's outputs back, in the order of `outputs`.
+    pub fn output_transfers(&self) -> Vec<serde_json::Value> {
+        self.outputs
+            .iter()
+            .map(|output| {
+                serde_json::json!({"transfer": {"from": format!("container:/output/{}", output.path), "to": "blob:"}})
+            })
+            .collect()
     }
 }
 

@@ -20,6 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How often a winner's outputs are fetched again when what came back does not match.
+const OUTPUT_FETCHES: usize = 2;
+
 impl Jobs {
     /// Runs a job to its end; returns the state it ends in and why. A job an earlier run of the
     /// node left under way is resumed: settled if its verdict was reached, else run again.
@@ -258,13 +261,38 @@ impl Jobs {
                         winners.iter().map(|r| self.reveal(id, r, reveal_deadline)),
                     )
                     .await;
+                    let outputs_deadline = Instant::now() + t;
                     for (replica, revealed) in winners.into_iter().zip(reveals) {
                         let winner = &replica.provider;
                         match revealed {
+                            // A job that names its outputs pays a winner only for outputs that
+                            // came back as the verified result has them.
+                            Ok(digest) if !spec.outputs.is_empty() => {
+                                match self.verified_outputs(spec, replica, &digest, outputs_deadline).await {
+                                    Ok(outputs) => {
+                                        paid.push(*winner);
+                                        results.get_or_insert_with(|| json!({
+                                            "digest": digest, "stdout": replica.stdout, "outputs": outputs,
+                                            "checked": true, "unchecked": Value::Null,
+                                        }));
+                                    }
+                                    Err(why) => {
+                                        refused.insert(*winner, format!(
+                                            "verification failed: what came back of its outputs is not the verified result: {why}"
+                                        ));
+                                    }
+                                }
+                            }
                             Ok(digest) => {
                                 paid.push(*winner);
                                 if results.as_ref().is_none_or(|r: &Value| r["checked"] != true) {
-                                    let checked = self.check_outputs(spec, replica, &digest);
+                                    let checked = replica
+                                        .run
+                                        .as_ref()
+                                        .ok_or_else(|| "no run result".to_string())
+                                        .and_then(|run| {
+                                            self.check_outputs(spec, run, &replica.outputs, &digest)
+                                        });
                                     if let Err(why) = &checked {
                                         tracing::info!(job = id, provider = %winner, "outputs not checked: {why}");
                                     }
@@ -631,8 +659,13 @@ impl Jobs {
     /// and its outputs, fetched into this node's blobs) and checks its `h1:` hash against the
     /// verified digest. It can only match when the job names every file its run leaves in
     /// `/output`, and its stdout and stderr are text within the size a result carries.
-    pub(super) fn check_outputs(&self, spec: &JobSpec, r: &Replica, digest: &str) -> Result<(), String> {
-        let run = r.run.as_ref().ok_or("no run result")?;
+    pub(super) fn check_outputs(
+        &self,
+        spec: &JobSpec,
+        run: &agora_activity::wire::CommandResult,
+        outputs: &BTreeMap<String, String>,
+        digest: &str,
+    ) -> Result<(), String> {
         let dir = std::env::temp_dir().join(format!("agora-results-{}", new_id()));
         let built = (|| -> Result<String, String> {
             let io = |e: std::io::Error| e.to_string();
@@ -642,8 +675,7 @@ impl Jobs {
             std::fs::write(dir.join("exitCode"), format!("{}\n", run.exit_code.unwrap_or_default()))
                 .map_err(io)?;
             for output in &spec.outputs {
-                let blob = r
-                    .outputs
+                let blob = outputs
                     .get(&output.name)
                     .ok_or_else(|| format!("output {} did not come back", output.name))?;
                 let sha = blob.strip_prefix("blob:sha256:").unwrap_or(blob);
@@ -693,6 +725,62 @@ impl Jobs {
             Some(_) => return Some(format!("{key} is not an address")),
         };
         self.inner.payments.config().network(platform)?.payee_problem(payee)
+    }
+
+    /// A winner's outputs, checked against the verified digest: as they came back, and when they
+    /// do not match, fetched again from its activity (its output transfers run again) while
+    /// `deadline` and [`OUTPUT_FETCHES`] allow. Why they never matched, when they did not.
+    async fn verified_outputs(
+        &self,
+        spec: &JobSpec,
+        r: &Replica,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let run = r.run.as_ref().ok_or("no run result")?;
+        let mut outputs = r.outputs.clone();
+        let mut fetches = 0;
+        loop {
+            let why = match self.check_outputs(spec, run, &outputs, digest) {
+                Ok(()) => return Ok(outputs),
+                Err(why) => why,
+            };
+            if fetches == OUTPUT_FETCHES || Instant::now() >= deadline {
+                return Err(why);
+            }
+            fetches += 1;
+            outputs = match tokio::time::timeout_at(deadline, self.fetch_outputs(spec, r)).await {
+                Ok(Ok(fresh)) => fresh,
+                Ok(Err(again)) => return Err(format!("{why}; fetching them again: {again}")),
+                Err(_) => return Err(format!("{why}; fetching them again took past the deadline")),
+            };
+        }
+    }
+
+    /// Runs a replica's output transfers again on its activity; the outputs' blobs, by name.
+    async fn fetch_outputs(&self, spec: &JobSpec, r: &Replica) -> Result<BTreeMap<String, String>, String> {
+        let activities = &self.inner.activities;
+        let activity = r.activity_id.as_deref().ok_or("it has no activity")?;
+        let script = Value::Array(spec.output_transfers()).to_string();
+        let batch = activities.exec(activity, &script).await.map_err(|e| e.to_string())?;
+        let results = loop {
+            let results = activities
+                .results(activity, &batch, Duration::from_secs(10), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if results.last().is_some_and(|l| l.is_batch_finished) {
+                break results;
+            }
+        };
+        if let Some(failed) = results.iter().find(|c| c.result != "Ok") {
+            return Err(failed.message.clone().unwrap_or_else(|| "a transfer failed".into()));
+        }
+        Ok(spec
+            .outputs
+            .iter()
+            .zip(&results)
+            .filter_map(|(output, result)| Some((output.name.clone(), result.blob.clone()?)))
+            .collect())
     }
 
     /// Asks a winner for its digest, which must open its commitment.
