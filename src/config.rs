@@ -139,8 +139,9 @@ pub struct NodeArgs {
     /// Cheat, for demonstrations and tests of verification and payment only (such a provider is
     /// never paid what it cheats for): `alter` its runs' output, commit and `no-reveal`,
     /// `replay:<address>` another provider's commitment, `overcharge` its invoices a hundredfold,
-    /// invoice `late-invoice` after the job runner stopped waiting, or `alter-uploads`: upload
-    /// changed outputs after committing to the true ones.
+    /// invoice `late-invoice` after the job runner stopped waiting, `alter-uploads`: upload
+    /// changed outputs after committing to the true ones, or `inflate-usage` a hundredfold in its
+    /// debit notes.
     #[arg(long = "dishonest", env = "AGORA_DISHONEST", value_name = "MODE")]
     pub dishonest: Option<agora_agents::Dishonesty>,
 

@@ -173,8 +173,8 @@ pub fn offer_properties(
 /// does it), `no-reveal` commits honestly but never reveals, `replay:<address>` commits with
 /// another provider's seal, as a provider copying that provider's commitment would,
 /// `overcharge` invoices a hundred times what its runs cost, `late-invoice` invoices after the
-/// job runner stopped waiting for it, and `alter-uploads` uploads changed outputs after
-/// committing to the true ones.
+/// job runner stopped waiting for it, `alter-uploads` uploads changed outputs after committing
+/// to the true ones, and `inflate-usage` reports a hundredfold usage in its debit notes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dishonesty {
     Alter,
@@ -187,6 +187,8 @@ pub enum Dishonesty {
     /// Commits to its runs' true results, then uploads changed outputs (the activity host does
     /// it).
     AlterUploads,
+    /// Reports a hundred times its activities' usage in its debit notes.
+    InflateUsage,
 }
 
 /// How late a `late-invoice` provider invoices.
@@ -201,13 +203,14 @@ impl std::str::FromStr for Dishonesty {
             "overcharge" => Ok(Self::Overcharge),
             "late-invoice" => Ok(Self::LateInvoice),
             "alter-uploads" => Ok(Self::AlterUploads),
+            "inflate-usage" => Ok(Self::InflateUsage),
             other => match other.strip_prefix("replay:") {
                 Some(address) => address
                     .parse()
                     .map(Self::Replay)
                     .map_err(|_| format!("{other}: replay:<address> needs a 0x… node address")),
                 None => Err(format!(
-                    "{other}: one of alter, no-reveal, overcharge, late-invoice, alter-uploads, replay:<address>"
+                    "{other}: one of alter, no-reveal, overcharge, late-invoice, alter-uploads, inflate-usage, replay:<address>"
                 )),
             },
         }
@@ -603,6 +606,11 @@ impl ProviderAgent {
                 tracing::info!(agreement = %agreement.id, waiting = waiting.len(), "no more debit notes until the requestor answers");
             } else if note_due {
                 for activity in running {
+                    let usage: Vec<f64> = if self.inner.dishonesty == Some(Dishonesty::InflateUsage) {
+                        activity.usage.iter().map(|u| u * 100.0).collect()
+                    } else {
+                        activity.usage.clone()
+                    };
                     let note = self
                         .inner
                         .payments
@@ -610,7 +618,7 @@ impl ProviderAgent {
                             agreement_id: agreement.id.clone(),
                             activity_id: activity.activity_id.clone(),
                             total_amount_due: None,
-                            usage_counter_vector: Some(json!(activity.usage)),
+                            usage_counter_vector: Some(json!(usage)),
                             payment_due_date: None,
                         })
                         .await?;

@@ -38,6 +38,8 @@ pub(super) enum Mode {
     LateInvoice,
     /// `--dishonest alter-uploads`
     AlterUploads,
+    /// `--dishonest inflate-usage`, with a debit note every second
+    InflateUsage,
     /// An honest agent whose one preset has these extra settings (TOML lines).
     Preset(&'static str),
 }
@@ -79,6 +81,14 @@ impl Devnet {
                 Mode::Overcharge => args.extend(["--dishonest".into(), "overcharge".into()]),
                 Mode::LateInvoice => args.extend(["--dishonest".into(), "late-invoice".into()]),
                 Mode::AlterUploads => args.extend(["--dishonest".into(), "alter-uploads".into()]),
+                Mode::InflateUsage => {
+                    let own = root.path().join(format!("provider-{i}.toml"));
+                    let settings = "[provider]\ndebit_note_interval_secs = 1\n[[provider.presets]]\nname = \"wasm\"\n\
+                                    runtime = \"wasmtime\"\ncpu_threads = 1\n";
+                    std::fs::write(&own, settings).unwrap();
+                    args[2] = own.to_str().unwrap().to_string();
+                    args.extend(["--dishonest".into(), "inflate-usage".into()]);
+                }
                 Mode::Preset(extra) => {
                     let own = root.path().join(format!("provider-{i}.toml"));
                     let preset =

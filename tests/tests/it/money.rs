@@ -740,3 +740,34 @@ async fn a_winner_whose_outputs_come_back_changed_is_not_paid() {
     assert_eq!(job["results"]["checked"], true, "{job:#}");
     assert_conserved(&net, requestor_before, &before, &[&job]).await;
 }
+
+/// A provider whose debit notes report a hundred times its usage: the runner rejects those notes,
+/// naming the counter and its bound from the time it saw the run take, rather than accepting them
+/// as the provider working; the job still completes on the honest providers.
+#[tokio::test]
+async fn debit_notes_that_report_more_usage_than_the_run_allows_are_rejected() {
+    use Mode::*;
+    let net = Devnet::start(&[Honest, Honest, InflateUsage]).await;
+    let (h, inflating) = (&net.honest, &net.bad[0]);
+    let requestor_before = net.balance(&net.requestor).await;
+    let before = net.balances().await;
+    let count = put_blob(&net.requestor, module("count")).await;
+    let spec = json!({"module": count, "entry_point": "count", "confidence": 0});
+    let id = net.submit(&[&h[0], &h[1], inflating], spec).await;
+    let job = net.ended(&id).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    let (_, notes) = get(inflating, "/payment-api/v1/debitNotes").await;
+    let notes = notes.as_array().unwrap();
+    assert!(!notes.is_empty(), "the provider sent debit notes");
+    assert!(notes.iter().all(|n| n["status"] != "ACCEPTED" && n["status"] != "SETTLED"), "{notes:#?}");
+    let (_, events) = get(inflating, "/payment-api/v1/debitNoteEvents?timeout=0").await;
+    let rejected = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["eventType"] == "DebitNoteRejectedEvent")
+        .unwrap_or_else(|| panic!("no debit note was rejected: {events:#}"));
+    let reason = rejected["rejection"]["message"].as_str().unwrap();
+    assert!(reason.contains("golem.usage.duration_sec") && reason.contains("at most"), "{reason}");
+    assert_conserved(&net, requestor_before, &before, &[&job]).await;
+}
