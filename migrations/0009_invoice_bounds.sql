@@ -3,6 +3,9 @@
 -- saw it, from its exec to its last result, and never more than its worst case reserved at
 -- selection. Kept with the replica so a restart holds invoices to it too.
 ALTER TABLE job_executions ADD COLUMN max_amount NUMERIC(78, 18);
+-- When the runner sent the replica's run, by the database's clock: the usage its debit notes
+-- report is held to what the time since allows.
+ALTER TABLE job_executions ADD COLUMN exec_at TIMESTAMPTZ;
 -- Set when the runner decides whom to pay (before the winners reveal); from then on a cancel is
 -- refused, and a cancel recorded first keeps it from being set.
 ALTER TABLE jobs ADD COLUMN decided BOOLEAN NOT NULL DEFAULT FALSE;

@@ -187,7 +187,8 @@ pub enum Dishonesty {
     /// Commits to its runs' true results, then uploads changed outputs (the activity host does
     /// it).
     AlterUploads,
-    /// Reports a hundred times its activities' usage in its debit notes.
+    /// Reports a hundred times its activities' usage, and 100 more of each counter, in its debit
+    /// notes: usage it never had.
     InflateUsage,
 }
 
@@ -607,7 +608,7 @@ impl ProviderAgent {
             } else if note_due {
                 for activity in running {
                     let usage: Vec<f64> = if self.inner.dishonesty == Some(Dishonesty::InflateUsage) {
-                        activity.usage.iter().map(|u| u * 100.0).collect()
+                        activity.usage.iter().map(|u| u * 100.0 + 100.0).collect()
                     } else {
                         activity.usage.clone()
                     };

@@ -39,6 +39,56 @@ pub(crate) fn justified(
     Ok(bounded_cost(&pricing, secs, threads, fuel)?.min(worst))
 }
 
+/// Why the usage a debit note of `agreement` reports cannot be, for a run the requestor sent
+/// `seen` ago: a counter above what that span allows (its duration, its CPU time on the offered
+/// threads, the fuel limit), or a value that is not a number ≥ 0. `None` when it can be.
+pub(crate) fn usage_problem(
+    agreement: &agora_market::Agreement,
+    usage: &Value,
+    seen: Duration,
+) -> Option<String> {
+    let vector = match agreement.usage_vector() {
+        Ok(vector) => vector,
+        Err(e) => return Some(e.to_string()),
+    };
+    let values = usage.as_array().filter(|v| v.len() == vector.len());
+    let Some(values) = values else {
+        return Some(format!("its usage {usage} is not one number per counter of {vector:?}"));
+    };
+    let threads = agreement.cpu_threads().unwrap_or(Decimal::ONE);
+    let fuel = agreement.fuel_limit().ok().flatten();
+    // Whole milliseconds, rounded up, as for invoices.
+    let millis = i64::try_from(seen.as_millis()).unwrap_or(i64::MAX - 1) + 1;
+    let secs = Decimal::new(millis, 3);
+    for (counter, value) in vector.iter().zip(values) {
+        let Some(used) = number(value).filter(|u| !u.is_sign_negative()) else {
+            return Some(format!("it reports {counter} as {value}, not a number ≥ 0"));
+        };
+        let bound = match counter.as_str() {
+            "golem.usage.duration_sec" => Some(secs),
+            "golem.usage.cpu_sec" => secs.checked_mul(threads),
+            "agora.usage.fuel" => fuel.map(Decimal::from),
+            _ => None,
+        };
+        if let Some(bound) = bound.filter(|b| used > *b) {
+            return Some(format!(
+                "it reports {counter} {}, but the run the requestor sent {} s ago allows at most {}",
+                used.normalize(),
+                secs.normalize(),
+                bound.normalize()
+            ));
+        }
+    }
+    None
+}
+
+/// A JSON number as a decimal, through its text; `None` for anything else.
+fn number(value: &Value) -> Option<Decimal> {
+    let Value::Number(n) = value else { return None };
+    let text = n.to_string();
+    text.parse::<Decimal>().ok().or_else(|| Decimal::from_scientific(&text).ok())
+}
+
 /// What `pricing` gives at most for a run of `secs` seconds on `threads` threads that may burn
 /// `fuel`: every counter at its bound, and the start price. A priced counter without a bound
 /// makes it unbounded, and that is the reason given.
@@ -185,9 +235,11 @@ mod tests {
             if let Ok(bound) = justified(&a, Duration::from_millis(wall_ms), worst) {
                 prop_assert!(bound >= Decimal::ZERO && bound <= worst);
             }
-            if let Ok(Some(cost)) = agora_payment::usage_cost(&a, &json!([u0, u1, u2])) {
+            let usage = json!([u0, u1, u2]);
+            if let Ok(Some(cost)) = agora_payment::usage_cost(&a, &usage) {
                 prop_assert!(cost >= Decimal::ZERO);
             }
+            let _judged = usage_problem(&a, &usage, Duration::from_millis(wall_ms));
         }
 
         #[test]

@@ -563,6 +563,12 @@ impl Jobs {
         r.activity_id = Some(activity.clone());
         self.set_execution(id, r, ExecState::Running, None).await.map_err(|e| e.to_string())?;
         let exec_at = Instant::now();
+        sqlx::query("UPDATE job_executions SET exec_at = now() WHERE job_id = $1 AND provider = $2")
+            .bind(id)
+            .bind(format!("{:#x}", r.provider))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| e.to_string())?;
         let batch = activities
             .exec(&activity, &spec.script().to_string())
             .await

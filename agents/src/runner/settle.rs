@@ -48,19 +48,49 @@ impl Jobs {
     }
 
     pub(super) async fn accept_debit_notes(&self) -> Result<()> {
+        // With how long ago, by the database's clock, the runner sent the replica's run: the
+        // usage its notes report is held to what that span allows.
         let rows = sqlx::query(
-            "SELECT e.agreement_id, j.allocation_id FROM job_executions e JOIN jobs j ON j.id = e.job_id
+            "SELECT e.job_id, e.agreement_id, j.allocation_id,
+                    extract(epoch FROM now() - e.exec_at)::float8 AS seen_secs
+             FROM job_executions e JOIN jobs j ON j.id = e.job_id
              WHERE j.state < 5 AND e.agreement_id IS NOT NULL AND j.allocation_id IS NOT NULL AND j.runner = $1",
         )
         .bind(&self.inner.node)
         .fetch_all(&self.inner.pool)
         .await?;
         for row in rows {
-            let (agreement, allocation): (String, String) = (row.get(0), row.get(1));
+            let (id, agreement, allocation): (String, String, String) =
+                (row.get("job_id"), row.get("agreement_id"), row.get("allocation_id"));
+            let seen =
+                row.get::<Option<f64>, _>("seen_secs").map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
             let notes = self.inner.payments.agreement_documents(Kind::DebitNote, &agreement).await?;
             for note in notes {
                 let d = &note.document;
                 if note.issued_here || note.status != Status::Received || d.payment_due_date.is_some() {
+                    continue;
+                }
+                let problem = match (&d.usage_counter_vector, seen) {
+                    (Some(usage), Some(seen)) => {
+                        let terms = self.inner.market.agreement(&agreement).await?;
+                        crate::runner::bounds::usage_problem(&terms, usage, seen)
+                    }
+                    // Usage reported before the run was sent: none can be justified.
+                    (Some(_), None) => Some("it reports usage before the run was sent".into()),
+                    (None, _) => None,
+                };
+                if let Some(why) = problem {
+                    let rejection = Rejection {
+                        rejection_reason: RejectionReason::IncorrectAmount,
+                        total_amount_accepted: "0".into(),
+                        message: Some(why.clone()),
+                    };
+                    if let Err(e) = self.inner.payments.reject(Kind::DebitNote, &d.id, rejection).await {
+                        tracing::warn!(debit_note = %d.id, error = %e, "rejecting a debit note");
+                    }
+                    // A step of the job as it stands: a note changes nothing of its state.
+                    let state = self.state(&id).await?;
+                    self.record(&id, state, &format!("rejected debit note {}: {why}", short(&d.id))).await?;
                     continue;
                 }
                 let acceptance = Acceptance {
