@@ -8,3 +8,5 @@ ALTER TABLE payment_orders ADD COLUMN failure TEXT;
 -- after a while: how often it was looked at, and when next.
 ALTER TABLE payments ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE payments ADD COLUMN next_check_at TIMESTAMPTZ;
+-- When this node received it, by its own clock (a payment's timestamp is the payer's word).
+ALTER TABLE payments ADD COLUMN received_at TIMESTAMPTZ NOT NULL DEFAULT now();

@@ -603,8 +603,14 @@ impl ProviderAgent {
                 tracing::info!(agreement = %agreement.id, requestor = %agreement.requestor, "stopped working: debit notes unaccepted");
                 continue;
             }
-            if note_due && waiting.len() >= MAX_UNACCEPTED_NOTES {
-                tracing::info!(agreement = %agreement.id, waiting = waiting.len(), "no more debit notes until the requestor answers");
+            // Notes of activities that ended are settled by the invoice (Golem's SDKs leave them
+            // unanswered), so only the running ones' count towards the backlog.
+            let backlog = waiting
+                .iter()
+                .filter(|d| running.iter().any(|a| d.document.activity_id.as_deref() == Some(&a.activity_id)))
+                .count();
+            if note_due && backlog >= MAX_UNACCEPTED_NOTES {
+                tracing::info!(agreement = %agreement.id, backlog, "no more debit notes until the requestor answers");
             } else if note_due {
                 for activity in running {
                     let usage: Vec<f64> = if self.inner.dishonesty == Some(Dishonesty::InflateUsage) {

@@ -178,12 +178,13 @@ impl Agreement {
         self.seconds(keys::PAYMENT_TIMEOUT)
     }
 
-    /// A duration in seconds that both sides negotiate: the provider's final word (its Draft)
-    /// first, else the requestor's.
+    /// A duration in seconds that both sides negotiate: what the requestor asked for first (what
+    /// Golem's requestors hold a provider to), else the provider's offer. A reader clamps it to
+    /// its own bounds.
     fn seconds(&self, key: &str) -> Result<Option<Duration>, TermsError> {
         let offer = self.offer_properties();
         let demand = self.demand_properties();
-        let Some(value) = offer.get(key).or_else(|| demand.get(key)) else { return Ok(None) };
+        let Some(value) = demand.get(key).or_else(|| offer.get(key)) else { return Ok(None) };
         value
             .as_f64()
             .filter(|s| s.is_finite() && *s >= 0.0 && *s <= u32::MAX as f64)

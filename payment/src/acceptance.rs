@@ -10,7 +10,7 @@ use crate::{Error, Payments, Result};
 use agora_market::Role;
 use rust_decimal::Decimal;
 
-/// Debit notes and invoices one agreement may bring to the requestor, at the most.
+/// Debit notes one agreement may bring to the requestor, at the most.
 const MAX_DOCUMENTS_PER_AGREEMENT: i64 = 2000;
 
 impl Payments {
@@ -100,15 +100,16 @@ impl Payments {
             .bind(format!("receive {}", document.agreement_id))
             .execute(&mut *tx)
             .await?;
+        // Invoices are one an agreement already (a table index), so the bound is on debit notes.
         let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM payment_documents WHERE agreement_id = $1 AND side = 'recipient'",
+            "SELECT count(*) FROM payment_documents WHERE agreement_id = $1 AND side = 'recipient' AND kind = 'debit_note'",
         )
         .bind(&document.agreement_id)
         .fetch_one(&mut *tx)
         .await?;
-        if held >= MAX_DOCUMENTS_PER_AGREEMENT {
+        if document.kind == Kind::DebitNote && held >= MAX_DOCUMENTS_PER_AGREEMENT {
             return Err(Error::BadInput(format!(
-                "agreement {} has {held} documents already, the most one may have",
+                "agreement {} has {held} debit notes already, the most one may have",
                 document.agreement_id
             )));
         }
@@ -206,7 +207,7 @@ impl Payments {
         // ordered. An invoice is the agreement's total: it adds to everything ordered for it.
         let ordered: Option<Decimal> = sqlx::query_scalar(
             "SELECT sum(amount) FROM payment_orders
-             WHERE agreement_id = $1 AND ($2::text IS NULL OR activity_id = $2)",
+             WHERE agreement_id = $1 AND ($2::text IS NULL OR activity_id = $2) AND failure IS NULL",
         )
         .bind(&d.agreement_id)
         .bind(if kind == Kind::DebitNote { d.activity_id.clone() } else { None })

@@ -120,7 +120,7 @@ impl Payments {
             "token": token,
             "gas": gas,
             "allocated": sum("SELECT sum(total - spent) FROM allocations WHERE platform = $1 AND released_at IS NULL").await?,
-            "pending": sum("SELECT sum(amount) FROM payment_orders WHERE platform = $1 AND NOT paid").await?,
+            "pending": sum("SELECT sum(amount) FROM payment_orders WHERE platform = $1 AND NOT paid AND failure IS NULL").await?,
             "paid": sum("SELECT sum(amount) FROM payments WHERE platform = $1 AND side = 'payer'").await?,
             "received": sum("SELECT sum(amount) FROM payments WHERE platform = $1 AND side = 'payee' AND verified").await?,
         }))

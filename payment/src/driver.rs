@@ -373,7 +373,7 @@ impl Payments {
         };
         let gas = match rpc.estimate_gas(me, Some(to), &data).await {
             Ok(g) => g + g / 5,
-            Err(RpcError::Refused { .. }) if purpose == "pay" => {
+            Err(RpcError::Refused { message, .. }) if purpose == "pay" && reverted(&message) => {
                 // One payee the chain refuses (the zero address, say) must not stop the others:
                 // the payees at fault are found by halving the batch, their orders fail with the
                 // chain's reason, and the next round pays the rest.
@@ -383,6 +383,13 @@ impl Payments {
                     .map(|(payee, word)| (payee, *word, U256::from_be_bytes(word.0) >> 160))
                     .collect();
                 let faulty = self.faulty_payees(network, rpc, &payees).await?;
+                if faulty.is_empty() {
+                    // Every part passes alone: not one payee's fault. Said as before, and tried again.
+                    return Err(Stop::Status(json!({
+                        "kind": "InsufficientGas", "driver": "erc20", "network": network.name, "address": payer,
+                        "message": format!("the {purpose} transaction would fail: {message}"),
+                    })));
+                }
                 let ids: Vec<(String, Vec<i64>)> =
                     faulty.iter().map(|(payee, why)| (why.clone(), per_payee[*payee].1.clone())).collect();
                 self.fail_orders(&ids).await?;
@@ -477,13 +484,13 @@ impl Payments {
             let data = Bytes::from(call.abi_encode());
             match rpc.estimate_gas(self.node_id(), Some(network.batch_contract), &data).await {
                 Ok(_) => {}
-                Err(RpcError::Refused { message, .. }) if part.len() == 1 => {
+                Err(RpcError::Refused { message, .. }) if part.len() == 1 && reverted(&message) => {
                     // The chain's words, as text a person and the database can take: a revert
                     // reason may carry raw bytes.
                     let reason: String = message.chars().filter(|c| !c.is_control()).take(500).collect();
                     faulty.push((part[0].0, reason));
                 }
-                Err(RpcError::Refused { .. }) => {
+                Err(RpcError::Refused { message, .. }) if part.len() > 1 && reverted(&message) => {
                     let (left, right) = part.split_at(part.len() / 2);
                     parts.push(left);
                     parts.push(right);
@@ -611,6 +618,13 @@ impl Payments {
         self.flush_outbox().await;
         Ok(())
     }
+}
+
+/// Whether a refused call reverted in the contract (a payee's fault can be found by halving),
+/// rather than failing for another reason (a node's limit, a header not found), which says
+/// nothing of the payees.
+fn reverted(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("revert")
 }
 
 /// Keeps a signed transaction of a batch, before it is broadcast.

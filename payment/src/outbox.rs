@@ -5,8 +5,7 @@ use crate::model::Status;
 use crate::wire::{Message, PaymentRequest, PaymentResponse};
 use crate::{Error, PaymentCourier, Payments, Result};
 use futures_util::StreamExt;
-use sqlx::{Postgres, Row, Transaction};
-use std::collections::BTreeMap;
+use sqlx::{Postgres, Transaction};
 use std::sync::Arc;
 
 /// Messages tried per peer and round, oldest first.
@@ -49,39 +48,33 @@ impl Payments {
     /// good, which is logged); one that did not get there stays, and so do its peer's later ones.
     pub async fn flush_outbox(&self) {
         let Some(courier) = self.inner.courier.clone() else { return };
-        let rows = match sqlx::query(
-            "SELECT q.id, q.peer, q.message FROM (SELECT DISTINCT peer FROM payment_outbox) peers
-             CROSS JOIN LATERAL (SELECT id, peer, message FROM payment_outbox o
-                                 WHERE o.peer = peers.peer ORDER BY id LIMIT $1) q
-             ORDER BY q.peer, q.id",
-        )
-        .bind(PER_PEER)
-        .fetch_all(self.pool())
-        .await
-        {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the payment outbox");
-                return;
-            }
-        };
-        let mut per_peer: BTreeMap<String, Vec<(i64, serde_json::Value)>> = BTreeMap::new();
-        for row in rows {
-            if let (Ok(id), Ok(peer), Ok(message)) = (
-                row.try_get::<i64, _>("id"),
-                row.try_get::<String, _>("peer"),
-                row.try_get::<serde_json::Value, _>("message"),
-            ) {
-                per_peer.entry(peer).or_default().push((id, message));
-            }
-        }
-        futures_util::stream::iter(per_peer)
-            .for_each_concurrent(PEERS_AT_ONCE, |(peer, queued)| {
+        let peers: Vec<String> =
+            match sqlx::query_scalar("SELECT DISTINCT peer FROM payment_outbox").fetch_all(self.pool()).await
+            {
+                Ok(peers) => peers,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the payment outbox");
+                    return;
+                }
+            };
+        futures_util::stream::iter(peers)
+            .for_each_concurrent(PEERS_AT_ONCE, |peer| {
                 let courier = courier.clone();
                 async move {
-                    // A delivery to this peer under way already takes its messages in order.
-                    let Ok(_delivering) = self.delivery_lock(&peer).try_lock_owned() else { return };
-                    self.deliver(courier.as_ref(), &peer, queued).await;
+                    // Each peer's messages are read under its lock, so a delivery never sends one
+                    // that another delivery (or a withdrawal) has dealt with meanwhile.
+                    let _delivering = self.delivery_lock(&peer).lock_owned().await;
+                    let queued = sqlx::query_as::<_, (i64, serde_json::Value)>(
+                        "SELECT id, message FROM payment_outbox WHERE peer = $1 ORDER BY id LIMIT $2",
+                    )
+                    .bind(&peer)
+                    .bind(PER_PEER)
+                    .fetch_all(self.pool())
+                    .await;
+                    match queued {
+                        Ok(queued) => self.deliver(courier.as_ref(), &peer, queued).await,
+                        Err(e) => tracing::warn!(%peer, error = %e, "reading the payment outbox"),
+                    }
                 }
             })
             .await;

@@ -221,6 +221,9 @@ impl Payments {
         .await?;
         for row in rows {
             let p = payment(&row)?;
+            // Whether a node of the network answered: only an answer that the transaction is not
+            // there (or not confirmed) yet counts against the notice; an outage does not.
+            let mut answered = false;
             let verdict = match self.config().network(&p.payment_platform) {
                 None => Some(Err(format!("no network settings for platform {}", p.payment_platform))),
                 Some(network) => {
@@ -228,7 +231,7 @@ impl Payments {
                     for url in &network.rpc_urls {
                         match check_on_chain(&Rpc::new(url.clone()), network, &p).await {
                             Ok(v) => {
-                                verdict = v;
+                                (answered, verdict) = (true, v);
                                 break;
                             }
                             Err(e) => tracing::debug!(error = %e, "checking a payment on chain"),
@@ -238,13 +241,14 @@ impl Payments {
                 }
             };
             match verdict {
+                None if !answered => {}
                 None => {
                     // Not on chain (or not confirmed) yet: looked at again after 1, 2, 4 … 60 s,
                     // and given up on once it has waited longer than a notice may.
                     sqlx::query(
                         "UPDATE payments SET checks = checks + 1,
                              next_check_at = now() + make_interval(secs => least(60, power(2, least(checks, 6)))),
-                             problem = CASE WHEN created_at < now() - make_interval(secs => $2)
+                             problem = CASE WHEN received_at < now() - make_interval(secs => $2)
                                  THEN 'the transaction was not found on chain in time' END
                          WHERE id = $1 AND side = 'payee'",
                     )

@@ -40,8 +40,8 @@ impl Jobs {
         let started = Instant::now();
         // Bids by start + T; each replica commits within 2T of its start and by start + 5T, and
         // replicas are added only while one can still do so; copied seals are settled within T,
-        // and the winners reveal within T of the decision: all by start + 7T, and the allocation
-        // holds until start + 8T. Then the invoices and payments, whose waits are bounded too:
+        // the winners reveal within T of the decision, and their outputs are checked within T
+        // more: all by start + 8T, and the allocation holds until then. Then the invoices and payments, whose waits are bounded too:
         // nothing stays reserved past that.
         let rounds_end = started + 5 * t;
         let final_deadline = Utc::now()

@@ -75,9 +75,8 @@ impl Jobs {
                         let terms = self.inner.market.agreement(&agreement).await?;
                         crate::runner::bounds::usage_problem(&terms, usage, seen)
                     }
-                    // Usage reported before the run was sent: none can be justified.
-                    (Some(_), None) => Some("it reports usage before the run was sent".into()),
-                    (None, _) => None,
+                    // No run sent yet (or a job from before runs were timed): nothing to hold it to.
+                    _ => None,
                 };
                 if let Some(why) = problem {
                     let rejection = Rejection {
@@ -88,9 +87,9 @@ impl Jobs {
                     if let Err(e) = self.inner.payments.reject(Kind::DebitNote, &d.id, rejection).await {
                         tracing::warn!(debit_note = %d.id, error = %e, "rejecting a debit note");
                     }
-                    // A step of the job as it stands: a note changes nothing of its state.
-                    let state = self.state(&id).await?;
-                    self.record(&id, state, &format!("rejected debit note {}: {why}", short(&d.id))).await?;
+                    // Logged, not a step: a step writes the job's state, which the job's own task
+                    // owns. The provider sees the reason in the rejection.
+                    tracing::info!(job = %id, debit_note = %d.id, "rejected a debit note: {why}");
                     continue;
                 }
                 let acceptance = Acceptance {
@@ -112,102 +111,109 @@ impl Jobs {
     pub(super) async fn settle_late(&self) -> Result<()> {
         let held: Vec<(String, String, bool)> = sqlx::query_as(
             "SELECT id, allocation_id, updated_at < now() - make_interval(secs => $2) FROM jobs
-             WHERE allocation_held AND allocation_id IS NOT NULL AND runner = $1",
+             WHERE allocation_held AND allocation_id IS NOT NULL AND runner = $1 AND state >= 6",
         )
         .bind(&self.inner.node)
         .bind(LATE_WATCH.as_secs_f64())
         .fetch_all(&self.inner.pool)
         .await?;
-        let payments = &self.inner.payments;
         for (id, allocation, given_up) in held {
-            let rows = sqlx::query(
-                "SELECT provider, agreement_id, max_amount, invoice_id FROM job_executions
-                 WHERE job_id = $1 AND state = $2 AND agreement_id IS NOT NULL",
-            )
-            .bind(&id)
-            .bind(ExecState::Verified.code())
-            .fetch_all(&self.inner.pool)
-            .await?;
-            // Verified providers not marked paid yet, and those of them still without an
-            // accepted invoice.
-            let (mut unpaid, mut waiting) = (rows.len(), 0);
-            for row in &rows {
-                let provider: String = row.get("provider");
-                if let Some(invoice) = row.get::<Option<String>, _>("invoice_id") {
-                    if payments.document(Kind::Invoice, &invoice).await?.status == Status::Settled {
-                        unpaid -= 1;
-                        let tx = self.tx_of(&invoice).await?;
-                        sqlx::query("UPDATE job_executions SET state = $3, tx_hash = $4 WHERE job_id = $1 AND provider = $2")
-                            .bind(&id)
-                            .bind(&provider)
-                            .bind(ExecState::Paid.code())
-                            .bind(&tx)
-                            .execute(&self.inner.pool)
-                            .await?;
-                    }
-                    continue;
-                }
-                waiting += 1;
-                let agreement: String = row.get("agreement_id");
-                let max: Option<Decimal> = row.get("max_amount");
-                let invoices = payments.agreement_documents(Kind::Invoice, &agreement).await?;
-                let Some(invoice) =
-                    invoices.into_iter().find(|d| !d.issued_here && d.status == Status::Received)
-                else {
-                    continue;
-                };
-                let doc = &invoice.document;
-                if let Some(why) = overcharge(doc.amount, max, &doc.id) {
-                    let rejection = Rejection {
-                        rejection_reason: RejectionReason::IncorrectAmount,
-                        total_amount_accepted: "0".into(),
-                        message: Some(why),
-                    };
-                    if let Err(e) = payments.reject(Kind::Invoice, &doc.id, rejection).await {
-                        tracing::warn!(job = %id, invoice = %doc.id, error = %e, "rejecting a late invoice");
-                    }
-                    continue;
-                }
-                let acceptance = Acceptance {
-                    total_amount_accepted: doc.amount.to_string(),
-                    allocation_id: allocation.clone(),
-                };
-                match payments.accept(Kind::Invoice, &doc.id, acceptance).await {
-                    Ok(()) => {
-                        waiting -= 1;
-                        self.note_invoice(&id, &provider, &doc.id, Some(doc.amount), ExecState::Verified)
-                            .await?;
-                        // The job ended before this was paid, so its owner's cap is charged now.
-                        sqlx::query(
-                            "UPDATE job_users u SET spent = u.spent + $2 FROM jobs j
-                             WHERE j.id = $1 AND j.owner = 'user:' || u.id",
-                        )
+            if let Err(e) = self.settle_late_job(&id, &allocation, given_up).await {
+                tracing::warn!(job = %id, error = %e, "settling a late invoice");
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Jobs::settle_late`] for one job.
+    async fn settle_late_job(&self, id: &str, allocation: &str, given_up: bool) -> Result<()> {
+        let (id, allocation) = (id.to_string(), allocation.to_string());
+        let payments = &self.inner.payments;
+        let rows = sqlx::query(
+            "SELECT provider, agreement_id, max_amount, invoice_id FROM job_executions
+             WHERE job_id = $1 AND state = $2 AND agreement_id IS NOT NULL",
+        )
+        .bind(&id)
+        .bind(ExecState::Verified.code())
+        .fetch_all(&self.inner.pool)
+        .await?;
+        // Verified providers not marked paid yet, and those of them still without an
+        // accepted invoice.
+        let (mut unpaid, mut waiting) = (rows.len(), 0);
+        for row in &rows {
+            let provider: String = row.get("provider");
+            if let Some(invoice) = row.get::<Option<String>, _>("invoice_id") {
+                if payments.document(Kind::Invoice, &invoice).await?.status == Status::Settled {
+                    unpaid -= 1;
+                    let tx = self.tx_of(&invoice).await?;
+                    sqlx::query("UPDATE job_executions SET state = $3, tx_hash = $4 WHERE job_id = $1 AND provider = $2")
                         .bind(&id)
-                        .bind(doc.amount)
+                        .bind(&provider)
+                        .bind(ExecState::Paid.code())
+                        .bind(&tx)
                         .execute(&self.inner.pool)
                         .await?;
-                        tracing::info!(job = %id, invoice = %doc.id, provider = %provider, amount = %doc.amount, "accepted a late invoice");
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %id, invoice = %doc.id, error = %e, "accepting a late invoice")
-                    }
                 }
+                continue;
             }
-            // Released once nothing more is to be accepted from it, or at its timeout (a
-            // released one is not found: nothing to do); the job is watched until its verified
-            // providers are marked paid, for an hour at the most.
-            if let Ok(held) = payments.allocation(&allocation).await
-                && (waiting == 0 || held.timeout.is_some_and(|t| t <= chrono::Utc::now()))
-                && let Err(e) = payments.release_allocation(&allocation).await
-            {
-                tracing::warn!(job = %id, %allocation, error = %e, "releasing the allocation");
+            waiting += 1;
+            let agreement: String = row.get("agreement_id");
+            let max: Option<Decimal> = row.get("max_amount");
+            let invoices = payments.agreement_documents(Kind::Invoice, &agreement).await?;
+            let Some(invoice) = invoices.into_iter().find(|d| !d.issued_here && d.status == Status::Received)
+            else {
+                continue;
+            };
+            let doc = &invoice.document;
+            if let Some(why) = overcharge(doc.amount, max, &doc.id) {
+                let rejection = Rejection {
+                    rejection_reason: RejectionReason::IncorrectAmount,
+                    total_amount_accepted: "0".into(),
+                    message: Some(why),
+                };
+                if let Err(e) = payments.reject(Kind::Invoice, &doc.id, rejection).await {
+                    tracing::warn!(job = %id, invoice = %doc.id, error = %e, "rejecting a late invoice");
+                }
+                continue;
             }
-            if unpaid == 0 || given_up {
-                sqlx::query("UPDATE jobs SET allocation_held = FALSE WHERE id = $1")
+            let acceptance = Acceptance {
+                total_amount_accepted: doc.amount.to_string(),
+                allocation_id: allocation.clone(),
+            };
+            match payments.accept(Kind::Invoice, &doc.id, acceptance).await {
+                Ok(()) => {
+                    waiting -= 1;
+                    self.note_invoice(&id, &provider, &doc.id, Some(doc.amount), ExecState::Verified).await?;
+                    // The job ended before this was paid, so its owner's cap is charged now.
+                    sqlx::query(
+                        "UPDATE job_users u SET spent = u.spent + $2 FROM jobs j
+                         WHERE j.id = $1 AND j.owner = 'user:' || u.id",
+                    )
                     .bind(&id)
+                    .bind(doc.amount)
                     .execute(&self.inner.pool)
                     .await?;
+                    tracing::info!(job = %id, invoice = %doc.id, provider = %provider, amount = %doc.amount, "accepted a late invoice");
+                }
+                Err(e) => {
+                    tracing::warn!(job = %id, invoice = %doc.id, error = %e, "accepting a late invoice")
+                }
             }
+        }
+        // Released once nothing more is to be accepted from it, or at its timeout (a
+        // released one is not found: nothing to do); the job is watched until its verified
+        // providers are marked paid, for an hour at the most.
+        if let Ok(held) = payments.allocation(&allocation).await
+            && (waiting == 0 || given_up || held.timeout.is_some_and(|t| t <= chrono::Utc::now()))
+            && let Err(e) = payments.release_allocation(&allocation).await
+        {
+            tracing::warn!(job = %id, %allocation, error = %e, "releasing the allocation");
+        }
+        if unpaid == 0 || given_up {
+            sqlx::query("UPDATE jobs SET allocation_held = FALSE WHERE id = $1")
+                .bind(&id)
+                .execute(&self.inner.pool)
+                .await?;
         }
         Ok(())
     }
@@ -660,9 +666,7 @@ fn overcharge(amount: Decimal, max: Option<Decimal>, invoice: &str) -> Option<St
             amount.normalize(),
             max.normalize()
         )),
-        None => Some(format!(
-            "invoice {}: no bound was recorded for its run, so nothing is justified",
-            short(invoice)
-        )),
+        // A replica of a job begun before bounds were recorded: accepted as invoiced, as then.
+        None => None,
     }
 }
