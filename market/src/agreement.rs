@@ -207,9 +207,9 @@ pub fn cpu_threads(offer: &Properties) -> Result<Decimal, &'static str> {
     const EXPECTED: &str = "a number of threads from 1 to 65536";
     match offer.get(keys::CPU_THREADS) {
         None => Ok(Decimal::ONE),
-        Some(value) => {
-            number(value).filter(|t| *t >= Decimal::ONE && *t <= Decimal::from(MAX_THREADS)).ok_or(EXPECTED)
-        }
+        Some(value) => crate::pricing::json_decimal(value)
+            .filter(|t| *t >= Decimal::ONE && *t <= Decimal::from(MAX_THREADS))
+            .ok_or(EXPECTED),
     }
 }
 
@@ -219,14 +219,6 @@ pub fn fuel_limit(offer: &Properties) -> Result<Option<u64>, &'static str> {
         None => Ok(None),
         Some(value) => value.as_u64().map(Some).ok_or("a whole number of fuel units"),
     }
-}
-
-/// A JSON number as a decimal, through its text (0.1 stays 0.1); `None` for anything else, or a
-/// number a decimal cannot hold.
-fn number(value: &serde_json::Value) -> Option<Decimal> {
-    let serde_json::Value::Number(n) = value else { return None };
-    let text = n.to_string();
-    text.parse::<Decimal>().ok().or_else(|| Decimal::from_scientific(&text).ok())
 }
 
 #[cfg(test)]

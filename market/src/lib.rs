@@ -58,7 +58,7 @@ pub use error::{Error, Result};
 pub use ids::{MAX_ID_LEN, is_valid_id};
 pub use network::{ANNOUNCE_INTERVAL, serve};
 pub use offer::{Error as OfferError, Offer};
-pub use pricing::{LinearPricing, PricingError};
+pub use pricing::{LinearPricing, PricingError, json_decimal};
 pub use service::{DEFAULT_LIFETIME, DEFAULT_PROPOSAL_LIFETIME, FollowUp, Market};
 pub use state::{AgreementState, ProposalState, Role};
 pub use store::{Presence, Stored};

@@ -41,14 +41,13 @@ pub struct LinearPricing {
     pub fixed: Decimal,
 }
 
-fn decimal(v: &Value) -> Option<Decimal> {
-    match v {
-        // Through the JSON text, so 0.1 is 0.1 and not the nearest binary float.
-        Value::Number(n) => {
-            Decimal::from_str(&n.to_string()).or_else(|_| Decimal::from_scientific(&n.to_string())).ok()
-        }
-        _ => None,
-    }
+/// A JSON number as a decimal, through its text (0.1 stays 0.1, not the nearest binary float);
+/// `None` for anything else, or a number a decimal cannot hold. How every number a peer writes
+/// into terms or usage is read.
+pub fn json_decimal(v: &Value) -> Option<Decimal> {
+    let Value::Number(n) = v else { return None };
+    let text = n.to_string();
+    Decimal::from_str(&text).or_else(|_| Decimal::from_scientific(&text)).ok()
 }
 
 impl LinearPricing {
@@ -70,7 +69,7 @@ impl LinearPricing {
         let coeffs = props.get(COEFFS).ok_or(PricingError::Missing(COEFFS))?;
         let mut coeffs = coeffs
             .as_array()
-            .and_then(|a| a.iter().map(decimal).collect::<Option<Vec<_>>>())
+            .and_then(|a| a.iter().map(json_decimal).collect::<Option<Vec<_>>>())
             .ok_or(PricingError::Type { name: COEFFS, expected: "a list of numbers" })?;
         if coeffs.len() != usage_vector.len() + 1 {
             return Err(PricingError::Length { coeffs: coeffs.len(), counters: usage_vector.len() });

@@ -405,17 +405,7 @@ pub fn usage_cost(agreement: &agora_market::Agreement, usage: &Value) -> Result<
         .as_array()
         .ok_or_else(bad)?
         .iter()
-        .map(|v| match v {
-            // Through the JSON text, so 0.1 is 0.1 and not the nearest binary float.
-            Value::Number(n) => {
-                let text = n.to_string();
-                text.parse::<Decimal>()
-                    .or_else(|_| Decimal::from_scientific(&text))
-                    .ok()
-                    .filter(|d| !d.is_sign_negative())
-            }
-            _ => None,
-        })
+        .map(|v| agora_market::json_decimal(v).filter(|d| !d.is_sign_negative()))
         .collect::<Option<Vec<Decimal>>>()
         .ok_or_else(bad)?;
     let cost =

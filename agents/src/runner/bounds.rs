@@ -61,7 +61,7 @@ pub(crate) fn usage_problem(
     let millis = i64::try_from(seen.as_millis()).unwrap_or(i64::MAX - 1) + 1;
     let secs = Decimal::new(millis, 3);
     for (counter, value) in vector.iter().zip(values) {
-        let Some(used) = number(value).filter(|u| !u.is_sign_negative()) else {
+        let Some(used) = agora_market::json_decimal(value).filter(|u| !u.is_sign_negative()) else {
             return Some(format!("it reports {counter} as {value}, not a number ≥ 0"));
         };
         let bound = match counter.as_str() {
@@ -80,13 +80,6 @@ pub(crate) fn usage_problem(
         }
     }
     None
-}
-
-/// A JSON number as a decimal, through its text; `None` for anything else.
-fn number(value: &Value) -> Option<Decimal> {
-    let Value::Number(n) = value else { return None };
-    let text = n.to_string();
-    text.parse::<Decimal>().ok().or_else(|| Decimal::from_scientific(&text).ok())
 }
 
 /// What `pricing` gives at most for a run of `secs` seconds on `threads` threads that may burn
