@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One REST call with `key`: the status, the headers and the body (JSON, or its text).
-async fn call(
+pub(super) async fn call(
     node: &NodeProcess,
     key: &str,
     method: reqwest::Method,
@@ -34,30 +34,30 @@ async fn call(
     (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn get_as(node: &NodeProcess, key: &str, path: &str) -> (u16, Value) {
+pub(super) async fn get_as(node: &NodeProcess, key: &str, path: &str) -> (u16, Value) {
     let (status, _, body) = call(node, key, reqwest::Method::GET, path, None, &[]).await;
     (status, body)
 }
 
 /// A job on one provider without a verifier: the quickest there is.
-fn quick(net: &Devnet, budget: &str) -> Value {
+pub(super) fn quick(net: &Devnet, budget: &str) -> Value {
     json!({"module": net.package, "entry_point": "hello", "concurrency": 1, "verifier": "none",
            "budget": budget, "timeout": 30})
 }
 
-async fn service_key(node: &NodeProcess, name: &str) -> String {
+pub(super) async fn service_key(node: &NodeProcess, name: &str) -> String {
     let (status, created) = post(node, "/admin/v1/app-keys", json!({"name": name})).await;
     assert_eq!(status, 201, "{created}");
     created["key"].as_str().unwrap().to_string()
 }
 
-async fn create_user(node: &NodeProcess, service: &str, body: Value) -> (String, String) {
+pub(super) async fn create_user(node: &NodeProcess, service: &str, body: Value) -> (String, String) {
     let (status, _, user) = call(node, service, reqwest::Method::POST, "/jobs/users", Some(body), &[]).await;
     assert_eq!(status, 201, "{user}");
     (user["id"].as_str().unwrap().to_string(), user["key"].as_str().unwrap().to_string())
 }
 
-async fn submit_as(node: &NodeProcess, key: &str, spec: Value) -> (u16, Value) {
+pub(super) async fn submit_as(node: &NodeProcess, key: &str, spec: Value) -> (u16, Value) {
     let (status, _, body) = call(node, key, reqwest::Method::POST, "/jobs", Some(spec), &[]).await;
     (status, body)
 }
