@@ -48,4 +48,16 @@ impl agora_payment::PaymentAgreements for MarketAgreements {
             }
         })
     }
+
+    fn principal(&self, id: &str) -> BoxFuture<'_, agora_payment::Result<Option<String>>> {
+        let id = id.to_string();
+        Box::pin(async move {
+            match self.0.agreement_principal(&id).await {
+                Ok(principal) => Ok(Some(principal)),
+                Err(agora_market::Error::NotFound(_)) => Ok(None),
+                Err(agora_market::Error::Db(db)) => Err(agora_payment::Error::Db(db)),
+                Err(other) => Err(agora_payment::Error::Unreachable(other.to_string())),
+            }
+        })
+    }
 }

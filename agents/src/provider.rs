@@ -341,7 +341,7 @@ impl ProviderAgent {
         for preset in &self.inner.config.presets {
             let properties = offer_properties(preset, &self.inner.config, &self.inner.machine, &platforms);
             let base = DemandOfferBase { properties, constraints: "()".into() };
-            let id = self.inner.market.subscribe_offer(&base).await?;
+            let id = self.inner.market.subscribe_offer(&base, agora_market::ADMIN_PRINCIPAL).await?;
             tracing::info!(offer = %id, preset = %preset.name, "offer published");
             self.inner.offers.lock().expect("offers").push((id.clone(), base));
             let (agent, stop) = (self.clone(), shutdown.clone());

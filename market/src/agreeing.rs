@@ -117,6 +117,12 @@ impl Market {
         self.store.agreement(id).await
     }
 
+    /// Whose an agreement is (see [`crate::ADMIN_PRINCIPAL`]): the principal of the demand or
+    /// offer it was made on.
+    pub async fn agreement_principal(&self, id: &str) -> Result<String> {
+        self.store.agreement_principal(id).await
+    }
+
     pub async fn agreements(&self) -> Result<Vec<Agreement>> {
         self.store.agreements().await
     }

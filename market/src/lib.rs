@@ -67,6 +67,11 @@ pub use wire::{
     OfferTerms, WireProposal,
 };
 
+/// The principal of what the node does for itself or its admin token: its provider agent's offers,
+/// and anything from before principals were recorded. An app-key's principal is its service's
+/// name, `app-key:<name>@<micros>`.
+pub const ADMIN_PRINCIPAL: &str = "admin";
+
 /// Offer ids one announcement may carry; more are ignored (a provider with more offers spreads
 /// them over several announcements).
 pub const MAX_OFFERS_PER_ANNOUNCEMENT: usize = 256;

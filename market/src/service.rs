@@ -147,12 +147,13 @@ impl Market {
         }
     }
 
-    /// Publishes an offer, and announces it; its id is its subscription id.
-    pub async fn subscribe_offer(&self, base: &DemandOfferBase) -> Result<String> {
+    /// Publishes an offer on behalf of `principal` (whose its agreements and their money are),
+    /// and announces it; its id is its subscription id.
+    pub async fn subscribe_offer(&self, base: &DemandOfferBase, principal: &str) -> Result<String> {
         let mut spec = check(base)?;
         spec.provider_id = self.node_id;
         let id = spec.id();
-        self.store.insert_offer(&stored(&spec, id.clone())).await?;
+        self.store.insert_offer(&stored(&spec, id.clone()), principal).await?;
         self.announce(Announcement::Offered { offer_ids: vec![id.clone()] }).await;
         Ok(id)
     }
@@ -172,13 +173,14 @@ impl Market {
         }
     }
 
-    /// Places a demand and matches it against every offer this node knows.
-    pub async fn subscribe_demand(&self, base: &DemandOfferBase) -> Result<String> {
+    /// Places a demand on behalf of `principal` (whose its agreements and their money are), and
+    /// matches it against every offer this node knows.
+    pub async fn subscribe_demand(&self, base: &DemandOfferBase, principal: &str) -> Result<String> {
         let mut spec = check(base)?;
         spec.provider_id = self.node_id;
         let id = spec.demand_id();
         let demand = stored(&spec, id.clone());
-        self.store.insert_demand(&demand).await?;
+        self.store.insert_demand(&demand, principal).await?;
         self.has_demands.store(YES, std::sync::atomic::Ordering::Relaxed);
         self.demand_standing.notify_waiters();
         if !self.heard.lock().expect("heard lock").is_empty() {

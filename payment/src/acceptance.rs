@@ -92,6 +92,7 @@ impl Payments {
                 }
             }
         }
+        let principal = self.principal(&agreement.id).await?;
         let mut tx = self.pool().begin().await?;
         // A provider's documents of one agreement are bounded, counted under a lock of the
         // agreement so that a flood at once cannot pass the bound: its rows here stay bounded.
@@ -113,17 +114,18 @@ impl Payments {
                 document.agreement_id
             )));
         }
-        let inserted = match insert_document(&mut tx, &document, false, Status::Received, signature).await {
-            Err(Error::Db(sqlx::Error::Database(e)))
-                if e.constraint() == Some("payment_documents_one_invoice") =>
-            {
-                return Err(Error::Conflict(format!(
-                    "agreement {} already has an invoice",
-                    document.agreement_id
-                )));
-            }
-            other => other?,
-        };
+        let inserted =
+            match insert_document(&mut tx, &document, false, Status::Received, signature, &principal).await {
+                Err(Error::Db(sqlx::Error::Database(e)))
+                    if e.constraint() == Some("payment_documents_one_invoice") =>
+                {
+                    return Err(Error::Conflict(format!(
+                        "agreement {} already has an invoice",
+                        document.agreement_id
+                    )));
+                }
+                other => other?,
+            };
         if inserted {
             Self::record_event(&mut tx, document.kind, &document.id, Status::Received, None).await?;
         }

@@ -4,7 +4,7 @@
 use crate::documents::check_id;
 use crate::model::{Allocation, AllocationUpdate, NewAllocation, PlatformChoice, parse_amount};
 use crate::service::new_id;
-use crate::{Error, Payments, Result};
+use crate::{Error, Payments, Result, Scope};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
@@ -52,8 +52,8 @@ impl Payments {
         }
     }
 
-    /// `POST /allocations`.
-    pub async fn create_allocation(&self, new: NewAllocation) -> Result<Allocation> {
+    /// `POST /allocations`, on behalf of `principal` (see [`Scope`]).
+    pub async fn create_allocation(&self, new: NewAllocation, principal: &str) -> Result<Allocation> {
         let total = parse_amount("totalAmount", &new.total_amount).map_err(Error::BadInput)?;
         let platform = self.platform_of(new.payment_platform.as_ref())?;
         let address = match new.address.as_deref().filter(|a| !a.is_empty()) {
@@ -71,8 +71,8 @@ impl Payments {
             }
         };
         let row = sqlx::query(
-            "INSERT INTO allocations (id, platform, address, total, timeout, make_deposit)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO allocations (id, platform, address, total, timeout, make_deposit, principal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
         )
         .bind(new_id())
         .bind(&platform)
@@ -80,16 +80,21 @@ impl Payments {
         .bind(total)
         .bind(new.timeout)
         .bind(new.make_deposit)
+        .bind(principal)
         .fetch_one(self.pool())
         .await?;
         allocation(&row)
     }
 
-    /// Allocations not released, oldest first.
-    pub async fn allocations(&self) -> Result<Vec<Allocation>> {
-        let rows = sqlx::query("SELECT * FROM allocations WHERE released_at IS NULL ORDER BY created_at, id")
-            .fetch_all(self.pool())
-            .await?;
+    /// Allocations not released that `scope` sees, oldest first.
+    pub async fn allocations(&self, scope: Scope<'_>) -> Result<Vec<Allocation>> {
+        let rows = sqlx::query(
+            "SELECT * FROM allocations WHERE released_at IS NULL AND ($1::text IS NULL OR principal = $1)
+             ORDER BY created_at, id",
+        )
+        .bind(scope.principal())
+        .fetch_all(self.pool())
+        .await?;
         rows.iter().map(allocation).collect()
     }
 

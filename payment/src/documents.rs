@@ -149,6 +149,7 @@ impl Payments {
     /// Writes a new document, after the checks that depend on the agreement's other documents,
     /// made under a lock of the agreement so that two issued at once cannot both pass them.
     async fn issue(&self, mut document: Document) -> Result<DocumentRow> {
+        let principal = self.principal(&document.agreement_id).await?;
         let mut tx = self.pool().begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("issue {}", document.agreement_id))
@@ -188,7 +189,8 @@ impl Payments {
             }
         }
         let signed = self.sign(Message::Document { document: document.clone() })?;
-        let inserted = insert_document(&mut tx, &document, true, Status::Issued, &signed.signature).await;
+        let inserted =
+            insert_document(&mut tx, &document, true, Status::Issued, &signed.signature, &principal).await;
         match inserted {
             Err(Error::Db(sqlx::Error::Database(e)))
                 if e.constraint() == Some("payment_documents_one_invoice") =>

@@ -39,5 +39,5 @@ pub use documents::{NewDebitNote, NewInvoice, usage_cost};
 pub use error::{Error, Result};
 pub use network::serve;
 pub use platform::{DEV_CHAIN_ID, DEV_RPC_URL, Network, PaymentConfig};
-pub use service::{PaymentAgreements, PaymentCourier, Payments};
+pub use service::{Owned, PaymentAgreements, PaymentCourier, Payments, Scope};
 pub use wire::{PaymentRequest, PaymentResponse};

@@ -18,6 +18,44 @@ use tokio::sync::Notify;
 pub trait PaymentAgreements: Send + Sync + std::fmt::Debug + 'static {
     /// The agreement, as this node holds it; `None` if it has none by that id.
     fn agreement(&self, id: &str) -> BoxFuture<'_, Result<Option<Agreement>>>;
+    /// Whose the agreement is (see [`agora_market::ADMIN_PRINCIPAL`]); `None` if this node has
+    /// none by that id.
+    fn principal(&self, id: &str) -> BoxFuture<'_, Result<Option<String>>>;
+}
+
+/// Whose money a caller may see and move: the node's admin all of it, an app-key what it made —
+/// its allocations, and the documents and payments of the agreements its subscriptions made.
+/// Anything else is, to it, not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    All,
+    Of(&'a str),
+}
+
+impl Scope<'_> {
+    /// The principal to filter by; `None` for all.
+    pub(crate) fn principal(self) -> Option<String> {
+        match self {
+            Self::All => None,
+            Self::Of(principal) => Some(principal.to_string()),
+        }
+    }
+
+    pub(crate) fn sees(self, principal: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Of(mine) => mine == principal,
+        }
+    }
+}
+
+/// What a [`Scope`] is checked against before an act.
+#[derive(Debug, Clone, Copy)]
+pub enum Owned<'a> {
+    Allocation(&'a str),
+    Agreement(&'a str),
+    Document(Kind, &'a str),
+    Payment(&'a str),
 }
 
 /// How payments reach other nodes.
@@ -133,6 +171,55 @@ impl Payments {
             .ok_or_else(|| Error::NotFound(format!("no agreement {id} on this node")))
     }
 
+    /// Whose an agreement is; `NotFound` if this node has none by that id.
+    pub(crate) async fn principal(&self, agreement_id: &str) -> Result<String> {
+        self.inner
+            .agreements
+            .principal(agreement_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no agreement {agreement_id} on this node")))
+    }
+
+    /// `Ok` if `scope` may see and act on `what`, and `NotFound` (as if it were not there) if it
+    /// may not or it is not.
+    pub async fn check_scope(&self, scope: Scope<'_>, what: Owned<'_>) -> Result<()> {
+        let (principal, missing) = match what {
+            Owned::Agreement(id) => {
+                crate::documents::check_id("agreementId", id)?;
+                (self.principal(id).await?, format!("no agreement {id} on this node"))
+            }
+            Owned::Allocation(id) => {
+                crate::documents::check_id("allocationId", id)?;
+                let principal = sqlx::query_scalar(
+                    "SELECT principal FROM allocations WHERE id = $1 AND released_at IS NULL",
+                )
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+                (principal.unwrap_or_default(), format!("no allocation {id}"))
+            }
+            Owned::Document(kind, id) => {
+                crate::documents::check_id(kind.label(), id)?;
+                let principal =
+                    sqlx::query_scalar("SELECT principal FROM payment_documents WHERE id = $1 AND kind = $2")
+                        .bind(id)
+                        .bind(kind.as_str())
+                        .fetch_optional(self.pool())
+                        .await?;
+                (principal.unwrap_or_default(), format!("no {} {id} on this node", kind.label()))
+            }
+            Owned::Payment(id) => {
+                // A payment is seen by each principal one of whose documents it pays.
+                self.payment(id, scope).await?;
+                return Ok(());
+            }
+        };
+        if principal.is_empty() || !scope.sees(&principal) {
+            return Err(Error::NotFound(missing));
+        }
+        Ok(())
+    }
+
     /// Records an event of a document, in `tx`.
     pub(crate) async fn record_event(
         tx: &mut Transaction<'_, Postgres>,
@@ -172,6 +259,7 @@ impl Payments {
         after: Option<chrono::DateTime<chrono::Utc>>,
         max: i64,
         timeout: std::time::Duration,
+        scope: Scope<'_>,
     ) -> Result<Vec<Value>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -179,12 +267,16 @@ impl Payments {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let rows = sqlx::query(
-                "SELECT event_date, document_id, event_type, detail FROM payment_events
-                 WHERE kind = $1 AND ($2::timestamptz IS NULL OR event_date > $2) ORDER BY event_date LIMIT $3",
+                "SELECT event_date, document_id, event_type, detail FROM payment_events e
+                 WHERE kind = $1 AND ($2::timestamptz IS NULL OR event_date > $2)
+                   AND ($4::text IS NULL
+                        OR EXISTS (SELECT 1 FROM payment_documents d WHERE d.id = e.document_id AND d.principal = $4))
+                 ORDER BY event_date LIMIT $3",
             )
             .bind(kind.as_str())
             .bind(after)
             .bind(max)
+            .bind(scope.principal())
             .fetch_all(self.pool())
             .await?;
             if !rows.is_empty() {
@@ -225,20 +317,23 @@ impl Payments {
         document_row(&row)
     }
 
-    /// Documents of `kind`, oldest first, optionally only those after `after`.
+    /// Documents of `kind` that `scope` sees, oldest first, optionally only those after `after`.
     pub async fn documents(
         &self,
         kind: Kind,
         after: Option<chrono::DateTime<chrono::Utc>>,
         max: i64,
+        scope: Scope<'_>,
     ) -> Result<Vec<DocumentRow>> {
         let rows = sqlx::query(
             "SELECT * FROM payment_documents WHERE kind = $1 AND ($2::timestamptz IS NULL OR created_at > $2)
+               AND ($4::text IS NULL OR principal = $4)
              ORDER BY created_at, id LIMIT $3",
         )
         .bind(kind.as_str())
         .bind(after)
         .bind(max)
+        .bind(scope.principal())
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(document_row).collect()
@@ -332,19 +427,20 @@ pub(crate) fn document_row(r: &PgRow) -> Result<DocumentRow> {
     })
 }
 
-/// Inserts a document as issued here or received.
+/// Inserts a document as issued here or received; it is its agreement's `principal`'s.
 pub(crate) async fn insert_document(
     tx: &mut Transaction<'_, Postgres>,
     d: &Document,
     issued_here: bool,
     status: Status,
     signature: &str,
+    principal: &str,
 ) -> Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO payment_documents (id, kind, side, agreement_id, activity_id, activity_ids,
              issuer_id, recipient_id, payee_addr, payer_addr, platform, previous_id, amount, usage,
-             payment_due_date, status, created_at, signature)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             payment_due_date, status, created_at, signature, principal)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&d.id)
@@ -365,6 +461,7 @@ pub(crate) async fn insert_document(
     .bind(status.as_str())
     .bind(d.timestamp)
     .bind(signature)
+    .bind(principal)
     .execute(&mut **tx)
     .await?
     .rows_affected();

@@ -6,7 +6,7 @@ use crate::chain::Rpc;
 use crate::model::{Kind, Payment, Status};
 use crate::service::verify;
 use crate::wire::Message;
-use crate::{Error, Payments, Result, to_token_units};
+use crate::{Error, Payments, Result, Scope, to_token_units};
 use agora_market::Role;
 use alloy_primitives::{Address, B256};
 use rust_decimal::Decimal;
@@ -68,6 +68,32 @@ fn payment(r: &PgRow) -> Result<Payment> {
     })
 }
 
+/// For a payment `p` and the principal bound at `$n`: the ids of the documents it pays that are
+/// the principal's, `seen`; NULL when there is no principal (all are seen). One batch may pay
+/// several principals' documents to a payee.
+fn seen(n: usize) -> String {
+    format!(
+        "CASE WHEN ${n}::text IS NULL THEN NULL ELSE ARRAY(
+             SELECT d.id FROM payment_documents d
+             WHERE d.principal = ${n} AND d.id IN (
+                 SELECT s->>'documentId'
+                 FROM jsonb_array_elements((p.details->'agreementPayments') || (p.details->'activityPayments')) s))
+         END AS seen"
+    )
+}
+
+/// A payment as a principal sees it: only the shares of its own documents, and their sum.
+fn seen_payment(r: &PgRow) -> Result<Payment> {
+    let mut found = payment(r)?;
+    if let Some(seen) = r.try_get::<Option<Vec<String>>, _>("seen")? {
+        found.agreement_payments.retain(|s| seen.contains(&s.document_id));
+        found.activity_payments.retain(|s| seen.contains(&s.document_id));
+        found.amount =
+            found.agreement_payments.iter().chain(&found.activity_payments).map(|s| s.amount).sum();
+    }
+    Ok(found)
+}
+
 /// Payment notices checked on chain in one round, at the most.
 const CHECKS_PER_ROUND: i64 = 50;
 /// How long a payment notice is looked for on chain before it is given up on.
@@ -77,32 +103,42 @@ const NOTICE_LIFETIME: Duration = Duration::from_secs(3600);
 const PENDING_PER_PAYER: i64 = 100;
 
 impl Payments {
-    /// Payments this node made, or received and checked, oldest first.
+    /// Payments this node made, or received and checked, that `scope` sees, oldest first.
     pub async fn payments(
         &self,
         after: Option<chrono::DateTime<chrono::Utc>>,
         max: i64,
+        scope: Scope<'_>,
     ) -> Result<Vec<Payment>> {
-        let rows = sqlx::query(
-            "SELECT * FROM payments WHERE (side = 'payer' OR verified) AND ($1::timestamptz IS NULL OR created_at > $1)
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM (SELECT *, {} FROM payments p
+                            WHERE (side = 'payer' OR verified) AND ($1::timestamptz IS NULL OR created_at > $1)) x
+             WHERE $3::text IS NULL OR cardinality(seen) > 0
              ORDER BY created_at, id LIMIT $2",
-        )
+            seen(3)
+        )))
         .bind(after)
         .bind(max)
+        .bind(scope.principal())
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(payment).collect()
+        rows.iter().map(seen_payment).collect()
     }
 
-    pub async fn payment(&self, id: &str) -> Result<Payment> {
+    /// A payment `scope` sees; `NotFound` as if it were not there otherwise.
+    pub async fn payment(&self, id: &str, scope: Scope<'_>) -> Result<Payment> {
         crate::documents::check_id("paymentId", id)?;
-        let row =
-            sqlx::query("SELECT * FROM payments WHERE id = $1 AND (side = 'payer' OR verified) LIMIT 1")
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("no payment {id}")))?;
-        payment(&row)
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM (SELECT *, {} FROM payments p WHERE id = $1 AND (side = 'payer' OR verified)) x
+             WHERE $2::text IS NULL OR cardinality(seen) > 0 LIMIT 1",
+            seen(2)
+        )))
+        .bind(id)
+        .bind(scope.principal())
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no payment {id}")))?;
+        seen_payment(&row)
     }
 
     /// The payee hears it was paid: the message is kept, and checked on chain. Its addresses and

@@ -26,6 +26,21 @@ impl Caller {
             Self::EndUser(user) => agora_agents::Principal::User(user.clone()),
         }
     }
+
+    /// Whose what the caller makes (a subscription, an allocation) is, and so who sees and moves
+    /// its money: [`agora_market::ADMIN_PRINCIPAL`] for the admin token, the service for an
+    /// app-key.
+    pub fn owner(&self) -> String {
+        self.principal().owner()
+    }
+
+    /// What of the node's money the caller sees: the admin all of it, others their `owner`'s.
+    pub fn scope<'a>(&self, owner: &'a str) -> agora_payment::Scope<'a> {
+        match self {
+            Self::Admin => agora_payment::Scope::All,
+            _ => agora_payment::Scope::Of(owner),
+        }
+    }
 }
 
 /// Compares secrets in time independent of where they differ, by comparing their hashes.

@@ -1,12 +1,12 @@
 //! `/market-api/v1`: Golem's market API paths and JSON.
 
-use super::{ApiError, AppState, Body, Ids, Params, check_id, seconds, until_shutdown};
+use super::{ApiError, AppState, Body, Caller, Ids, Params, check_id, seconds, until_shutdown};
 use agora_market::api::{
     AgreementEvent, AgreementProposal, AgreementView, DemandOfferBase, DemandView, Event, OfferView,
     ProposalView,
 };
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use std::time::Duration;
@@ -60,6 +60,7 @@ impl Poll {
               (status = 400, description = "bad properties or constraints", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn subscribe_offer(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(mut body): Body<DemandOfferBase>,
 ) -> Result<(StatusCode, Json<String>), ApiError> {
     let declared = agora_grammar::flatten(&body.properties).unwrap_or_default();
@@ -77,7 +78,7 @@ async fn subscribe_offer(
         }
     }
     // The market announces it to the network.
-    let id = state.market.subscribe_offer(&body).await?;
+    let id = state.market.subscribe_offer(&body, &caller.owner()).await?;
     Ok((StatusCode::CREATED, Json(id)))
 }
 
@@ -103,9 +104,10 @@ async fn unsubscribe_offer(
               (status = 400, description = "bad properties or constraints", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn subscribe_demand(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<DemandOfferBase>,
 ) -> Result<(StatusCode, Json<String>), ApiError> {
-    Ok((StatusCode::CREATED, Json(state.market.subscribe_demand(&body).await?)))
+    Ok((StatusCode::CREATED, Json(state.market.subscribe_demand(&body, &caller.owner()).await?)))
 }
 
 #[utoipa::path(get, path = "/market-api/v1/demands", tag = "market",

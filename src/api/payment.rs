@@ -1,10 +1,10 @@
 //! `/payment-api/v1`: Golem's payment API paths and JSON.
 
-use super::{ApiError, AppState, Body, Ids, Params, seconds, until_shutdown};
+use super::{ApiError, AppState, Body, Caller, Ids, Params, seconds, until_shutdown};
 use agora_payment::model::{Acceptance, AllocationUpdate, Kind, NewAllocation, Rejection};
-use agora_payment::{NewDebitNote, NewInvoice, Payments};
+use agora_payment::{NewDebitNote, NewInvoice, Owned, Payments};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -42,6 +42,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 fn service(state: &AppState) -> Result<&Payments, ApiError> {
     state.payments.as_ref().ok_or_else(|| ApiError::NotFound("this node does not serve payments".into()))
+}
+
+/// The payment service, once `what` is the caller's to see and act on: an app-key reaches only
+/// its own money (what is not its own answers 404, as if it were not there), the admin all.
+async fn owned<'a>(state: &'a AppState, caller: &Caller, what: Owned<'_>) -> Result<&'a Payments, ApiError> {
+    let payments = service(state)?;
+    let owner = caller.owner();
+    payments.check_scope(caller.scope(&owner), what).await?;
+    Ok(payments)
 }
 
 /// The longest an event poll waits.
@@ -102,22 +111,31 @@ impl ListParams {
               (status = 409, description = "not enough funds", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn create_allocation(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<NewAllocation>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let allocation = service(&state)?.create_allocation(body).await?;
+    let allocation = service(&state)?.create_allocation(body, &caller.owner()).await?;
     Ok((StatusCode::CREATED, Json(allocation.view())))
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/allocations", tag = "payment",
     responses((status = 200, description = "the allocations", body = Vec<Object>)), security(("bearer" = [])))]
-async fn allocations(State(state): State<AppState>) -> Result<Json<Vec<Value>>, ApiError> {
-    Ok(Json(service(&state)?.allocations().await?.iter().map(|a| a.view()).collect()))
+async fn allocations(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let owner = caller.owner();
+    Ok(Json(service(&state)?.allocations(caller.scope(&owner)).await?.iter().map(|a| a.view()).collect()))
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the allocation", body = Object), (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
-async fn allocation(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(service(&state)?.allocation(&id).await?.view()))
+async fn allocation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Ids(id): Ids<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(owned(&state, &caller, Owned::Allocation(&id)).await?.allocation(&id).await?.view()))
 }
 
 #[utoipa::path(put, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body = AllocationUpdate,
@@ -125,19 +143,23 @@ async fn allocation(State(state): State<AppState>, Ids(id): Ids<String>) -> Resu
               (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn amend_allocation(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Ids(id): Ids<String>,
     Body(update): Body<AllocationUpdate>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(service(&state)?.amend_allocation(&id, update).await?.view()))
+    Ok(Json(
+        owned(&state, &caller, Owned::Allocation(&id)).await?.amend_allocation(&id, update).await?.view(),
+    ))
 }
 
 #[utoipa::path(delete, path = "/payment-api/v1/allocations/{allocation_id}", tag = "payment", params(("allocation_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "released"), (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn release_allocation(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Ids(id): Ids<String>,
 ) -> Result<StatusCode, ApiError> {
-    service(&state)?.release_allocation(&id).await?;
+    owned(&state, &caller, Owned::Allocation(&id)).await?.release_allocation(&id).await?;
     Ok(StatusCode::OK)
 }
 
@@ -154,6 +176,7 @@ struct DecorationParams {
               (status = 404, description = "no such allocation", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn demand_decorations(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(params): Params<DecorationParams>,
 ) -> Result<Json<Value>, ApiError> {
     let ids: Vec<String> = params
@@ -164,22 +187,58 @@ async fn demand_decorations(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
+    for id in &ids {
+        owned(&state, &caller, Owned::Allocation(id)).await?;
+    }
     Ok(Json(service(&state)?.demand_decorations(&ids).await?))
 }
 
-async fn list(state: &AppState, kind: Kind, params: &ListParams) -> Result<Json<Vec<Value>>, ApiError> {
-    let rows = service(state)?.documents(kind, params.after()?, params.max()).await?;
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    params: &ListParams,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let owner = caller.owner();
+    let rows = service(state)?.documents(kind, params.after()?, params.max(), caller.scope(&owner)).await?;
     Ok(Json(rows.iter().map(|r| r.view()).collect()))
 }
 
-async fn events(state: &AppState, kind: Kind, params: &ListParams) -> Result<Json<Vec<Value>>, ApiError> {
+async fn events(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    params: &ListParams,
+) -> Result<Json<Vec<Value>>, ApiError> {
     let timeout = seconds("timeout", params.timeout, DEFAULT_POLL, MAX_POLL)?;
     let payments = service(state)?;
+    let owner = caller.owner();
     let found = until_shutdown(state, async {
-        payments.events(kind, params.after()?, params.max(), timeout).await.map_err(ApiError::from)
+        payments
+            .events(kind, params.after()?, params.max(), timeout, caller.scope(&owner))
+            .await
+            .map_err(ApiError::from)
     })
     .await?;
     Ok(Json(found))
+}
+
+/// Accepts a document the caller owns, from an allocation the caller owns (another's is, as one
+/// that is not there, a field that is wrong).
+async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    id: &str,
+    body: Acceptance,
+) -> Result<StatusCode, ApiError> {
+    let payments = owned(state, caller, Owned::Document(kind, id)).await?;
+    owned(state, caller, Owned::Allocation(&body.allocation_id)).await.map_err(|e| match e {
+        ApiError::NotFound(m) => ApiError::BadRequest(m),
+        other => other,
+    })?;
+    payments.accept(kind, id, body).await?;
+    Ok(StatusCode::OK)
 }
 
 #[utoipa::path(post, path = "/payment-api/v1/debitNotes", tag = "payment", request_body = NewDebitNote,
@@ -187,9 +246,11 @@ async fn events(state: &AppState, kind: Kind, params: &ListParams) -> Result<Jso
               (status = 404, description = "no such agreement", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn issue_debit_note(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<NewDebitNote>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    Ok((StatusCode::CREATED, Json(service(&state)?.issue_debit_note(body).await?.view())))
+    let payments = owned(&state, &caller, Owned::Agreement(&body.agreement_id)).await?;
+    Ok((StatusCode::CREATED, Json(payments.issue_debit_note(body).await?.view())))
 }
 
 #[utoipa::path(post, path = "/payment-api/v1/invoices", tag = "payment", request_body = NewInvoice,
@@ -197,57 +258,73 @@ async fn issue_debit_note(
               (status = 404, description = "no such agreement", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn issue_invoice(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(body): Body<NewInvoice>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    Ok((StatusCode::CREATED, Json(service(&state)?.issue_invoice(body).await?.view())))
+    let payments = owned(&state, &caller, Owned::Agreement(&body.agreement_id)).await?;
+    Ok((StatusCode::CREATED, Json(payments.issue_invoice(body).await?.view())))
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/debitNotes", tag = "payment", params(ListParams),
     responses((status = 200, description = "debit notes issued and received", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn debit_notes(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(p): Params<ListParams>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    list(&state, Kind::DebitNote, &p).await
+    list(&state, &caller, Kind::DebitNote, &p).await
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/invoices", tag = "payment", params(ListParams),
     responses((status = 200, description = "invoices issued and received", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn invoices(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(p): Params<ListParams>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    list(&state, Kind::Invoice, &p).await
+    list(&state, &caller, Kind::Invoice, &p).await
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/debitNotes/{debit_note_id}", tag = "payment", params(("debit_note_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the debit note", body = Object), (status = 404, description = "no such debit note", body = super::ErrorMessage)), security(("bearer" = [])))]
-async fn debit_note(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(service(&state)?.document(Kind::DebitNote, &id).await?.view()))
+async fn debit_note(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Ids(id): Ids<String>,
+) -> Result<Json<Value>, ApiError> {
+    let payments = owned(&state, &caller, Owned::Document(Kind::DebitNote, &id)).await?;
+    Ok(Json(payments.document(Kind::DebitNote, &id).await?.view()))
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/invoices/{invoice_id}", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the invoice", body = Object), (status = 404, description = "no such invoice", body = super::ErrorMessage)), security(("bearer" = [])))]
-async fn invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(service(&state)?.document(Kind::Invoice, &id).await?.view()))
+async fn invoice(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Ids(id): Ids<String>,
+) -> Result<Json<Value>, ApiError> {
+    let payments = owned(&state, &caller, Owned::Document(Kind::Invoice, &id)).await?;
+    Ok(Json(payments.document(Kind::Invoice, &id).await?.view()))
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/debitNoteEvents", tag = "payment", params(ListParams),
     responses((status = 200, description = "debit note events after `afterTimestamp`", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn debit_note_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(p): Params<ListParams>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    events(&state, Kind::DebitNote, &p).await
+    events(&state, &caller, Kind::DebitNote, &p).await
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/invoiceEvents", tag = "payment", params(ListParams),
     responses((status = 200, description = "invoice events after `afterTimestamp`", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn invoice_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(p): Params<ListParams>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
-    events(&state, Kind::Invoice, &p).await
+    events(&state, &caller, Kind::Invoice, &p).await
 }
 
 #[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/send", tag = "payment", params(("debit_note_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
@@ -255,17 +332,22 @@ async fn invoice_events(
               (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn send_debit_note(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Ids(id): Ids<String>,
 ) -> Result<StatusCode, ApiError> {
-    service(&state)?.send(Kind::DebitNote, &id).await?;
+    owned(&state, &caller, Owned::Document(Kind::DebitNote, &id)).await?.send(Kind::DebitNote, &id).await?;
     Ok(StatusCode::OK)
 }
 
 #[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/send", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "sent to the requestor"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
-async fn send_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<StatusCode, ApiError> {
-    service(&state)?.send(Kind::Invoice, &id).await?;
+async fn send_invoice(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Ids(id): Ids<String>,
+) -> Result<StatusCode, ApiError> {
+    owned(&state, &caller, Owned::Document(Kind::Invoice, &id)).await?.send(Kind::Invoice, &id).await?;
     Ok(StatusCode::OK)
 }
 
@@ -274,17 +356,22 @@ async fn send_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Re
               (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn cancel_debit_note(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Ids(id): Ids<String>,
 ) -> Result<StatusCode, ApiError> {
-    service(&state)?.cancel(Kind::DebitNote, &id).await?;
+    owned(&state, &caller, Owned::Document(Kind::DebitNote, &id)).await?.cancel(Kind::DebitNote, &id).await?;
     Ok(StatusCode::OK)
 }
 
 #[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/cancel", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "cancelled"), (status = 400, description = "a field is wrong", body = super::ErrorMessage),
               (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
-async fn cancel_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<StatusCode, ApiError> {
-    service(&state)?.cancel(Kind::Invoice, &id).await?;
+async fn cancel_invoice(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Ids(id): Ids<String>,
+) -> Result<StatusCode, ApiError> {
+    owned(&state, &caller, Owned::Document(Kind::Invoice, &id)).await?.cancel(Kind::Invoice, &id).await?;
     Ok(StatusCode::OK)
 }
 
@@ -293,11 +380,11 @@ async fn cancel_invoice(State(state): State<AppState>, Ids(id): Ids<String>) -> 
               (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn accept_debit_note(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Ids(id): Ids<String>,
     Body(body): Body<Acceptance>,
 ) -> Result<StatusCode, ApiError> {
-    service(&state)?.accept(Kind::DebitNote, &id, body).await?;
-    Ok(StatusCode::OK)
+    accept(&state, &caller, Kind::DebitNote, &id, body).await
 }
 
 #[utoipa::path(post, path = "/payment-api/v1/invoices/{invoice_id}/accept", tag = "payment", params(("invoice_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body = Acceptance,
@@ -305,11 +392,11 @@ async fn accept_debit_note(
               (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn accept_invoice(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Ids(id): Ids<String>,
     Body(body): Body<Acceptance>,
 ) -> Result<StatusCode, ApiError> {
-    service(&state)?.accept(Kind::Invoice, &id, body).await?;
-    Ok(StatusCode::OK)
+    accept(&state, &caller, Kind::Invoice, &id, body).await
 }
 
 #[utoipa::path(post, path = "/payment-api/v1/debitNotes/{debit_note_id}/reject", tag = "payment", params(("debit_note_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")), request_body = Rejection,
@@ -317,10 +404,14 @@ async fn accept_invoice(
               (status = 404, description = "no such debit note", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_debit_note(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Ids(id): Ids<String>,
     Body(body): Body<Rejection>,
 ) -> Result<StatusCode, ApiError> {
-    service(&state)?.reject(Kind::DebitNote, &id, body).await?;
+    owned(&state, &caller, Owned::Document(Kind::DebitNote, &id))
+        .await?
+        .reject(Kind::DebitNote, &id, body)
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -329,10 +420,14 @@ async fn reject_debit_note(
               (status = 404, description = "no such invoice", body = super::ErrorMessage), (status = 409, description = "not in a state for it", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn reject_invoice(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Ids(id): Ids<String>,
     Body(body): Body<Rejection>,
 ) -> Result<StatusCode, ApiError> {
-    service(&state)?.reject(Kind::Invoice, &id, body).await?;
+    owned(&state, &caller, Owned::Document(Kind::Invoice, &id))
+        .await?
+        .reject(Kind::Invoice, &id, body)
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -340,13 +435,15 @@ async fn reject_invoice(
     responses((status = 200, description = "payments made and received", body = Vec<Object>), (status = 400, description = "a parameter is wrong", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn payments(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(p): Params<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let owner = caller.owner();
     let timeout = seconds("timeout", p.timeout, Duration::ZERO, MAX_POLL)?;
     let service = service(&state)?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let found = service.payments(p.after()?, p.max()).await?;
+        let found = service.payments(p.after()?, p.max(), caller.scope(&owner)).await?;
         if !found.is_empty() || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
             return Ok(Json(serde_json::json!(found)));
         }
@@ -356,8 +453,13 @@ async fn payments(
 
 #[utoipa::path(get, path = "/payment-api/v1/payments/{payment_id}", tag = "payment", params(("payment_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
     responses((status = 200, description = "the payment", body = Object), (status = 404, description = "no such payment", body = super::ErrorMessage)), security(("bearer" = [])))]
-async fn payment(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(serde_json::json!(service(&state)?.payment(&id).await?)))
+async fn payment(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Ids(id): Ids<String>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = caller.owner();
+    Ok(Json(serde_json::json!(service(&state)?.payment(&id, caller.scope(&owner)).await?)))
 }
 
 #[utoipa::path(get, path = "/payment-api/v1/payments/status", tag = "payment",

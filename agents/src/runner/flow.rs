@@ -48,16 +48,28 @@ impl Jobs {
             + chrono::Duration::from_std(8 * t + INVOICE_WAIT + PAYMENT_WAIT).expect("a bounded timeout");
 
         self.record(id, JobState::FindingProviders, &format!("reserving a budget of {budget}")).await?;
+        // The job's money is its service's (an end user's job is its service's), as if the
+        // service had made the allocation and demand through the payment and market APIs.
+        let principal: String = sqlx::query_scalar(
+            "SELECT coalesce((SELECT u.service FROM job_users u WHERE 'user:' || u.id = j.owner), j.owner)
+             FROM jobs j WHERE j.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.inner.pool)
+        .await?;
         let allocation = self
             .inner
             .payments
-            .create_allocation(NewAllocation {
-                address: None,
-                payment_platform: None,
-                total_amount: budget.to_string(),
-                timeout: Some(final_deadline),
-                make_deposit: false,
-            })
+            .create_allocation(
+                NewAllocation {
+                    address: None,
+                    payment_platform: None,
+                    total_amount: budget.to_string(),
+                    timeout: Some(final_deadline),
+                    make_deposit: false,
+                },
+                &principal,
+            )
             .await?;
         sqlx::query("UPDATE jobs SET allocation_id = $2 WHERE id = $1")
             .bind(id)
@@ -66,7 +78,7 @@ impl Jobs {
             .await?;
 
         let base = self.demand(id, spec, &allocation, final_deadline).await?;
-        let demand_id = self.inner.market.subscribe_demand(&base).await?;
+        let demand_id = self.inner.market.subscribe_demand(&base, &principal).await?;
         sqlx::query("UPDATE jobs SET demand_id = $2 WHERE id = $1")
             .bind(id)
             .bind(&demand_id)

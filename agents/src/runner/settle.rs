@@ -553,7 +553,7 @@ impl Jobs {
 
     /// The transaction that paid an invoice.
     pub(super) async fn tx_of(&self, invoice: &str) -> Result<Option<String>> {
-        let payments = self.inner.payments.payments(None, 10_000).await?;
+        let payments = self.inner.payments.payments(None, 10_000, agora_payment::Scope::All).await?;
         Ok(payments
             .into_iter()
             .find(|p| {

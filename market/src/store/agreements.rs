@@ -86,6 +86,16 @@ impl MarketStore {
         row.ok_or_else(|| Error::NotFound(format!("no agreement {id}")))?.typed()
     }
 
+    /// Whose an agreement is: the principal of the subscription it was made on.
+    pub async fn agreement_principal(&self, id: &str) -> Result<String> {
+        let principal: Option<String> =
+            sqlx::query_scalar("SELECT principal FROM agreements WHERE agreement_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        principal.ok_or_else(|| Error::NotFound(format!("no agreement {id}")))
+    }
+
     pub async fn agreements(&self) -> Result<Vec<Agreement>> {
         let rows: Vec<AgreementRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {AGREEMENT_COLUMNS} FROM agreements ORDER BY created_at, agreement_id"
@@ -139,10 +149,19 @@ impl MarketStore {
                 agreement.offer.proposal_id
             )));
         }
+        // The agreement is its subscription's principal's: the demand's on the requestor, the
+        // offer's on the provider.
+        let (made_on_demand, made_on_offer) = match agreement.role {
+            Role::Requestor => (Some(&agreement.demand.demand_id), None),
+            Role::Provider => (None, Some(&agreement.offer.offer_id)),
+        };
         let inserted = sqlx::query(
             "INSERT INTO agreements (agreement_id, role, peer_id, requestor_id, provider_id, demand, offer,
-                                     valid_to, state, proposed_signature, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
+                                     valid_to, state, proposed_signature, created_at, principal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                     COALESCE((SELECT principal FROM demands WHERE demand_id = $12),
+                              (SELECT principal FROM offers WHERE offer_id = $13), $14))
+             ON CONFLICT DO NOTHING",
         )
         .bind(&agreement.id)
         .bind(agreement.role.as_str())
@@ -155,6 +174,9 @@ impl MarketStore {
         .bind(agreement.state.as_str())
         .bind(&agreement.proposed_signature)
         .bind(agreement.timestamp)
+        .bind(made_on_demand)
+        .bind(made_on_offer)
+        .bind(crate::ADMIN_PRINCIPAL)
         .execute(&mut *tx)
         .await?
         .rows_affected()

@@ -73,26 +73,28 @@ impl MarketStore {
         Self { pool }
     }
 
-    pub async fn insert_offer(&self, s: &Stored) -> Result<()> {
+    pub async fn insert_offer(&self, s: &Stored, principal: &str) -> Result<()> {
         self.insert_spec(
-            "INSERT INTO offers (offer_id, provider_id, properties, constraints, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (offer_id) DO NOTHING",
+            "INSERT INTO offers (offer_id, provider_id, properties, constraints, created_at, expires_at, principal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (offer_id) DO NOTHING",
             s,
+            principal,
         )
         .await
     }
 
-    pub async fn insert_demand(&self, s: &Stored) -> Result<()> {
+    pub async fn insert_demand(&self, s: &Stored, principal: &str) -> Result<()> {
         self.insert_spec(
-            "INSERT INTO demands (demand_id, requestor_id, properties, constraints, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (demand_id) DO NOTHING",
+            "INSERT INTO demands (demand_id, requestor_id, properties, constraints, created_at, expires_at, principal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (demand_id) DO NOTHING",
             s,
+            principal,
         )
         .await
     }
 
     /// Offers and demands are stored alike; only the table differs.
-    async fn insert_spec(&self, insert: &'static str, s: &Stored) -> Result<()> {
+    async fn insert_spec(&self, insert: &'static str, s: &Stored, principal: &str) -> Result<()> {
         sqlx::query(insert)
             .bind(&s.id)
             .bind(&s.owner)
@@ -100,6 +102,7 @@ impl MarketStore {
             .bind(&s.constraints)
             .bind(s.created_at)
             .bind(s.expires_at)
+            .bind(principal)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -118,8 +118,13 @@ async fn forged_signatures_are_refused() {
     to_requestor.set(requestor.clone()).unwrap();
 
     // The offer travels as it would over the network: fetched by id, checked, matched.
-    let offer_id =
-        provider.subscribe_offer(&base(json!({"golem.runtime.name": "wasmtime"}), "()")).await.unwrap();
+    let offer_id = provider
+        .subscribe_offer(
+            &base(json!({"golem.runtime.name": "wasmtime"}), "()"),
+            agora_market::ADMIN_PRINCIPAL,
+        )
+        .await
+        .unwrap();
     let MarketResponse::Offer { offer: Some(body) } = provider
         .handle(&r_peer, Some(r_id.address()), MarketRequest::GetOffer { offer_id: offer_id.clone() })
         .await
@@ -132,8 +137,10 @@ async fn forged_signatures_are_refused() {
     assert!(requestor.on_offer_body(p_id.address(), &p_peer, forged_body).await.is_err());
     requestor.on_offer_body(p_id.address(), &p_peer, body).await.unwrap();
 
-    let demand_id =
-        requestor.subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)")).await.unwrap();
+    let demand_id = requestor
+        .subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)"), agora_market::ADMIN_PRINCIPAL)
+        .await
+        .unwrap();
     let wait = Duration::from_secs(5);
     let initial = first_proposal(requestor.collect_demand_events(&demand_id, wait, 10).await.unwrap()).await;
     let r_draft = requestor
@@ -269,16 +276,23 @@ async fn linked(pg: &TestPg, lifetime: Duration) -> Linked {
 /// requestor's Initial proposal).
 async fn matched(linked: &Linked) -> (String, String, String) {
     let Linked { provider, requestor, p_peer, .. } = linked;
-    let offer_id =
-        provider.subscribe_offer(&base(json!({"golem.runtime.name": "wasmtime"}), "()")).await.unwrap();
+    let offer_id = provider
+        .subscribe_offer(
+            &base(json!({"golem.runtime.name": "wasmtime"}), "()"),
+            agora_market::ADMIN_PRINCIPAL,
+        )
+        .await
+        .unwrap();
     let MarketResponse::Offer { offer: Some(body) } =
         provider.handle("requestor", None, MarketRequest::GetOffer { offer_id: offer_id.clone() }).await
     else {
         panic!("the provider serves its offer");
     };
     requestor.on_offer_body(provider.node_id(), p_peer, body).await.unwrap();
-    let demand_id =
-        requestor.subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)")).await.unwrap();
+    let demand_id = requestor
+        .subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)"), agora_market::ADMIN_PRINCIPAL)
+        .await
+        .unwrap();
     let events = requestor.collect_demand_events(&demand_id, Duration::from_secs(5), 10).await.unwrap();
     (offer_id, demand_id, first_proposal(events).await)
 }
