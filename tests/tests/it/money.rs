@@ -300,9 +300,10 @@ async fn one_peers_backlog_does_not_hold_up_another() {
     use super::payment::{Market, PLATFORM, accept, allocate, issue, wait_status};
     let mut m = Market::start(Anvil::start().await).await;
     let agreement = m.agreement().await;
+    let activity = super::payment::activity(&m.requestor, &agreement).await;
     let mut notes = Vec::new();
-    for i in 0..110 {
-        let note = json!({"agreementId": agreement, "activityId": format!("a{i}"), "totalAmountDue": "0.01"});
+    for _ in 0..110 {
+        let note = json!({"agreementId": agreement, "activityId": activity, "totalAmountDue": "0.01"});
         notes.push(issue(&m.provider, "debitNotes", note).await);
     }
     m.provider.stop();
@@ -477,6 +478,9 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
     let requestor_before = m.balance(r).await;
     let provider_before = m.balance(p).await;
     let agreement = m.agreement().await;
+    // The flood's notes name a real activity of the agreement, so they meet the bound on
+    // documents, not the check of their activity.
+    let activity = super::payment::activity(r, &agreement).await;
     let key = |node: &NodeProcess| {
         agora_identity::Keystore::open(node.data_dir().join("keystore"))
             .unwrap()
@@ -522,7 +526,7 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
     use agora_net::Channel::{Market as M, Payment as Pay, Verify};
     let mut messages: Vec<(agora_net::Channel, String, Value)> = Vec::new();
     for i in 0..3000 {
-        let d = note(format!("flood-note-{i}"), &agreement, format!("a{i}"), None);
+        let d = note(format!("flood-note-{i}"), &agreement, activity.clone(), None);
         messages.push((Pay, r_peer.clone(), signed(&payee, Message::Document { document: d })));
     }
     for i in 0..2000 {
@@ -928,4 +932,89 @@ async fn each_service_sees_and_acts_on_only_its_own_money() {
         assert_eq!(status, 403, "{path}");
     }
     assert_conserved(&net, requestor_before, &before, &[&jobs[0], &jobs[1]]).await;
+}
+
+/// A debit note is of one activity of its agreement: the provider's node will not issue one that
+/// names another agreement's activity or none, and the requestor refuses such a note from a
+/// provider that signs it anyway. No money moves for them.
+#[tokio::test]
+async fn a_debit_note_must_name_an_activity_of_its_agreement() {
+    use super::payment::{Market, PLATFORM, activity, issue, wait_status};
+    use agora_payment::model::{Document, Kind};
+    use agora_payment::{PaymentRequest, PaymentResponse, wire::Message};
+    let m = Market::start(Anvil::start().await).await;
+    let (r, p) = (&m.requestor, &m.provider);
+    let (requestor_before, provider_before) = (m.balance(r).await, m.balance(p).await);
+    let (first, second) = (m.agreement().await, m.agreement().await);
+    let (mine, other) = (activity(r, &first).await, activity(r, &second).await);
+
+    // The provider's own node: another agreement's activity, or one that does not exist, is 400.
+    for named in [other.as_str(), "no-such-activity"] {
+        let note = json!({"agreementId": first, "activityId": named, "totalAmountDue": "0.01"});
+        let (status, body) = post(p, "/payment-api/v1/debitNotes", note).await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(named) && message.contains(&first), "{message}");
+    }
+    let note = json!({"agreementId": first, "activityId": mine, "totalAmountDue": "0.01"});
+    let honest = issue(p, "debitNotes", note).await;
+    wait_status(r, "debitNotes", &honest, "RECEIVED", 30).await;
+
+    // A provider that signs such a note anyway, sent straight to the requestor.
+    let payee = agora_identity::Keystore::open(p.data_dir().join("keystore"))
+        .unwrap()
+        .load(node_address(p), "")
+        .unwrap();
+    let (r_addr, p_addr) = (format!("{:#x}", node_address(r)), format!("{:#x}", node_address(p)));
+    let (_, r_p2p) = net_id(r);
+    let r_peer = r_p2p.rsplit('/').next().unwrap().to_string();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = agora_net::NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers: vec![r_p2p.parse().unwrap()],
+        ..Default::default()
+    };
+    let keypair = agora_identity::Identity::random().libp2p_keypair();
+    let (net, _task) = agora_net::start(keypair, config, shutdown.clone()).await.unwrap();
+    for (id, named) in [("crafted-other", other.as_str()), ("crafted-none", "no-such-activity")] {
+        let document = Document {
+            id: id.into(),
+            kind: Kind::DebitNote,
+            agreement_id: first.clone(),
+            activity_id: Some(named.into()),
+            activity_ids: None,
+            issuer_id: p_addr.clone(),
+            recipient_id: r_addr.clone(),
+            payee_addr: p_addr.clone(),
+            payer_addr: r_addr.clone(),
+            payment_platform: PLATFORM.into(),
+            previous_id: None,
+            amount: "0.01".parse().unwrap(),
+            usage_counter_vector: None,
+            payment_due_date: None,
+            timestamp: chrono::Utc::now(),
+        };
+        let message = Message::Document { document };
+        let signature = agora_identity::sign_json(&payee, &message).unwrap();
+        let request = PaymentRequest { message, signature };
+        let answer = wait_for(30, "the requestor to answer the crafted note", || {
+            let (net, r_peer, request) = (net.clone(), r_peer.clone(), request.clone());
+            async move {
+                net.request_typed::<_, PaymentResponse>(agora_net::Channel::Payment, &r_peer, &request)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        match answer {
+            PaymentResponse::Error { message, retry: false } => {
+                assert!(message.contains(named) && message.contains(&first), "{message}")
+            }
+            other => panic!("a debit note of activity {named} on agreement {first} was taken: {other:?}"),
+        }
+        let (status, body) = get(r, &format!("/payment-api/v1/debitNotes/{id}")).await;
+        assert_eq!(status, 404, "{body}");
+    }
+    shutdown.cancel();
+    assert_eq!((m.balance(r).await, m.balance(p).await), (requestor_before, provider_before));
 }

@@ -155,6 +155,13 @@ impl Market {
     }
 }
 
+/// An activity the requestor `r` starts under `agreement`: what a debit note is of.
+pub(super) async fn activity(r: &NodeProcess, agreement: &str) -> String {
+    let (status, created) = post(r, "/activity-api/v1/activity", json!({"agreementId": agreement})).await;
+    assert_eq!(status, 201, "{created}");
+    created["activityId"].as_str().unwrap().to_string()
+}
+
 pub(super) async fn allocate(r: &NodeProcess, total: &str) -> String {
     // As Golem's SDK sends it: read-only fields as empty strings, the total with 50+ digits.
     let body = json!({"allocationId": "", "spentAmount": "", "remainingAmount": "", "totalAmount": total,
@@ -240,10 +247,11 @@ async fn accepted_debit_notes_and_invoice_are_paid_on_chain_and_settled_on_both_
     // The first note states its total, the second leaves it to the agreement's pricing:
     // 0.25 × 1 s + 0.5 × 2 s of CPU = 1.25, then 0.25 × 2 + 0.5 × 4 = 2.5.
     // Activity 2's note is cumulative for activity 2 alone: 0.25 × 2 s = 0.5.
+    let (first, second) = (activity(r, &agreement).await, activity(r, &agreement).await);
     let notes = [
-        ("activity-1", Some("1.25"), [1.0, 2.0, 3.0], "1.25"),
-        ("activity-1", None, [2.0, 4.0, 0.0], "2.5"),
-        ("activity-2", None, [2.0, 0.0, 0.0], "0.5"),
+        (&first, Some("1.25"), [1.0, 2.0, 3.0], "1.25"),
+        (&first, None, [2.0, 4.0, 0.0], "2.5"),
+        (&second, None, [2.0, 0.0, 0.0], "0.5"),
     ];
     for (activity, total, usage, due_now) in notes {
         let mut body = json!({"agreementId": agreement, "activityId": activity,
@@ -442,7 +450,8 @@ async fn bad_payment_input_is_refused_with_a_message_and_changes_nothing() {
 
     // An invoice below the debit notes already issued; a negative debit note.
     let agreement = m.agreement().await;
-    let note = json!({"agreementId": agreement, "activityId": "a1", "totalAmountDue": "2"});
+    let a1 = activity(r, &agreement).await;
+    let note = json!({"agreementId": agreement, "activityId": a1, "totalAmountDue": "2"});
     let note = issue(p, "debitNotes", note).await;
     let (status, body) =
         post(p, "/payment-api/v1/invoices", json!({"agreementId": agreement, "amount": "1.5"})).await;
@@ -450,7 +459,7 @@ async fn bad_payment_input_is_refused_with_a_message_and_changes_nothing() {
     let (status, body) = post(
         p,
         "/payment-api/v1/debitNotes",
-        json!({"agreementId": agreement, "activityId": "a1", "totalAmountDue": "-3"}),
+        json!({"agreementId": agreement, "activityId": a1, "totalAmountDue": "-3"}),
     )
     .await;
     refused(status, &body, "negative");
@@ -458,7 +467,7 @@ async fn bad_payment_input_is_refused_with_a_message_and_changes_nothing() {
     let (status, body) = post(
         p,
         "/payment-api/v1/debitNotes",
-        json!({"agreementId": agreement, "activityId": "a1", "totalAmountDue": "9", "usageCounterVector": [4, 4, 0]}),
+        json!({"agreementId": agreement, "activityId": a1, "totalAmountDue": "9", "usageCounterVector": [4, 4, 0]}),
     )
     .await;
     refused(status, &body, "pricing makes of this usage, 3");
