@@ -96,8 +96,10 @@ impl Market {
             "golem.com.usage.vector": ["golem.usage.duration_sec", "golem.usage.cpu_sec", "agora.usage.fuel"],
             "golem.com.pricing.model.linear.coeffs": [0.25, 0.5, 0, 0],
         });
+        // A package, so that activities can be made under it (the payment scenarios deploy none).
+        let demand = json!({"golem.srv.comp.task_package": format!("blob:sha256:{}", "0".repeat(64))});
         let added = json!({"golem.com.payment.chosen-platform": PLATFORM});
-        agree_with(&self.requestor, &self.provider, offer, json!({}), added).await
+        agree_with(&self.requestor, &self.provider, offer, demand, added).await
     }
 
     /// Restarts the requestor, with `env`.
