@@ -1,5 +1,6 @@
-//! Activities learn about agreements through [`agora_activity::Agreements`]; the node answers
-//! from its market, so no crate reads another's tables.
+//! Activities learn about agreements through [`agora_activity::Agreements`], and payments about
+//! agreements and activities through [`agora_payment::PaymentAgreements`]; the node answers from
+//! its market and activities, so no crate reads another's tables.
 
 use agora_activity::{Agreements, Error, Result};
 use agora_identity::Address;
@@ -36,11 +37,18 @@ impl Agreements for MarketAgreements {
     }
 }
 
-impl agora_payment::PaymentAgreements for MarketAgreements {
+/// The market and the activities, as payments see them.
+#[derive(Debug, Clone)]
+pub struct PaymentLookups {
+    pub market: Market,
+    pub activities: agora_activity::Activities,
+}
+
+impl agora_payment::PaymentAgreements for PaymentLookups {
     fn agreement(&self, id: &str) -> BoxFuture<'_, agora_payment::Result<Option<Agreement>>> {
         let id = id.to_string();
         Box::pin(async move {
-            match self.0.agreement(&id).await {
+            match self.market.agreement(&id).await {
                 Ok(agreement) => Ok(Some(agreement)),
                 Err(agora_market::Error::NotFound(_)) => Ok(None),
                 Err(agora_market::Error::Db(db)) => Err(agora_payment::Error::Db(db)),
@@ -52,12 +60,22 @@ impl agora_payment::PaymentAgreements for MarketAgreements {
     fn principal(&self, id: &str) -> BoxFuture<'_, agora_payment::Result<Option<String>>> {
         let id = id.to_string();
         Box::pin(async move {
-            match self.0.agreement_principal(&id).await {
+            match self.market.agreement_principal(&id).await {
                 Ok(principal) => Ok(Some(principal)),
                 Err(agora_market::Error::NotFound(_)) => Ok(None),
                 Err(agora_market::Error::Db(db)) => Err(agora_payment::Error::Db(db)),
                 Err(other) => Err(agora_payment::Error::Unreachable(other.to_string())),
             }
+        })
+    }
+
+    fn activity_agreement(&self, activity_id: &str) -> BoxFuture<'_, agora_payment::Result<Option<String>>> {
+        let id = activity_id.to_string();
+        Box::pin(async move {
+            self.activities.agreement_of(&id).await.map_err(|e| match e {
+                agora_activity::Error::Db(db) => agora_payment::Error::Db(db),
+                other => agora_payment::Error::Unreachable(other.to_string()),
+            })
         })
     }
 }

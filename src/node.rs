@@ -320,7 +320,10 @@ async fn serve(
         pool.clone(),
         identities.signer(node_id)?,
         settings.payment.clone(),
-        std::sync::Arc::new(crate::agreements::MarketAgreements(market.clone())),
+        std::sync::Arc::new(crate::agreements::PaymentLookups {
+            market: market.clone(),
+            activities: activities.clone(),
+        }),
     )
     .with_courier(std::sync::Arc::new(net.clone()));
     agora_payment::serve(payments.clone(), net.clone(), shutdown.clone(), tasks.clone())

@@ -222,6 +222,12 @@ impl Activities {
         Ok(Self { inner: Arc::new(inner) })
     }
 
+    /// The agreement an activity this node hosts or drives runs under; `None` for an activity
+    /// it has no record of.
+    pub async fn agreement_of(&self, activity_id: &str) -> Result<Option<String>> {
+        self.inner.store.agreement_of(activity_id).await
+    }
+
     pub fn blobs(&self) -> &BlobStore {
         &self.inner.blobs
     }

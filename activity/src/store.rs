@@ -45,6 +45,14 @@ impl ActivityStore {
         }
     }
 
+    /// The agreement an activity of this node (hosted or driven) runs under.
+    pub async fn agreement_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT agreement_id FROM activities WHERE activity_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// The other side's peer and this node's role in an activity.
     pub async fn peer_and_role(&self, id: &str) -> Result<Option<(String, String)>> {
         Ok(sqlx::query_as("SELECT peer_id, role FROM activities WHERE activity_id = $1")

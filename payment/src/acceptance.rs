@@ -55,6 +55,9 @@ impl Payments {
         check_id("document id", &document.id)?;
         match document.kind {
             Kind::DebitNote => {
+                let activity = document.activity_id.as_deref().unwrap_or_default();
+                check_id("activityId", activity)?;
+                self.check_activity(&agreement.id, activity).await?;
                 if let Some(usage) = &document.usage_counter_vector
                     && let Some(cost) = usage_cost(&agreement, usage)?
                     && cost != document.amount
@@ -64,14 +67,13 @@ impl Payments {
                         document.id, document.amount
                     )));
                 }
-                let activity = document.activity_id.clone().unwrap_or_default();
                 let before: Option<Decimal> = sqlx::query_scalar(
                     "SELECT max(amount) FROM payment_documents
                      WHERE kind = 'debit_note' AND side = 'recipient' AND agreement_id = $1 AND activity_id = $2
                        AND id <> $3",
                 )
                 .bind(&document.agreement_id)
-                .bind(&activity)
+                .bind(activity)
                 .bind(&document.id)
                 .fetch_one(self.pool())
                 .await?;

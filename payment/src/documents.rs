@@ -42,6 +42,8 @@ impl Payments {
     pub async fn issue_debit_note(&self, new: NewDebitNote) -> Result<DocumentRow> {
         check_id("activityId", &new.activity_id)?;
         check_id("agreementId", &new.agreement_id)?;
+        self.agreement(&new.agreement_id).await?;
+        self.check_activity(&new.agreement_id, &new.activity_id).await?;
         let cost = match &new.usage_counter_vector {
             Some(usage) => usage_cost(&self.agreement(&new.agreement_id).await?, usage)?,
             None => None,

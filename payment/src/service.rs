@@ -21,6 +21,8 @@ pub trait PaymentAgreements: Send + Sync + std::fmt::Debug + 'static {
     /// Whose the agreement is (see [`agora_market::ADMIN_PRINCIPAL`]); `None` if this node has
     /// none by that id.
     fn principal(&self, id: &str) -> BoxFuture<'_, Result<Option<String>>>;
+    /// The agreement an activity of this node runs under; `None` if it has no such activity.
+    fn activity_agreement(&self, activity_id: &str) -> BoxFuture<'_, Result<Option<String>>>;
 }
 
 /// Whose money a caller may see and move: the node's admin all of it, an app-key what it made —
@@ -178,6 +180,22 @@ impl Payments {
             .principal(agreement_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no agreement {agreement_id} on this node")))
+    }
+
+    /// `Ok` if `activity_id` is an activity of `agreement_id` on this node: what a debit note
+    /// must name, on either side.
+    pub(crate) async fn check_activity(&self, agreement_id: &str, activity_id: &str) -> Result<()> {
+        match self.inner.agreements.activity_agreement(activity_id).await? {
+            Some(under) if under == agreement_id => Ok(()),
+            Some(under) => Err(Error::BadInput(format!(
+                "activity {activity_id} runs under agreement {under}, not {agreement_id}: a debit note is of an \
+                 activity of its own agreement"
+            ))),
+            None => Err(Error::BadInput(format!(
+                "activity {activity_id} is not one of agreement {agreement_id}'s here: a debit note is of an \
+                 activity of its own agreement"
+            ))),
+        }
     }
 
     /// `Ok` if `scope` may see and act on `what`, and `NotFound` (as if it were not there) if it
