@@ -37,6 +37,16 @@ impl Agreements for MarketAgreements {
     }
 }
 
+/// A market answer as payments take it: an agreement the market does not have is `None`.
+fn found<T>(answer: agora_market::Result<T>) -> agora_payment::Result<Option<T>> {
+    match answer {
+        Ok(found) => Ok(Some(found)),
+        Err(agora_market::Error::NotFound(_)) => Ok(None),
+        Err(agora_market::Error::Db(db)) => Err(agora_payment::Error::Db(db)),
+        Err(other) => Err(agora_payment::Error::Unreachable(other.to_string())),
+    }
+}
+
 /// The market and the activities, as payments see them.
 #[derive(Debug, Clone)]
 pub struct PaymentLookups {
@@ -47,26 +57,12 @@ pub struct PaymentLookups {
 impl agora_payment::PaymentAgreements for PaymentLookups {
     fn agreement(&self, id: &str) -> BoxFuture<'_, agora_payment::Result<Option<Agreement>>> {
         let id = id.to_string();
-        Box::pin(async move {
-            match self.market.agreement(&id).await {
-                Ok(agreement) => Ok(Some(agreement)),
-                Err(agora_market::Error::NotFound(_)) => Ok(None),
-                Err(agora_market::Error::Db(db)) => Err(agora_payment::Error::Db(db)),
-                Err(other) => Err(agora_payment::Error::Unreachable(other.to_string())),
-            }
-        })
+        Box::pin(async move { found(self.market.agreement(&id).await) })
     }
 
     fn principal(&self, id: &str) -> BoxFuture<'_, agora_payment::Result<Option<String>>> {
         let id = id.to_string();
-        Box::pin(async move {
-            match self.market.agreement_principal(&id).await {
-                Ok(principal) => Ok(Some(principal)),
-                Err(agora_market::Error::NotFound(_)) => Ok(None),
-                Err(agora_market::Error::Db(db)) => Err(agora_payment::Error::Db(db)),
-                Err(other) => Err(agora_payment::Error::Unreachable(other.to_string())),
-            }
-        })
+        Box::pin(async move { found(self.market.agreement_principal(&id).await) })
     }
 
     fn activity_agreement(&self, activity_id: &str) -> BoxFuture<'_, agora_payment::Result<Option<String>>> {

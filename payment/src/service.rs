@@ -57,7 +57,6 @@ pub enum Owned<'a> {
     Allocation(&'a str),
     Agreement(&'a str),
     Document(Kind, &'a str),
-    Payment(&'a str),
 }
 
 /// How payments reach other nodes.
@@ -225,11 +224,6 @@ impl Payments {
                         .fetch_optional(self.pool())
                         .await?;
                 (principal.unwrap_or_default(), format!("no {} {id} on this node", kind.label()))
-            }
-            Owned::Payment(id) => {
-                // A payment is seen by each principal one of whose documents it pays.
-                self.payment(id, scope).await?;
-                return Ok(());
             }
         };
         if principal.is_empty() || !scope.sees(&principal) {
