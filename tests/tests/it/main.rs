@@ -15,6 +15,7 @@ mod negotiation;
 mod network;
 mod node;
 mod payment;
+mod referee;
 mod routing;
 mod schema;
 mod services;

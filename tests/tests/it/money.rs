@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 /// What each provider gained on chain equals what the requestor accepted for it, and the
 /// requestor lost exactly their sum.
-async fn assert_conserved(
+pub(super) async fn assert_conserved(
     net: &Devnet,
     requestor_before: U256,
     before: &std::collections::BTreeMap<Address, U256>,
