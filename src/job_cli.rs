@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// `deterministic` (commit and reveal) or `none` (one provider, unverified).
     #[arg(long, default_value = "deterministic", value_parser = ["deterministic", "none"])]
     pub verifier: String,
+    /// WASM jobs: `local` (this node runs every job too, and the winners' result must be its
+    /// own) or a probability from 0 to 1 (a spot check on that share of jobs).
+    #[arg(long, value_name = "local|P")]
+    pub referee: Option<String>,
     /// Only providers of this subnet.
     #[arg(long)]
     pub subnet: Option<String>,
@@ -148,6 +152,7 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
                 timeout,
                 verifier,
                 subnet,
+                referee,
                 providers,
                 wait,
                 json: as_json,
@@ -164,12 +169,27 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
                 let (name, path) = split_pair("--output", output)?;
                 output_list.push(j!({"name": name, "path": path}));
             }
-            let spec = j!({
+            let referee = match referee.as_deref() {
+                None => Value::Null,
+                Some("local") => j!("local"),
+                Some(p) => match p.parse::<f64>() {
+                    Ok(p) if (0.0..=1.0).contains(&p) => j!({"spotCheck": p}),
+                    _ => {
+                        return Err(Error::Input(format!(
+                            "--referee {p}: `local`, or a probability from 0 to 1"
+                        )));
+                    }
+                },
+            };
+            let mut spec = j!({
                 "engine": engine, "module": module, "entry_point": entry_point, "args": args,
                 "inputs": input_list, "outputs": output_list, "concurrency": concurrency,
                 "confidence": confidence, "min_bids": min_bids, "budget": budget, "timeout": timeout,
                 "verifier": verifier, "subnet": subnet, "providers": providers,
             });
+            if !referee.is_null() {
+                spec["referee"] = referee;
+            }
             submit_spec(client, &spec, wait, as_json).await?;
         }
         JobCommand::Submit { file, wait, json: as_json } => {

@@ -26,7 +26,7 @@ fn capture(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_CAPTURE)]).into_owned()
 }
 
-fn source_of(package: &str) -> Result<Source> {
+pub(crate) fn source_of(package: &str) -> Result<Source> {
     match transfer::check(package, "container:/input/package", &[]) {
         Ok(Transfer::In { from, .. }) => Ok(from),
         Ok(_) => Err(Error::BadInput(format!("package {package}: not a source"))),
@@ -121,7 +121,7 @@ impl Activities {
                     Package::Image(image.to_string())
                 } else {
                     let path = live.dir.join("package");
-                    self.fetch(live, &source_of(&live.package)?, &path).await?;
+                    self.fetch(Some(&live.requestor_peer), &source_of(&live.package)?, &path).await?;
                     Package::File(path)
                 };
                 live.unit.lock().await.deploy(package).await?;
@@ -184,7 +184,7 @@ impl Activities {
                     if target.is_dir() {
                         return Err(Error::BadInput(format!("/input/{}: a folder is there", to.display())));
                     }
-                    self.fetch(live, &from, &target).await?;
+                    self.fetch(Some(&live.requestor_peer), &from, &target).await?;
                     Ok(Done::default())
                 }
                 Some(Transfer::OutToBlob { from }) => {
@@ -231,7 +231,14 @@ impl Activities {
     /// a temporary name and put in place only when whole, so a transfer that fails leaves the
     /// input as it was; putting it in place replaces the old file rather than writing into it
     /// (which may be a blob's, linked).
-    async fn fetch(&self, live: &Live, from: &Source, target: &std::path::Path) -> Result<()> {
+    /// Brings `from` to `target`: a blob from `peer`, or from this node's own blobs when there is
+    /// no peer (a run of this node's own).
+    pub(crate) async fn fetch(
+        &self,
+        peer: Option<&str>,
+        from: &Source,
+        target: &std::path::Path,
+    ) -> Result<()> {
         let folder = target.parent().unwrap_or(target);
         // Readable by all: a container's own user reads its inputs.
         let tmp = tempfile::Builder::new()
@@ -274,9 +281,18 @@ impl Activities {
                 }
             }
             Source::Blob(hex) => {
-                let source =
-                    PeerBlobs { messenger: self.inner.messenger.clone(), peer: live.requestor_peer.clone() };
-                let path = self.inner.blobs.fetch(hex, &source).await?;
+                let path = match peer {
+                    Some(peer) => {
+                        let source =
+                            PeerBlobs { messenger: self.inner.messenger.clone(), peer: peer.to_string() };
+                        self.inner.blobs.fetch(hex, &source).await?
+                    }
+                    None => self
+                        .inner
+                        .blobs
+                        .path(hex)
+                        .ok_or_else(|| Error::NotFound(format!("blob {hex} is not on this node")))?,
+                };
                 // Inputs are read-only to runs and blobs are never changed in place, so the input
                 // can be the blob itself; a copy only where a link cannot be made.
                 let linked = tmp.path().with_extension("link");

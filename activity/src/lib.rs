@@ -37,6 +37,7 @@ pub mod exescript;
 mod host;
 mod network;
 pub mod pipe;
+mod referee;
 mod results;
 mod run_output;
 mod service;
@@ -52,6 +53,7 @@ pub use blobs::BlobStore;
 pub use docker::{DockerUnit, OWNER_LABEL};
 pub use error::{Error, Result};
 pub use pipe::BlobPipe;
+pub use referee::{LocalOutcome, LocalRun};
 pub use results::{Error as ResultsError, folder_sha256, results_hash};
 pub use service::{
     Activities, Agreements, Dataset, HostConfig, HostedUsage, MAX_CONCURRENT_BATCHES, MAX_WAIT, Messenger,

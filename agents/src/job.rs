@@ -46,6 +46,9 @@ pub struct JobSpec {
     pub timeout: u64,
     #[serde(default)]
     pub verifier: Verifier,
+    /// A WASM job run by the requestor's node too, whose result the winning group's must be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referee: Option<Referee>,
     /// Only providers of this `golem.node.debug.subnet`.
     #[serde(default)]
     pub subnet: Option<String>,
@@ -96,6 +99,17 @@ pub enum Verifier {
     Deterministic,
     /// One provider, paid for what it ran.
     None,
+}
+
+/// Who checks the verified result by running the job itself: `"local"`, or `{"spotCheck": p}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Referee {
+    /// The requestor's node runs every such job.
+    Local,
+    /// The requestor's node runs the job with this probability (0 to 1), drawn once the
+    /// commitments are in.
+    SpotCheck(f64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -159,6 +173,24 @@ impl JobSpec {
             {
                 return Err(format!("outputs[{i}].path {:?}: a relative path under /output", output.path));
             }
+        }
+        match self.referee {
+            None => {}
+            Some(_) if self.engine != Engine::Wasm => {
+                return Err("referee: only a wasm job can be run by the referee; leave it out".into());
+            }
+            Some(_) if self.verifier != Verifier::Deterministic => {
+                return Err("referee: it checks a verified result; use the deterministic verifier".into());
+            }
+            Some(_) if !self.datasets.is_empty() => {
+                return Err(
+                    "referee: the datasets are the providers'; a job with datasets cannot be refereed".into(),
+                );
+            }
+            Some(Referee::SpotCheck(p)) if !(0.0..=1.0).contains(&p) => {
+                return Err(format!("referee.spotCheck {p}: a probability, from 0 to 1"));
+            }
+            Some(_) => {}
         }
         if let Some(url) = &self.webhook {
             let parsed = reqwest::Url::parse(url).map_err(|e| format!("webhook {url:?}: {e}"))?;
@@ -300,6 +332,34 @@ mod tests {
         );
         assert!(bad(serde_json::json!({"engine": "docker"})).contains("docker:"));
         assert!(spec(serde_json::json!({"module": "m", "budget": "1", "colour": 1})).is_err());
+    }
+
+    #[test]
+    fn a_referee_is_local_or_a_spot_check_of_a_wasm_job() {
+        let with = |referee: serde_json::Value| {
+            spec(serde_json::json!({"module": "blob:sha256:00", "budget": "1", "referee": referee}))
+        };
+        assert_eq!(with(serde_json::json!("local")).unwrap().referee, Some(Referee::Local));
+        let drawn = with(serde_json::json!({"spotCheck": 0.1})).unwrap();
+        assert_eq!(drawn.referee, Some(Referee::SpotCheck(0.1)));
+        assert!(drawn.check().is_ok());
+        assert!(with(serde_json::json!("remote")).is_err());
+        assert!(
+            with(serde_json::json!({"spotCheck": 1.5})).unwrap().check().unwrap_err().contains("spotCheck")
+        );
+        assert!(
+            with(serde_json::json!({"spotCheck": -0.1})).unwrap().check().unwrap_err().contains("spotCheck")
+        );
+        let mut docker = with(serde_json::json!("local")).unwrap();
+        docker.engine = Engine::Docker;
+        docker.module = "docker:x@sha256:00".into();
+        assert!(docker.check().unwrap_err().starts_with("referee"));
+        let mut datasets = with(serde_json::json!("local")).unwrap();
+        datasets.datasets = vec!["imagenet".into()];
+        assert!(datasets.check().unwrap_err().starts_with("referee"));
+        // Without a referee, the spec's JSON is as before.
+        let plain = spec(serde_json::json!({"module": "m", "budget": "1"})).unwrap();
+        assert!(serde_json::to_value(&plain).unwrap().get("referee").is_none());
     }
 
     #[test]

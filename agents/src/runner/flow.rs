@@ -3,17 +3,18 @@
 //! came back against the verified hash.
 
 use super::bounds::{justified, worst_cost};
+use super::choice::{Bids, choose};
+use super::referee::Refereed;
 use super::{INVOICE_WAIT, Jobs, NEGOTIATION, PAYMENT_WAIT, Replica, new_id, short};
 use crate::job::{ExecState, JobSpec, JobState, Verifier};
 use crate::verify::{self, Commitment, Loss, NoVerdict};
 use crate::wire::{SignedCommitment, VerifyRequest, VerifyResponse};
 use crate::{Error, Result};
-use agora_market::api::{DemandOfferBase, Event, ProposalView};
-use agora_market::{AgreementState, ProposalState};
+use agora_market::AgreementState;
+use agora_market::api::{DemandOfferBase, Event};
 use agora_payment::model::NewAllocation;
 use alloy_primitives::Address;
 use chrono::Utc;
-use rand::Rng;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -41,11 +42,14 @@ impl Jobs {
         // Bids by start + T; each replica commits within 2T of its start and by start + 5T, and
         // replicas are added only while one can still do so; copied seals are settled within T,
         // the winners reveal within T of the decision, and their outputs are checked within T
-        // more: all by start + 8T, and the allocation holds until then. Then the invoices and payments, whose waits are bounded too:
-        // nothing stays reserved past that.
+        // more: all by start + 8T (9T with a referee, whose own run takes up to T), and the
+        // allocation holds until then. Then the invoices and payments, whose waits are bounded
+        // too: nothing stays reserved past that.
         let rounds_end = started + 5 * t;
+        let rounds = if spec.referee.is_some() { 9 } else { 8 };
         let final_deadline = Utc::now()
-            + chrono::Duration::from_std(8 * t + INVOICE_WAIT + PAYMENT_WAIT).expect("a bounded timeout");
+            + chrono::Duration::from_std(rounds * t + INVOICE_WAIT + PAYMENT_WAIT)
+                .expect("a bounded timeout");
 
         self.record(id, JobState::FindingProviders, &format!("reserving a budget of {budget}")).await?;
         // The job's money is its service's (an end user's job is its service's), as if the
@@ -108,6 +112,15 @@ impl Jobs {
             bids.take(events);
         }
         let reputation = self.reputation(&bids.offers.keys().copied().collect::<Vec<_>>()).await?;
+        for (caught, _) in reputation.iter().filter(|(_, s)| s.caught) {
+            let who = short(&format!("{caught:#x}"));
+            self.record(
+                id,
+                JobState::Negotiating,
+                &format!("leaving {who} out: contradicted by a referee before"),
+            )
+            .await?;
+        }
         let mut pool = choose(&bids.offers, &reputation, &spec.providers);
         self.record(
             id,
@@ -217,6 +230,14 @@ impl Jobs {
             }
         };
 
+        // The referee, where the job has one and a group won; before the decision, so a cancel
+        // may still come first.
+        let refereed = match &verdict {
+            Some(v) if v.undecided.is_none() => self.referee(id, spec, v, t).await?,
+            _ => Refereed::Unchecked,
+        };
+        let stopped = refereed.stops_payment();
+
         // Deciding to pay anyone closes the door to a cancel; a cancel that came first stops the
         // job here (its stop token is cancelled: the runner's select ends it as Cancelled).
         if verdict.as_ref().is_none_or(|v| v.undecided.is_none()) && !self.decide(id).await? {
@@ -255,7 +276,12 @@ impl Jobs {
                 for (provider, loss) in &verdict.losers {
                     refused.insert(*provider, format!("verification failed: {}", loss_reason(loss)));
                 }
-                if verdict.undecided.is_none() {
+                for r in &replicas {
+                    if let Some(why) = refereed.refusal(id, verdict, r) {
+                        refused.insert(r.provider, why);
+                    }
+                }
+                if verdict.undecided.is_none() && stopped.is_none() {
                     self.record(
                         id,
                         JobState::Verifying,
@@ -329,6 +355,9 @@ impl Jobs {
                 }
             }
         }
+        if let (Some(results), Refereed::Agrees(digest)) = (&mut results, &refereed) {
+            results["referee"] = json!(digest);
+        }
         if let Some(results) = &results {
             sqlx::query("UPDATE jobs SET results = $2 WHERE id = $1")
                 .bind(id)
@@ -351,13 +380,16 @@ impl Jobs {
             };
             self.set_execution(id, r, state, refused.get(&r.provider).map(String::as_str)).await?;
         }
-        if verdict.is_some() {
-            self.update_reputation(&replicas, &paid, &refused, verdict.as_ref()).await?;
+        if let Some(v) = &verdict
+            && let Some((caught, spared)) = refereed.judged(id, v, &replicas)
+        {
+            self.update_reputation(&replicas, &paid, &refused, v, &caught, &spared).await?;
         }
-        let outcome = match &verdict {
-            Some(v) if v.undecided.is_some() => {
+        let outcome = match (&verdict, &stopped) {
+            (Some(v), _) if v.undecided.is_some() => {
                 format!("no verdict: {}", no_verdict(v.undecided.as_ref().expect("undecided")))
             }
+            (_, Some(why)) => why.clone(),
             _ if paid.is_empty() => "no result was verified".to_string(),
             _ => format!("verified: {} accepted, {} rejected", paid.len(), refused.len()),
         };
@@ -820,69 +852,6 @@ impl Jobs {
         }
         Ok(digest)
     }
-}
-
-/// The providers' first proposals on a demand, one per provider.
-#[derive(Debug)]
-pub(super) struct Bids {
-    offers: BTreeMap<Address, ProposalView>,
-    /// The job's own list of providers; any when empty.
-    only: Vec<Address>,
-}
-
-impl Bids {
-    /// Keeps new providers' Initial proposals; returns the other proposals (counters).
-    pub(super) fn take(&mut self, events: Vec<Event>) -> Vec<ProposalView> {
-        let mut others = Vec::new();
-        for event in events {
-            let Event::Proposal { proposal, .. } = event else { continue };
-            if proposal.state == ProposalState::Initial {
-                if let Ok(provider) = proposal.issuer_id.parse::<Address>()
-                    && (self.only.is_empty() || self.only.contains(&provider))
-                {
-                    self.offers.entry(provider).or_insert(proposal);
-                }
-            } else {
-                others.push(proposal);
-            }
-        }
-        others
-    }
-}
-
-/// The order providers are asked in, leaving out those that failed more often than they were
-/// verified: the order the job names them in when it names them, else at random, weighted by
-/// reputation (1 + score).
-pub(super) fn choose(
-    offers: &BTreeMap<Address, ProposalView>,
-    reputation: &HashMap<Address, (f64, i64, i64)>,
-    named: &[Address],
-) -> Vec<Address> {
-    let trusted = |p: &Address| reputation.get(p).is_none_or(|(_, verified, failed)| failed <= verified);
-    if !named.is_empty() {
-        return named.iter().filter(|p| offers.contains_key(*p) && trusted(p)).copied().collect();
-    }
-    let mut rng = rand::thread_rng();
-    let mut left: Vec<(Address, f64)> = offers
-        .keys()
-        .filter(|p| trusted(p))
-        .map(|p| (*p, 1.0 + reputation.get(p).map_or(0.0, |r| r.0.max(0.0))))
-        .collect();
-    let mut order = Vec::with_capacity(left.len());
-    while !left.is_empty() {
-        let total: f64 = left.iter().map(|(_, w)| w).sum();
-        let mut pick = rng.r#gen::<f64>() * total;
-        let mut index = left.len() - 1;
-        for (i, (_, w)) in left.iter().enumerate() {
-            if pick < *w {
-                index = i;
-                break;
-            }
-            pick -= w;
-        }
-        order.push(left.remove(index).0);
-    }
-    order
 }
 
 pub(super) fn providers(replicas: &[Replica]) -> String {

@@ -24,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod bounds;
+mod choice;
 mod flow;
 mod queue;
+mod referee;
 mod settle;
 mod users;
 mod views;

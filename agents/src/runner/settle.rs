@@ -562,46 +562,65 @@ impl Jobs {
             .map(|p| p.details))
     }
 
-    pub(super) async fn reputation(
-        &self,
-        providers: &[Address],
-    ) -> Result<HashMap<Address, (f64, i64, i64)>> {
+    pub(super) async fn reputation(&self, providers: &[Address]) -> Result<HashMap<Address, Standing>> {
         let names: Vec<String> = providers.iter().map(|p| format!("{p:#x}")).collect();
-        let rows =
-            sqlx::query("SELECT provider, score, verified, failed FROM reputation WHERE provider = ANY($1)")
-                .bind(&names)
-                .fetch_all(&self.inner.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT provider, score, verified, failed, caught_at IS NOT NULL AS caught
+             FROM reputation WHERE provider = ANY($1)",
+        )
+        .bind(&names)
+        .fetch_all(&self.inner.pool)
+        .await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
                 let p: String = r.get("provider");
-                Some((p.parse().ok()?, (r.get("score"), r.get("verified"), r.get("failed"))))
+                let standing = Standing {
+                    score: r.get("score"),
+                    verified: r.get("verified"),
+                    failed: r.get("failed"),
+                    caught: r.get("caught"),
+                };
+                Some((p.parse().ok()?, standing))
             })
             .collect())
     }
 
     /// +1 for each verified run, ×2/3 for each failed one; a run that only lacked a verdict
-    /// (a tie) counts neither way.
+    /// (a tie) counts neither way. A provider a referee `caught` loses all its score and is left
+    /// out from then on; one it `spared` (its result was the referee's) is not judged.
     pub(super) async fn update_reputation(
         &self,
         replicas: &[Replica],
         paid: &[Address],
         refused: &BTreeMap<Address, String>,
-        verdict: Option<&verify::Verdict>,
+        verdict: &verify::Verdict,
+        caught: &[Address],
+        spared: &[Address],
     ) -> Result<()> {
-        let no_verdict: Vec<Address> = verdict
-            .map(|v| v.losers.iter().filter(|(_, l)| *l == Loss::NoVerdict).map(|(p, _)| *p).collect())
-            .unwrap_or_default();
+        let no_verdict: Vec<Address> =
+            verdict.losers.iter().filter(|(_, l)| *l == Loss::NoVerdict).map(|(p, _)| *p).collect();
         for r in replicas {
+            let provider = format!("{:#x}", r.provider);
+            if caught.contains(&r.provider) {
+                sqlx::query(
+                    "INSERT INTO reputation (provider, score, verified, failed, caught_at) VALUES ($1, 0, 0, 1, now())
+                     ON CONFLICT (provider) DO UPDATE SET
+                         score = 0, failed = reputation.failed + 1, caught_at = now(), updated_at = now()",
+                )
+                .bind(&provider)
+                .execute(&self.inner.pool)
+                .await?;
+                continue;
+            }
             let verified = paid.contains(&r.provider);
             // A provider that never ran (it declined, or did not answer in time) is not judged.
             if r.activity_id.is_none()
+                || spared.contains(&r.provider)
                 || !verified && (!refused.contains_key(&r.provider) || no_verdict.contains(&r.provider))
             {
                 continue;
             }
-            let provider = format!("{:#x}", r.provider);
             // In one statement, so jobs ending at once do not lose each other's outcomes; the
             // rule is verify::reputation_after's.
             sqlx::query(
@@ -619,6 +638,16 @@ impl Jobs {
         }
         Ok(())
     }
+}
+
+/// A provider's record with this node's jobs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Standing {
+    pub(super) score: f64,
+    pub(super) verified: i64,
+    pub(super) failed: i64,
+    /// A referee contradicted a group it was in: it is left out of this node's jobs.
+    pub(super) caught: bool,
 }
 
 /// What paying left undone: verified providers the requestor could not pay (an acceptance
