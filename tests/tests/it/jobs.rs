@@ -142,7 +142,7 @@ impl Devnet {
     }
 
     /// Kills the requestor node (SIGKILL) and starts it again on the same data and database.
-    async fn kill_and_restart_requestor(&mut self) {
+    pub(super) async fn kill_and_restart_requestor(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.requestor.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).unwrap();
         let _ended = self.requestor.exited_within(10).await;

@@ -16,6 +16,7 @@ mod network;
 mod node;
 mod payment;
 mod referee;
+mod restarts;
 mod routing;
 mod schema;
 mod services;

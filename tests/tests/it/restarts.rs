@@ -1,0 +1,53 @@
+//! A requestor node that crashes over and over while its jobs run, on real nodes, Postgres and
+//! anvil: each job completes once the node stays up, each verified provider is paid once, and
+//! the tokens are conserved on chain.
+
+use super::jobs::{Devnet, Mode, executions, said};
+use super::money::assert_conserved;
+use agora_tests::NodeProcess;
+use agora_tests::flow::{get, node_address};
+use alloy_primitives::Address;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Eight jobs on three honest providers (eight agreements each at most), and the requestor
+/// SIGKILLed and restarted three times within seconds while they run. A re-run job waits for
+/// providers still ending the interrupted run's agreements instead of failing, and every job
+/// completes on all three, each paid once for it.
+#[tokio::test]
+async fn repeated_requestor_crashes_fail_no_job_and_pay_each_verified_provider_once() {
+    use Mode::*;
+    let mut net = Devnet::start(&[Honest, Honest, Honest]).await;
+    let requestor_before = net.balance(&net.requestor).await;
+    let before = net.balances().await;
+    let all: Vec<&NodeProcess> = net.honest.iter().collect();
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(net.submit(&all, json!({"confidence": 0})).await);
+    }
+    // The first crash once a job runs; the next within seconds of each restart.
+    let first = ids[0].clone();
+    agora_tests::wait_for(120, "a job to run", || async {
+        let (_, job) = get(&net.requestor, &format!("/jobs/{first}")).await;
+        said(&job, "running on").then_some(())
+    })
+    .await;
+    for pause in [0, 2, 4] {
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+        net.kill_and_restart_requestor().await;
+    }
+    let mut jobs = Vec::new();
+    for id in &ids {
+        jobs.push(net.ended(id).await);
+    }
+    let honest: BTreeSet<Address> = net.honest.iter().map(node_address).collect();
+    for job in &jobs {
+        assert_eq!(job["state"], "completed", "{job:#}");
+        let paid = executions(job, "paid");
+        assert_eq!(paid.len(), 3, "each provider paid once: {job:#}");
+        assert_eq!(paid.iter().copied().collect::<BTreeSet<_>>(), honest, "{job:#}");
+    }
+    let all_jobs: Vec<&serde_json::Value> = jobs.iter().collect();
+    assert_conserved(&net, requestor_before, &before, &all_jobs).await;
+}
