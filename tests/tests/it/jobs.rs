@@ -42,6 +42,8 @@ pub(super) enum Mode {
     InflateUsage,
     /// An honest agent whose one preset has these extra settings (TOML lines).
     Preset(&'static str),
+    /// An honest agent with these `[provider]` settings (TOML lines).
+    Settings(&'static str),
 }
 
 impl Devnet {
@@ -89,6 +91,13 @@ impl Devnet {
                     args[2] = own.to_str().unwrap().to_string();
                     args.extend(["--dishonest".into(), "inflate-usage".into()]);
                 }
+                Mode::Settings(settings) => {
+                    let own = root.path().join(format!("provider-{i}.toml"));
+                    let preset =
+                        "[[provider.presets]]\nname = \"wasm\"\nruntime = \"wasmtime\"\ncpu_threads = 1\n";
+                    std::fs::write(&own, format!("[provider]\n{settings}\n{preset}")).unwrap();
+                    args[2] = own.to_str().unwrap().to_string();
+                }
                 Mode::Preset(extra) => {
                     let own = root.path().join(format!("provider-{i}.toml"));
                     let preset =
@@ -102,7 +111,7 @@ impl Devnet {
                 NodeProcess::start(&root.path().join(format!("p{i}")), &args, &[("DATABASE_URL", &db)]).await;
             peers.push(net_id(&node).1);
             addresses.push(node_address(&node));
-            if *mode == Mode::Honest { honest.push(node) } else { bad.push(node) }
+            if matches!(mode, Mode::Honest | Mode::Settings(_)) { honest.push(node) } else { bad.push(node) }
         }
         let mut args = vec!["--chain-rpc", rpc.as_str(), "--batch-window", "0"];
         for peer in &peers {

@@ -4,15 +4,15 @@
 
 use super::jobs::{Devnet, Mode, executions, said};
 use super::money::assert_conserved;
-use agora_tests::NodeProcess;
-use agora_tests::flow::{get, node_address};
+use agora_tests::flow::{get, node_address, put_blob};
+use agora_tests::{NodeProcess, module};
 use alloy_primitives::Address;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Eight jobs on three honest providers (eight agreements each at most), and the requestor
-/// SIGKILLed and restarted three times within seconds while they run. A re-run job waits for
+/// SIGKILLed and restarted five times within seconds while they run. A re-run job waits for
 /// providers still ending the interrupted run's agreements instead of failing, and every job
 /// completes on all three, each paid once for it.
 #[tokio::test]
@@ -33,7 +33,7 @@ async fn repeated_requestor_crashes_fail_no_job_and_pay_each_verified_provider_o
         said(&job, "running on").then_some(())
     })
     .await;
-    for pause in [0, 2, 4] {
+    for pause in [0, 1, 2, 3, 5] {
         tokio::time::sleep(Duration::from_secs(pause)).await;
         net.kill_and_restart_requestor().await;
     }
@@ -50,4 +50,32 @@ async fn repeated_requestor_crashes_fail_no_job_and_pay_each_verified_provider_o
     }
     let all_jobs: Vec<&serde_json::Value> = jobs.iter().collect();
     assert_conserved(&net, requestor_before, &before, &all_jobs).await;
+}
+
+/// A provider that takes one agreement at a time, busy with one job when another asks for it:
+/// the second job records the provider's refusal as a step, with its reason, and waits for it
+/// within its deadlines instead of failing; both jobs complete, each provider paid once for each.
+#[tokio::test]
+async fn a_job_waits_for_a_busy_provider_and_records_why_it_declined() {
+    use Mode::*;
+    let net = Devnet::start(&[Settings("max_agreements = 1"), Honest, Honest]).await;
+    let (busy, h1, h2) = (&net.honest[0], &net.honest[1], &net.honest[2]);
+    let requestor_before = net.balance(&net.requestor).await;
+    let before = net.balances().await;
+    let count = put_blob(&net.requestor, module("count")).await;
+    let first = net.submit(&[busy, h1], json!({"module": count, "entry_point": "count"})).await;
+    agora_tests::wait_for(120, "the first job to run", || async {
+        let (_, job) = get(&net.requestor, &format!("/jobs/{first}")).await;
+        said(&job, "running on").then_some(())
+    })
+    .await;
+    let second = net.submit(&[busy, h2], json!({"confidence": 0})).await;
+    let (first, second) = (net.ended(&first).await, net.ended(&second).await);
+    for job in [&first, &second] {
+        assert_eq!(job["state"], "completed", "{job:#}");
+        assert_eq!(executions(job, "paid").len(), 2, "{job:#}");
+    }
+    assert!(said(&second, "at capacity: 1 agreements of 1 are running"), "{second:#}");
+    assert!(said(&second, "waiting for"), "{second:#}");
+    assert_conserved(&net, requestor_before, &before, &[&first, &second]).await;
 }
