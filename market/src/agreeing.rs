@@ -147,6 +147,19 @@ impl Market {
         to: AgreementState,
         change: Change<'_>,
     ) -> Result<Agreement> {
+        self.transition_telling(id, from, to, change, None).await
+    }
+
+    /// [`Market::transition`], queueing `tell` for the other side in the same transaction when
+    /// the agreement moved from one of the states given with it; the outbox is then flushed.
+    async fn transition_telling(
+        &self,
+        id: &str,
+        from: &[AgreementState],
+        to: AgreementState,
+        change: Change<'_>,
+        tell: Option<(&MarketRequest, &[AgreementState])>,
+    ) -> Result<Agreement> {
         let agreement = self.store.agreement(id).await?;
         if agreement.valid_to <= Utc::now() && matches!(agreement.state, Proposal | Pending) {
             let _expired_or_moved_meanwhile = self
@@ -155,9 +168,24 @@ impl Market {
                 .await?;
             return Err(Error::Gone(format!("agreement {id} expired at {}", agreement.valid_to)));
         }
-        match self.store.set_agreement_state(id, from, to, change).await? {
+        let message = match tell {
+            Some((request, _)) => {
+                Some(serde_json::to_value(request).map_err(|e| Error::Corrupt(e.to_string()))?)
+            }
+            None => None,
+        };
+        let tell = message
+            .as_ref()
+            .zip(tell)
+            .map(|(message, (_, when))| (agreement.peer_id.as_str(), message, when));
+        match self.store.set_agreement_state_telling(id, from, to, change, tell).await? {
             // The state it had when it moved, which a caller acts on (not the one read before).
-            Some(was) => Ok(Agreement { state: was, ..agreement }),
+            Some(was) => {
+                if tell.is_some_and(|(_, _, when)| when.contains(&was)) {
+                    self.flush_soon().await;
+                }
+                Ok(Agreement { state: was, ..agreement })
+            }
             None => {
                 let now = self.store.agreement(id).await?;
                 let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
@@ -211,41 +239,40 @@ impl Market {
         check_role(&agreement, Role::Provider)?;
         let signature =
             sign_json(&self.identity, &agreement.body()).map_err(|e| Error::Conflict(e.to_string()))?;
-        let agreement = self.transition(id, &[Pending], Approved, Change::Approved(&signature)).await?;
+        let request =
+            MarketRequest::ApproveAgreement { agreement_id: id.to_string(), signature: signature.clone() };
+        let change = Change::Approved(&signature);
+        self.transition_telling(id, &[Pending], Approved, change, Some((&request, &[Pending]))).await?;
         self.event(id, "AgreementApprovedEvent", None).await?;
-        let request = MarketRequest::ApproveAgreement { agreement_id: id.to_string(), signature };
-        self.enqueue(&agreement.peer_id, &request).await?;
         Ok(Approved)
     }
 
     pub async fn reject_agreement(&self, id: &str, reason: Option<Reason>) -> Result<()> {
         check_role(&self.store.agreement(id).await?, Role::Provider)?;
         let reason = reason_of(reason);
-        let agreement = self.transition(id, &[Pending], Rejected, Change::Reason(reason.as_ref())).await?;
-        self.event(id, "AgreementRejectedEvent", reason.clone()).await?;
-        let request = MarketRequest::RejectAgreement { agreement_id: id.into(), reason };
-        self.enqueue(&agreement.peer_id, &request).await
+        let request = MarketRequest::RejectAgreement { agreement_id: id.into(), reason: reason.clone() };
+        let change = Change::Reason(reason.as_ref());
+        self.transition_telling(id, &[Pending], Rejected, change, Some((&request, &[Pending]))).await?;
+        self.event(id, "AgreementRejectedEvent", reason).await
     }
 
     pub async fn cancel_agreement(&self, id: &str, reason: Option<Reason>) -> Result<()> {
         check_role(&self.store.agreement(id).await?, Role::Requestor)?;
         let reason = reason_of(reason);
         let change = Change::Reason(reason.as_ref());
-        let agreement = self.transition(id, &[Proposal, Pending], Cancelled, change).await?;
-        self.event(id, "AgreementCancelledEvent", reason.clone()).await?;
-        if agreement.state == Pending {
-            let request = MarketRequest::CancelAgreement { agreement_id: id.into(), reason };
-            self.enqueue(&agreement.peer_id, &request).await?;
-        }
-        Ok(())
+        // The provider hears of it only if it was sent the agreement (Pending).
+        let request = MarketRequest::CancelAgreement { agreement_id: id.into(), reason: reason.clone() };
+        self.transition_telling(id, &[Proposal, Pending], Cancelled, change, Some((&request, &[Pending])))
+            .await?;
+        self.event(id, "AgreementCancelledEvent", reason).await
     }
 
     pub async fn terminate_agreement(&self, id: &str, reason: Option<Reason>) -> Result<()> {
         let reason = reason_of(reason);
-        let agreement = self.transition(id, &[Approved], Terminated, Change::Reason(reason.as_ref())).await?;
-        self.event(id, "AgreementTerminatedEvent", reason.clone()).await?;
-        let request = MarketRequest::TerminateAgreement { agreement_id: id.into(), reason };
-        self.enqueue(&agreement.peer_id, &request).await
+        let request = MarketRequest::TerminateAgreement { agreement_id: id.into(), reason: reason.clone() };
+        let change = Change::Reason(reason.as_ref());
+        self.transition_telling(id, &[Approved], Terminated, change, Some((&request, &[Approved]))).await?;
+        self.event(id, "AgreementTerminatedEvent", reason).await
     }
 
     /// Waits up to `timeout` for the provider's answer: `Ok(None)` on timeout.

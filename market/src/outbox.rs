@@ -14,9 +14,14 @@ impl Market {
     pub(crate) async fn enqueue(&self, peer: &str, request: &MarketRequest) -> Result<()> {
         let message = serde_json::to_value(request).map_err(|e| Error::Corrupt(e.to_string()))?;
         self.store.enqueue(peer, &message).await?;
+        self.flush_soon().await;
+        Ok(())
+    }
+
+    /// Delivers what was just queued (by [`Market::enqueue`] or with a state change).
+    pub(crate) async fn flush_soon(&self) {
         self.outbox_pending.store(true, Ordering::Release);
         self.flush_outbox().await;
-        Ok(())
     }
 
     /// Delivers queued messages, each peer's in order. One the peer answers goes: acknowledged,

@@ -203,12 +203,27 @@ impl MarketStore {
         to: AgreementState,
         change: Change<'_>,
     ) -> Result<Option<AgreementState>> {
+        self.set_agreement_state_telling(id, from, to, change, None).await
+    }
+
+    /// [`AgreementStore::set_agreement_state`], and in the same transaction, when the agreement
+    /// moved from one of `tell.2`, queues `tell.1` for peer `tell.0`: a move the other side must
+    /// hear of is never kept without its message, even when the node stops between the two.
+    pub async fn set_agreement_state_telling(
+        &self,
+        id: &str,
+        from: &[AgreementState],
+        to: AgreementState,
+        change: Change<'_>,
+        tell: Option<(&str, &serde_json::Value, &[AgreementState])>,
+    ) -> Result<Option<AgreementState>> {
         let (proposed, approved, reason) = match change {
             Change::None => (None, None, None),
             Change::Proposed(signature) => (Some(signature), None, None),
             Change::Approved(signature) => (None, Some(signature), None),
             Change::Reason(reason) => (None, None, reason),
         };
+        let mut tx = self.pool.begin().await?;
         // The row is locked by the sub-select, so the state returned is the one replaced.
         let was: Option<String> = sqlx::query_scalar(
             "WITH was AS (SELECT state FROM agreements WHERE agreement_id = $1 FOR UPDATE)
@@ -227,12 +242,25 @@ impl MarketStore {
         .bind(proposed)
         .bind(approved)
         .bind(reason)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        was.map(|w| {
-            AgreementState::parse(&w).ok_or_else(|| Error::Corrupt(format!("agreement {id}: state {w:?}")))
-        })
-        .transpose()
+        let was = was
+            .map(|w| {
+                AgreementState::parse(&w)
+                    .ok_or_else(|| Error::Corrupt(format!("agreement {id}: state {w:?}")))
+            })
+            .transpose()?;
+        if let (Some(was), Some((peer, message, when))) = (was, tell)
+            && when.contains(&was)
+        {
+            sqlx::query("INSERT INTO market_outbox (peer_id, message) VALUES ($1, $2)")
+                .bind(peer)
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(was)
     }
 
     /// The requestor's confirmation did not reach the provider: back to Proposal, unsigned.
