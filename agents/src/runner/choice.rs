@@ -7,6 +7,8 @@ use agora_market::api::{Event, ProposalView};
 use alloy_primitives::Address;
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The providers' first proposals on a demand, one per provider.
 #[derive(Debug)]
@@ -81,6 +83,58 @@ pub(super) fn choose(
     order
 }
 
+/// How long a busy provider is left before it is asked again: 2 s, doubling with each refusal up
+/// to [`MAX_BUSY_PAUSE`].
+const FIRST_BUSY_PAUSE: Duration = Duration::from_secs(2);
+const MAX_BUSY_PAUSE: Duration = Duration::from_secs(16);
+
+/// Providers that turned a job's agreement down as busy: when each is asked again, and how often
+/// each refused, so that its pause doubles.
+#[derive(Debug, Default)]
+pub(super) struct Waiting {
+    due: BTreeMap<Address, Instant>,
+    refusals: HashMap<Address, u32>,
+}
+
+impl Waiting {
+    /// Notes a refusal at `now`: the provider is asked again after its pause.
+    pub(super) fn add(&mut self, provider: Address, now: Instant) {
+        let refusals = self.refusals.entry(provider).or_default();
+        let pause = FIRST_BUSY_PAUSE.saturating_mul(1 << (*refusals).min(3)).min(MAX_BUSY_PAUSE);
+        *refusals = refusals.saturating_add(1);
+        self.due.insert(provider, now + pause);
+    }
+
+    /// The providers whose pause is over at `now`, taken out, soonest due first.
+    pub(super) fn ready(&mut self, now: Instant) -> Vec<Address> {
+        let mut ready: Vec<(Address, Instant)> =
+            self.due.iter().filter(|(_, at)| **at <= now).map(|(p, at)| (*p, *at)).collect();
+        ready.sort_by_key(|(_, at)| *at);
+        for (p, _) in &ready {
+            self.due.remove(p);
+        }
+        ready.into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// How many are due at `now`.
+    pub(super) fn ready_count(&self, now: Instant) -> usize {
+        self.due.values().filter(|at| **at <= now).count()
+    }
+
+    /// When the first is due.
+    pub(super) fn next_at(&self) -> Option<Instant> {
+        self.due.values().min().copied()
+    }
+
+    pub(super) fn providers(&self) -> impl Iterator<Item = &Address> {
+        self.due.keys()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +169,28 @@ mod tests {
         order.sort();
         assert_eq!(order, vec![proven, fresh]);
         assert_eq!(choose(&offers, &reputation, &[caught, fresh, proven]), vec![fresh, proven]);
+    }
+
+    #[test]
+    fn a_busy_provider_is_asked_again_after_a_pause_that_doubles() {
+        let now = Instant::now();
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let mut waiting = Waiting::default();
+        waiting.add(a, now);
+        waiting.add(b, now + Duration::from_secs(1));
+        assert_eq!(waiting.next_at(), Some(now + Duration::from_secs(2)));
+        assert!(waiting.ready(now + Duration::from_secs(1)).is_empty());
+        assert_eq!(waiting.ready_count(now + Duration::from_secs(3)), 2);
+        assert_eq!(waiting.ready(now + Duration::from_secs(3)), vec![a, b]);
+        assert!(waiting.is_empty());
+        let pauses: Vec<u64> = (0..6)
+            .map(|_| {
+                waiting.add(a, now);
+                let at = waiting.next_at().unwrap();
+                waiting.ready(at);
+                (at - now).as_secs()
+            })
+            .collect();
+        assert_eq!(pauses, vec![4, 8, 16, 16, 16, 16]);
     }
 }

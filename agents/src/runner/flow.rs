@@ -3,7 +3,7 @@
 //! came back against the verified hash.
 
 use super::bounds::{justified, worst_cost};
-use super::choice::{Bids, choose};
+use super::choice::{Bids, Waiting, choose};
 use super::referee::Refereed;
 use super::{INVOICE_WAIT, Jobs, NEGOTIATION, PAYMENT_WAIT, Replica, new_id, short};
 use crate::job::{ExecState, JobSpec, JobState, Verifier};
@@ -132,8 +132,11 @@ impl Jobs {
         let mut replicas: Vec<Replica> = Vec::new();
         let mut spent_worst = Decimal::ZERO;
         let mut wanted = spec.concurrency;
+        // Providers that turned an agreement down as busy, to be asked again from a time on.
+        let mut waiting = Waiting::default();
         let verdict = loop {
-            // Engage `wanted` more providers, within the budget.
+            // Engage `wanted` more providers, within the budget: those whose wait is over first.
+            pool.splice(0..0, waiting.ready(Instant::now()));
             let mut fresh = Vec::new();
             while fresh.len() < wanted {
                 let Some(address) = pool.first().copied() else { break };
@@ -176,35 +179,65 @@ impl Jobs {
                     run: None,
                     outputs: BTreeMap::new(),
                     failure: None,
+                    busy: false,
                 });
             }
-            if fresh.is_empty() && replicas.is_empty() {
+            if fresh.is_empty() && replicas.is_empty() && waiting.is_empty() {
                 return Ok((JobState::Failed, format!("no provider's price fits the budget of {budget}")));
             }
             if !fresh.is_empty() {
                 self.negotiate(id, &demand_id, &base, &mut fresh, &mut bids, spec.timeout).await?;
+                // A busy provider never ran: its worst case is given back until it is asked again.
+                for r in fresh.extract_if(.., |r| r.busy) {
+                    spent_worst = spent_worst.checked_sub(r.worst_cost).unwrap_or(Decimal::ZERO);
+                    waiting.add(r.provider, Instant::now());
+                }
+            }
+            if !fresh.is_empty() {
                 self.record(id, JobState::Running, &format!("running on {}", providers(&fresh))).await?;
                 let commit_by = (Instant::now() + 2 * t).min(rounds_end);
                 let runs = fresh.iter_mut().map(|r| self.execute(id, spec, r, commit_by));
                 futures_util::future::join_all(runs).await;
                 replicas.extend(fresh);
             }
-            if spec.verifier == Verifier::None {
+            let ran = replicas.iter().any(|r| r.failure.is_none());
+            if spec.verifier == Verifier::None && (ran || waiting.is_empty()) {
                 break None;
             }
             self.resolve_replays(id, &mut replicas, Instant::now() + t).await;
             let commitments: Vec<Commitment> = replicas.iter().filter_map(|r| r.commitment).collect();
             let verdict = verify::decide(&commitments, spec.confidence);
             match &verdict.undecided {
+                // (A job without a verifier has no commitments: it is never decided here.)
                 None => break Some(verdict),
                 Some(why) => {
-                    let affordable = pool.iter().any(|a| {
+                    let fits = |a: &Address| {
                         worst_cost(&bids.offers[a].properties, t)
                             .ok()
                             .and_then(|cost| spent_worst.checked_add(cost))
                             .is_some_and(|total| total <= budget)
-                    });
+                    };
+                    let affordable = pool.iter().any(fits);
                     let in_time = Instant::now() + 2 * t <= rounds_end;
+                    // Only busy providers are left to ask: wait for the first of them, while a
+                    // replica asked then could still commit in time.
+                    if !affordable
+                        && in_time
+                        && let Some(until) = waiting.next_at().filter(|at| *at + 2 * t <= rounds_end)
+                    {
+                        let who: Vec<String> =
+                            waiting.providers().map(|p| short(&format!("{p:#x}"))).collect();
+                        let secs = until.saturating_duration_since(Instant::now()).as_secs();
+                        self.record(
+                            id,
+                            JobState::Negotiating,
+                            &format!("waiting for {}, busy: asking again in {secs} s", who.join(", ")),
+                        )
+                        .await?;
+                        tokio::time::sleep_until(until).await;
+                        wanted = waiting.ready_count(Instant::now()).max(1);
+                        continue;
+                    }
                     let more = affordable && in_time;
                     let next = if more {
                         "; adding a replica"
@@ -222,7 +255,7 @@ impl Jobs {
                     )
                     .await?;
                     if !more {
-                        break Some(verdict);
+                        break (spec.verifier != Verifier::None).then_some(verdict);
                     }
                     // Pool members that the budget cannot take are skipped as they come up.
                     wanted = 1;
@@ -358,19 +391,19 @@ impl Jobs {
         if let (Some(results), Refereed::Agrees(digest)) = (&mut results, &refereed) {
             results["referee"] = json!(digest);
         }
+        // The verdict is written in one transaction, results and every replica's row: a restart
+        // that finds a winner recorded settles the job, and finds everything it needs for that
+        // (every winner, and why each other replica is not paid); one that finds none runs the
+        // job again.
+        let mut tx = self.inner.pool.begin().await?;
         if let Some(results) = &results {
             sqlx::query("UPDATE jobs SET results = $2 WHERE id = $1")
                 .bind(id)
                 .bind(results)
-                .execute(&self.inner.pool)
+                .execute(&mut *tx)
                 .await?;
         }
-        // The verdict is written results first, then the winners, then the others: a restart
-        // that finds a winner recorded settles the job, and finds everything it needs for that
-        // already written; one that finds none runs the job again.
-        let mut order: Vec<&Replica> = replicas.iter().collect();
-        order.sort_by_key(|r| !paid.contains(&r.provider));
-        for r in order {
+        for r in &replicas {
             let state = if paid.contains(&r.provider) {
                 ExecState::Verified
             } else if r.failure.is_some() {
@@ -378,8 +411,10 @@ impl Jobs {
             } else {
                 ExecState::Lost
             };
-            self.set_execution(id, r, state, refused.get(&r.provider).map(String::as_str)).await?;
+            let reason = refused.get(&r.provider).map(String::as_str);
+            super::write_execution(&mut *tx, id, r, state, reason).await?;
         }
+        tx.commit().await?;
         if let Some(v) = &verdict
             && let Some((caught, spared)) = refereed.judged(id, v, &replicas)
         {
@@ -558,6 +593,14 @@ impl Jobs {
                 Ok(Some(AgreementState::Approved)) => {
                     r.peer = self.inner.market.agreement(&agreement).await.ok().map(|a| a.peer_id);
                 }
+                Ok(Some(AgreementState::Rejected)) => {
+                    // It agreed to the terms and turned the agreement down: it is busy (at
+                    // capacity, or still ending earlier agreements), and may be asked again.
+                    let why = self.inner.market.agreement(&agreement).await.ok().and_then(|a| a.reason);
+                    let why = why.as_ref().and_then(|w| w["message"].as_str()).unwrap_or("no reason given");
+                    r.failure = Some(format!("the provider rejected the agreement: {}", short_reason(why)));
+                    r.busy = true;
+                }
                 Ok(Some(state)) => {
                     r.failure = Some(format!("the provider's answer to the agreement: {state}"))
                 }
@@ -572,6 +615,12 @@ impl Jobs {
         for r in replicas.iter() {
             let state = if r.failure.is_some() { ExecState::Failed } else { ExecState::Agreed };
             self.set_execution(id, r, state, r.failure.as_deref()).await?;
+            if let Some(why) = &r.failure {
+                let who = short(&format!("{:#x}", r.provider));
+                tracing::info!(job = id, provider = %r.provider, "negotiation failed: {why}");
+                self.record(id, JobState::Negotiating, &format!("negotiating with {who} failed: {why}"))
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -882,4 +931,12 @@ pub(super) fn loss_reason(loss: &Loss) -> String {
         Loss::BadReveal => "its reveal does not open its commitment",
     }
     .into()
+}
+
+/// A reason another node gave, as this node repeats it: at most 200 characters.
+fn short_reason(why: &str) -> String {
+    match why.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &why[..at]),
+        None => why.to_string(),
+    }
 }

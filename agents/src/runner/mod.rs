@@ -107,6 +107,9 @@ struct Replica {
     run: Option<agora_activity::wire::CommandResult>,
     outputs: BTreeMap<String, String>,
     failure: Option<String>,
+    /// It turned the agreement down (at capacity, or still ending earlier agreements): it never
+    /// ran, and may be asked again.
+    busy: bool,
 }
 
 impl Jobs {
@@ -406,27 +409,38 @@ impl Jobs {
         state: ExecState,
         reason: Option<&str>,
     ) -> Result<()> {
-        let commitment =
-            replica.commitment.map(|c| json!({"hash": c.hash.map(hex::encode), "seal": hex::encode(c.seal)}));
-        sqlx::query(
-            "INSERT INTO job_executions (job_id, provider, agreement_id, activity_id, state, commitment, reason, max_amount)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (job_id, provider) DO UPDATE SET agreement_id = $3, activity_id = $4, state = $5,
-                 commitment = coalesce($6, job_executions.commitment), reason = coalesce($7, job_executions.reason),
-                 max_amount = coalesce($8, job_executions.max_amount)",
-        )
-        .bind(id)
-        .bind(format!("{:#x}", replica.provider))
-        .bind(&replica.agreement_id)
-        .bind(&replica.activity_id)
-        .bind(state.code())
-        .bind(commitment)
-        .bind(reason)
-        .bind(replica.max_amount)
-        .execute(&self.inner.pool)
-        .await?;
-        Ok(())
+        write_execution(&self.inner.pool, id, replica, state, reason).await
     }
+}
+
+/// A replica's row, through `db` (the pool, or a transaction that writes it with others).
+async fn write_execution(
+    db: impl sqlx::PgExecutor<'_>,
+    id: &str,
+    replica: &Replica,
+    state: ExecState,
+    reason: Option<&str>,
+) -> Result<()> {
+    let commitment =
+        replica.commitment.map(|c| json!({"hash": c.hash.map(hex::encode), "seal": hex::encode(c.seal)}));
+    sqlx::query(
+        "INSERT INTO job_executions (job_id, provider, agreement_id, activity_id, state, commitment, reason, max_amount)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (job_id, provider) DO UPDATE SET agreement_id = $3, activity_id = $4, state = $5,
+             commitment = coalesce($6, job_executions.commitment), reason = coalesce($7, job_executions.reason),
+             max_amount = coalesce($8, job_executions.max_amount)",
+    )
+    .bind(id)
+    .bind(format!("{:#x}", replica.provider))
+    .bind(&replica.agreement_id)
+    .bind(&replica.activity_id)
+    .bind(state.code())
+    .bind(commitment)
+    .bind(reason)
+    .bind(replica.max_amount)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// An id or address shortened for people: its first characters.

@@ -272,6 +272,7 @@ impl Jobs {
                 .collect();
             self.record(id, JobState::Paying, "the requestor node restarted; settling the verified result")
                 .await?;
+            let mut pending = Vec::new();
             if let Some(allocation) = &allocation {
                 let settled = self.settle(id, &parties, &paid, &refused, allocation).await?;
                 self.release_or_hold(id, allocation, &settled).await?;
@@ -282,11 +283,16 @@ impl Jobs {
                     let outcome = format!("verified, but {}", settled.unpaid.join("; "));
                     return Ok(Some((JobState::Failed, outcome)));
                 }
+                pending = settled.pending;
             }
             if let Some(demand) = &demand {
                 let _gone = self.inner.market.unsubscribe_demand(demand).await;
             }
-            let outcome = format!("verified: {} accepted, {} rejected", paid.len(), refused.len());
+            let mut outcome = format!("verified: {} accepted, {} rejected", paid.len(), refused.len());
+            // As a run that was not interrupted says it: what is still on its way.
+            if !pending.is_empty() {
+                outcome = format!("{outcome}; {}", pending.join("; "));
+            }
             return Ok(Some((if paid.is_empty() { JobState::Failed } else { JobState::Completed }, outcome)));
         }
         // Interrupted before its verdict: what ran is not verified, so it is not paid; the job
