@@ -160,6 +160,17 @@ impl Jobs {
             let agreement: String = row.get("agreement_id");
             let max: Option<Decimal> = row.get("max_amount");
             let invoices = payments.agreement_documents(Kind::Invoice, &agreement).await?;
+            // Accepted by a sweep that stopped (the node did) before it noted so on the job:
+            // noted, and charged to the owner, now.
+            if let Some(done) = invoices
+                .iter()
+                .find(|d| !d.issued_here && matches!(d.status, Status::Accepted | Status::Settled))
+            {
+                waiting -= 1;
+                let amount = done.accepted_amount.unwrap_or(done.document.amount);
+                self.note_late_invoice(&id, &provider, &done.document.id, amount).await?;
+                continue;
+            }
             let Some(invoice) = invoices.into_iter().find(|d| !d.issued_here && d.status == Status::Received)
             else {
                 continue;
@@ -183,16 +194,7 @@ impl Jobs {
             match payments.accept(Kind::Invoice, &doc.id, acceptance).await {
                 Ok(()) => {
                     waiting -= 1;
-                    self.note_invoice(&id, &provider, &doc.id, Some(doc.amount), ExecState::Verified).await?;
-                    // The job ended before this was paid, so its owner's cap is charged now.
-                    sqlx::query(
-                        "UPDATE job_users u SET spent = u.spent + $2 FROM jobs j
-                         WHERE j.id = $1 AND j.owner = 'user:' || u.id",
-                    )
-                    .bind(&id)
-                    .bind(doc.amount)
-                    .execute(&self.inner.pool)
-                    .await?;
+                    self.note_late_invoice(&id, &provider, &doc.id, doc.amount).await?;
                     tracing::info!(job = %id, invoice = %doc.id, provider = %provider, amount = %doc.amount, "accepted a late invoice");
                 }
                 Err(e) => {
@@ -535,6 +537,42 @@ impl Jobs {
             .bind(id)
             .execute(&self.inner.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Notes a late invoice's acceptance on an ended job and charges its owner's cap for it, in
+    /// one transaction and once: the job ended before this was paid, so what it gave back of the
+    /// cap did not count it.
+    async fn note_late_invoice(
+        &self,
+        id: &str,
+        provider: &str,
+        invoice: &str,
+        amount: Decimal,
+    ) -> Result<()> {
+        let mut tx = self.inner.pool.begin().await?;
+        let noted = sqlx::query(
+            "UPDATE job_executions SET invoice_id = $3, amount = $4
+             WHERE job_id = $1 AND provider = $2 AND invoice_id IS NULL",
+        )
+        .bind(id)
+        .bind(provider)
+        .bind(invoice)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if noted == 1 {
+            sqlx::query(
+                "UPDATE job_users u SET spent = u.spent + $2 FROM jobs j
+                 WHERE j.id = $1 AND j.owner = 'user:' || u.id",
+            )
+            .bind(id)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
