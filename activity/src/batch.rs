@@ -227,12 +227,11 @@ impl Activities {
         self.inner.store.set_state(id, state, None).await;
     }
 
-    /// Brings a transfer's source to `target`, an input file. It is made beside the target under
-    /// a temporary name and put in place only when whole, so a transfer that fails leaves the
-    /// input as it was; putting it in place replaces the old file rather than writing into it
-    /// (which may be a blob's, linked).
-    /// Brings `from` to `target`: a blob from `peer`, or from this node's own blobs when there is
-    /// no peer (a run of this node's own).
+    /// Brings a transfer's source to `target`, an input file: a blob from `peer`, or from this
+    /// node's own blobs when there is no peer (a run of this node's own). It is made beside the
+    /// target under a temporary name and put in place only when whole, so a transfer that fails
+    /// leaves the input as it was; putting it in place replaces the old file rather than writing
+    /// into it (which may be a blob's, linked).
     pub(crate) async fn fetch(
         &self,
         peer: Option<&str>,

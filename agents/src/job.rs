@@ -190,7 +190,19 @@ impl JobSpec {
             Some(Referee::SpotCheck(p)) if !(0.0..=1.0).contains(&p) => {
                 return Err(format!("referee.spotCheck {p}: a probability, from 0 to 1"));
             }
-            Some(_) => {}
+            Some(_) => {
+                // The referee must run exactly what the providers ran: sources named by their
+                // content, not a URL whose answer may change.
+                let pinned = |src: &str| src.starts_with("blob:sha256:") || src.starts_with("hash:");
+                if let Some(src) = std::iter::once(&self.module)
+                    .chain(self.inputs.iter().map(|i| &i.src))
+                    .find(|src| !pinned(src))
+                {
+                    return Err(format!(
+                        "referee: {src} is not named by its content; give blob:sha256:… or hash:<sha3|sha256>:<hex>:<url>"
+                    ));
+                }
+            }
         }
         if let Some(url) = &self.webhook {
             let parsed = reqwest::Url::parse(url).map_err(|e| format!("webhook {url:?}: {e}"))?;
@@ -357,6 +369,13 @@ mod tests {
         let mut datasets = with(serde_json::json!("local")).unwrap();
         datasets.datasets = vec!["imagenet".into()];
         assert!(datasets.check().unwrap_err().starts_with("referee"));
+        let mut url = with(serde_json::json!("local")).unwrap();
+        url.module = "https://example.org/m.wasm".into();
+        assert!(url.check().unwrap_err().contains("not named by its content"));
+        url.module = format!("hash:sha256:{}:https://example.org/m.wasm", "ab".repeat(32));
+        assert!(url.check().is_ok());
+        url.inputs = vec![Input { src: "http://example.org/in".into(), dst: "in".into() }];
+        assert!(url.check().unwrap_err().contains("http://example.org/in"));
         // Without a referee, the spec's JSON is as before.
         let plain = spec(serde_json::json!({"module": "m", "budget": "1"})).unwrap();
         assert!(serde_json::to_value(&plain).unwrap().get("referee").is_none());

@@ -151,7 +151,8 @@ impl Market {
     }
 
     /// [`Market::transition`], queueing `tell` for the other side in the same transaction when
-    /// the agreement moved from one of the states given with it; the outbox is then flushed.
+    /// the agreement moved from one of the states given with it. The caller records its event,
+    /// then flushes the outbox.
     async fn transition_telling(
         &self,
         id: &str,
@@ -180,12 +181,7 @@ impl Market {
             .map(|(message, (_, when))| (agreement.peer_id.as_str(), message, when));
         match self.store.set_agreement_state_telling(id, from, to, change, tell).await? {
             // The state it had when it moved, which a caller acts on (not the one read before).
-            Some(was) => {
-                if tell.is_some_and(|(_, _, when)| when.contains(&was)) {
-                    self.flush_soon().await;
-                }
-                Ok(Agreement { state: was, ..agreement })
-            }
+            Some(was) => Ok(Agreement { state: was, ..agreement }),
             None => {
                 let now = self.store.agreement(id).await?;
                 let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
@@ -244,6 +240,7 @@ impl Market {
         let change = Change::Approved(&signature);
         self.transition_telling(id, &[Pending], Approved, change, Some((&request, &[Pending]))).await?;
         self.event(id, "AgreementApprovedEvent", None).await?;
+        self.flush_soon().await;
         Ok(Approved)
     }
 
@@ -253,7 +250,9 @@ impl Market {
         let request = MarketRequest::RejectAgreement { agreement_id: id.into(), reason: reason.clone() };
         let change = Change::Reason(reason.as_ref());
         self.transition_telling(id, &[Pending], Rejected, change, Some((&request, &[Pending]))).await?;
-        self.event(id, "AgreementRejectedEvent", reason).await
+        self.event(id, "AgreementRejectedEvent", reason).await?;
+        self.flush_soon().await;
+        Ok(())
     }
 
     pub async fn cancel_agreement(&self, id: &str, reason: Option<Reason>) -> Result<()> {
@@ -264,7 +263,9 @@ impl Market {
         let request = MarketRequest::CancelAgreement { agreement_id: id.into(), reason: reason.clone() };
         self.transition_telling(id, &[Proposal, Pending], Cancelled, change, Some((&request, &[Pending])))
             .await?;
-        self.event(id, "AgreementCancelledEvent", reason).await
+        self.event(id, "AgreementCancelledEvent", reason).await?;
+        self.flush_soon().await;
+        Ok(())
     }
 
     pub async fn terminate_agreement(&self, id: &str, reason: Option<Reason>) -> Result<()> {
@@ -272,7 +273,9 @@ impl Market {
         let request = MarketRequest::TerminateAgreement { agreement_id: id.into(), reason: reason.clone() };
         let change = Change::Reason(reason.as_ref());
         self.transition_telling(id, &[Approved], Terminated, change, Some((&request, &[Approved]))).await?;
-        self.event(id, "AgreementTerminatedEvent", reason).await
+        self.event(id, "AgreementTerminatedEvent", reason).await?;
+        self.flush_soon().await;
+        Ok(())
     }
 
     /// Waits up to `timeout` for the provider's answer: `Ok(None)` on timeout.

@@ -38,15 +38,15 @@ impl Bids {
     }
 }
 
-/// How much a provider with no verified run on this node weighs in [`choose`], against `1 + score`
-/// (at least 2) for one with a verified run.
+/// How much a provider with no verified run on this node weighs in [`choose`], against at least
+/// 2 for one with a verified run.
 pub(super) const NEW_IDENTITY_WEIGHT: f64 = 0.5;
 
 /// A provider's weight in [`choose`]: [`NEW_IDENTITY_WEIGHT`] until it has a verified run on
-/// this node, then `1 + score`.
+/// this node, then `1 + score`, and at least 2.
 pub(super) fn weight(standing: Option<&Standing>) -> f64 {
     match standing {
-        Some(s) if s.verified > 0 => 1.0 + s.score.max(0.0),
+        Some(s) if s.verified > 0 => (1.0 + s.score).max(2.0),
         _ => NEW_IDENTITY_WEIGHT,
     }
 }
@@ -87,6 +87,8 @@ pub(super) fn choose(
 /// to [`MAX_BUSY_PAUSE`].
 const FIRST_BUSY_PAUSE: Duration = Duration::from_secs(2);
 const MAX_BUSY_PAUSE: Duration = Duration::from_secs(16);
+/// How often a job asks one busy provider before it stops waiting for it (about seven minutes).
+pub(super) const MAX_REFUSALS: u32 = 30;
 
 /// Providers that turned a job's agreement down as busy: when each is asked again, and how often
 /// each refused, so that its pause doubles.
@@ -97,12 +99,17 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
-    /// Notes a refusal at `now`: the provider is asked again after its pause.
-    pub(super) fn add(&mut self, provider: Address, now: Instant) {
+    /// Notes a refusal at `now`: the provider is asked again after its pause, unless it refused
+    /// [`MAX_REFUSALS`] times; whether it will be.
+    pub(super) fn add(&mut self, provider: Address, now: Instant) -> bool {
         let refusals = self.refusals.entry(provider).or_default();
         let pause = FIRST_BUSY_PAUSE.saturating_mul(1 << (*refusals).min(3)).min(MAX_BUSY_PAUSE);
         *refusals = refusals.saturating_add(1);
+        if *refusals >= MAX_REFUSALS {
+            return false;
+        }
         self.due.insert(provider, now + pause);
+        true
     }
 
     /// The providers whose pause is over at `now`, taken out, soonest due first.
@@ -157,6 +164,8 @@ mod tests {
         assert_eq!(weight(None), NEW_IDENTITY_WEIGHT);
         assert_eq!(weight(Some(&standing(0, 0, false))), NEW_IDENTITY_WEIGHT);
         assert!(weight(Some(&standing(1, 0, false))) >= 4.0 * NEW_IDENTITY_WEIGHT);
+        let worn = Standing { score: 0.1, verified: 1, failed: 1, caught: false };
+        assert_eq!(weight(Some(&worn)), 2.0);
         let [proven, fresh, caught, failing] = [1u8, 2, 3, 4].map(Address::repeat_byte);
         let offers: BTreeMap<Address, ProposalView> =
             [proven, fresh, caught, failing].into_iter().map(|p| (p, offer(p))).collect();
@@ -185,12 +194,20 @@ mod tests {
         assert!(waiting.is_empty());
         let pauses: Vec<u64> = (0..6)
             .map(|_| {
-                waiting.add(a, now);
+                assert!(waiting.add(a, now));
                 let at = waiting.next_at().unwrap();
                 waiting.ready(at);
                 (at - now).as_secs()
             })
             .collect();
         assert_eq!(pauses, vec![4, 8, 16, 16, 16, 16]);
+        // Seven refusals so far; it is waited for until its thirtieth.
+        let mut more = 0;
+        while waiting.add(a, now) {
+            waiting.ready(now + MAX_BUSY_PAUSE);
+            more += 1;
+        }
+        assert_eq!(more, MAX_REFUSALS - 8);
+        assert!(waiting.is_empty());
     }
 }

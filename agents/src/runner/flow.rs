@@ -5,13 +5,12 @@
 use super::bounds::{justified, worst_cost};
 use super::choice::{Bids, Waiting, choose};
 use super::referee::Refereed;
-use super::{INVOICE_WAIT, Jobs, NEGOTIATION, PAYMENT_WAIT, Replica, new_id, short};
+use super::{INVOICE_WAIT, Jobs, PAYMENT_WAIT, Replica, new_id, short};
 use crate::job::{ExecState, JobSpec, JobState, Verifier};
 use crate::verify::{self, Commitment, Loss, NoVerdict};
 use crate::wire::{SignedCommitment, VerifyRequest, VerifyResponse};
 use crate::{Error, Result};
-use agora_market::AgreementState;
-use agora_market::api::{DemandOfferBase, Event};
+use agora_market::api::DemandOfferBase;
 use agora_payment::model::NewAllocation;
 use alloy_primitives::Address;
 use chrono::Utc;
@@ -187,10 +186,13 @@ impl Jobs {
             }
             if !fresh.is_empty() {
                 self.negotiate(id, &demand_id, &base, &mut fresh, &mut bids, spec.timeout).await?;
-                // A busy provider never ran: its worst case is given back until it is asked again.
-                for r in fresh.extract_if(.., |r| r.busy) {
+                // A busy provider never ran: its worst case is given back, and it is asked again
+                // later, unless it refused too often (then it stays a failed replica).
+                for r in fresh.extract_if(.., |r| r.busy).collect::<Vec<_>>() {
                     spent_worst = spent_worst.checked_sub(r.worst_cost).unwrap_or(Decimal::ZERO);
-                    waiting.add(r.provider, Instant::now());
+                    if !waiting.add(r.provider, Instant::now()) {
+                        replicas.push(r);
+                    }
                 }
             }
             if !fresh.is_empty() {
@@ -235,7 +237,14 @@ impl Jobs {
                         )
                         .await?;
                         tokio::time::sleep_until(until).await;
-                        wanted = waiting.ready_count(Instant::now()).max(1);
+                        // As many as are due, up to the replicas still missing.
+                        let ran = replicas.iter().filter(|r| r.failure.is_none()).count();
+                        let missing = if spec.verifier == Verifier::None {
+                            1
+                        } else {
+                            spec.concurrency.saturating_sub(ran)
+                        };
+                        wanted = waiting.ready_count(Instant::now()).min(missing).max(1);
                         continue;
                     }
                     let more = affordable && in_time;
@@ -414,12 +423,14 @@ impl Jobs {
             let reason = refused.get(&r.provider).map(String::as_str);
             super::write_execution(&mut *tx, id, r, state, reason).await?;
         }
-        tx.commit().await?;
+        // Reputation with it: a referee's catch is not lost to a crash.
         if let Some(v) = &verdict
             && let Some((caught, spared)) = refereed.judged(id, v, &replicas)
         {
-            self.update_reputation(&replicas, &paid, &refused, v, &caught, &spared).await?;
+            super::settle::update_reputation(&mut tx, &replicas, &paid, &refused, v, &caught, &spared)
+                .await?;
         }
+        tx.commit().await?;
         let outcome = match (&verdict, &stopped) {
             (Some(v), _) if v.undecided.is_some() => {
                 format!("no verdict: {}", no_verdict(v.undecided.as_ref().expect("undecided")))
@@ -494,135 +505,6 @@ impl Jobs {
             properties: Value::Object(properties),
             constraints: format!("(&{constraints})"),
         })
-    }
-
-    /// Counters each replica's offer, signs an agreement on the provider's answer, and waits for
-    /// its approval. A replica that does not get there is marked failed.
-    pub(super) async fn negotiate(
-        &self,
-        id: &str,
-        demand_id: &str,
-        base: &DemandOfferBase,
-        replicas: &mut [Replica],
-        bids: &mut Bids,
-        timeout: u64,
-    ) -> Result<()> {
-        let deadline = Instant::now() + NEGOTIATION;
-        let mut drafts: HashMap<String, usize> = HashMap::new();
-        for (i, r) in replicas.iter_mut().enumerate() {
-            self.set_execution(id, r, ExecState::Chosen, None).await?;
-            match self.inner.market.counter_proposal(demand_id, &r.proposal.proposal_id, base, false).await {
-                Ok(draft) => {
-                    drafts.insert(draft, i);
-                }
-                Err(e) => r.failure = Some(format!("negotiation failed: {e}")),
-            }
-        }
-        let valid_to = Utc::now() + chrono::Duration::hours(1);
-        let t = Duration::from_secs(timeout);
-        let platform =
-            base.properties[agora_market::keys::CHOSEN_PLATFORM].as_str().unwrap_or_default().to_string();
-        while !drafts.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let events = self
-                .inner
-                .market
-                .collect_demand_events(demand_id, left.min(Duration::from_secs(1)), 100)
-                .await?;
-            for event in &events {
-                if let Event::ProposalRejected { proposal_id, reason, .. } = event
-                    && let Some(i) = drafts.remove(proposal_id)
-                {
-                    let why = reason.as_ref().and_then(|r| r["message"].as_str().map(str::to_string));
-                    replicas[i].failure = Some(format!(
-                        "the provider declined: {}",
-                        why.unwrap_or_else(|| "no reason given".into())
-                    ));
-                }
-            }
-            for event in bids.take(events) {
-                let Some(i) = event.prev_proposal_id.as_ref().and_then(|prev| drafts.remove(prev)) else {
-                    continue;
-                };
-                let r = &mut replicas[i];
-                if let Some(why) = self.payee_problem(&event.properties, &platform) {
-                    r.failure = Some(format!("its terms cannot be paid: {why}"));
-                    continue;
-                }
-                match worst_cost(&event.properties, t) {
-                    Ok(agreed_cost) if agreed_cost <= r.worst_cost => {}
-                    Ok(agreed_cost) => {
-                        r.failure = Some(format!(
-                            "its terms may cost {agreed_cost}, more than its offer's {}",
-                            r.worst_cost
-                        ));
-                        continue;
-                    }
-                    Err(why) => {
-                        r.failure = Some(format!("its terms cannot be bounded: {why}"));
-                        continue;
-                    }
-                }
-                let agreement = match self.inner.market.create_agreement(&event.proposal_id, valid_to).await {
-                    Ok(agreement) => agreement,
-                    Err(e) => {
-                        r.failure = Some(format!("negotiation failed: {e}"));
-                        continue;
-                    }
-                };
-                // Recorded before it is signed, so a cancel or a restart finds it to end.
-                r.agreement_id = Some(agreement.clone());
-                self.set_execution(id, r, ExecState::Chosen, None).await?;
-                if let Err(e) = self.inner.market.confirm_agreement(&agreement).await {
-                    r.failure = Some(format!("negotiation failed: {e}"));
-                }
-            }
-        }
-        let approvals = replicas.iter_mut().map(|r| async move {
-            if r.failure.is_some() {
-                return;
-            }
-            let Some(agreement) = r.agreement_id.clone() else {
-                r.failure = Some("the provider did not answer the counter-proposal".into());
-                return;
-            };
-            match self.inner.market.wait_for_approval(&agreement, NEGOTIATION).await {
-                Ok(Some(AgreementState::Approved)) => {
-                    r.peer = self.inner.market.agreement(&agreement).await.ok().map(|a| a.peer_id);
-                }
-                Ok(Some(AgreementState::Rejected)) => {
-                    // It agreed to the terms and turned the agreement down: it is busy (at
-                    // capacity, or still ending earlier agreements), and may be asked again.
-                    let why = self.inner.market.agreement(&agreement).await.ok().and_then(|a| a.reason);
-                    let why = why.as_ref().and_then(|w| w["message"].as_str()).unwrap_or("no reason given");
-                    r.failure = Some(format!("the provider rejected the agreement: {}", short_reason(why)));
-                    r.busy = true;
-                }
-                Ok(Some(state)) => {
-                    r.failure = Some(format!("the provider's answer to the agreement: {state}"))
-                }
-                Ok(None) => {
-                    r.failure =
-                        Some(format!("the provider did not approve within {} s", NEGOTIATION.as_secs()));
-                }
-                Err(e) => r.failure = Some(format!("negotiation failed: {e}")),
-            }
-        });
-        futures_util::future::join_all(approvals).await;
-        for r in replicas.iter() {
-            let state = if r.failure.is_some() { ExecState::Failed } else { ExecState::Agreed };
-            self.set_execution(id, r, state, r.failure.as_deref()).await?;
-            if let Some(why) = &r.failure {
-                let who = short(&format!("{:#x}", r.provider));
-                tracing::info!(job = id, provider = %r.provider, "negotiation failed: {why}");
-                self.record(id, JobState::Negotiating, &format!("negotiating with {who} failed: {why}"))
-                    .await?;
-            }
-        }
-        Ok(())
     }
 
     /// Runs the job on one replica and takes its commitment, by `deadline`.
@@ -931,12 +813,4 @@ pub(super) fn loss_reason(loss: &Loss) -> String {
         Loss::BadReveal => "its reveal does not open its commitment",
     }
     .into()
-}
-
-/// A reason another node gave, as this node repeats it: at most 200 characters.
-fn short_reason(why: &str) -> String {
-    match why.char_indices().nth(200) {
-        Some((at, _)) => format!("{}…", &why[..at]),
-        None => why.to_string(),
-    }
 }

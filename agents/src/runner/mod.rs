@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 mod bounds;
 mod choice;
 mod flow;
+mod negotiation;
 mod queue;
 mod referee;
 mod settle;
@@ -427,7 +428,9 @@ async fn write_execution(
         "INSERT INTO job_executions (job_id, provider, agreement_id, activity_id, state, commitment, reason, max_amount)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (job_id, provider) DO UPDATE SET agreement_id = $3, activity_id = $4, state = $5,
-             commitment = coalesce($6, job_executions.commitment), reason = coalesce($7, job_executions.reason),
+             commitment = coalesce($6, job_executions.commitment),
+             -- Chosen again (a busy provider asked anew): the old reason goes.
+             reason = CASE WHEN $5 = 0 THEN $7 ELSE coalesce($7, job_executions.reason) END,
              max_amount = coalesce($8, job_executions.max_amount)",
     )
     .bind(id)

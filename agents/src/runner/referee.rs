@@ -7,7 +7,7 @@
 use super::{Jobs, Replica};
 use crate::Result;
 use crate::job::{JobSpec, JobState, Referee};
-use crate::verify::{self, Verdict};
+use crate::verify::{self, Loss, Verdict};
 use agora_activity::LocalRun;
 use alloy_primitives::Address;
 use rand::Rng;
@@ -40,6 +40,8 @@ impl Refereed {
                 "its result is the referee's, but the winning group's is not: nobody is paid".into()
             }
             Self::Contradicts(_) => return None,
+            // A replica that committed to nothing keeps its own reason.
+            Self::Failed(_) if replica.commitment.is_none() => return None,
             Self::Failed(why) => format!("the referee could not check the result ({why}): nobody is paid"),
         })
     }
@@ -61,7 +63,13 @@ impl Refereed {
         match self {
             Self::Unchecked | Self::Agrees(_) => Some((Vec::new(), Vec::new())),
             Self::Contradicts(digest) => {
-                let spared = replicas.iter().filter(|r| self.matches(id, digest, r)).map(|r| r.provider);
+                // A copied seal is not spared, whatever it copied.
+                let replayed =
+                    |p: &Address| verdict.losers.iter().any(|(l, loss)| l == p && *loss == Loss::Replayed);
+                let spared = replicas
+                    .iter()
+                    .filter(|r| self.matches(id, digest, r) && !replayed(&r.provider))
+                    .map(|r| r.provider);
                 Some((verdict.winners.clone(), spared.collect()))
             }
             Self::Failed(_) => None,

@@ -629,59 +629,59 @@ impl Jobs {
             })
             .collect())
     }
+}
 
-    /// +1 for each verified run, ×2/3 for each failed one; a run that only lacked a verdict
-    /// (a tie) counts neither way. A provider a referee `caught` loses all its score and is left
-    /// out from then on; one it `spared` (its result was the referee's) is not judged.
-    pub(super) async fn update_reputation(
-        &self,
-        replicas: &[Replica],
-        paid: &[Address],
-        refused: &BTreeMap<Address, String>,
-        verdict: &verify::Verdict,
-        caught: &[Address],
-        spared: &[Address],
-    ) -> Result<()> {
-        let no_verdict: Vec<Address> =
-            verdict.losers.iter().filter(|(_, l)| *l == Loss::NoVerdict).map(|(p, _)| *p).collect();
-        for r in replicas {
-            let provider = format!("{:#x}", r.provider);
-            if caught.contains(&r.provider) {
-                sqlx::query(
-                    "INSERT INTO reputation (provider, score, verified, failed, caught_at) VALUES ($1, 0, 0, 1, now())
-                     ON CONFLICT (provider) DO UPDATE SET
-                         score = 0, failed = reputation.failed + 1, caught_at = now(), updated_at = now()",
-                )
-                .bind(&provider)
-                .execute(&self.inner.pool)
-                .await?;
-                continue;
-            }
-            let verified = paid.contains(&r.provider);
-            // A provider that never ran (it declined, or did not answer in time) is not judged.
-            if r.activity_id.is_none()
-                || spared.contains(&r.provider)
-                || !verified && (!refused.contains_key(&r.provider) || no_verdict.contains(&r.provider))
-            {
-                continue;
-            }
-            // In one statement, so jobs ending at once do not lose each other's outcomes; the
-            // rule is verify::reputation_after's.
+/// +1 for each verified run, ×2/3 for each failed one; a run that only lacked a verdict
+/// (a tie) counts neither way. A provider a referee `caught` loses all its score and is left
+/// out from then on; one it `spared` (its result was the referee's) is not judged.
+pub(super) async fn update_reputation(
+    db: &mut sqlx::PgConnection,
+    replicas: &[Replica],
+    paid: &[Address],
+    refused: &BTreeMap<Address, String>,
+    verdict: &verify::Verdict,
+    caught: &[Address],
+    spared: &[Address],
+) -> Result<()> {
+    let no_verdict: Vec<Address> =
+        verdict.losers.iter().filter(|(_, l)| *l == Loss::NoVerdict).map(|(p, _)| *p).collect();
+    for r in replicas {
+        let provider = format!("{:#x}", r.provider);
+        if caught.contains(&r.provider) {
             sqlx::query(
-                "INSERT INTO reputation (provider, score, verified, failed) VALUES ($1, $2, $3, $4)
+                "INSERT INTO reputation (provider, score, verified, failed, caught_at) VALUES ($1, 0, 0, 1, now())
                  ON CONFLICT (provider) DO UPDATE SET
-                     score = CASE WHEN $3 = 1 THEN reputation.score + 1 ELSE reputation.score * 2 / 3 END,
-                     verified = reputation.verified + $3, failed = reputation.failed + $4, updated_at = now()",
+                     score = 0, failed = reputation.failed + 1, caught_at = now(), updated_at = now()",
             )
             .bind(&provider)
-            .bind(verify::reputation_after(0.0, verified))
-            .bind(i64::from(verified))
-            .bind(i64::from(!verified))
-            .execute(&self.inner.pool)
+            .execute(&mut *db)
             .await?;
+            continue;
         }
-        Ok(())
+        let verified = paid.contains(&r.provider);
+        // A provider that never ran (it declined, or did not answer in time) is not judged.
+        if r.activity_id.is_none()
+            || spared.contains(&r.provider)
+            || !verified && (!refused.contains_key(&r.provider) || no_verdict.contains(&r.provider))
+        {
+            continue;
+        }
+        // In one statement, so jobs ending at once do not lose each other's outcomes; the
+        // rule is verify::reputation_after's.
+        sqlx::query(
+            "INSERT INTO reputation (provider, score, verified, failed) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (provider) DO UPDATE SET
+                 score = CASE WHEN $3 = 1 THEN reputation.score + 1 ELSE reputation.score * 2 / 3 END,
+                 verified = reputation.verified + $3, failed = reputation.failed + $4, updated_at = now()",
+        )
+        .bind(&provider)
+        .bind(verify::reputation_after(0.0, verified))
+        .bind(i64::from(verified))
+        .bind(i64::from(!verified))
+        .execute(&mut *db)
+        .await?;
     }
+    Ok(())
 }
 
 /// A provider's record with this node's jobs.

@@ -206,7 +206,7 @@ impl MarketStore {
         self.set_agreement_state_telling(id, from, to, change, None).await
     }
 
-    /// [`AgreementStore::set_agreement_state`], and in the same transaction, when the agreement
+    /// [`Self::set_agreement_state`], and in the same transaction, when the agreement
     /// moved from one of `tell.2`, queues `tell.1` for peer `tell.0`: a move the other side must
     /// hear of is never kept without its message, even when the node stops between the two.
     pub async fn set_agreement_state_telling(
@@ -253,11 +253,7 @@ impl MarketStore {
         if let (Some(was), Some((peer, message, when))) = (was, tell)
             && when.contains(&was)
         {
-            sqlx::query("INSERT INTO market_outbox (peer_id, message) VALUES ($1, $2)")
-                .bind(peer)
-                .bind(message)
-                .execute(&mut *tx)
-                .await?;
+            queue(&mut *tx, peer, message).await?;
         }
         tx.commit().await?;
         Ok(was)
@@ -324,12 +320,7 @@ impl MarketStore {
 
     /// Queues a message for `peer` until it acknowledges.
     pub async fn enqueue(&self, peer: &str, message: &serde_json::Value) -> Result<()> {
-        sqlx::query("INSERT INTO market_outbox (peer_id, message) VALUES ($1, $2)")
-            .bind(peer)
-            .bind(message)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        queue(&self.pool, peer, message).await
     }
 
     /// The oldest queued messages: (id, peer, message).
@@ -362,4 +353,14 @@ pub enum Change<'a> {
     Approved(&'a str),
     /// Why, as the party said it.
     Reason(Option<&'a serde_json::Value>),
+}
+
+/// Queues `message` for `peer` in the outbox, through `db`.
+async fn queue(db: impl sqlx::PgExecutor<'_>, peer: &str, message: &serde_json::Value) -> Result<()> {
+    sqlx::query("INSERT INTO market_outbox (peer_id, message) VALUES ($1, $2)")
+        .bind(peer)
+        .bind(message)
+        .execute(db)
+        .await?;
+    Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Eight jobs on three honest providers (eight agreements each at most), and the requestor
 /// SIGKILLed and restarted five times within seconds while they run. A re-run job waits for
 /// providers still ending the interrupted run's agreements instead of failing, and every job
-/// completes on all three, each paid once for it.
+/// completes, each of its verified providers paid once.
 #[tokio::test]
 async fn repeated_requestor_crashes_fail_no_job_and_pay_each_verified_provider_once() {
     use Mode::*;
@@ -52,11 +52,14 @@ async fn repeated_requestor_crashes_fail_no_job_and_pay_each_verified_provider_o
             .await,
         );
     }
+    // Two alike verify a job (confidence 0): a provider still busy when two others agreed is
+    // not needed, and not paid.
     let honest: BTreeSet<Address> = net.honest.iter().map(node_address).collect();
     for job in &jobs {
         let paid = executions(job, "paid");
-        assert_eq!(paid.len(), 3, "each provider paid once: {job:#}");
-        assert_eq!(paid.iter().copied().collect::<BTreeSet<_>>(), honest, "{job:#}");
+        let once: BTreeSet<Address> = paid.iter().copied().collect();
+        assert_eq!(once.len(), paid.len(), "each provider paid once: {job:#}");
+        assert!(paid.len() >= 2 && once.is_subset(&honest), "{job:#}");
     }
     let all_jobs: Vec<&serde_json::Value> = jobs.iter().collect();
     assert_conserved(&net, requestor_before, &before, &all_jobs).await;
@@ -86,6 +89,6 @@ async fn a_job_waits_for_a_busy_provider_and_records_why_it_declined() {
         assert_eq!(executions(job, "paid").len(), 2, "{job:#}");
     }
     assert!(said(&second, "at capacity: 1 agreements of 1 are running"), "{second:#}");
-    assert!(said(&second, "waiting for"), "{second:#}");
+    assert!(said(&second, "busy: asking again"), "{second:#}");
     assert_conserved(&net, requestor_before, &before, &[&first, &second]).await;
 }
