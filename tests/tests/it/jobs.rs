@@ -152,9 +152,19 @@ impl Devnet {
 
     /// Kills the requestor node (SIGKILL) and starts it again on the same data and database.
     pub(super) async fn kill_and_restart_requestor(&mut self) {
+        self.kill_requestor().await;
+        self.restart_requestor().await;
+    }
+
+    /// Kills the requestor node (SIGKILL), and waits for it to be gone.
+    pub(super) async fn kill_requestor(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.requestor.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).unwrap();
         let _ended = self.requestor.exited_within(10).await;
+    }
+
+    /// Starts the requestor node again on the same data and database.
+    pub(super) async fn restart_requestor(&mut self) {
         let args: Vec<&str> = self.requestor_args.iter().map(String::as_str).collect();
         self.requestor =
             NodeProcess::start(&self._root.path().join("r"), &args, &[("DATABASE_URL", &self._pg.url())])

@@ -4,10 +4,13 @@
 
 use super::jobs::{Devnet, Mode, executions, said};
 use super::money::assert_conserved;
+use super::web_service::{create_user, get_as, service_key, submit_as};
+use agora_agents::job::ExecState;
 use agora_tests::flow::{get, node_address, put_blob};
 use agora_tests::{NodeProcess, module};
 use alloy_primitives::Address;
-use serde_json::json;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -91,4 +94,101 @@ async fn a_job_waits_for_a_busy_provider_and_records_why_it_declined() {
     assert!(said(&second, "at capacity: 1 agreements of 1 are running"), "{second:#}");
     assert!(said(&second, "busy: asking again"), "{second:#}");
     assert_conserved(&net, requestor_before, &before, &[&first, &second]).await;
+}
+
+/// An end user's job whose third provider invoices late, and a requestor killed just after the
+/// sweep accepted that invoice and before it noted so on the job: the invoice is paid, the job
+/// not told, the user's cap not charged. When the node is back, the sweep notes the invoice and
+/// charges the cap, once.
+#[tokio::test]
+async fn a_late_invoice_accepted_just_before_a_crash_is_charged_to_the_end_user_once() {
+    use Mode::*;
+    let mut net = Devnet::start(&[Honest, Honest, LateInvoice]).await;
+    let requestor_before = net.balance(&net.requestor).await;
+    let before = net.balances().await;
+    let shop = service_key(&net.requestor, "shop").await;
+    let (carol_id, carol) =
+        create_user(&net.requestor, &shop, json!({"name": "carol", "capTotal": "3"})).await;
+    let providers: Vec<String> =
+        net.honest.iter().chain(&net.bad).map(|p| format!("{:#x}", node_address(p))).collect();
+    let spec = json!({"module": net.package, "entry_point": "hello", "concurrency": 3, "confidence": 0,
+                      "budget": "1", "timeout": 30, "providers": providers});
+    let (status, created) = submit_as(&net.requestor, &carol, spec).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["jobId"].as_str().unwrap().to_string();
+    let job = all_paid(&net, &id).await;
+    assert_eq!(
+        spent(&net.requestor, &shop, &carol_id).await,
+        amounts(&job),
+        "the cap holds what was paid: {job:#}"
+    );
+    let late = format!("{:#x}", node_address(&net.bad[0]));
+    let row = job["executions"].as_array().unwrap().iter().find(|e| e["provider"] == late).unwrap();
+    let amount: Decimal = row["amount"].as_str().unwrap().parse().unwrap();
+
+    // What the node leaves when it dies between accepting the late invoice and noting it: the
+    // replica verified with no invoice, the allocation held, the cap not charged for it.
+    net.kill_requestor().await;
+    let pool = net._pg.pool().await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE job_executions SET state = $3, invoice_id = NULL, tx_hash = NULL
+         WHERE job_id = $1 AND provider = $2",
+    )
+    .bind(&id)
+    .bind(&late)
+    .bind(ExecState::Verified.code())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE jobs SET allocation_held = TRUE WHERE id = $1")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE job_users SET spent = spent - $2 WHERE id = $1")
+        .bind(&carol_id)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pool.close().await;
+    net.restart_requestor().await;
+
+    let job = all_paid(&net, &id).await;
+    agora_tests::wait_for(30, "the late invoice to be charged to the user", || async {
+        (spent(&net.requestor, &shop, &carol_id).await == amounts(&job)).then_some(())
+    })
+    .await;
+    // Once: later sweeps leave it as it is.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(spent(&net.requestor, &shop, &carol_id).await, amounts(&job), "{job:#}");
+    assert_conserved(&net, requestor_before, &before, &[&job]).await;
+}
+
+/// A job once every one of its three providers is marked paid.
+async fn all_paid(net: &Devnet, id: &str) -> Value {
+    agora_tests::wait_for(240, "every verified provider to be paid", || async {
+        let (_, job) = get(&net.requestor, &format!("/jobs/{id}")).await;
+        (executions(&job, "paid").len() == 3).then_some(job)
+    })
+    .await
+}
+
+/// What an end user has spent, as its service reads it.
+async fn spent(node: &NodeProcess, service: &str, user: &str) -> Decimal {
+    let (_, user) = get_as(node, service, &format!("/jobs/users/{user}")).await;
+    user["spent"].as_str().unwrap().parse().unwrap()
+}
+
+/// What a job's executions were paid, in all.
+fn amounts(job: &Value) -> Decimal {
+    job["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "paid")
+        .map(|e| e["amount"].as_str().unwrap().parse::<Decimal>().unwrap())
+        .sum()
 }
