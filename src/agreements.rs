@@ -3,8 +3,9 @@
 //! its market and activities, so no crate reads another's tables.
 
 use agora_activity::{Agreements, Error, Result};
+use agora_agreement::Agreement;
 use agora_identity::Address;
-use agora_market::{Agreement, Market};
+use agora_market::Market;
 use futures_util::future::BoxFuture;
 
 /// The market, as activities see it.

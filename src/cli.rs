@@ -2,7 +2,7 @@
 //! through its REST API.
 
 use crate::activity_cli::{ActivityCommand, BlobCommand};
-use crate::client::Client;
+use crate::client::{Client, segment};
 use crate::config::{NodeArgs, Settings, default_data_dir};
 use crate::market_cli::MarketCommand;
 use crate::output::{json, table, yes_no};
@@ -251,19 +251,6 @@ async fn wait_for_signal() {
             let _ignored = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// A path segment (or query value), percent-encoded where it is not a plain name.
-pub(crate) fn segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn id_path(id: &Option<String>) -> String {

@@ -155,3 +155,16 @@ impl Client {
         self.send::<serde_json::Value>(self.http.delete(self.url(path))).await.map(|_| ())
     }
 }
+
+/// A path segment (or query value), percent-encoded where it is not a plain name.
+pub(crate) fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

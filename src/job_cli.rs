@@ -242,7 +242,7 @@ pub async fn run(cmd: JobCommand, client: &Client) -> Result<(), Error> {
                 query.extend(state.clone().map(|s| ("state", s)));
                 query.extend(cursor.clone().map(|c| ("cursor", c)));
                 let query: Vec<String> =
-                    query.iter().map(|(k, v)| format!("{k}={}", crate::cli::segment(v))).collect();
+                    query.iter().map(|(k, v)| format!("{k}={}", crate::client::segment(v))).collect();
                 let page: Value = client.get(&format!("/jobs?{}", query.join("&"))).await?;
                 rows.extend(page["jobs"].as_array().cloned().unwrap_or_default());
                 match page["nextCursor"].as_str() {

@@ -3,7 +3,7 @@
 use crate::Error;
 use crate::client::Client;
 use crate::output::{json, table};
-use agora_market::Role;
+use agora_agreement::Role;
 use agora_market::api::{AgreementView, DemandOfferBase, DemandView, OfferView};
 use clap::Subcommand;
 use std::path::Path;

@@ -54,7 +54,7 @@ impl Destinations {
         }
         let io = |e: std::io::Error| Error::Io(format!("outputs folder {}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
-        let id = crate::service::new_id();
+        let id = crate::new_id();
         let file = dir.join(&id);
         // Made now, so the folder is known to be writable, and readable by the caller.
         std::fs::File::create(&file).map_err(io)?;

@@ -6,7 +6,7 @@ use crate::pipe::PeerBlobs;
 use crate::service::require_approved;
 use crate::wire::{ActivityRequest, ActivityResponse, ActivityState, ActivityUsage, CommandResult};
 use crate::{Activities, Error, MAX_WAIT, Result};
-use agora_market::Role;
+use agora_agreement::Role;
 use std::time::Duration;
 
 fn unexpected(answer: &ActivityResponse) -> Error {
@@ -46,7 +46,7 @@ impl Activities {
         let request = ActivityRequest::Create { agreement_id: agreement_id.into() };
         let answer = self.ask(&agreement.peer_id, request).await?;
         let ActivityResponse::Created { activity_id } = answer else { return Err(unexpected(&answer)) };
-        if !agora_market::is_valid_id(&activity_id) {
+        if !agora_agreement::is_valid_id(&activity_id) {
             return Err(Error::Remote(format!("the provider named its activity {activity_id:?}")));
         }
         self.inner.store.insert(&activity_id, agreement_id, Role::Requestor, &agreement.peer_id).await?;

@@ -1,15 +1,14 @@
 //! The provider side: activities this node hosts for its agreements' requestors.
 
 use crate::exescript::{self, Command};
-use crate::service::{Batch, Live, new_id, require_approved};
+use crate::new_id;
+use crate::service::{Batch, Live, require_approved};
 use crate::transfer;
 use crate::unit::{ExeUnit, Limits};
-use crate::wire::{
-    ActivityRequest, ActivityResponse, ActivityState, ActivityUsage, CommandResult, USAGE_VECTOR,
-};
+use crate::wire::{ActivityRequest, ActivityResponse, ActivityState, CommandResult, USAGE_VECTOR};
 use crate::{Activities, DockerUnit, Error, MAX_CONCURRENT_BATCHES, MAX_WAIT, Result, WasmUnit};
+use agora_agreement::{AgreementState, Role};
 use agora_identity::Address;
-use agora_market::{AgreementState, Role};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,25 +40,10 @@ fn limits_of(offer: &BTreeMap<String, serde_json::Value>) -> Limits {
 
 /// The counters the agreement's offer prices (`golem.com.usage.vector`), in its order; an
 /// offer without linear pricing is reported on agora's own [`USAGE_VECTOR`].
-fn usage_vector_of(agreement: &agora_market::Agreement) -> Vec<String> {
+fn usage_vector_of(agreement: &agora_agreement::Agreement) -> Vec<String> {
     match agreement.pricing() {
         Ok(pricing) => pricing.usage_vector,
         Err(_) => USAGE_VECTOR.iter().map(|n| n.to_string()).collect(),
-    }
-}
-
-/// An activity's usage, one value per counter of `vector` in its order (Golem's clients zip it
-/// with the offer's vector and coefficients); a counter this node does not measure is 0.
-pub(crate) fn usage_of(usage: &crate::Usage, vector: &[String]) -> ActivityUsage {
-    let value = |counter: &str| match counter {
-        "golem.usage.duration_sec" => usage.duration_sec,
-        "golem.usage.cpu_sec" => usage.cpu_sec,
-        "agora.usage.fuel" => usage.fuel.unwrap_or(0) as f64,
-        _ => 0.0,
-    };
-    ActivityUsage {
-        current_usage: vector.iter().map(|c| value(c)).collect(),
-        timestamp: chrono::Utc::now().timestamp(),
     }
 }
 
@@ -111,7 +95,7 @@ impl Activities {
             ActivityRequest::Usage { activity_id } => {
                 let live = self.live_for(&activity_id, sender)?;
                 ActivityResponse::Usage {
-                    usage: usage_of(&live.usage.lock().expect("usage"), &live.usage_vector),
+                    usage: crate::wire::usage_of(&live.usage.lock().expect("usage"), &live.usage_vector),
                 }
             }
             ActivityRequest::Destroy { activity_id } => {
@@ -353,24 +337,5 @@ impl Activities {
                 self.terminate_hosted(&id, &format!("agreement {agreement_id} is {}", agreement.state)).await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_follows_the_agreements_vector_in_its_order() {
-        let usage = crate::Usage { duration_sec: 12.5, cpu_sec: 3.25, fuel: Some(7) };
-        let vector = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        // Golem's usual vector: CPU first, and no fuel.
-        let golem = vector(&["golem.usage.cpu_sec", "golem.usage.duration_sec"]);
-        assert_eq!(usage_of(&usage, &golem).current_usage, [3.25, 12.5]);
-        // A counter this node does not measure counts nothing rather than shifting the rest.
-        let other = vector(&["golem.usage.gib", "agora.usage.fuel", "golem.usage.duration_sec"]);
-        assert_eq!(usage_of(&usage, &other).current_usage, [0.0, 7.0, 12.5]);
-        let own: Vec<String> = USAGE_VECTOR.iter().map(|n| n.to_string()).collect();
-        assert_eq!(usage_of(&usage, &own).current_usage, [12.5, 3.25, 7.0]);
     }
 }

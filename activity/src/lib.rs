@@ -62,3 +62,9 @@ pub use store::ActivityStore;
 pub use unit::{ExeError, ExeUnit, Limits, Package, RunOutcome, RunSpec, Usage, memory_total};
 pub use wasm::{Metering, Running, WasmRuntime, default_limits};
 pub use wasm_unit::WasmUnit;
+
+/// A fresh random id: an activity's, a batch's or a destination's.
+pub(crate) fn new_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}

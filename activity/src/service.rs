@@ -11,8 +11,8 @@ use crate::store::ActivityStore;
 use crate::unit::{ExeUnit, Limits, Usage};
 use crate::wire::{ActivityRequest, ActivityResponse, CommandResult};
 use crate::{DockerUnit, Error, Result, WasmRuntime};
+use agora_agreement::Agreement;
 use agora_identity::Address;
-use agora_market::Agreement;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -174,18 +174,13 @@ impl std::fmt::Debug for Activities {
 
 /// An activity needs an Approved agreement.
 pub(crate) fn require_approved(agreement: &Agreement) -> Result<()> {
-    if agreement.state != agora_market::AgreementState::Approved {
+    if agreement.state != agora_agreement::AgreementState::Approved {
         return Err(Error::Conflict(format!(
             "agreement {} is {}; an activity needs an Approved agreement",
             agreement.id, agreement.state
         )));
     }
     Ok(())
-}
-
-pub(crate) fn new_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
 }
 
 impl Activities {
@@ -253,7 +248,7 @@ impl Activities {
             .filter(|(_, l)| l.agreement_id == agreement_id)
             .map(|(id, l)| HostedUsage {
                 activity_id: id.clone(),
-                usage: crate::host::usage_of(&l.usage.lock().expect("usage"), &l.usage_vector).current_usage,
+                usage: crate::wire::usage_of(&l.usage.lock().expect("usage"), &l.usage_vector).current_usage,
                 ended: l.is_terminated(),
             })
             .collect()

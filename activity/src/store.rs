@@ -2,7 +2,7 @@
 //! statement on it is here.
 
 use crate::Result;
-use agora_market::Role;
+use agora_agreement::Role;
 
 /// Postgres-backed records of activities, hosted and driven.
 #[derive(Debug, Clone)]

@@ -145,9 +145,39 @@ pub struct ActivityUsage {
 /// The usage counters, as `golem.usage.vector` names them.
 pub const USAGE_VECTOR: [&str; 3] = ["golem.usage.duration_sec", "golem.usage.cpu_sec", "agora.usage.fuel"];
 
+/// An activity's usage, one value per counter of `vector` in its order (Golem's clients zip it
+/// with the offer's vector and coefficients); a counter this node does not measure is 0.
+pub(crate) fn usage_of(usage: &crate::Usage, vector: &[String]) -> ActivityUsage {
+    let value = |counter: &str| match counter {
+        "golem.usage.duration_sec" => usage.duration_sec,
+        "golem.usage.cpu_sec" => usage.cpu_sec,
+        "agora.usage.fuel" => usage.fuel.unwrap_or(0) as f64,
+        _ => 0.0,
+    };
+    ActivityUsage {
+        current_usage: vector.iter().map(|c| value(c)).collect(),
+        timestamp: chrono::Utc::now().timestamp(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_follows_the_agreements_vector_in_its_order() {
+        let usage = crate::Usage { duration_sec: 12.5, cpu_sec: 3.25, fuel: Some(7) };
+        let vector = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // Golem's usual vector: CPU first, and no fuel.
+        let golem = vector(&["golem.usage.cpu_sec", "golem.usage.duration_sec"]);
+        assert_eq!(usage_of(&usage, &golem).current_usage, [3.25, 12.5]);
+        // A counter this node does not measure counts nothing rather than shifting the rest.
+        let other = vector(&["golem.usage.gib", "agora.usage.fuel", "golem.usage.duration_sec"]);
+        assert_eq!(usage_of(&usage, &other).current_usage, [0.0, 7.0, 12.5]);
+        let own: Vec<String> = USAGE_VECTOR.iter().map(|n| n.to_string()).collect();
+        assert_eq!(usage_of(&usage, &own).current_usage, [12.5, 3.25, 7.0]);
+    }
+
     use chrono::TimeZone;
 
     /// Golem's SDKs read a batch's results in this shape: it must not change by accident.

@@ -49,4 +49,4 @@ pub use runner::{
 };
 
 // Pricing is part of an agreement's terms, so the market holds it; agents decide with it.
-pub use agora_market::{LinearPricing, PricingError};
+pub use agora_agreement::{LinearPricing, PricingError};

@@ -3,16 +3,15 @@
 //! over the same terms before it counts), and ended by either side. Every transition is a
 //! compare-and-set in the store; messages that must arrive go through the outbox.
 
-use crate::agreement::Agreement;
 use crate::api::reason_of;
 use crate::api::{AgreementEvent, Reason};
 use crate::courier::acked;
 use crate::ids::now_millis;
 use crate::state::ProposalState;
-use crate::state::{AgreementState, Role};
 use crate::store::{Change, ProposalRow};
-use crate::wire::{AgreementBody, DemandTerms, MarketRequest, OfferTerms};
+use crate::wire::MarketRequest;
 use crate::{Error, Market, Result};
+use agora_agreement::{Agreement, AgreementBody, AgreementState, DemandTerms, OfferTerms, Role};
 use agora_identity::{Address, sign_json, verify_json};
 use chrono::{DateTime, Utc};
 
@@ -117,7 +116,7 @@ impl Market {
         self.store.agreement(id).await
     }
 
-    /// Whose an agreement is (see [`crate::ADMIN_PRINCIPAL`]): the principal of the demand or
+    /// Whose an agreement is (see [`agora_agreement::ADMIN_PRINCIPAL`]): the principal of the demand or
     /// offer it was made on.
     pub async fn agreement_principal(&self, id: &str) -> Result<String> {
         self.store.agreement_principal(id).await

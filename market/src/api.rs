@@ -1,8 +1,7 @@
 //! Golem's market API shapes (ya-client `market-api.yaml`), as agora serves them.
 
-use crate::Agreement;
-use crate::state::{AgreementState, ProposalState, Role};
-use crate::wire::{DemandTerms, OfferTerms};
+use crate::state::ProposalState;
+use agora_agreement::{Agreement, AgreementState, DemandTerms, OfferTerms, Role};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -81,7 +80,7 @@ pub struct AgreementProposal {
     pub valid_to: DateTime<Utc>,
 }
 
-/// An agreement as Golem's API shows it ([`crate::Agreement::view`]).
+/// An agreement as Golem's API shows it (`AgreementView::from(&agreement)`).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgreementView {
@@ -101,20 +100,20 @@ pub struct AgreementView {
     pub role: Role,
 }
 
-impl Agreement {
+impl From<&Agreement> for AgreementView {
     /// Golem's `Agreement`, as `GET /market-api/v1/agreements/{id}` shows it.
-    pub fn view(&self) -> AgreementView {
-        AgreementView {
-            agreement_id: self.id.clone(),
-            demand: self.demand.clone(),
-            offer: self.offer.clone(),
-            valid_to: self.valid_to,
-            approved_date: self.approved_date,
-            state: self.state,
-            timestamp: self.timestamp,
-            proposed_signature: self.proposed_signature.clone(),
-            approved_signature: self.approved_signature.clone(),
-            role: self.role,
+    fn from(a: &Agreement) -> Self {
+        Self {
+            agreement_id: a.id.clone(),
+            demand: a.demand.clone(),
+            offer: a.offer.clone(),
+            valid_to: a.valid_to,
+            approved_date: a.approved_date,
+            state: a.state,
+            timestamp: a.timestamp,
+            proposed_signature: a.proposed_signature.clone(),
+            approved_signature: a.approved_signature.clone(),
+            role: a.role,
         }
     }
 }
@@ -195,7 +194,7 @@ mod tests {
 
     #[test]
     fn the_rest_json_of_an_agreement_is_pinned() {
-        let body = crate::wire::tests::fixed_body();
+        let body = agora_agreement::fixtures::fixed_body();
         let agreement = AgreementView {
             agreement_id: body.agreement_id,
             demand: body.demand,

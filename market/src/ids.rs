@@ -18,18 +18,6 @@ pub(crate) fn now_millis() -> DateTime<Utc> {
     Utc::now().duration_trunc(Duration::milliseconds(1)).unwrap_or_else(|_| Utc::now())
 }
 
-/// The longest id the market takes from a caller or a peer.
-pub const MAX_ID_LEN: usize = 128;
-
-/// Whether `id` can name a subscription, proposal or agreement: 1 to [`MAX_ID_LEN`] ASCII
-/// letters, digits, `-` or `_`. Checked before the database sees it (which refuses a NUL byte
-/// with an error of its own).
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// Whether a JSON value holds a NUL character (in a string or a key), which PostgreSQL cannot
 /// store in text or JSONB.
 fn has_nul(value: &serde_json::Value) -> bool {

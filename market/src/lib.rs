@@ -11,9 +11,8 @@
 //!   no other crate reaches).
 //! - Negotiation (`negotiation.rs`, `agreeing.rs`): the state machine of proposals and
 //!   agreements; every statement it needs is in the store, the only module that speaks SQL.
-//! - [`Agreement`]: the typed agreement, made from the provider's Draft and the requestor's
-//!   proposal it answered, with accessors for the terms payments and agents read (pricing,
-//!   usage vector, payment platform, debit-note and payment timeouts).
+//! - Agreements ([`agora_agreement::Agreement`], shared data in their own crate): made here from
+//!   the provider's Draft and the requestor's proposal it answered, signed by both, and kept.
 //!   [`Market::agreement`] is how the rest of the node reads one.
 //! - [`serve`]: the market on the network — its `/agora/market/2` route, announcements on
 //!   [`OFFERS_TOPIC`], offer fetches and the outbox — through a [`Courier`], which the node's
@@ -37,7 +36,6 @@
 //! ```
 
 mod agreeing;
-mod agreement;
 pub mod api;
 mod courier;
 mod error;
@@ -46,31 +44,19 @@ mod negotiation;
 mod network;
 mod offer;
 mod outbox;
-mod pricing;
 mod service;
 mod state;
 mod store;
 pub mod wire;
 
-pub use agreement::{Agreement, MAX_THREADS, PaymentPlatform, TermsError, cpu_threads, fuel_limit, keys};
 pub use courier::{Courier, Delivery};
 pub use error::{Error, Result};
-pub use ids::{MAX_ID_LEN, is_valid_id};
 pub use network::{ANNOUNCE_INTERVAL, serve};
 pub use offer::{Error as OfferError, Offer};
-pub use pricing::{LinearPricing, PricingError, json_decimal};
 pub use service::{DEFAULT_LIFETIME, DEFAULT_PROPOSAL_LIFETIME, FollowUp, Market};
-pub use state::{AgreementState, ProposalState, Role};
+pub use state::ProposalState;
 pub use store::{Presence, Stored};
-pub use wire::{
-    AgreementBody, Announcement, DemandTerms, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody,
-    OfferTerms, WireProposal,
-};
-
-/// The principal of what the node does for itself or its admin token: its provider agent's offers,
-/// and anything from before principals were recorded. An app-key's principal is its service's
-/// name, `app-key:<name>@<micros>`.
-pub const ADMIN_PRINCIPAL: &str = "admin";
+pub use wire::{Announcement, MarketRequest, MarketResponse, OFFERS_TOPIC, OfferBody, WireProposal};
 
 /// Offer ids one announcement may carry; more are ignored (a provider with more offers spreads
 /// them over several announcements).

@@ -197,7 +197,7 @@ async fn run(
 impl Market {
     /// Handles a negotiation message from `peer` (whose node address is `sender`).
     async fn on_negotiation(&self, sender: Address, peer: &str, request: MarketRequest) -> Result<()> {
-        if let Some(bad) = request.ids().into_iter().find(|id| !crate::is_valid_id(id)) {
+        if let Some(bad) = request.ids().into_iter().find(|id| !agora_agreement::is_valid_id(id)) {
             return Err(Error::Refused(format!("{bad:?} is not an id")));
         }
         match request {
@@ -235,7 +235,7 @@ impl Market {
         request: MarketRequest,
     ) -> MarketResponse {
         match request {
-            MarketRequest::GetOffer { offer_id } if !crate::is_valid_id(&offer_id) => {
+            MarketRequest::GetOffer { offer_id } if !agora_agreement::is_valid_id(&offer_id) => {
                 MarketResponse::Error { message: format!("{offer_id:?} is not an offer id"), retry: false }
             }
             MarketRequest::GetOffer { offer_id } => match self.store.own_offer(&offer_id).await {

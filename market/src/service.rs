@@ -353,11 +353,11 @@ impl Market {
         // Gossip is anyone's to send: what cannot be an id is dropped before it is looked up.
         let announcement = match announcement {
             Announcement::Offered { mut offer_ids } => {
-                offer_ids.retain(|id| crate::is_valid_id(id));
+                offer_ids.retain(|id| agora_agreement::is_valid_id(id));
                 Announcement::Offered { offer_ids }
             }
             Announcement::Unsubscribed { mut offer_ids } => {
-                offer_ids.retain(|id| crate::is_valid_id(id));
+                offer_ids.retain(|id| agora_agreement::is_valid_id(id));
                 Announcement::Unsubscribed { offer_ids }
             }
         };
@@ -444,7 +444,7 @@ impl Market {
             )));
         }
         crate::ids::storable(&body.properties, &body.constraints).map_err(Error::Refused)?;
-        if !crate::is_valid_id(&body.offer_id) {
+        if !agora_agreement::is_valid_id(&body.offer_id) {
             return Err(Error::Refused(format!("{:?} is not an offer id", body.offer_id)));
         }
         let spec = Offer::new(&body.properties, &body.constraints, owner, body.timestamp, body.expiration)

@@ -40,6 +40,7 @@
 //! ```
 
 mod behaviour;
+mod handle;
 mod in_flight;
 mod network;
 mod pipes;
@@ -47,8 +48,9 @@ mod protocol;
 pub mod routes;
 
 pub use behaviour::{Behaviour, BehaviourEvent};
+pub use handle::{NetHandle, NetStatus};
 pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol, pnet::PreSharedKey};
-pub use network::{NetConfig, NetHandle, NetStatus, Network, start};
+pub use network::{NetConfig, Network, start};
 pub use pipes::{Incoming, Piped};
 pub use protocol::{ACTIVITY_HANDLERS, CHANNELS, Channel, MARKET_HANDLERS, Pipe, Protocols, Spec};
 pub use routes::{Gossip, Request, RouteError};

@@ -2,12 +2,13 @@
 //! their payment from an allocation) or rejects them, and agrees to a withdrawal only before it
 //! accepted.
 
-use crate::documents::{check_id, usage_cost};
+use crate::documents::usage_cost;
+use crate::model::check_id;
 use crate::model::{Acceptance, Document, Kind, Rejection, Status, parse_amount};
 use crate::service::{insert_document, verify};
 use crate::wire::Message;
 use crate::{Error, Payments, Result};
-use agora_market::Role;
+use agora_agreement::Role;
 use rust_decimal::Decimal;
 
 /// Debit notes one agreement may bring to the requestor, at the most.

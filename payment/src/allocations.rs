@@ -1,8 +1,7 @@
 //! Allocations: money a requestor sets aside on a platform, which acceptances draw on. The table
 //! never lets `spent` pass `total`; acceptances take what they need with a compare-and-set.
 
-use crate::documents::check_id;
-use crate::model::{Allocation, AllocationUpdate, NewAllocation, PlatformChoice, parse_amount};
+use crate::model::{Allocation, AllocationUpdate, NewAllocation, PlatformChoice, check_id, parse_amount};
 use crate::service::new_id;
 use crate::{Error, Payments, Result, Scope};
 use serde_json::{Value, json};
@@ -186,7 +185,7 @@ impl Payments {
                 other => other,
             })?;
             if platforms.insert(a.platform.clone()) {
-                let key = agora_market::keys::platform_address(&a.platform);
+                let key = agora_agreement::keys::platform_address(&a.platform);
                 properties.push(json!({"key": key, "value": a.address}));
                 constraints.push(format!("({key}=*)"));
             }

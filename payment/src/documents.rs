@@ -2,11 +2,11 @@
 //! they were accepted or rejected. Both sides record each step as an event; the requestor's side is
 //! in `acceptance.rs`, settling in `settle.rs`.
 
-use crate::model::{Document, DocumentRow, Kind, Rejection, Status, parse_amount};
+use crate::model::{Document, DocumentRow, Kind, Rejection, Status, check_id, parse_amount};
 use crate::service::{insert_document, new_id, timestamp, verify};
 use crate::wire::{Message, PaymentResponse};
 use crate::{Error, Payments, Result};
-use agora_market::{AgreementState, Role};
+use agora_agreement::{AgreementState, Role};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -402,14 +402,14 @@ impl Payments {
 
 /// What `usage` costs under the agreement's linear pricing (Σ coeffᵢ·usageᵢ + fixed, rounded to
 /// the token's decimals); `None` if the agreement states no pricing.
-pub fn usage_cost(agreement: &agora_market::Agreement, usage: &Value) -> Result<Option<Decimal>> {
+pub fn usage_cost(agreement: &agora_agreement::Agreement, usage: &Value) -> Result<Option<Decimal>> {
     let Ok(pricing) = agreement.pricing() else { return Ok(None) };
     let bad = || Error::BadInput(format!("usageCounterVector {usage} is not a list of numbers ≥ 0"));
     let counters = usage
         .as_array()
         .ok_or_else(bad)?
         .iter()
-        .map(|v| agora_market::json_decimal(v).filter(|d| !d.is_sign_negative()))
+        .map(|v| agora_agreement::json_decimal(v).filter(|d| !d.is_sign_negative()))
         .collect::<Option<Vec<Decimal>>>()
         .ok_or_else(bad)?;
     let cost =
@@ -421,16 +421,4 @@ pub fn usage_cost(agreement: &agora_market::Agreement, usage: &Value) -> Result<
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::DurationRound;
     t.duration_trunc(chrono::Duration::microseconds(1)).unwrap_or(t)
-}
-
-pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
-    if agora_market::is_valid_id(id) {
-        Ok(())
-    } else {
-        Err(Error::BadInput(format!(
-            "{field} {:?} is not an id: 1 to {} ASCII letters, digits, '-' or '_'",
-            id.chars().take(80).collect::<String>(),
-            agora_market::MAX_ID_LEN
-        )))
-    }
 }

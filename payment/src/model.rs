@@ -393,6 +393,19 @@ pub mod decimal_text {
     }
 }
 
+/// Refuses what cannot be an id (of an agreement, allocation or document), naming the field.
+pub(crate) fn check_id(field: &str, id: &str) -> crate::Result<()> {
+    if agora_agreement::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(crate::Error::BadInput(format!(
+            "{field} {:?} is not an id: 1 to {} ASCII letters, digits, '-' or '_'",
+            id.chars().take(80).collect::<String>(),
+            agora_agreement::MAX_ID_LEN
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,8 @@
 use crate::model::{Document, DocumentRow, Kind, Status, now_micros};
 use crate::wire::{Message, PaymentRequest, PaymentResponse};
 use crate::{Error, PaymentConfig, Result};
+use agora_agreement::Agreement;
 use agora_identity::{Address, Identity};
-use agora_market::Agreement;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 pub trait PaymentAgreements: Send + Sync + std::fmt::Debug + 'static {
     /// The agreement, as this node holds it; `None` if it has none by that id.
     fn agreement(&self, id: &str) -> BoxFuture<'_, Result<Option<Agreement>>>;
-    /// Whose the agreement is (see [`agora_market::ADMIN_PRINCIPAL`]); `None` if this node has
+    /// Whose the agreement is (see [`agora_agreement::ADMIN_PRINCIPAL`]); `None` if this node has
     /// none by that id.
     fn principal(&self, id: &str) -> BoxFuture<'_, Result<Option<String>>>;
     /// The agreement an activity of this node runs under; `None` if it has no such activity.
@@ -202,11 +202,11 @@ impl Payments {
     pub async fn check_scope(&self, scope: Scope<'_>, what: Owned<'_>) -> Result<()> {
         let (principal, missing) = match what {
             Owned::Agreement(id) => {
-                crate::documents::check_id("agreementId", id)?;
+                crate::model::check_id("agreementId", id)?;
                 (self.principal(id).await?, format!("no agreement {id} on this node"))
             }
             Owned::Allocation(id) => {
-                crate::documents::check_id("allocationId", id)?;
+                crate::model::check_id("allocationId", id)?;
                 let principal = sqlx::query_scalar(
                     "SELECT principal FROM allocations WHERE id = $1 AND released_at IS NULL",
                 )
@@ -216,7 +216,7 @@ impl Payments {
                 (principal.unwrap_or_default(), format!("no allocation {id}"))
             }
             Owned::Document(kind, id) => {
-                crate::documents::check_id(kind.label(), id)?;
+                crate::model::check_id(kind.label(), id)?;
                 let principal =
                     sqlx::query_scalar("SELECT principal FROM payment_documents WHERE id = $1 AND kind = $2")
                         .bind(id)

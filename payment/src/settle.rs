@@ -7,7 +7,7 @@ use crate::model::{Kind, Payment, Status};
 use crate::service::verify;
 use crate::wire::Message;
 use crate::{Error, Payments, Result, Scope, to_token_units};
-use agora_market::Role;
+use agora_agreement::Role;
 use alloy_primitives::{Address, B256};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
@@ -127,7 +127,7 @@ impl Payments {
 
     /// A payment `scope` sees; `NotFound` as if it were not there otherwise.
     pub async fn payment(&self, id: &str, scope: Scope<'_>) -> Result<Payment> {
-        crate::documents::check_id("paymentId", id)?;
+        crate::model::check_id("paymentId", id)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM (SELECT *, {} FROM payments p WHERE id = $1 AND (side = 'payer' OR verified)) x
              WHERE $2::text IS NULL OR cardinality(seen) > 0 LIMIT 1",
@@ -154,7 +154,7 @@ impl Payments {
                 p.payment_id, p.payee_addr
             )));
         }
-        crate::documents::check_id("paymentId", &p.payment_id)?;
+        crate::model::check_id("paymentId", &p.payment_id)?;
         let hash: B256 = p.details.parse().map_err(|_| {
             Error::BadInput(format!(
                 "payment {}: details {:?} is not a transaction hash",

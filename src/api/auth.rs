@@ -28,7 +28,7 @@ impl Caller {
     }
 
     /// Whose what the caller makes (a subscription, an allocation) is, and so who sees and moves
-    /// its money: [`agora_market::ADMIN_PRINCIPAL`] for the admin token, the service for an
+    /// its money: [`agora_agreement::ADMIN_PRINCIPAL`] for the admin token, the service for an
     /// app-key.
     pub fn owner(&self) -> String {
         self.principal().owner()

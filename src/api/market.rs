@@ -274,7 +274,7 @@ async fn create_agreement(
 async fn list_agreements(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<agora_market::api::AgreementView>>, ApiError> {
-    Ok(Json(state.market.agreements().await?.iter().map(agora_market::Agreement::view).collect()))
+    Ok(Json(state.market.agreements().await?.iter().map(AgreementView::from).collect()))
 }
 
 #[utoipa::path(get, path = "/market-api/v1/agreements/{agreement_id}", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
@@ -284,7 +284,7 @@ async fn get_agreement(
     State(state): State<AppState>,
     Ids(id): Ids<String>,
 ) -> Result<Json<agora_market::api::AgreementView>, ApiError> {
-    Ok(Json(state.market.agreement(&id).await?.view()))
+    Ok(Json(AgreementView::from(&state.market.agreement(&id).await?)))
 }
 
 #[utoipa::path(post, path = "/market-api/v1/agreements/{agreement_id}/confirm", tag = "market", params(("agreement_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$")),
@@ -373,7 +373,7 @@ async fn wait_for_approval(
     // Golem's answers: 204 once approved, 410 for an end that is final (Golem's SDKs read the
     // status alone), 408 while it is still pending.
     Ok(match waited {
-        Some(agora_market::AgreementState::Approved) => StatusCode::NO_CONTENT.into_response(),
+        Some(agora_agreement::AgreementState::Approved) => StatusCode::NO_CONTENT.into_response(),
         Some(outcome) => {
             ApiError::Gone(format!("agreement {id} is {outcome}: it will not be approved")).into_response()
         }

@@ -261,7 +261,7 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
-/// Path parameters, each checked to be an id ([`agora_market::is_valid_id`]) before a handler,
+/// Path parameters, each checked to be an id ([`agora_agreement::is_valid_id`]) before a handler,
 /// or the database, sees it.
 #[derive(Debug)]
 pub struct Ids<T>(pub T);
@@ -284,13 +284,13 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
 
 /// Refuses what cannot be an id, naming the parameter and what an id is.
 pub fn check_id(name: &str, value: &str) -> Result<(), ApiError> {
-    if agora_market::is_valid_id(value) {
+    if agora_agreement::is_valid_id(value) {
         return Ok(());
     }
     let shown: String = value.chars().take(80).collect();
     Err(ApiError::BadRequest(format!(
         "{name} {shown:?} is not an id: ids are 1 to {} ASCII letters, digits, '-' or '_'",
-        agora_market::MAX_ID_LEN
+        agora_agreement::MAX_ID_LEN
     )))
 }
 

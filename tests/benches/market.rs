@@ -8,9 +8,10 @@
 //! Every node is a real libp2p swarm with its own Postgres database (one throwaway cluster), and
 //! the agora node's own market loop; they share one process. `cargo bench -p agora-tests --bench market`.
 
+use agora_agreement::AgreementState;
 use agora_identity::Identity;
 use agora_market::api::{DemandOfferBase, Event};
-use agora_market::{AgreementState, Market, ProposalState};
+use agora_market::{Market, ProposalState};
 use agora_net::{NetConfig, NetHandle};
 use agora_tests::TestPg;
 use serde_json::json;
@@ -123,7 +124,7 @@ async fn negotiate(requestor: &Market, i: usize) -> Duration {
         properties: json!({"golem.srv.comp.expiration": 1_900_000_000_000_u64, "bench.round": rand_round()}),
         constraints: format!("(golem.node.id.name=p{i})"),
     };
-    let demand = requestor.subscribe_demand(&base, agora_market::ADMIN_PRINCIPAL).await.expect("demand");
+    let demand = requestor.subscribe_demand(&base, agora_agreement::ADMIN_PRINCIPAL).await.expect("demand");
     let initial = next_proposal(requestor, &demand, ProposalState::Initial).await;
     let start = Instant::now();
     requestor.counter_proposal(&demand, &initial, &base, false).await.expect("counter");
@@ -147,7 +148,8 @@ async fn single_offer_latency(requestor: &Market, provider: &Market, nodes: usiz
     const ROUNDS: usize = 20;
     let watching =
         DemandOfferBase { properties: json!({}), constraints: "(golem.node.id.name=fresh-*)".into() };
-    let demand = requestor.subscribe_demand(&watching, agora_market::ADMIN_PRINCIPAL).await.expect("demand");
+    let demand =
+        requestor.subscribe_demand(&watching, agora_agreement::ADMIN_PRINCIPAL).await.expect("demand");
     let mut latencies = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         let name = format!("fresh-{round}");
@@ -156,7 +158,8 @@ async fn single_offer_latency(requestor: &Market, provider: &Market, nodes: usiz
             constraints: "()".into(),
         };
         let published = Instant::now();
-        let offer_id = provider.subscribe_offer(&offer, agora_market::ADMIN_PRINCIPAL).await.expect("offer");
+        let offer_id =
+            provider.subscribe_offer(&offer, agora_agreement::ADMIN_PRINCIPAL).await.expect("offer");
         let arrived = 'wait: loop {
             assert!(published.elapsed() < Duration::from_secs(120), "offer {name} not proposed in 120 s");
             for event in
@@ -225,7 +228,7 @@ fn main() {
         // The requestor is looking for offers before the providers start: it has joined the
         // offers topic, and each provider learns so as it connects.
         let watching = DemandOfferBase { properties: json!({}), constraints: "(golem.runtime.name=wasmtime)".into() };
-        let watch = requestor.market.subscribe_demand(&watching, agora_market::ADMIN_PRINCIPAL).await.expect("demand");
+        let watch = requestor.market.subscribe_demand(&watching, agora_agreement::ADMIN_PRINCIPAL).await.expect("demand");
 
         let setup = Instant::now();
         let mut providers = Vec::with_capacity(PROVIDERS);
@@ -243,7 +246,7 @@ fn main() {
             .map(|(i, provider)| {
                 let market = provider.market.clone();
                 // The market announces the offer as it subscribes it.
-                tokio::spawn(async move { market.subscribe_offer(&offer(i), agora_market::ADMIN_PRINCIPAL).await.expect("offer") })
+                tokio::spawn(async move { market.subscribe_offer(&offer(i), agora_agreement::ADMIN_PRINCIPAL).await.expect("offer") })
             })
             .collect();
         let mut offer_ids = Vec::with_capacity(PROVIDERS);

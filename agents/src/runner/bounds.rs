@@ -13,10 +13,10 @@ use std::time::Duration;
 pub(crate) fn worst_cost(properties: &Value, timeout: Duration) -> Result<Decimal, String> {
     let flat = agora_grammar::flatten(properties).map_err(|e| format!("its properties: {e}"))?;
     let pricing = crate::LinearPricing::from_properties(&flat).map_err(|e| format!("its pricing: {e}"))?;
-    let threads = agora_market::cpu_threads(&flat)
-        .map_err(|expected| format!("{} is not {expected}", agora_market::keys::CPU_THREADS))?;
-    let fuel = agora_market::fuel_limit(&flat)
-        .map_err(|expected| format!("{} is not {expected}", agora_market::keys::FUEL_LIMIT))?;
+    let threads = agora_agreement::cpu_threads(&flat)
+        .map_err(|expected| format!("{} is not {expected}", agora_agreement::keys::CPU_THREADS))?;
+    let fuel = agora_agreement::fuel_limit(&flat)
+        .map_err(|expected| format!("{} is not {expected}", agora_agreement::keys::FUEL_LIMIT))?;
     // A run may last until its commit deadline, 2T after it starts.
     let secs = Decimal::from(timeout.as_secs()) * Decimal::TWO;
     bounded_cost(&pricing, secs, threads, fuel)
@@ -26,7 +26,7 @@ pub(crate) fn worst_cost(properties: &Value, timeout: Duration) -> Result<Decima
 /// `exec` to its last result: every second of it, on every thread offered, all the fuel the limit
 /// allows, and the start price; never more than the replica's worst case reserved at selection.
 pub(crate) fn justified(
-    agreement: &agora_market::Agreement,
+    agreement: &agora_agreement::Agreement,
     wall: Duration,
     worst: Decimal,
 ) -> Result<Decimal, String> {
@@ -43,7 +43,7 @@ pub(crate) fn justified(
 /// `seen` ago: a counter above what that span allows (its duration, its CPU time on the offered
 /// threads, the fuel limit), or a value that is not a number ≥ 0. `None` when it can be.
 pub(crate) fn usage_problem(
-    agreement: &agora_market::Agreement,
+    agreement: &agora_agreement::Agreement,
     usage: &Value,
     seen: Duration,
 ) -> Option<String> {
@@ -61,7 +61,7 @@ pub(crate) fn usage_problem(
     let millis = i64::try_from(seen.as_millis()).unwrap_or(i64::MAX - 1) + 1;
     let secs = Decimal::new(millis, 3);
     for (counter, value) in vector.iter().zip(values) {
-        let Some(used) = agora_market::json_decimal(value).filter(|u| !u.is_sign_negative()) else {
+        let Some(used) = agora_agreement::json_decimal(value).filter(|u| !u.is_sign_negative()) else {
             return Some(format!("it reports {counter} as {value}, not a number ≥ 0"));
         };
         let bound = match counter.as_str() {
@@ -162,18 +162,18 @@ mod tests {
     }
 
     /// An agreement whose offer and demand carry `offer` and `demand`.
-    fn agreement(offer: Value, demand: Value) -> agora_market::Agreement {
+    fn agreement(offer: Value, demand: Value) -> agora_agreement::Agreement {
         let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let requestor = agora_identity::Identity::random().address();
         let provider = agora_identity::Identity::random().address();
-        agora_market::Agreement {
+        agora_agreement::Agreement {
             id: "ag".into(),
-            role: agora_market::Role::Requestor,
-            state: agora_market::AgreementState::Approved,
+            role: agora_agreement::Role::Requestor,
+            state: agora_agreement::AgreementState::Approved,
             requestor,
             provider,
             peer_id: "peer".into(),
-            demand: agora_market::DemandTerms {
+            demand: agora_agreement::DemandTerms {
                 constraints: "()".into(),
                 demand_id: "d".into(),
                 properties: demand,
@@ -181,7 +181,7 @@ mod tests {
                 requestor_id: format!("{requestor:#x}"),
                 timestamp: at,
             },
-            offer: agora_market::OfferTerms {
+            offer: agora_agreement::OfferTerms {
                 constraints: "()".into(),
                 offer_id: "o".into(),
                 properties: offer,
@@ -210,11 +210,11 @@ mod tests {
             wall_ms in any::<u64>(), worst in any::<u64>(),
         ) {
             let mut offer = offer(threads, fuel, json!([c0, 0.0002, 0, fixed]));
-            offer[agora_market::keys::DEBIT_NOTE_INTERVAL] = interval;
+            offer[agora_agreement::keys::DEBIT_NOTE_INTERVAL] = interval;
             let demand = json!({
-                agora_market::keys::DEBIT_NOTE_ACCEPT_TIMEOUT: accept,
-                agora_market::keys::PAYMENT_TIMEOUT: payment,
-                agora_market::keys::CHOSEN_PLATFORM: "erc20-dev-tglm",
+                agora_agreement::keys::DEBIT_NOTE_ACCEPT_TIMEOUT: accept,
+                agora_agreement::keys::PAYMENT_TIMEOUT: payment,
+                agora_agreement::keys::CHOSEN_PLATFORM: "erc20-dev-tglm",
             });
             let a = agreement(offer, demand);
             let longest = Duration::from_secs(u64::from(u32::MAX));
@@ -246,8 +246,8 @@ mod tests {
                 prop_assert!(worst >= Decimal::ZERO);
                 let flat = agora_grammar::flatten(&properties).unwrap();
                 let pricing = crate::LinearPricing::from_properties(&flat).unwrap();
-                let threads = agora_market::cpu_threads(&flat).unwrap();
-                let fuel = agora_market::fuel_limit(&flat).unwrap();
+                let threads = agora_agreement::cpu_threads(&flat).unwrap();
+                let fuel = agora_agreement::fuel_limit(&flat).unwrap();
                 let secs = Decimal::new(i64::try_from(wall_ms / 1000).unwrap_or(i64::MAX), 0);
                 if let Ok(bound) = bounded_cost(&pricing, secs, threads, fuel) {
                     prop_assert!(bound >= Decimal::ZERO);

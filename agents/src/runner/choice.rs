@@ -1,7 +1,7 @@
 //! Which providers a job asks: the bids it keeps, one per provider, and the order it asks them
 //! in, by their standing with this node.
 
-use super::settle::Standing;
+use super::reputation::Standing;
 use agora_market::ProposalState;
 use agora_market::api::{Event, ProposalView};
 use alloy_primitives::Address;

@@ -7,8 +7,9 @@ use crate::job::{ExecState, JobSpec, JobState};
 use crate::verify::Commitment;
 use crate::{Error, Result};
 use agora_activity::Activities;
+use agora_agreement::AgreementState;
+use agora_market::Market;
 use agora_market::api::ProposalView;
-use agora_market::{AgreementState, Market};
 use agora_payment::Payments;
 use alloy_primitives::Address;
 use futures_util::FutureExt;
@@ -25,12 +26,17 @@ use tokio_util::task::TaskTracker;
 
 mod bounds;
 mod choice;
+mod execution;
 mod flow;
+mod late;
 mod negotiation;
 mod queue;
 mod referee;
+mod reputation;
+mod resume;
 mod settle;
 mod users;
+mod verdict;
 mod views;
 mod webhooks;
 

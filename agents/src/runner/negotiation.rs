@@ -7,9 +7,10 @@ use super::choice::Bids;
 use super::{Jobs, NEGOTIATION, Replica, short};
 use crate::Result;
 use crate::job::{ExecState, JobState};
-use agora_market::AgreementState;
+use agora_agreement::AgreementState;
 use agora_market::api::{DemandOfferBase, Event};
 use chrono::Utc;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -40,7 +41,7 @@ impl Jobs {
         let valid_to = Utc::now() + chrono::Duration::hours(1);
         let t = Duration::from_secs(timeout);
         let platform =
-            base.properties[agora_market::keys::CHOSEN_PLATFORM].as_str().unwrap_or_default().to_string();
+            base.properties[agora_agreement::keys::CHOSEN_PLATFORM].as_str().unwrap_or_default().to_string();
         while !drafts.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -140,6 +141,20 @@ impl Jobs {
             }
         }
         Ok(())
+    }
+
+    /// Why the payee a proposal names on `platform` cannot be paid, if it cannot: not an
+    /// address, or one the chain refuses (the zero address, the token, the batch payer).
+    pub(super) fn payee_problem(&self, properties: &Value, platform: &str) -> Option<String> {
+        let key = agora_agreement::keys::platform_address(platform);
+        let flat = agora_grammar::flatten(properties).ok()?;
+        let payee = match flat.get(&key).map(|v| v.as_str().map(agora_identity::parse_address)) {
+            // No address there: the provider is paid at its node address.
+            None => return None,
+            Some(Some(Ok(payee))) => payee,
+            Some(_) => return Some(format!("{key} is not an address")),
+        };
+        self.inner.payments.config().network(platform)?.payee_problem(payee)
     }
 }
 

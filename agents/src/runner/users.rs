@@ -26,7 +26,7 @@ impl Principal {
     /// How the `owner` column names it.
     pub fn owner(&self) -> String {
         match self {
-            Self::Admin => agora_market::ADMIN_PRINCIPAL.into(),
+            Self::Admin => agora_agreement::ADMIN_PRINCIPAL.into(),
             Self::Service(name) => format!("app-key:{name}"),
             Self::User(user) => format!("user:{}", user.id),
         }

@@ -3,11 +3,9 @@
 
 use super::MarketStore;
 use super::proposals::{EventRef, add_event};
-use crate::agreement::Agreement;
 use crate::api::AgreementEvent;
-use crate::state::{AgreementState, Role};
-use crate::wire::{DemandTerms, OfferTerms};
 use crate::{Error, Result};
+use agora_agreement::{ADMIN_PRINCIPAL, Agreement, AgreementState, DemandTerms, OfferTerms, Role};
 use agora_identity::Address;
 use chrono::{DateTime, Utc};
 
@@ -176,7 +174,7 @@ impl MarketStore {
         .bind(agreement.timestamp)
         .bind(made_on_demand)
         .bind(made_on_offer)
-        .bind(crate::ADMIN_PRINCIPAL)
+        .bind(ADMIN_PRINCIPAL)
         .execute(&mut *tx)
         .await?
         .rows_affected()

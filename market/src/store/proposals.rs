@@ -283,7 +283,7 @@ impl MarketStore {
                 "AgreementEvent" => Event::Agreement {
                     event_date: row.created_at,
                     agreement: Box::new(
-                        self.agreement(row.agreement_id.as_deref().unwrap_or("")).await?.view(),
+                        (&self.agreement(row.agreement_id.as_deref().unwrap_or("")).await?).into(),
                     ),
                 },
                 "ProposalRejectedEvent" => {

@@ -442,13 +442,13 @@ impl agora_activity::Messenger for Nowhere {
 /// The node's agreements, as activities learn of them: here one Approved agreement, held in
 /// memory (the node answers from its market).
 #[derive(Debug)]
-struct OneAgreement(agora_market::Agreement);
+struct OneAgreement(agora_agreement::Agreement);
 
 impl agora_activity::Agreements for OneAgreement {
     fn agreement(
         &self,
         id: &str,
-    ) -> futures_util::future::BoxFuture<'_, agora_activity::Result<Option<agora_market::Agreement>>> {
+    ) -> futures_util::future::BoxFuture<'_, agora_activity::Result<Option<agora_agreement::Agreement>>> {
         let found = (self.0.id == id).then(|| self.0.clone());
         Box::pin(async move { Ok(found) })
     }
@@ -458,7 +458,7 @@ impl agora_activity::Agreements for OneAgreement {
         party: agora_identity::Address,
     ) -> futures_util::future::BoxFuture<'_, agora_activity::Result<bool>> {
         let a = &self.0;
-        let yes = a.state == agora_market::AgreementState::Approved
+        let yes = a.state == agora_agreement::AgreementState::Approved
             && (a.requestor == party || a.provider == party);
         Box::pin(async move { Ok(yes) })
     }
@@ -472,14 +472,14 @@ async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
     agora::node::MIGRATOR.run(&pool).await.unwrap();
     let (requestor, stranger) = (agora_identity::Identity::random(), agora_identity::Identity::random());
     let now = chrono::Utc::now();
-    let agreement = agora_market::Agreement {
+    let agreement = agora_agreement::Agreement {
         id: "a1".into(),
-        role: agora_market::Role::Provider,
-        state: agora_market::AgreementState::Approved,
+        role: agora_agreement::Role::Provider,
+        state: agora_agreement::AgreementState::Approved,
         requestor: requestor.address(),
         provider: agora_identity::Address::ZERO,
         peer_id: "peer".into(),
-        demand: agora_market::DemandTerms {
+        demand: agora_agreement::DemandTerms {
             constraints: "()".into(),
             demand_id: "d1".into(),
             properties: json!({"golem.srv.comp.task_package": "blob:sha256:00"}),
@@ -487,7 +487,7 @@ async fn only_the_agreements_requestor_may_create_or_drive_its_activities() {
             requestor_id: format!("{:#x}", requestor.address()),
             timestamp: now,
         },
-        offer: agora_market::OfferTerms {
+        offer: agora_agreement::OfferTerms {
             constraints: "()".into(),
             offer_id: "o1".into(),
             properties: json!({"golem.runtime.name": "wasmtime"}),

@@ -1,7 +1,7 @@
 //! An agreement holds the negotiated terms: what the requestor added in its counter-proposal is
 //! in the agreement on both nodes and under both signatures, and both sides carry a timestamp.
 
-use agora_market::AgreementBody;
+use agora_agreement::AgreementBody;
 use agora_market::api::AgreementView;
 use agora_tests::flow::{agree_with, get, net_id, node_address};
 use agora_tests::{NodeProcess, TestPg};

@@ -1,6 +1,7 @@
 //! Cross-crate scenarios on real services. One binary, one module per concern.
 
 mod activity;
+mod agent;
 mod agreement;
 mod blobs;
 mod data_path;
@@ -11,10 +12,13 @@ mod identity_store;
 mod jobs;
 mod market;
 mod money;
+mod money_hostile;
+mod money_scope;
 mod negotiation;
 mod network;
 mod node;
 mod payment;
+mod payment_input;
 mod referee;
 mod restarts;
 mod routing;

@@ -2,9 +2,10 @@
 //! requestor signature is forged is never recorded. Two markets on real Postgres, joined by a
 //! courier that can tamper with what it carries.
 
+use agora_agreement::AgreementState;
 use agora_identity::{Address, Identity};
 use agora_market::api::{DemandOfferBase, Event};
-use agora_market::{AgreementState, Courier, Market, MarketRequest, MarketResponse, ProposalState};
+use agora_market::{Courier, Market, MarketRequest, MarketResponse, ProposalState};
 use agora_tests::TestPg;
 use serde_json::json;
 use std::future::Future;
@@ -121,7 +122,7 @@ async fn forged_signatures_are_refused() {
     let offer_id = provider
         .subscribe_offer(
             &base(json!({"golem.runtime.name": "wasmtime"}), "()"),
-            agora_market::ADMIN_PRINCIPAL,
+            agora_agreement::ADMIN_PRINCIPAL,
         )
         .await
         .unwrap();
@@ -138,7 +139,7 @@ async fn forged_signatures_are_refused() {
     requestor.on_offer_body(p_id.address(), &p_peer, body).await.unwrap();
 
     let demand_id = requestor
-        .subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)"), agora_market::ADMIN_PRINCIPAL)
+        .subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)"), agora_agreement::ADMIN_PRINCIPAL)
         .await
         .unwrap();
     let wait = Duration::from_secs(5);
@@ -279,7 +280,7 @@ async fn matched(linked: &Linked) -> (String, String, String) {
     let offer_id = provider
         .subscribe_offer(
             &base(json!({"golem.runtime.name": "wasmtime"}), "()"),
-            agora_market::ADMIN_PRINCIPAL,
+            agora_agreement::ADMIN_PRINCIPAL,
         )
         .await
         .unwrap();
@@ -290,7 +291,7 @@ async fn matched(linked: &Linked) -> (String, String, String) {
     };
     requestor.on_offer_body(provider.node_id(), p_peer, body).await.unwrap();
     let demand_id = requestor
-        .subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)"), agora_market::ADMIN_PRINCIPAL)
+        .subscribe_demand(&base(json!({}), "(golem.runtime.name=wasmtime)"), agora_agreement::ADMIN_PRINCIPAL)
         .await
         .unwrap();
     let events = requestor.collect_demand_events(&demand_id, Duration::from_secs(5), 10).await.unwrap();

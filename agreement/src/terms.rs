@@ -4,9 +4,9 @@
 //! Draft and the requestor's proposal it answered. What either side added while negotiating (the
 //! chosen payment platform, say) is in them, and so under both signatures.
 
+use crate::body::{AgreementBody, DemandTerms, OfferTerms};
 use crate::pricing::{LinearPricing, PricingError};
 use crate::state::{AgreementState, Role};
-use crate::wire::{AgreementBody, DemandTerms, OfferTerms};
 use agora_grammar::Properties;
 use agora_identity::Address;
 use chrono::{DateTime, Utc};

@@ -1,0 +1,308 @@
+//! Hostile peers against real nodes, Postgres and anvil: ten thousand crafted messages leave
+//! both nodes bounded and honest work paid exactly; a debit note must name an activity of its
+//! agreement.
+
+use agora_tests::flow::{get, net_id, node_address, post};
+use agora_tests::{Anvil, NodeProcess, wait_for};
+use serde_json::{Value, json};
+
+/// The hostile-peer harness: a node of its own floods a requestor and a provider with ten
+/// thousand messages signed with their peers' keys (as a dishonest node would sign them): debit
+/// notes past any reasonable count, invoices for agreements never made, extreme numbers, payment
+/// notices for transactions that do not exist, acceptances of documents that do not exist, and
+/// commit and market requests for nothing. Afterwards neither node panicked, their memory and rows
+/// stayed within the stated bounds, and an honest invoice is paid exactly.
+#[tokio::test]
+async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_work_exactly() {
+    use super::payment::{Market, PLATFORM, accept, allocate, issue, wait_status};
+    use agora_payment::model::{Document, Kind, Payment, Rejection, RejectionReason, Share};
+    use agora_payment::{PaymentRequest, wire::Message};
+    let m = Market::start(Anvil::start().await).await;
+    let (r, p) = (&m.requestor, &m.provider);
+    let requestor_before = m.balance(r).await;
+    let provider_before = m.balance(p).await;
+    let agreement = m.agreement().await;
+    // The flood's notes name a real activity of the agreement, so they meet the bound on
+    // documents, not the check of their activity.
+    let activity = super::payment::activity(r, &agreement).await;
+    let key = |node: &NodeProcess| {
+        agora_identity::Keystore::open(node.data_dir().join("keystore"))
+            .unwrap()
+            .load(node_address(node), "")
+            .unwrap()
+    };
+    let (payer, payee) = (key(r), key(p));
+    let (r_addr, p_addr) = (format!("{:#x}", node_address(r)), format!("{:#x}", node_address(p)));
+    let (_, r_p2p) = net_id(r);
+    let peer = |addr: &str| addr.rsplit('/').next().unwrap().to_string();
+    let (r_peer, p_peer) = (peer(&r_p2p), peer(&m.provider_p2p));
+
+    // The hostile node: a transport identity of its own; what it says is signed with the keys.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = agora_net::NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers: vec![r_p2p.parse().unwrap(), m.provider_p2p.parse().unwrap()],
+        ..Default::default()
+    };
+    let keypair = agora_identity::Identity::random().libp2p_keypair();
+    let (net, _task) = agora_net::start(keypair, config, shutdown.clone()).await.unwrap();
+    let signed = |signer: &agora_identity::Identity, message: Message| {
+        let signature = agora_identity::sign_json(signer, &message).unwrap();
+        serde_json::to_value(PaymentRequest { message, signature }).unwrap()
+    };
+    let note = |id: String, agreement: &str, activity: String, usage: Option<Value>| Document {
+        id,
+        kind: Kind::DebitNote,
+        agreement_id: agreement.to_string(),
+        activity_id: Some(activity),
+        activity_ids: None,
+        issuer_id: p_addr.clone(),
+        recipient_id: r_addr.clone(),
+        payee_addr: p_addr.clone(),
+        payer_addr: r_addr.clone(),
+        payment_platform: PLATFORM.into(),
+        previous_id: None,
+        amount: "0.001".parse().unwrap(),
+        usage_counter_vector: usage,
+        payment_due_date: None,
+        timestamp: chrono::Utc::now(),
+    };
+    use agora_net::Channel::{Market as M, Payment as Pay, Verify};
+    let mut messages: Vec<(agora_net::Channel, String, Value)> = Vec::new();
+    for i in 0..3000 {
+        let d = note(format!("flood-note-{i}"), &agreement, activity.clone(), None);
+        messages.push((Pay, r_peer.clone(), signed(&payee, Message::Document { document: d })));
+    }
+    for i in 0..2000 {
+        let mut d = note(format!("flood-stranger-{i}"), &format!("never-made-{i}"), "a".into(), None);
+        d.kind = Kind::Invoice;
+        messages.push((Pay, r_peer.clone(), signed(&payee, Message::Document { document: d })));
+    }
+    for i in 0..2000 {
+        let usage = json!([1e308, -1, 0.5]);
+        let mut d = note(format!("flood-extreme-{i}"), &agreement, format!("x{i}"), Some(usage));
+        d.amount = rust_decimal::Decimal::MAX;
+        messages.push((Pay, r_peer.clone(), signed(&payee, Message::Document { document: d })));
+    }
+    for i in 0..150u8 {
+        let payment = Payment {
+            payment_id: format!("flood-paid-{i}"),
+            payer_id: r_addr.clone(),
+            payee_id: p_addr.clone(),
+            payer_addr: r_addr.clone(),
+            payee_addr: p_addr.clone(),
+            payment_platform: PLATFORM.into(),
+            amount: "1".parse().unwrap(),
+            timestamp: chrono::Utc::now(),
+            agreement_payments: vec![Share {
+                agreement_id: Some(agreement.clone()),
+                activity_id: None,
+                amount: "1".parse().unwrap(),
+                allocation_id: None,
+                document_id: format!("flood-note-{i}"),
+                document_kind: Kind::DebitNote,
+            }],
+            activity_payments: vec![],
+            details: format!("{:#x}", alloy_primitives::B256::repeat_byte(i)),
+        };
+        messages.push((Pay, p_peer.clone(), signed(&payer, Message::Paid { payment })));
+    }
+    for i in 0..1850 {
+        let message = if i % 2 == 0 {
+            Message::Accepted {
+                kind: Kind::Invoice,
+                document_id: format!("nothing-{i}"),
+                total_amount_accepted: "79228162514264337593543950335".into(),
+            }
+        } else {
+            let rejection = Rejection {
+                rejection_reason: RejectionReason::IncorrectAmount,
+                total_amount_accepted: "-1".into(),
+                message: Some("\u{0}".repeat(100)),
+            };
+            Message::Rejected { kind: Kind::DebitNote, document_id: format!("nothing-{i}"), rejection }
+        };
+        messages.push((Pay, p_peer.clone(), signed(&payer, message)));
+    }
+    for i in 0..500 {
+        // `/agora/verify/1`'s commit request, as agents' `VerifyRequest::Commit` writes it.
+        let commit =
+            json!({"type": "commit", "activity_id": format!("nothing-{i}"), "job_id": "x".repeat(200)});
+        messages.push((Verify, p_peer.clone(), commit));
+    }
+    for i in 0..480 {
+        let get = agora_market::MarketRequest::GetOffer { offer_id: format!("{i:064x}") };
+        messages.push((M, p_peer.clone(), serde_json::to_value(get).unwrap()));
+    }
+    for i in 0..20 {
+        let ids: Vec<String> = (0..256).map(|n| format!("{:064x}", i * 1000 + n)).collect();
+        let announce = agora_market::MarketRequest::Announce {
+            announcement: agora_market::Announcement::Offered { offer_ids: ids },
+        };
+        messages.push((M, r_peer.clone(), serde_json::to_value(announce).unwrap()));
+    }
+    assert_eq!(messages.len(), 10_000);
+
+    wait_for(30, "the hostile node to reach both nodes", || {
+        let net = net.clone();
+        let (r_peer, p_peer) = (r_peer.clone(), p_peer.clone());
+        async move {
+            let probe =
+                serde_json::to_value(agora_market::MarketRequest::GetOffer { offer_id: "0".into() }).unwrap();
+            let a: Result<Value, _> = net.request_typed(M, &r_peer, &probe).await;
+            let b: Result<Value, _> = net.request_typed(M, &p_peer, &probe).await;
+            (a.is_ok() && b.is_ok()).then_some(())
+        }
+    })
+    .await;
+    let memory_before = (agora_tests::data::rss(r.pid()).unwrap(), agora_tests::data::rss(p.pid()).unwrap());
+    let started = std::time::Instant::now();
+    // Paced under the nodes' limit of 200 requests a second from one peer, so the messages reach
+    // the handlers rather than being refused at the door: 15 at once, every 100 ms.
+    let (mut handled, mut refused) = (0usize, 0usize);
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(100));
+    for chunk in messages.chunks(15) {
+        pace.tick().await;
+        let answers = futures_util::future::join_all(
+            chunk.iter().map(|(channel, to, body)| net.request_typed::<_, Value>(*channel, to, body)),
+        )
+        .await;
+        for answer in answers {
+            match answer {
+                Ok(_) => handled += 1,
+                Err(e) if e.to_string().contains("refused the request") => refused += 1,
+                Err(e) => panic!("a hostile message went unanswered: {e}"),
+            }
+        }
+    }
+    let memory_after = (agora_tests::data::rss(r.pid()).unwrap(), agora_tests::data::rss(p.pid()).unwrap());
+    println!(
+        "10000 hostile messages in {:?}: {handled} handled, {refused} refused at the door; resident memory: \
+         requestor {} → {} MiB, provider {} → {} MiB",
+        started.elapsed(),
+        memory_before.0 >> 20,
+        memory_after.0 >> 20,
+        memory_before.1 >> 20,
+        memory_after.1 >> 20
+    );
+    shutdown.cancel();
+    // The provider here runs no agent, so its 500 commit requests are refused as unserved.
+    assert!(handled >= 9_000, "{handled} of 10000 reached the handlers");
+    for (before, after) in [(memory_before.0, memory_after.0), (memory_before.1, memory_after.1)] {
+        assert!(after < before + (200 << 20), "resident memory grew from {before} to {after} bytes");
+    }
+
+    // Rows: the requestor holds at most 2000 documents of the flooded agreement, and none of
+    // agreements it never made; the provider at most 100 payment notices waiting to be checked.
+    let r_db = sqlx::PgPool::connect(&m.pg.url()).await.unwrap();
+    let url = m.pg.url();
+    let p_db = sqlx::PgPool::connect(&format!("{}/provider", &url[..url.rfind('/').unwrap()])).await.unwrap();
+    let documents: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payment_documents").fetch_one(&r_db).await.unwrap();
+    assert!(documents <= 2000, "{documents} documents on the requestor");
+    let notices: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE side = 'payee'")
+        .fetch_one(&p_db)
+        .await
+        .unwrap();
+    assert!(notices <= 100, "{notices} payment notices on the provider");
+    for node in [r, p] {
+        assert!(!node.log().contains("panicked"), "{}", node.log());
+    }
+
+    // Honest work on the same nodes is paid exactly: on chain, and settled on the payer's side.
+    let allocation = allocate(r, "10").await;
+    let fresh = m.agreement().await;
+    let invoice = issue(p, "invoices", json!({"agreementId": fresh, "amount": "2"})).await;
+    wait_status(r, "invoices", &invoice, "RECEIVED", 30).await;
+    let (status, body) = accept(r, "invoices", &invoice, "2", &allocation).await;
+    assert_eq!(status, 200, "{body}");
+    wait_status(r, "invoices", &invoice, "SETTLED", 60).await;
+    let two = agora_payment::to_token_units("2".parse().unwrap(), 18).unwrap();
+    assert_eq!(m.balance(p).await - provider_before, two);
+    assert_eq!(requestor_before - m.balance(r).await, two);
+}
+
+/// A debit note is of one activity of its agreement: the provider's node will not issue one that
+/// names another agreement's activity or none, and the requestor refuses such a note from a
+/// provider that signs it anyway. No money moves for them.
+#[tokio::test]
+async fn a_debit_note_must_name_an_activity_of_its_agreement() {
+    use super::payment::{Market, PLATFORM, activity, issue, wait_status};
+    use agora_payment::model::{Document, Kind};
+    use agora_payment::{PaymentRequest, PaymentResponse, wire::Message};
+    let m = Market::start(Anvil::start().await).await;
+    let (r, p) = (&m.requestor, &m.provider);
+    let (requestor_before, provider_before) = (m.balance(r).await, m.balance(p).await);
+    let (first, second) = (m.agreement().await, m.agreement().await);
+    let (mine, other) = (activity(r, &first).await, activity(r, &second).await);
+
+    // The provider's own node: another agreement's activity, or one that does not exist, is 400.
+    for named in [other.as_str(), "no-such-activity"] {
+        let note = json!({"agreementId": first, "activityId": named, "totalAmountDue": "0.01"});
+        let (status, body) = post(p, "/payment-api/v1/debitNotes", note).await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(named) && message.contains(&first), "{message}");
+    }
+    let note = json!({"agreementId": first, "activityId": mine, "totalAmountDue": "0.01"});
+    let honest = issue(p, "debitNotes", note).await;
+    wait_status(r, "debitNotes", &honest, "RECEIVED", 30).await;
+
+    // A provider that signs such a note anyway, sent straight to the requestor.
+    let payee = agora_identity::Keystore::open(p.data_dir().join("keystore"))
+        .unwrap()
+        .load(node_address(p), "")
+        .unwrap();
+    let (r_addr, p_addr) = (format!("{:#x}", node_address(r)), format!("{:#x}", node_address(p)));
+    let (_, r_p2p) = net_id(r);
+    let r_peer = r_p2p.rsplit('/').next().unwrap().to_string();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let config = agora_net::NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers: vec![r_p2p.parse().unwrap()],
+        ..Default::default()
+    };
+    let keypair = agora_identity::Identity::random().libp2p_keypair();
+    let (net, _task) = agora_net::start(keypair, config, shutdown.clone()).await.unwrap();
+    for (id, named) in [("crafted-other", other.as_str()), ("crafted-none", "no-such-activity")] {
+        let document = Document {
+            id: id.into(),
+            kind: Kind::DebitNote,
+            agreement_id: first.clone(),
+            activity_id: Some(named.into()),
+            activity_ids: None,
+            issuer_id: p_addr.clone(),
+            recipient_id: r_addr.clone(),
+            payee_addr: p_addr.clone(),
+            payer_addr: r_addr.clone(),
+            payment_platform: PLATFORM.into(),
+            previous_id: None,
+            amount: "0.01".parse().unwrap(),
+            usage_counter_vector: None,
+            payment_due_date: None,
+            timestamp: chrono::Utc::now(),
+        };
+        let message = Message::Document { document };
+        let signature = agora_identity::sign_json(&payee, &message).unwrap();
+        let request = PaymentRequest { message, signature };
+        let answer = wait_for(30, "the requestor to answer the crafted note", || {
+            let (net, r_peer, request) = (net.clone(), r_peer.clone(), request.clone());
+            async move {
+                net.request_typed::<_, PaymentResponse>(agora_net::Channel::Payment, &r_peer, &request)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        match answer {
+            PaymentResponse::Error { message, retry: false } => {
+                assert!(message.contains(named) && message.contains(&first), "{message}")
+            }
+            other => panic!("a debit note of activity {named} on agreement {first} was taken: {other:?}"),
+        }
+        let (status, body) = get(r, &format!("/payment-api/v1/debitNotes/{id}")).await;
+        assert_eq!(status, 404, "{body}");
+    }
+    shutdown.cancel();
+    assert_eq!((m.balance(r).await, m.balance(p).await), (requestor_before, provider_before));
+}
