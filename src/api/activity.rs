@@ -138,8 +138,8 @@ impl ResultsQuery {
 }
 
 #[utoipa::path(get, path = "/activity-api/v1/activity/{id}/exec/{batch}", tag = "activity", params(("id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the activity"), ("batch" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$"), ResultsQuery),
-    responses((status = 200, description = "the batch's results so far", body = Vec<CommandResult>),
-              (status = 200, description = "as server-sent `runtime` events", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "the batch's results so far: a JSON list, or with `Accept: text/event-stream` server-sent `runtime` events",
+                  content((Vec<CommandResult> = "application/json"), (String = "text/event-stream"))),
               (status = 404, description = "no such activity or batch", body = super::ErrorMessage),
               (status = 504, description = "the provider's node did not answer now; poll again", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn results(
@@ -238,6 +238,7 @@ async fn usage(State(state): State<AppState>, Ids(id): Ids<String>) -> Result<Js
 
 #[utoipa::path(post, path = "/blobs", tag = "blobs", request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, description = "stored", body = BlobStored),
+              (status = 400, description = "the body is empty", body = super::ErrorMessage),
               (status = 413, description = "larger than the node's blob limit", body = super::ErrorMessage)), security(("bearer" = [])))]
 async fn put_blob(
     State(state): State<AppState>,
@@ -247,6 +248,13 @@ async fn put_blob(
     let blobs = activities(&state)?.blobs().clone();
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    // A blob is its bytes: a request with none is a mistake (a file not attached), not a store.
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    if declared == Some(0) || (declared.is_none() && !chunked) {
+        return Err(ApiError::BadRequest(
+            "the body is empty: send the blob's bytes (Content-Type: application/octet-stream)".into(),
+        ));
+    }
     // Streamed to a temporary file while it is hashed; never held whole in memory.
     let hex = blobs.receive(body.into_data_stream(), declared).await?;
     Ok((StatusCode::CREATED, Json(BlobStored { url: format!("blob:sha256:{hex}"), sha256: hex })))

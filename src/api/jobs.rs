@@ -223,8 +223,8 @@ struct EventsQuery {
         EventsQuery,
     ),
     responses(
-        (status = 200, description = "steps, oldest first", body = Vec<JobEvent>),
-        (status = 200, description = "as server-sent events", content_type = "text/event-stream", body = JobEvent),
+        (status = 200, description = "steps, oldest first: a JSON list, or with `Accept: text/event-stream` one server-sent event per step",
+            content((Vec<JobEvent> = "application/json"), (JobEvent = "text/event-stream"))),
         (status = 400, description = "a parameter is wrong", body = super::ErrorMessage),
         (status = 404, description = "no such job that the caller may see", body = super::ErrorMessage),
     ),

@@ -185,7 +185,70 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     for part in [public, authenticated, blobs] {
         doc.merge(part.split_for_parts().1);
     }
+    utoipa::Modify::modify(&Answers, &mut doc);
     doc
+}
+
+/// The answers an operation can give whatever its handler does, written into every operation
+/// they apply to, so the document lists every status the node can answer:
+/// - 401 where a bearer token is needed, and 503 there too, as the token is looked up in the
+///   database (and payments reach the chain, the market the network);
+/// - 403 where a key of the wrong kind is refused: an end user's key outside `/jobs`, an app-key
+///   under `/admin`;
+/// - 400 where a path id, a query parameter or a body can be wrong;
+/// - 413 where a JSON body can be over [`MAX_JSON_BODY`].
+#[derive(Debug)]
+struct Answers;
+
+impl utoipa::Modify for Answers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let answer = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorMessage"))).build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let mut add = |status: &str, description: &str| {
+                    operation.responses.responses.entry(status.into()).or_insert_with(|| answer(description));
+                };
+                let parameters = operation.parameters.iter().flatten().any(|p| {
+                    matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query))
+                });
+                let body = operation.request_body.is_some();
+                let secured = operation.security.is_some();
+                if parameters || body {
+                    add("400", "a path id, a query parameter or the body is wrong: the message says which");
+                }
+                if body && path != "/blobs" {
+                    add("413", "the JSON body is over the node's limit (2 MiB)");
+                }
+                if secured {
+                    add("401", "no bearer token, or one this node does not know");
+                    if !path.starts_with("/jobs") {
+                        add(
+                            "403",
+                            "a key of the wrong kind: an end user's key (it reaches /jobs only), or an app-key under /admin",
+                        );
+                    }
+                    add(
+                        "503",
+                        "the node's database, the chain or the network cannot be reached now: retry later",
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// [`openapi`] as the committed `openapi.json` holds it.
@@ -339,13 +402,23 @@ pub async fn until_shutdown<T>(
 /// streamed, have their own (`max_blob_bytes`).
 pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
 
-/// A JSON body whose rejection is an [`ApiError`] with a message, like every other error.
+/// A JSON body whose rejection is an [`ApiError`] with a message, like every other error. Every
+/// body the API takes is an object, as the document says: an array is refused, even one that
+/// serde would read field by field into a struct.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_JSON_BODY).await.map_err(|_| {
+            ApiError::PayloadTooLarge(format!("a JSON body is at most {MAX_JSON_BODY} bytes on this node"))
+        })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest("the body must be a JSON object ({...})".into()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Body(value)),
             Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {

@@ -199,6 +199,8 @@ async fn list(
     kind: Kind,
     params: &ListParams,
 ) -> Result<Json<Vec<Value>>, ApiError> {
+    // A listing does not wait, but a `timeout` it is sent is held to the rule the document states.
+    seconds("timeout", params.timeout, Duration::ZERO, MAX_POLL)?;
     let owner = caller.owner();
     let rows = service(state)?.documents(kind, params.after()?, params.max(), caller.scope(&owner)).await?;
     Ok(Json(rows.iter().map(|r| r.view()).collect()))
