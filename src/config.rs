@@ -1,6 +1,6 @@
 //! Node settings: a TOML file, `AGORA_*` environment variables and command-line flags. A flag
 //! overrides its environment variable (clap reads both), which overrides the file, which
-//! overrides the built-in default. Every key is documented in README.md.
+//! overrides the built-in default. Every key is documented in docs/src/configuration.md.
 
 use crate::Error;
 use clap::Args;
