@@ -35,5 +35,6 @@ pub mod node;
 mod output;
 mod payment_cli;
 pub mod postgres;
+mod store;
 
 pub use error::{Error, redact_url};

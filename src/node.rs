@@ -7,6 +7,7 @@ use crate::api::{self, AppState};
 use crate::config::{Database, Settings};
 use crate::datadir::{DataDir, NodeFile};
 use crate::postgres::{Binaries, Cluster, Listen};
+use crate::store::EMBEDDED_DB;
 use crate::{Error, redact_url};
 use agora_identity::{Identities, IdentityStore, Keystore};
 use rand::RngCore;
@@ -30,8 +31,6 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long closing the database pool may wait for connections still in use.
 const POOL_CLOSE: Duration = Duration::from_secs(3);
 
-/// The database the embedded cluster keeps agora's tables in.
-const EMBEDDED_DB: &str = "agora";
 /// The embedded server listens on a Unix socket only; the port number only names the socket.
 const EMBEDDED_PORT: u16 = 5432;
 
@@ -113,13 +112,8 @@ async fn connect_embedded(cluster: &Cluster) -> Result<PgPool, Error> {
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(cluster.connect_options("postgres"))
         .await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(EMBEDDED_DB)
-        .fetch_one(&admin)
-        .await?;
-    if !exists {
-        // Must match EMBEDDED_DB: SQL names cannot be bound as parameters.
-        sqlx::query("CREATE DATABASE agora").execute(&admin).await?;
+    if !crate::store::has_database(&admin).await? {
+        crate::store::create_database(&admin).await?;
     }
     admin.close().await;
     Ok(PgPoolOptions::new()

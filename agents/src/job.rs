@@ -260,7 +260,7 @@ macro_rules! numbered_states {
         impl $name {
             pub const ALL: [Self; [$($code),+].len()] = [$(Self::$variant),+];
 
-            pub fn code(self) -> i16 {
+            pub const fn code(self) -> i16 {
                 self as i16
             }
 

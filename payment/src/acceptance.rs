@@ -5,7 +5,8 @@
 use crate::documents::usage_cost;
 use crate::model::check_id;
 use crate::model::{Acceptance, Document, Kind, Rejection, Status, parse_amount};
-use crate::service::{insert_document, verify};
+use crate::service::verify;
+use crate::store;
 use crate::wire::Message;
 use crate::{Error, Payments, Result};
 use agora_agreement::Role;
@@ -68,15 +69,12 @@ impl Payments {
                         document.id, document.amount
                     )));
                 }
-                let before: Option<Decimal> = sqlx::query_scalar(
-                    "SELECT max(amount) FROM payment_documents
-                     WHERE kind = 'debit_note' AND side = 'recipient' AND agreement_id = $1 AND activity_id = $2
-                       AND id <> $3",
+                let before = store::documents::most_received_for_activity(
+                    self.pool(),
+                    &document.agreement_id,
+                    activity,
+                    &document.id,
                 )
-                .bind(&document.agreement_id)
-                .bind(activity)
-                .bind(&document.id)
-                .fetch_one(self.pool())
                 .await?;
                 if before.is_some_and(|b| document.amount < b) {
                     return Err(Error::BadInput(format!(
@@ -86,7 +84,8 @@ impl Payments {
                 }
             }
             Kind::Invoice => {
-                let asked = Self::debit_notes_total(self.pool(), &document.agreement_id, false).await?;
+                let asked =
+                    store::documents::debit_notes_total(self.pool(), &document.agreement_id, false).await?;
                 if document.amount < asked {
                     return Err(Error::BadInput(format!(
                         "invoice {} asks {}, below the {asked} its debit notes asked",
@@ -100,35 +99,35 @@ impl Payments {
         // A provider's documents of one agreement are bounded, counted under a lock of the
         // agreement so that a flood at once cannot pass the bound: its rows here stay bounded.
         // A debit note every two minutes for a day is 720.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("receive {}", document.agreement_id))
-            .execute(&mut *tx)
-            .await?;
+        store::lock(&mut tx, &format!("receive {}", document.agreement_id)).await?;
         // Invoices are one an agreement already (a table index), so the bound is on debit notes.
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM payment_documents WHERE agreement_id = $1 AND side = 'recipient' AND kind = 'debit_note'",
-        )
-        .bind(&document.agreement_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let held = store::documents::received_debit_notes(&mut *tx, &document.agreement_id).await?;
         if document.kind == Kind::DebitNote && held >= MAX_DOCUMENTS_PER_AGREEMENT {
             return Err(Error::BadInput(format!(
                 "agreement {} has {held} debit notes already, the most one may have",
                 document.agreement_id
             )));
         }
-        let inserted =
-            match insert_document(&mut tx, &document, false, Status::Received, signature, &principal).await {
-                Err(Error::Db(sqlx::Error::Database(e)))
-                    if e.constraint() == Some("payment_documents_one_invoice") =>
-                {
-                    return Err(Error::Conflict(format!(
-                        "agreement {} already has an invoice",
-                        document.agreement_id
-                    )));
-                }
-                other => other?,
-            };
+        let inserted = match store::documents::insert(
+            &mut *tx,
+            &document,
+            false,
+            Status::Received,
+            signature,
+            &principal,
+        )
+        .await
+        {
+            Err(Error::Db(sqlx::Error::Database(e)))
+                if e.constraint() == Some("payment_documents_one_invoice") =>
+            {
+                return Err(Error::Conflict(format!(
+                    "agreement {} already has an invoice",
+                    document.agreement_id
+                )));
+            }
+            other => other?,
+        };
         if inserted {
             Self::record_event(&mut tx, document.kind, &document.id, Status::Received, None).await?;
         }
@@ -172,11 +171,7 @@ impl Payments {
         }
         let binding = kind == Kind::Invoice || d.payment_due_date.is_some();
         let mut tx = self.pool().begin().await?;
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM payment_documents WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let status = store::documents::status_for_update(&mut *tx, id).await?;
         match Status::parse(&status) {
             Some(Status::Received | Status::Rejected) => {}
             Some(Status::Accepted | Status::Settled) => {
@@ -204,34 +199,14 @@ impl Payments {
             )));
         }
         // Serialises acceptances of one agreement, so two cannot both order the same difference.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(&d.agreement_id)
-            .execute(&mut *tx)
-            .await?;
+        store::lock(&mut tx, &d.agreement_id).await?;
         // A debit note is cumulative for its activity: it adds to what that activity's notes
         // ordered. An invoice is the agreement's total: it adds to everything ordered for it.
-        let ordered: Option<Decimal> = sqlx::query_scalar(
-            "SELECT sum(amount) FROM payment_orders
-             WHERE agreement_id = $1 AND ($2::text IS NULL OR activity_id = $2) AND failure IS NULL",
-        )
-        .bind(&d.agreement_id)
-        .bind(if kind == Kind::DebitNote { d.activity_id.clone() } else { None })
-        .fetch_one(&mut *tx)
-        .await?;
-        let to_pay =
-            if binding { (d.amount - ordered.unwrap_or_default()).max(Decimal::ZERO) } else { Decimal::ZERO };
+        let activity = if kind == Kind::DebitNote { d.activity_id.clone() } else { None };
+        let ordered = store::orders::ordered(&mut *tx, &d.agreement_id, activity).await?;
+        let to_pay = if binding { (d.amount - ordered).max(Decimal::ZERO) } else { Decimal::ZERO };
         if to_pay > Decimal::ZERO {
-            let charged = sqlx::query(
-                "UPDATE allocations SET spent = spent + $2
-                 WHERE id = $1 AND released_at IS NULL AND total - spent >= $2
-                   AND (timeout IS NULL OR timeout > now())",
-            )
-            .bind(&allocation.id)
-            .bind(to_pay)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if charged == 0 {
+            if !store::allocations::draw(&mut *tx, &allocation.id, to_pay).await? {
                 return Err(Error::BadInput(format!(
                     "allocation {} has {} left, and accepting this {} needs {to_pay}",
                     allocation.id,
@@ -239,34 +214,22 @@ impl Payments {
                     kind.label()
                 )));
             }
-            sqlx::query(
-                "INSERT INTO payment_orders (platform, payer_addr, payee_addr, payee_id, payee_peer, amount,
-                     agreement_id, activity_id, document_kind, document_id, allocation_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&d.payment_platform)
-            .bind(format!("{:#x}", platform.payer))
-            .bind(format!("{:#x}", platform.payee))
-            .bind(format!("{:#x}", agreement.provider))
-            .bind(&agreement.peer_id)
-            .bind(to_pay)
-            .bind(&d.agreement_id)
-            .bind(&d.activity_id)
-            .bind(kind.as_str())
-            .bind(id)
-            .bind(&allocation.id)
-            .execute(&mut *tx)
-            .await?;
+            let order = store::orders::NewOrder {
+                platform: &d.payment_platform,
+                payer_addr: format!("{:#x}", platform.payer),
+                payee_addr: format!("{:#x}", platform.payee),
+                payee_id: format!("{:#x}", agreement.provider),
+                payee_peer: &agreement.peer_id,
+                amount: to_pay,
+                agreement_id: &d.agreement_id,
+                activity_id: d.activity_id.as_deref(),
+                document_kind: kind.as_str(),
+                document_id: id,
+                allocation_id: &allocation.id,
+            };
+            store::orders::insert(&mut *tx, order).await?;
         }
-        sqlx::query(
-            "UPDATE payment_documents SET status = 'ACCEPTED', accepted_amount = $2, allocation_id = $3, rejection = NULL
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(accepted)
-        .bind(&allocation.id)
-        .execute(&mut *tx)
-        .await?;
+        store::documents::accept(&mut *tx, id, accepted, &allocation.id).await?;
         Self::record_event(&mut tx, kind, id, Status::Accepted, None).await?;
         let message = Message::Accepted {
             kind,
@@ -296,16 +259,7 @@ impl Payments {
         }
         let agreement = self.agreement(&row.document.agreement_id).await?;
         let mut tx = self.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE payment_documents SET status = 'REJECTED', rejection = $2
-             WHERE id = $1 AND status IN ('RECEIVED', 'REJECTED')",
-        )
-        .bind(id)
-        .bind(serde_json::json!(rejection))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+        if !store::documents::reject_received(&mut *tx, id, &serde_json::json!(rejection)).await? {
             // Withdrawn by its provider meanwhile: nothing will be paid for it, which is what the
             // rejection wanted, so it counts as done.
             let now = self.document(kind, id).await?.status;

@@ -7,7 +7,6 @@ use crate::model::amount_text;
 use crate::platform::Network;
 use crate::{Error, Payments, Result, from_token_units};
 use alloy_primitives::U256;
-use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 /// Tokens one `fund` mints.
@@ -46,13 +45,8 @@ impl Payments {
         let failed = |e: dev::DevError| Error::Unreachable(format!("{}: {e}", network.platform()));
         let _account = self.inner.account.lock().await;
         // The faucet call takes the account's next nonce: not while a payment holds one unsent.
-        let in_flight: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM chain_batches WHERE platform = $1 AND payer_addr = $2 AND state = 'pending'",
-        )
-        .bind(network.platform())
-        .bind(self.me())
-        .fetch_one(self.pool())
-        .await?;
+        let in_flight =
+            crate::store::chain::pending_count(self.pool(), &network.platform(), &self.me()).await?;
         if in_flight > 0 {
             return Err(Error::Conflict(format!(
                 "{} has a payment transaction in flight; fund once it is mined",
@@ -97,14 +91,8 @@ impl Payments {
     /// ordered but not yet paid, paid, and received.
     async fn account_status(&self, network: &Network) -> Result<Value> {
         let platform = network.platform();
-        let sum = |sql: &'static str| {
-            let platform = platform.clone();
-            async move {
-                let v: Option<Decimal> =
-                    sqlx::query_scalar(sql).bind(platform).fetch_one(self.pool()).await?;
-                Ok::<_, Error>(amount_text(v.unwrap_or_default()))
-            }
-        };
+        use crate::store::{allocations, orders, payments};
+        let db = self.pool();
         let rpc = Rpc::new(network.rpc_urls[0].clone());
         let me = self.node_id();
         let (token, gas) = match (dev::token_balance(&rpc, network.token, me).await, rpc.balance(me).await) {
@@ -119,10 +107,10 @@ impl Payments {
             "address": self.me(),
             "token": token,
             "gas": gas,
-            "allocated": sum("SELECT sum(total - spent) FROM allocations WHERE platform = $1 AND released_at IS NULL").await?,
-            "pending": sum("SELECT sum(amount) FROM payment_orders WHERE platform = $1 AND NOT paid AND failure IS NULL").await?,
-            "paid": sum("SELECT sum(amount) FROM payments WHERE platform = $1 AND side = 'payer'").await?,
-            "received": sum("SELECT sum(amount) FROM payments WHERE platform = $1 AND side = 'payee' AND verified").await?,
+            "allocated": amount_text(allocations::unspent(db, &platform).await?),
+            "pending": amount_text(orders::pending(db, &platform).await?),
+            "paid": amount_text(payments::total(db, &platform, true).await?),
+            "received": amount_text(payments::total(db, &platform, false).await?),
         }))
     }
 }

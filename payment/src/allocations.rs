@@ -3,23 +3,9 @@
 
 use crate::model::{Allocation, AllocationUpdate, NewAllocation, PlatformChoice, check_id, parse_amount};
 use crate::service::new_id;
+use crate::store::allocations as table;
 use crate::{Error, Payments, Result, Scope};
 use serde_json::{Value, json};
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row, Transaction};
-
-fn allocation(r: &PgRow) -> Result<Allocation> {
-    Ok(Allocation {
-        id: r.try_get("id")?,
-        platform: r.try_get("platform")?,
-        address: r.try_get("address")?,
-        total: r.try_get("total")?,
-        spent: r.try_get("spent")?,
-        timestamp: r.try_get("created_at")?,
-        timeout: r.try_get("timeout")?,
-        make_deposit: r.try_get("make_deposit")?,
-    })
-}
 
 impl Payments {
     /// The platform a caller names, or the node's first.
@@ -69,59 +55,35 @@ impl Payments {
                 self.me()
             }
         };
-        let row = sqlx::query(
-            "INSERT INTO allocations (id, platform, address, total, timeout, make_deposit, principal)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-        )
-        .bind(new_id())
-        .bind(&platform)
-        .bind(&address)
-        .bind(total)
-        .bind(new.timeout)
-        .bind(new.make_deposit)
-        .bind(principal)
-        .fetch_one(self.pool())
-        .await?;
-        allocation(&row)
+        let row = table::NewRow {
+            id: &new_id(),
+            platform: &platform,
+            address: &address,
+            total,
+            timeout: new.timeout,
+            make_deposit: new.make_deposit,
+            principal,
+        };
+        table::insert(self.pool(), row).await
     }
 
     /// Allocations not released that `scope` sees, oldest first.
     pub async fn allocations(&self, scope: Scope<'_>) -> Result<Vec<Allocation>> {
-        let rows = sqlx::query(
-            "SELECT * FROM allocations WHERE released_at IS NULL AND ($1::text IS NULL OR principal = $1)
-             ORDER BY created_at, id",
-        )
-        .bind(scope.principal())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(allocation).collect()
+        table::open(self.pool(), scope.principal()).await
     }
 
     pub async fn allocation(&self, id: &str) -> Result<Allocation> {
         check_id("allocationId", id)?;
-        let row = sqlx::query("SELECT * FROM allocations WHERE id = $1 AND released_at IS NULL")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no allocation {id}")))?;
-        allocation(&row)
+        table::get_open(self.pool(), id).await?.ok_or_else(|| Error::NotFound(format!("no allocation {id}")))
     }
 
     /// An allocation an acceptance may draw on, locked for the rest of `tx`.
-    pub(crate) async fn allocation_in(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        id: &str,
-    ) -> Result<Allocation> {
-        let row = sqlx::query("SELECT *, released_at IS NOT NULL AS released FROM allocations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| Error::BadInput(format!("no allocation {id}")))?;
-        if row.try_get::<bool, _>("released")? {
+    pub(crate) async fn allocation_in(&self, tx: &mut sqlx::PgConnection, id: &str) -> Result<Allocation> {
+        let (found, released) =
+            table::get(tx, id).await?.ok_or_else(|| Error::BadInput(format!("no allocation {id}")))?;
+        if released {
             return Err(Error::BadInput(format!("allocation {id} is released")));
         }
-        let found = allocation(&row)?;
         if found.timeout.is_some_and(|t| t < chrono::Utc::now()) {
             return Err(Error::BadInput(format!("allocation {id} timed out")));
         }
@@ -135,35 +97,18 @@ impl Payments {
             Some(t) => parse_amount("totalAmount", t).map_err(Error::BadInput)?,
             None => current.total,
         };
-        let row = sqlx::query(
-            "UPDATE allocations SET total = $2, timeout = COALESCE($3, timeout)
-             WHERE id = $1 AND released_at IS NULL AND spent <= $2 RETURNING *",
-        )
-        .bind(id)
-        .bind(total)
-        .bind(update.timeout)
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or_else(|| {
+        table::amend(self.pool(), id, total, update.timeout).await?.ok_or_else(|| {
             Error::BadInput(format!(
                 "totalAmount {total} is below the {} allocation {id} already spent",
                 current.spent
             ))
-        })?;
-        allocation(&row)
+        })
     }
 
     /// `DELETE /allocations/{id}`: what is not spent is free again.
     pub async fn release_allocation(&self, id: &str) -> Result<()> {
         check_id("allocationId", id)?;
-        let released: Option<bool> = sqlx::query_scalar(
-            "UPDATE allocations SET released_at = COALESCE(released_at, now()) WHERE id = $1
-             RETURNING released_at < now()",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
-        match released {
+        match table::release(self.pool(), id).await? {
             None => Err(Error::NotFound(format!("no allocation {id}"))),
             Some(true) => Err(Error::Gone(format!("allocation {id} is already released"))),
             Some(false) => Ok(()),

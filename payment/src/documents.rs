@@ -3,7 +3,8 @@
 //! in `acceptance.rs`, settling in `settle.rs`.
 
 use crate::model::{Document, DocumentRow, Kind, Rejection, Status, check_id, parse_amount};
-use crate::service::{insert_document, new_id, timestamp, verify};
+use crate::service::{new_id, timestamp, verify};
+use crate::store;
 use crate::wire::{Message, PaymentResponse};
 use crate::{Error, Payments, Result};
 use agora_agreement::{AgreementState, Role};
@@ -86,25 +87,6 @@ impl Payments {
         self.issue(document).await
     }
 
-    /// The sum, over an agreement's activities, of each one's latest debit note.
-    pub(crate) async fn debit_notes_total<'e>(
-        db: impl sqlx::PgExecutor<'e>,
-        agreement_id: &str,
-        issued_here: bool,
-    ) -> Result<Decimal> {
-        let total: Option<Decimal> = sqlx::query_scalar(
-            "SELECT sum(latest) FROM (
-                 SELECT max(amount) AS latest FROM payment_documents
-                 WHERE kind = 'debit_note' AND agreement_id = $1 AND side = $2 AND status <> 'CANCELLED'
-                 GROUP BY activity_id) notes",
-        )
-        .bind(agreement_id)
-        .bind(if issued_here { "issuer" } else { "recipient" })
-        .fetch_one(db)
-        .await?;
-        Ok(total.unwrap_or_default())
-    }
-
     /// A new document of an agreement this node provides, with the agreement's parties.
     async fn draft(&self, kind: Kind, agreement_id: &str, amount: Decimal) -> Result<Document> {
         check_id("agreementId", agreement_id)?;
@@ -153,24 +135,14 @@ impl Payments {
     async fn issue(&self, mut document: Document) -> Result<DocumentRow> {
         let principal = self.principal(&document.agreement_id).await?;
         let mut tx = self.pool().begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("issue {}", document.agreement_id))
-            .execute(&mut *tx)
-            .await?;
+        store::lock(&mut tx, &format!("issue {}", document.agreement_id)).await?;
         let amount = document.amount;
         match document.kind {
             Kind::DebitNote => {
                 let activity = document.activity_id.clone().unwrap_or_default();
-                let previous: Option<(String, Decimal)> = sqlx::query_as(
-                    "SELECT id, amount FROM payment_documents
-                     WHERE kind = 'debit_note' AND side = 'issuer' AND agreement_id = $1 AND activity_id = $2
-                       AND status <> 'CANCELLED'
-                     ORDER BY created_at DESC, id DESC LIMIT 1",
-                )
-                .bind(&document.agreement_id)
-                .bind(&activity)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let previous =
+                    store::documents::last_issued_debit_note(&mut *tx, &document.agreement_id, &activity)
+                        .await?;
                 if let Some((id, before)) = previous {
                     if amount < before {
                         return Err(Error::BadInput(format!(
@@ -182,7 +154,8 @@ impl Payments {
                 }
             }
             Kind::Invoice => {
-                let asked = Self::debit_notes_total(&mut *tx, &document.agreement_id, true).await?;
+                let asked =
+                    store::documents::debit_notes_total(&mut *tx, &document.agreement_id, true).await?;
                 if amount < asked {
                     return Err(Error::BadInput(format!(
                         "amount {amount} is below the {asked} the agreement's debit notes already asked"
@@ -191,8 +164,15 @@ impl Payments {
             }
         }
         let signed = self.sign(Message::Document { document: document.clone() })?;
-        let inserted =
-            insert_document(&mut tx, &document, true, Status::Issued, &signed.signature, &principal).await;
+        let inserted = store::documents::insert(
+            &mut *tx,
+            &document,
+            true,
+            Status::Issued,
+            &signed.signature,
+            &principal,
+        )
+        .await;
         match inserted {
             Err(Error::Db(sqlx::Error::Database(e)))
                 if e.constraint() == Some("payment_documents_one_invoice") =>
@@ -260,21 +240,8 @@ impl Payments {
             let agreement = self.agreement(&row.document.agreement_id).await?;
             let _no_delivery = self.delivery_lock(&agreement.peer_id).lock_owned().await;
             let mut tx = self.pool().begin().await?;
-            let cancelled = sqlx::query(
-                "UPDATE payment_documents SET status = 'CANCELLED' WHERE id = $1 AND status = 'ISSUED'",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if cancelled == 1 {
-                sqlx::query(
-                    "DELETE FROM payment_outbox
-                     WHERE message->'message'->>'type' = 'document' AND message->'message'->'document'->>'id' = $1",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            if store::documents::move_status(&mut *tx, id, &[Status::Issued], Status::Cancelled).await? {
+                store::outbox::drop_document(&mut *tx, id).await?;
                 Self::record_event(&mut tx, kind, id, Status::Cancelled, None).await?;
                 tx.commit().await?;
                 self.events_changed();
@@ -306,17 +273,8 @@ impl Payments {
         to: Status,
         detail: Option<Value>,
     ) -> Result<bool> {
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let mut tx = self.pool().begin().await?;
-        let moved =
-            sqlx::query("UPDATE payment_documents SET status = $3 WHERE id = $1 AND status = ANY($2)")
-                .bind(id)
-                .bind(&from)
-                .bind(to.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
+        let moved = store::documents::move_status(&mut *tx, id, from, to).await?;
         if moved {
             Self::record_event(&mut tx, kind, id, to, detail).await?;
         }
@@ -369,13 +327,7 @@ impl Payments {
         signature: &str,
     ) -> Result<()> {
         self.issued(kind, id, message, signature).await?;
-        sqlx::query(
-            "UPDATE payment_documents SET rejection = $2 WHERE id = $1 AND status IN ('ISSUED', 'RECEIVED', 'REJECTED')",
-        )
-            .bind(id)
-            .bind(serde_json::json!(rejection))
-            .execute(self.pool())
-            .await?;
+        store::documents::note_rejection(self.pool(), id, &serde_json::json!(rejection)).await?;
         let detail = serde_json::json!({ "rejection": rejection });
         self.set_status(
             kind,

@@ -31,6 +31,7 @@ mod outbox;
 mod platform;
 mod service;
 mod settle;
+mod store;
 pub mod wire;
 
 pub use allocations::{PROTOCOL_VERSION, PROTOCOL_VERSION_KEY};

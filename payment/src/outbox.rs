@@ -2,10 +2,10 @@
 //! answers, tried again meanwhile, each peer's in order.
 
 use crate::model::Status;
+use crate::store;
 use crate::wire::{Message, PaymentRequest, PaymentResponse};
 use crate::{Error, PaymentCourier, Payments, Result};
 use futures_util::StreamExt;
-use sqlx::{Postgres, Transaction};
 use std::sync::Arc;
 
 /// Messages tried per peer and round, oldest first.
@@ -23,17 +23,12 @@ impl Payments {
 
     pub(crate) async fn enqueue_in(
         &self,
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut sqlx::PgConnection,
         peer: &str,
         request: &PaymentRequest,
     ) -> Result<()> {
         let message = serde_json::to_value(request).map_err(|e| Error::Corrupt(e.to_string()))?;
-        sqlx::query("INSERT INTO payment_outbox (peer, message) VALUES ($1, $2)")
-            .bind(peer)
-            .bind(message)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        store::outbox::insert(tx, peer, message).await
     }
 
     /// The lock of deliveries to `peer`: held while its messages are sent, so each peer's go in
@@ -48,15 +43,13 @@ impl Payments {
     /// good, which is logged); one that did not get there stays, and so do its peer's later ones.
     pub async fn flush_outbox(&self) {
         let Some(courier) = self.inner.courier.clone() else { return };
-        let peers: Vec<String> =
-            match sqlx::query_scalar("SELECT DISTINCT peer FROM payment_outbox").fetch_all(self.pool()).await
-            {
-                Ok(peers) => peers,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the payment outbox");
-                    return;
-                }
-            };
+        let peers: Vec<String> = match store::outbox::peers(self.pool()).await {
+            Ok(peers) => peers,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the payment outbox");
+                return;
+            }
+        };
         futures_util::stream::iter(peers)
             .for_each_concurrent(PEERS_AT_ONCE, |peer| {
                 let courier = courier.clone();
@@ -64,13 +57,7 @@ impl Payments {
                     // Each peer's messages are read under its lock, so a delivery never sends one
                     // that another delivery (or a withdrawal) has dealt with meanwhile.
                     let _delivering = self.delivery_lock(&peer).lock_owned().await;
-                    let queued = sqlx::query_as::<_, (i64, serde_json::Value)>(
-                        "SELECT id, message FROM payment_outbox WHERE peer = $1 ORDER BY id LIMIT $2",
-                    )
-                    .bind(&peer)
-                    .bind(PER_PEER)
-                    .fetch_all(self.pool())
-                    .await;
+                    let queued = store::outbox::of_peer(self.pool(), &peer, PER_PEER).await;
                     match queued {
                         Ok(queued) => self.deliver(courier.as_ref(), &peer, queued).await,
                         Err(e) => tracing::warn!(%peer, error = %e, "reading the payment outbox"),
@@ -113,9 +100,7 @@ impl Payments {
     }
 
     async fn dequeue(&self, id: i64) {
-        if let Err(e) =
-            sqlx::query("DELETE FROM payment_outbox WHERE id = $1").bind(id).execute(self.pool()).await
-        {
+        if let Err(e) = store::outbox::delete(self.pool(), id).await {
             tracing::warn!(error = %e, "updating the payment outbox");
         }
     }

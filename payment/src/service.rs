@@ -1,15 +1,15 @@
 //! The payment service of a node: its allocations, the documents it issued or received, the
 //! events they made, and what it still owes other nodes.
 
-use crate::model::{Document, DocumentRow, Kind, Status, now_micros};
+use crate::model::{DocumentRow, Kind, Status, now_micros};
+use crate::store;
 use crate::wire::{Message, PaymentRequest, PaymentResponse};
 use crate::{Error, PaymentConfig, Result};
 use agora_agreement::Agreement;
 use agora_identity::{Address, Identity};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -111,10 +111,6 @@ pub(crate) struct Inner {
     pub(crate) account: tokio::sync::Mutex<()>,
 }
 
-/// Where events' timestamps are serialised: a transaction-scoped advisory lock, so events commit
-/// in the order of their timestamps and a poll "after T" never misses one that commits later.
-const EVENT_LOCK: i64 = 0x6167_6f72_6170_6179;
-
 impl Payments {
     pub fn new(
         pool: PgPool,
@@ -207,22 +203,12 @@ impl Payments {
             }
             Owned::Allocation(id) => {
                 crate::model::check_id("allocationId", id)?;
-                let principal = sqlx::query_scalar(
-                    "SELECT principal FROM allocations WHERE id = $1 AND released_at IS NULL",
-                )
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?;
+                let principal = store::allocations::principal(self.pool(), id).await?;
                 (principal.unwrap_or_default(), format!("no allocation {id}"))
             }
             Owned::Document(kind, id) => {
                 crate::model::check_id(kind.label(), id)?;
-                let principal =
-                    sqlx::query_scalar("SELECT principal FROM payment_documents WHERE id = $1 AND kind = $2")
-                        .bind(id)
-                        .bind(kind.as_str())
-                        .fetch_optional(self.pool())
-                        .await?;
+                let principal = store::documents::principal(self.pool(), kind, id).await?;
                 (principal.unwrap_or_default(), format!("no {} {id} on this node", kind.label()))
             }
         };
@@ -234,28 +220,14 @@ impl Payments {
 
     /// Records an event of a document, in `tx`.
     pub(crate) async fn record_event(
-        tx: &mut Transaction<'_, Postgres>,
+        tx: &mut sqlx::PgConnection,
         kind: Kind,
         document_id: &str,
         status: Status,
         detail: Option<Value>,
     ) -> Result<()> {
         let Some(what) = status.event() else { return Ok(()) };
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(EVENT_LOCK).execute(&mut **tx).await?;
-        sqlx::query(
-            "INSERT INTO payment_events (event_date, kind, document_id, event_type, detail)
-             SELECT GREATEST(date_trunc('microseconds', clock_timestamp()),
-                             COALESCE((SELECT max(event_date) FROM payment_events), '-infinity')
-                                 + interval '1 microsecond'),
-                    $1, $2, $3, $4",
-        )
-        .bind(kind.as_str())
-        .bind(document_id)
-        .bind(kind.event_type(what))
-        .bind(detail)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        store::events::insert(tx, kind, document_id, &kind.event_type(what), detail).await
     }
 
     /// Tells long polls that events were committed.
@@ -278,39 +250,26 @@ impl Payments {
             let notified = self.inner.events.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let rows = sqlx::query(
-                "SELECT event_date, document_id, event_type, detail FROM payment_events e
-                 WHERE kind = $1 AND ($2::timestamptz IS NULL OR event_date > $2)
-                   AND ($4::text IS NULL
-                        OR EXISTS (SELECT 1 FROM payment_documents d WHERE d.id = e.document_id AND d.principal = $4))
-                 ORDER BY event_date LIMIT $3",
-            )
-            .bind(kind.as_str())
-            .bind(after)
-            .bind(max)
-            .bind(scope.principal())
-            .fetch_all(self.pool())
-            .await?;
+            let rows = store::events::after(self.pool(), kind, after, max, scope.principal()).await?;
             if !rows.is_empty() {
                 let id_key = match kind {
                     Kind::DebitNote => "debitNoteId",
                     Kind::Invoice => "invoiceId",
                 };
-                return rows
+                return Ok(rows
                     .into_iter()
                     .map(|r| {
-                        let date: chrono::DateTime<chrono::Utc> = r.try_get("event_date")?;
                         let mut event = serde_json::json!({
-                            "eventType": r.try_get::<String, _>("event_type")?,
-                            "eventDate": date.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                            id_key: r.try_get::<String, _>("document_id")?,
+                            "eventType": r.event_type,
+                            "eventDate": r.date.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                            id_key: r.document_id,
                         });
-                        if let Some(Value::Object(detail)) = r.try_get::<Option<Value>, _>("detail")? {
+                        if let Some(Value::Object(detail)) = r.detail {
                             event.as_object_mut().expect("an object").extend(detail);
                         }
-                        Ok(event)
+                        event
                     })
-                    .collect();
+                    .collect());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(Vec::new());
@@ -320,13 +279,9 @@ impl Payments {
 
     /// One document, as this node holds it.
     pub async fn document(&self, kind: Kind, id: &str) -> Result<DocumentRow> {
-        let row = sqlx::query("SELECT * FROM payment_documents WHERE id = $1 AND kind = $2")
-            .bind(id)
-            .bind(kind.as_str())
-            .fetch_optional(self.pool())
+        store::documents::get(self.pool(), kind, id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("no {} {id} on this node", kind.label())))?;
-        document_row(&row)
+            .ok_or_else(|| Error::NotFound(format!("no {} {id} on this node", kind.label())))
     }
 
     /// Documents of `kind` that `scope` sees, oldest first, optionally only those after `after`.
@@ -337,30 +292,12 @@ impl Payments {
         max: i64,
         scope: Scope<'_>,
     ) -> Result<Vec<DocumentRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM payment_documents WHERE kind = $1 AND ($2::timestamptz IS NULL OR created_at > $2)
-               AND ($4::text IS NULL OR principal = $4)
-             ORDER BY created_at, id LIMIT $3",
-        )
-        .bind(kind.as_str())
-        .bind(after)
-        .bind(max)
-        .bind(scope.principal())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(document_row).collect()
+        store::documents::list(self.pool(), kind, after, max, scope.principal()).await
     }
 
     /// The documents of `kind` of one agreement, oldest first.
     pub async fn agreement_documents(&self, kind: Kind, agreement_id: &str) -> Result<Vec<DocumentRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM payment_documents WHERE kind = $1 AND agreement_id = $2 ORDER BY created_at, id",
-        )
-        .bind(kind.as_str())
-        .bind(agreement_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(document_row).collect()
+        store::documents::of_agreement(self.pool(), kind, agreement_id).await
     }
 
     /// Handles a message from another node.
@@ -404,80 +341,6 @@ impl Payments {
 pub(crate) fn verify(message: &Message, signature: &str, signer: Address) -> Result<()> {
     agora_identity::verify_json(message, signature, signer)
         .map_err(|e| Error::BadInput(format!("payment message signature: {e}")))
-}
-
-pub(crate) fn document_row(r: &PgRow) -> Result<DocumentRow> {
-    let kind: String = r.try_get("kind")?;
-    let status: String = r.try_get("status")?;
-    let activity_ids: Option<Value> = r.try_get("activity_ids")?;
-    Ok(DocumentRow {
-        document: Document {
-            id: r.try_get("id")?,
-            kind: Kind::parse(&kind).ok_or_else(|| Error::Corrupt(format!("document kind {kind}")))?,
-            agreement_id: r.try_get("agreement_id")?,
-            activity_id: r.try_get("activity_id")?,
-            activity_ids: activity_ids
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(|e| Error::Corrupt(e.to_string()))?,
-            issuer_id: r.try_get("issuer_id")?,
-            recipient_id: r.try_get("recipient_id")?,
-            payee_addr: r.try_get("payee_addr")?,
-            payer_addr: r.try_get("payer_addr")?,
-            payment_platform: r.try_get("platform")?,
-            previous_id: r.try_get("previous_id")?,
-            amount: r.try_get("amount")?,
-            usage_counter_vector: r.try_get("usage")?,
-            payment_due_date: r.try_get("payment_due_date")?,
-            timestamp: r.try_get("created_at")?,
-        },
-        status: Status::parse(&status).ok_or_else(|| Error::Corrupt(format!("document status {status}")))?,
-        issued_here: r.try_get::<String, _>("side")? == "issuer",
-        signature: r.try_get("signature")?,
-        accepted_amount: r.try_get("accepted_amount")?,
-        allocation_id: r.try_get("allocation_id")?,
-    })
-}
-
-/// Inserts a document as issued here or received; it is its agreement's `principal`'s.
-pub(crate) async fn insert_document(
-    tx: &mut Transaction<'_, Postgres>,
-    d: &Document,
-    issued_here: bool,
-    status: Status,
-    signature: &str,
-    principal: &str,
-) -> Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO payment_documents (id, kind, side, agreement_id, activity_id, activity_ids,
-             issuer_id, recipient_id, payee_addr, payer_addr, platform, previous_id, amount, usage,
-             payment_due_date, status, created_at, signature, principal)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(&d.id)
-    .bind(d.kind.as_str())
-    .bind(if issued_here { "issuer" } else { "recipient" })
-    .bind(&d.agreement_id)
-    .bind(&d.activity_id)
-    .bind(d.activity_ids.as_ref().map(|a| serde_json::json!(a)))
-    .bind(&d.issuer_id)
-    .bind(&d.recipient_id)
-    .bind(&d.payee_addr)
-    .bind(&d.payer_addr)
-    .bind(&d.payment_platform)
-    .bind(&d.previous_id)
-    .bind(d.amount)
-    .bind(&d.usage_counter_vector)
-    .bind(d.payment_due_date)
-    .bind(status.as_str())
-    .bind(d.timestamp)
-    .bind(signature)
-    .bind(principal)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
 }
 
 /// A random id: 32 hex digits.

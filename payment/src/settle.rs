@@ -5,94 +5,13 @@
 use crate::chain::Rpc;
 use crate::model::{Kind, Payment, Status};
 use crate::service::verify;
+use crate::store;
 use crate::wire::Message;
 use crate::{Error, Payments, Result, Scope, to_token_units};
 use agora_agreement::Role;
 use alloy_primitives::{Address, B256};
 use rust_decimal::Decimal;
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row, Transaction};
 use std::time::Duration;
-
-pub(crate) async fn insert_payment(
-    tx: &mut Transaction<'_, Postgres>,
-    p: &Payment,
-    side: &str,
-    signature: &str,
-    verified: bool,
-) -> Result<bool> {
-    let details = serde_json::json!({
-        "agreementPayments": p.agreement_payments,
-        "activityPayments": p.activity_payments,
-    });
-    let inserted = sqlx::query(
-        "INSERT INTO payments (id, side, platform, payer_id, payee_id, payer_addr, payee_addr, amount, tx_hash,
-             created_at, details, signature, verified)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
-    )
-    .bind(&p.payment_id)
-    .bind(side)
-    .bind(&p.payment_platform)
-    .bind(&p.payer_id)
-    .bind(&p.payee_id)
-    .bind(&p.payer_addr)
-    .bind(&p.payee_addr)
-    .bind(p.amount)
-    .bind(&p.details)
-    .bind(p.timestamp)
-    .bind(details)
-    .bind(signature)
-    .bind(verified)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
-fn payment(r: &PgRow) -> Result<Payment> {
-    let details: serde_json::Value = r.try_get("details")?;
-    let shares =
-        |key: &str| serde_json::from_value(details[key].clone()).map_err(|e| Error::Corrupt(e.to_string()));
-    Ok(Payment {
-        payment_id: r.try_get("id")?,
-        payer_id: r.try_get("payer_id")?,
-        payee_id: r.try_get("payee_id")?,
-        payer_addr: r.try_get("payer_addr")?,
-        payee_addr: r.try_get("payee_addr")?,
-        payment_platform: r.try_get("platform")?,
-        amount: r.try_get("amount")?,
-        timestamp: r.try_get("created_at")?,
-        agreement_payments: shares("agreementPayments")?,
-        activity_payments: shares("activityPayments")?,
-        details: r.try_get("tx_hash")?,
-    })
-}
-
-/// For a payment `p` and the principal bound at `$n`: the ids of the documents it pays that are
-/// the principal's, `seen`; NULL when there is no principal (all are seen). One batch may pay
-/// several principals' documents to a payee.
-fn seen(n: usize) -> String {
-    format!(
-        "CASE WHEN ${n}::text IS NULL THEN NULL ELSE ARRAY(
-             SELECT d.id FROM payment_documents d
-             WHERE d.principal = ${n} AND d.id IN (
-                 SELECT s->>'documentId'
-                 FROM jsonb_array_elements((p.details->'agreementPayments') || (p.details->'activityPayments')) s))
-         END AS seen"
-    )
-}
-
-/// A payment as a principal sees it: only the shares of its own documents, and their sum.
-fn seen_payment(r: &PgRow) -> Result<Payment> {
-    let mut found = payment(r)?;
-    if let Some(seen) = r.try_get::<Option<Vec<String>>, _>("seen")? {
-        found.agreement_payments.retain(|s| seen.contains(&s.document_id));
-        found.activity_payments.retain(|s| seen.contains(&s.document_id));
-        found.amount =
-            found.agreement_payments.iter().chain(&found.activity_payments).map(|s| s.amount).sum();
-    }
-    Ok(found)
-}
 
 /// Payment notices checked on chain in one round, at the most.
 const CHECKS_PER_ROUND: i64 = 50;
@@ -110,35 +29,15 @@ impl Payments {
         max: i64,
         scope: Scope<'_>,
     ) -> Result<Vec<Payment>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT * FROM (SELECT *, {} FROM payments p
-                            WHERE (side = 'payer' OR verified) AND ($1::timestamptz IS NULL OR created_at > $1)) x
-             WHERE $3::text IS NULL OR cardinality(seen) > 0
-             ORDER BY created_at, id LIMIT $2",
-            seen(3)
-        )))
-        .bind(after)
-        .bind(max)
-        .bind(scope.principal())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(seen_payment).collect()
+        store::payments::list(self.pool(), after, max, scope.principal()).await
     }
 
     /// A payment `scope` sees; `NotFound` as if it were not there otherwise.
     pub async fn payment(&self, id: &str, scope: Scope<'_>) -> Result<Payment> {
         crate::model::check_id("paymentId", id)?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT * FROM (SELECT *, {} FROM payments p WHERE id = $1 AND (side = 'payer' OR verified)) x
-             WHERE $2::text IS NULL OR cardinality(seen) > 0 LIMIT 1",
-            seen(2)
-        )))
-        .bind(id)
-        .bind(scope.principal())
-        .fetch_optional(self.pool())
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no payment {id}")))?;
-        seen_payment(&row)
+        store::payments::get(self.pool(), id, scope.principal())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no payment {id}")))
     }
 
     /// The payee hears it was paid: the message is kept, and checked on chain. Its addresses and
@@ -186,34 +85,20 @@ impl Payments {
         }
         let mut tx = self.pool().begin().await?;
         // Counted under a lock of the payer, so notices arriving at once cannot pass the bound.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("paid {}", p.payer_addr))
-            .execute(&mut *tx)
-            .await?;
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM payments WHERE side = 'payee' AND payer_addr = $1 AND NOT verified AND problem IS NULL",
-        )
-        .bind(&p.payer_addr)
-        .fetch_one(&mut *tx)
-        .await?;
+        store::lock(&mut tx, &format!("paid {}", p.payer_addr)).await?;
+        let pending = store::payments::unverified_of_payer(&mut *tx, &p.payer_addr).await?;
         if pending >= PENDING_PER_PAYER {
             return Err(Error::Unreachable(format!(
                 "{pending} payments from {} wait to be found on chain; send this one again later",
                 p.payer_addr
             )));
         }
-        if !insert_payment(&mut tx, &p, "payee", signature, false).await? {
+        if !store::payments::insert(&mut *tx, &p, "payee", signature, false).await? {
             // The same payment again (the payer's outbox retries) is taken once; another payment
             // naming a transaction already counted for this payee is refused.
-            let again: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM payments WHERE side = 'payee' AND (id = $1 OR (tx_hash = $2 AND payee_addr = $3))
-                 ORDER BY id = $1 DESC LIMIT 1",
-            )
-            .bind(&p.payment_id)
-            .bind(&p.details)
-            .bind(&p.payee_addr)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let again =
+                store::payments::same_or_same_transfer(&mut *tx, &p.payment_id, &p.details, &p.payee_addr)
+                    .await?;
             if again.as_deref() != Some(p.payment_id.as_str()) {
                 return Err(Error::BadInput(format!(
                     "payment {}: transaction {} already paid this node's payment {}",
@@ -247,16 +132,7 @@ impl Payments {
     async fn check_once(&self) -> Result<()> {
         // The notices due for a look, a bounded number a round, so a flood of them costs a
         // bounded number of chain calls; each is looked at again later and later.
-        let rows = sqlx::query(
-            "SELECT * FROM payments WHERE side = 'payee' AND NOT verified AND problem IS NULL
-                 AND (next_check_at IS NULL OR next_check_at <= now())
-             ORDER BY next_check_at NULLS FIRST, created_at LIMIT $1",
-        )
-        .bind(CHECKS_PER_ROUND)
-        .fetch_all(self.pool())
-        .await?;
-        for row in rows {
-            let p = payment(&row)?;
+        for p in store::payments::due_for_check(self.pool(), CHECKS_PER_ROUND).await? {
             // Whether a node of the network answered: only an answer that the transaction is not
             // there (or not confirmed) yet counts against the notice; an outage does not.
             let mut answered = false;
@@ -281,24 +157,12 @@ impl Payments {
                 None => {
                     // Not on chain (or not confirmed) yet: looked at again after 1, 2, 4 … 60 s,
                     // and given up on once it has waited longer than a notice may.
-                    sqlx::query(
-                        "UPDATE payments SET checks = checks + 1,
-                             next_check_at = now() + make_interval(secs => least(60, power(2, least(checks, 6)))),
-                             problem = CASE WHEN received_at < now() - make_interval(secs => $2)
-                                 THEN 'the transaction was not found on chain in time' END
-                         WHERE id = $1 AND side = 'payee'",
-                    )
-                    .bind(&p.payment_id)
-                    .bind(NOTICE_LIFETIME.as_secs_f64())
-                    .execute(self.pool())
-                    .await?;
+                    store::payments::check_later(self.pool(), &p.payment_id, NOTICE_LIFETIME.as_secs_f64())
+                        .await?;
                 }
                 Some(Ok(())) => {
                     let mut tx = self.pool().begin().await?;
-                    sqlx::query("UPDATE payments SET verified = true WHERE id = $1 AND side = 'payee'")
-                        .bind(&p.payment_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    store::payments::verified(&mut *tx, &p.payment_id).await?;
                     tracing::info!(payment = %p.payment_id, tx = %p.details, amount = %p.amount, "payment found on chain");
                     let agreements: std::collections::BTreeSet<_> = p
                         .agreement_payments
@@ -314,11 +178,7 @@ impl Payments {
                 }
                 Some(Err(problem)) => {
                     tracing::warn!(payment = %p.payment_id, tx = %p.details, %problem, "a payment is not on chain as its payer says");
-                    sqlx::query("UPDATE payments SET problem = $2 WHERE id = $1 AND side = 'payee'")
-                        .bind(&p.payment_id)
-                        .bind(&problem)
-                        .execute(self.pool())
-                        .await?;
+                    store::payments::problem(self.pool(), &p.payment_id, &problem).await?;
                 }
             }
         }
@@ -373,35 +233,20 @@ impl Payments {
     /// activity's payments reach its total, or its agreement's invoice is covered. Payments count
     /// on the payer's side once its orders are mined, on the payee's once it found them on chain.
     pub(crate) async fn settle_covered_in(
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        tx: &mut sqlx::PgConnection,
         agreement_id: &str,
         payee_side: bool,
     ) -> Result<Vec<(Kind, String)>> {
-        let paid: Vec<(Option<String>, Decimal)> = if payee_side {
-            sqlx::query_as(
-                "SELECT share->>'activityId', (share->>'amount')::numeric FROM payments p,
-                     jsonb_array_elements((p.details->'agreementPayments') || (p.details->'activityPayments')) share
-                 WHERE p.side = 'payee' AND p.verified AND share->>'agreementId' = $1",
-            )
+        let paid = if payee_side {
+            store::payments::received_for_agreement(&mut *tx, agreement_id).await?
         } else {
-            sqlx::query_as("SELECT activity_id, amount FROM payment_orders WHERE agreement_id = $1 AND paid")
-        }
-        .bind(agreement_id)
-        .fetch_all(&mut **tx)
-        .await?;
+            store::orders::paid_of_agreement(&mut *tx, agreement_id).await?
+        };
         let total: Decimal = paid.iter().map(|(_, a)| *a).sum();
         let for_activity = |activity: &Option<String>| -> Decimal {
             paid.iter().filter(|(a, _)| a.is_some() && a == activity).map(|(_, amount)| *amount).sum()
         };
-        let side = if payee_side { "issuer" } else { "recipient" };
-        let documents: Vec<(String, String, Option<String>, Decimal, String)> = sqlx::query_as(
-            "SELECT id, kind, activity_id, amount, status FROM payment_documents
-             WHERE agreement_id = $1 AND side = $2 AND status IN ('ACCEPTED', 'SETTLED')",
-        )
-        .bind(agreement_id)
-        .bind(side)
-        .fetch_all(&mut **tx)
-        .await?;
+        let documents = store::documents::accepted_of_agreement(&mut *tx, agreement_id, payee_side).await?;
         let invoice_covered = documents
             .iter()
             .any(|(_, kind, _, amount, _)| kind == Kind::Invoice.as_str() && *amount <= total);
@@ -413,12 +258,7 @@ impl Payments {
                 Kind::DebitNote => invoice_covered || amount <= for_activity(&activity),
             };
             if covered && status == Status::Accepted.as_str() {
-                sqlx::query(
-                    "UPDATE payment_documents SET status = 'SETTLED' WHERE id = $1 AND status = 'ACCEPTED'",
-                )
-                .bind(&id)
-                .execute(&mut **tx)
-                .await?;
+                store::documents::settle(&mut *tx, &id).await?;
                 Self::record_event(tx, kind, &id, Status::Settled, None).await?;
                 settled.push((kind, id));
             }

@@ -272,10 +272,7 @@ async fn version() -> Json<Value> {
     responses((status = 200, description = "healthy", body = Object),
               (status = 503, description = "the database cannot be reached", body = ErrorMessage)))]
 async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
+    crate::store::ping(&state.pool).await.map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
     Ok(Json(json!({"status": "ok"})))
 }
 

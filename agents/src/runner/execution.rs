@@ -3,7 +3,7 @@
 
 use super::bounds::justified;
 use super::verdict::loss_reason;
-use super::{Jobs, Replica};
+use super::{Jobs, Replica, store};
 use crate::Result;
 use crate::job::{ExecState, JobSpec, Verifier};
 use crate::verify::Loss;
@@ -44,10 +44,7 @@ impl Jobs {
         r.activity_id = Some(activity.clone());
         self.set_execution(id, r, ExecState::Running, None).await.map_err(|e| e.to_string())?;
         let exec_at = Instant::now();
-        sqlx::query("UPDATE job_executions SET exec_at = now() WHERE job_id = $1 AND provider = $2")
-            .bind(id)
-            .bind(format!("{:#x}", r.provider))
-            .execute(&self.inner.pool)
+        store::executions::mark_exec(&self.inner.pool, id, &format!("{:#x}", r.provider))
             .await
             .map_err(|e| e.to_string())?;
         let batch = activities

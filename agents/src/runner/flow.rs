@@ -6,7 +6,7 @@ use super::bounds::worst_cost;
 use super::choice::{Bids, Waiting, choose};
 use super::referee::Refereed;
 use super::verdict::{Decision, no_verdict};
-use super::{INVOICE_WAIT, Jobs, PAYMENT_WAIT, Replica, short};
+use super::{INVOICE_WAIT, Jobs, PAYMENT_WAIT, Replica, short, store};
 use crate::job::{JobSpec, JobState, Verifier};
 use crate::verify::{self, Commitment};
 use crate::{Error, Result};
@@ -50,13 +50,7 @@ impl Jobs {
         self.record(id, JobState::FindingProviders, &format!("reserving a budget of {budget}")).await?;
         // The job's money is its service's (an end user's job is its service's), as if the
         // service had made the allocation and demand through the payment and market APIs.
-        let principal: String = sqlx::query_scalar(
-            "SELECT coalesce((SELECT u.service FROM job_users u WHERE 'user:' || u.id = j.owner), j.owner)
-             FROM jobs j WHERE j.id = $1",
-        )
-        .bind(id)
-        .fetch_one(&self.inner.pool)
-        .await?;
+        let principal = store::jobs::principal(&self.inner.pool, id).await?;
         let allocation = self
             .inner
             .payments
@@ -71,19 +65,11 @@ impl Jobs {
                 &principal,
             )
             .await?;
-        sqlx::query("UPDATE jobs SET allocation_id = $2 WHERE id = $1")
-            .bind(id)
-            .bind(&allocation.id)
-            .execute(&self.inner.pool)
-            .await?;
+        store::jobs::set_allocation(&self.inner.pool, id, &allocation.id).await?;
 
         let base = self.demand(id, spec, &allocation, final_deadline).await?;
         let demand_id = self.inner.market.subscribe_demand(&base, &principal).await?;
-        sqlx::query("UPDATE jobs SET demand_id = $2 WHERE id = $1")
-            .bind(id)
-            .bind(&demand_id)
-            .execute(&self.inner.pool)
-            .await?;
+        store::jobs::set_demand(&self.inner.pool, id, &demand_id).await?;
         self.record(id, JobState::FindingProviders, &format!("waiting for {} bids", spec.min_bids())).await?;
         let mut bids = Bids { offers: BTreeMap::new(), only: spec.providers.clone() };
         let bid_deadline = started + t;

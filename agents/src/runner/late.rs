@@ -2,12 +2,12 @@
 //! invoices of ended jobs accepted, noted and charged while their allocations hold.
 
 use super::settle::overcharge;
+use super::store;
 use super::{DEBIT_NOTE_TICK, Jobs};
 use crate::Result;
 use crate::job::ExecState;
 use agora_payment::model::{Acceptance, Kind, Rejection, RejectionReason, Status};
 use rust_decimal::Decimal;
-use sqlx::Row;
 use std::time::Duration;
 
 /// How long after its end a job is watched for its verified providers' late invoices and their
@@ -46,20 +46,14 @@ impl Jobs {
     pub(super) async fn accept_debit_notes(&self) -> Result<()> {
         // With how long ago, by the database's clock, the runner sent the replica's run: the
         // usage its notes report is held to what that span allows.
-        let rows = sqlx::query(
-            "SELECT e.job_id, e.agreement_id, j.allocation_id,
-                    extract(epoch FROM now() - e.exec_at)::float8 AS seen_secs
-             FROM job_executions e JOIN jobs j ON j.id = e.job_id
-             WHERE j.state < 5 AND e.agreement_id IS NOT NULL AND j.allocation_id IS NOT NULL AND j.runner = $1",
-        )
-        .bind(&self.inner.node)
-        .fetch_all(&self.inner.pool)
-        .await?;
-        for row in rows {
-            let (id, agreement, allocation): (String, String, String) =
-                (row.get("job_id"), row.get("agreement_id"), row.get("allocation_id"));
-            let seen =
-                row.get::<Option<f64>, _>("seen_secs").map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+        for row in store::executions::working(&self.inner.pool, &self.inner.node).await? {
+            let store::executions::Working {
+                job_id: id,
+                agreement_id: agreement,
+                allocation_id: allocation,
+                seen_secs,
+            } = row;
+            let seen = seen_secs.map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
             let notes = self.inner.payments.agreement_documents(Kind::DebitNote, &agreement).await?;
             for note in notes {
                 let d = &note.document;
@@ -105,14 +99,9 @@ impl Jobs {
     /// to the job's owner), and marked paid once settled. The allocation is released once every
     /// verified provider's invoice is accepted, or when its timeout has passed.
     pub(super) async fn settle_late(&self) -> Result<()> {
-        let held: Vec<(String, String, bool)> = sqlx::query_as(
-            "SELECT id, allocation_id, updated_at < now() - make_interval(secs => $2) FROM jobs
-             WHERE allocation_held AND allocation_id IS NOT NULL AND runner = $1 AND state >= 6",
-        )
-        .bind(&self.inner.node)
-        .bind(LATE_WATCH.as_secs_f64())
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let held =
+            store::jobs::held_allocations(&self.inner.pool, &self.inner.node, LATE_WATCH.as_secs_f64())
+                .await?;
         for (id, allocation, given_up) in held {
             if let Err(e) = self.settle_late_job(&id, &allocation, given_up).await {
                 tracing::warn!(job = %id, error = %e, "settling a late invoice");
@@ -125,36 +114,22 @@ impl Jobs {
     async fn settle_late_job(&self, id: &str, allocation: &str, given_up: bool) -> Result<()> {
         let (id, allocation) = (id.to_string(), allocation.to_string());
         let payments = &self.inner.payments;
-        let rows = sqlx::query(
-            "SELECT provider, agreement_id, max_amount, invoice_id FROM job_executions
-             WHERE job_id = $1 AND state = $2 AND agreement_id IS NOT NULL",
-        )
-        .bind(&id)
-        .bind(ExecState::Verified.code())
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let rows =
+            store::executions::with_agreement_in(&self.inner.pool, &id, ExecState::Verified.code()).await?;
         // Verified providers not marked paid yet, and those of them still without an
         // accepted invoice.
         let (mut unpaid, mut waiting) = (rows.len(), 0);
-        for row in &rows {
-            let provider: String = row.get("provider");
-            if let Some(invoice) = row.get::<Option<String>, _>("invoice_id") {
+        for (provider, agreement, max, invoice) in rows {
+            if let Some(invoice) = invoice {
                 if payments.document(Kind::Invoice, &invoice).await?.status == Status::Settled {
                     unpaid -= 1;
                     let tx = self.tx_of(&invoice).await?;
-                    sqlx::query("UPDATE job_executions SET state = $3, tx_hash = $4 WHERE job_id = $1 AND provider = $2")
-                        .bind(&id)
-                        .bind(&provider)
-                        .bind(ExecState::Paid.code())
-                        .bind(&tx)
-                        .execute(&self.inner.pool)
-                        .await?;
+                    let paid = ExecState::Paid.code();
+                    store::executions::paid(&self.inner.pool, &id, &provider, paid, tx.as_deref()).await?;
                 }
                 continue;
             }
             waiting += 1;
-            let agreement: String = row.get("agreement_id");
-            let max: Option<Decimal> = row.get("max_amount");
             let invoices = payments.agreement_documents(Kind::Invoice, &agreement).await?;
             // Accepted by a sweep that stopped (the node did) before it noted so on the job:
             // noted, and charged to the owner, now.
@@ -208,10 +183,7 @@ impl Jobs {
             tracing::warn!(job = %id, %allocation, error = %e, "releasing the allocation");
         }
         if unpaid == 0 || given_up {
-            sqlx::query("UPDATE jobs SET allocation_held = FALSE WHERE id = $1")
-                .bind(&id)
-                .execute(&self.inner.pool)
-                .await?;
+            store::jobs::hold_allocation(&self.inner.pool, &id, false).await?;
         }
         Ok(())
     }
@@ -227,26 +199,8 @@ impl Jobs {
         amount: Decimal,
     ) -> Result<()> {
         let mut tx = self.inner.pool.begin().await?;
-        let noted = sqlx::query(
-            "UPDATE job_executions SET invoice_id = $3, amount = $4
-             WHERE job_id = $1 AND provider = $2 AND invoice_id IS NULL",
-        )
-        .bind(id)
-        .bind(provider)
-        .bind(invoice)
-        .bind(amount)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if noted == 1 {
-            sqlx::query(
-                "UPDATE job_users u SET spent = u.spent + $2 FROM jobs j
-                 WHERE j.id = $1 AND j.owner = 'user:' || u.id",
-            )
-            .bind(id)
-            .bind(amount)
-            .execute(&mut *tx)
-            .await?;
+        if store::executions::note_late_invoice(&mut *tx, id, provider, invoice, amount).await? {
+            store::users::charge_owner(&mut *tx, id, amount).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use rand::Rng;
 use rust_decimal::Decimal;
 use serde_json::json;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +35,7 @@ mod referee;
 mod reputation;
 mod resume;
 mod settle;
+mod store;
 mod users;
 mod verdict;
 mod views;
@@ -58,6 +59,8 @@ const REJECT_WAIT: Duration = Duration::from_secs(10);
 const EVENT_POLL: Duration = Duration::from_millis(500);
 /// How long it waits for the verified providers' payments to be confirmed on chain.
 const PAYMENT_WAIT: Duration = Duration::from_secs(180);
+/// The states of a replica with a verdict in its favour: verified, and then paid.
+const VERDICT: [i16; 2] = [ExecState::Verified.code(), ExecState::Paid.code()];
 
 /// The job runner. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -210,41 +213,26 @@ impl Jobs {
     }
 
     async fn state(&self, id: &str) -> Result<JobState> {
-        let code: Option<i16> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.inner.pool)
-            .await?;
+        let code = store::jobs::state(&self.inner.pool, id).await?;
         let code = code.ok_or_else(|| Error::NotFound(format!("no job {id}")))?;
         Ok(JobState::from_code(code).expect("the table checks the state"))
     }
 
     /// A job as `GET /jobs/{id}` shows it: its spec, state, results, replicas and steps.
     pub async fn get(&self, id: &str) -> Result<JobDetail> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.inner.pool)
+        let job = store::jobs::view(&self.inner.pool, id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no job {id}")))?;
-        let executions =
-            sqlx::query("SELECT * FROM job_executions WHERE job_id = $1 ORDER BY created_at, provider")
-                .bind(id)
-                .fetch_all(&self.inner.pool)
-                .await?;
         Ok(JobDetail {
-            job: JobView::of(&row),
-            executions: executions.iter().map(ExecutionView::of).collect(),
+            job,
+            executions: store::executions::views(&self.inner.pool, id).await?,
             events: self.events(id, 0).await?,
         })
     }
 
     /// A job's steps after event `after`, oldest first.
     pub async fn events(&self, id: &str, after: i64) -> Result<Vec<JobEvent>> {
-        let rows = sqlx::query("SELECT * FROM job_events WHERE job_id = $1 AND id > $2 ORDER BY id")
-            .bind(id)
-            .bind(after)
-            .fetch_all(&self.inner.pool)
-            .await?;
-        Ok(rows.iter().map(JobEvent::of).collect())
+        store::events::after(&self.inner.pool, id, after).await
     }
 
     /// Waits up to `timeout` for a job's steps after `after`. Steps recorded by this node wake
@@ -270,13 +258,7 @@ impl Jobs {
     /// Records a step: the job's state now, and what happened.
     async fn record(&self, id: &str, state: JobState, message: &str) -> Result<()> {
         let mut tx = self.inner.pool.begin().await?;
-        let moved = sqlx::query("UPDATE jobs SET state = $2, updated_at = now() WHERE id = $1 AND state < 6")
-            .bind(id)
-            .bind(state.code())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if moved == 0 {
+        if !store::jobs::set_state(&mut *tx, id, state.code()).await? {
             // The job has ended (a cancel, say): what its flow still says is not one of its steps.
             tracing::info!(job = id, state = state.label(), "after the job's end: {message}");
             return Ok(());
@@ -295,24 +277,7 @@ impl Jobs {
         state: JobState,
         message: &str,
     ) -> Result<bool> {
-        let event: i64 = sqlx::query_scalar(
-            "INSERT INTO job_events (job_id, state, message) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(id)
-        .bind(state.code())
-        .bind(message)
-        .fetch_one(&mut *tx)
-        .await?;
-        let hooked = sqlx::query(
-            "INSERT INTO job_webhook_deliveries (event_id, job_id, url)
-             SELECT $1, id, spec->>'webhook' FROM jobs WHERE id = $2 AND spec->>'webhook' IS NOT NULL",
-        )
-        .bind(event)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        Ok(hooked > 0)
+        store::events::insert(tx, id, state.code(), message).await
     }
 
     fn recorded(&self, id: &str, state: JobState, message: &str, hooked: bool) {
@@ -327,30 +292,11 @@ impl Jobs {
     /// spending cap is given back, less what its verified providers were paid.
     async fn finish(&self, id: &str, state: JobState, message: &str) -> Result<()> {
         let mut tx = self.inner.pool.begin().await?;
-        let ended = sqlx::query(
-            "UPDATE jobs SET state = $2, message = $3, updated_at = now() WHERE id = $1 AND state < 6",
-        )
-        .bind(id)
-        .bind(state.code())
-        .bind(message)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if ended == 0 {
+        if !store::jobs::end(&mut *tx, id, state.code(), message).await? {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE job_users u SET spent = u.spent - j.reserved + coalesce(
-                 (SELECT sum(e.amount) FROM job_executions e
-                  WHERE e.job_id = j.id AND e.state IN ($2, $3) AND e.amount IS NOT NULL), 0)
-             FROM jobs j WHERE j.id = $1 AND j.owner = 'user:' || u.id",
-        )
-        .bind(id)
-        .bind(ExecState::Verified.code())
-        .bind(ExecState::Paid.code())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE jobs SET reserved = 0 WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        store::users::settle_job(&mut *tx, id, VERDICT).await?;
+        store::jobs::release_reserved(&mut *tx, id).await?;
         let hooked = self.step(&mut tx, id, state, message).await?;
         tx.commit().await?;
         self.recorded(id, state, message, hooked);
@@ -359,27 +305,20 @@ impl Jobs {
 
     /// Ends what a job left behind: its activities, its agreements, its allocation.
     async fn clean_up(&self, id: &str) {
-        let rows = sqlx::query("SELECT agreement_id, activity_id FROM job_executions WHERE job_id = $1")
-            .bind(id)
-            .fetch_all(&self.inner.pool)
-            .await;
+        let rows = store::executions::of_job(&self.inner.pool, id).await;
         let rows = rows.unwrap_or_else(|e| {
             tracing::warn!(job = id, error = %e, "cannot read the job's agreements to end them");
             Vec::new()
         });
         for row in rows {
-            if let Some(activity) = row.get::<Option<String>, _>("activity_id") {
+            if let Some(activity) = row.activity_id {
                 let _ended = self.inner.activities.destroy(&activity).await;
             }
-            if let Some(agreement) = row.get::<Option<String>, _>("agreement_id") {
+            if let Some(agreement) = row.agreement_id {
                 self.end_agreement(&agreement, "the job ended").await;
             }
         }
-        let job: Result<Option<(Option<String>, Option<String>)>, _> =
-            sqlx::query_as("SELECT allocation_id, demand_id FROM jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.inner.pool)
-                .await;
+        let job = store::jobs::allocation_and_demand(&self.inner.pool, id).await;
         let (allocation, demand) = job
             .unwrap_or_else(|e| {
                 tracing::warn!(job = id, error = %e, "cannot read the job's allocation and demand to end them");
@@ -430,26 +369,16 @@ async fn write_execution(
 ) -> Result<()> {
     let commitment =
         replica.commitment.map(|c| json!({"hash": c.hash.map(hex::encode), "seal": hex::encode(c.seal)}));
-    sqlx::query(
-        "INSERT INTO job_executions (job_id, provider, agreement_id, activity_id, state, commitment, reason, max_amount)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (job_id, provider) DO UPDATE SET agreement_id = $3, activity_id = $4, state = $5,
-             commitment = coalesce($6, job_executions.commitment),
-             -- Chosen again (a busy provider asked anew): the old reason goes.
-             reason = CASE WHEN $5 = 0 THEN $7 ELSE coalesce($7, job_executions.reason) END,
-             max_amount = coalesce($8, job_executions.max_amount)",
-    )
-    .bind(id)
-    .bind(format!("{:#x}", replica.provider))
-    .bind(&replica.agreement_id)
-    .bind(&replica.activity_id)
-    .bind(state.code())
-    .bind(commitment)
-    .bind(reason)
-    .bind(replica.max_amount)
-    .execute(db)
-    .await?;
-    Ok(())
+    let row = store::executions::Write {
+        provider: format!("{:#x}", replica.provider),
+        agreement_id: replica.agreement_id.as_deref(),
+        activity_id: replica.activity_id.as_deref(),
+        state: state.code(),
+        commitment,
+        reason,
+        max_amount: replica.max_amount,
+    };
+    store::executions::write(db, id, row).await
 }
 
 /// An id or address shortened for people: its first characters.

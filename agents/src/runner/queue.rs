@@ -2,15 +2,14 @@
 //! budgets counted against their caps), the queue every requestor node sharing the database
 //! takes jobs from with `FOR UPDATE SKIP LOCKED`, cancels from any of them, and listings.
 
-use super::users::{Principal, visible};
+use super::users::Principal;
 use super::{JobView, Jobs, new_id};
-use crate::job::{ExecState, JobSpec, JobState};
+use super::{VERDICT, store};
+use crate::job::{JobSpec, JobState};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -128,21 +127,15 @@ impl Jobs {
             None => Decimal::ZERO,
         };
         let id = new_id();
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, spec, owner, idempotency_key, request_hash, reserved)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-        )
-        .bind(&id)
-        .bind(body)
-        .bind(&owner)
-        .bind(idempotency_key)
-        .bind(&hash)
-        .bind(reserved)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        let job = store::jobs::NewJob {
+            id: &id,
+            spec: body,
+            owner: &owner,
+            idempotency_key,
+            request_hash: &hash,
+            reserved,
+        };
+        if !store::jobs::insert(&mut *tx, job).await? {
             // The same key, committed by a concurrent request after the check above.
             drop(tx);
             let mut conn = self.inner.pool.acquire().await?;
@@ -166,13 +159,7 @@ impl Jobs {
         key: &str,
         hash: &[u8],
     ) -> Result<Option<Submitted>> {
-        let found: Option<(String, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT id, request_hash FROM jobs WHERE owner = $1 AND idempotency_key = $2")
-                .bind(owner)
-                .bind(key)
-                .fetch_optional(conn)
-                .await?;
-        match found {
+        match store::jobs::by_idempotency_key(conn, owner, key).await? {
             None => Ok(None),
             Some((id, Some(first))) if first == hash => Ok(Some(Submitted { id, replayed: true })),
             Some((id, _)) => Err(Error::Conflict(format!(
@@ -186,23 +173,15 @@ impl Jobs {
     pub async fn recover(&self) -> Result<()> {
         // Jobs started before the queue existed belong to the node whose database this is.
         if !self.inner.shared_queue {
-            sqlx::query("UPDATE jobs SET runner = $1 WHERE runner = 'local' AND state < 6")
-                .bind(&self.inner.node)
-                .execute(&self.inner.pool)
-                .await?;
+            store::jobs::adopt_local(&self.inner.pool, &self.inner.node).await?;
         }
-        let rows =
-            sqlx::query("SELECT id, spec FROM jobs WHERE runner = $1 AND state < 6 ORDER BY created_at")
-                .bind(&self.inner.node)
-                .fetch_all(&self.inner.pool)
-                .await?;
+        let rows = store::jobs::of_runner(&self.inner.pool, &self.inner.node).await?;
         self.start_rows(rows).await
     }
 
-    async fn start_rows(&self, rows: Vec<sqlx::postgres::PgRow>) -> Result<()> {
-        for row in rows {
-            let id: String = row.get("id");
-            match serde_json::from_value::<JobSpec>(row.get("spec")) {
+    async fn start_rows(&self, rows: Vec<store::jobs::Started>) -> Result<()> {
+        for (id, spec) in rows {
+            match serde_json::from_value::<JobSpec>(spec) {
                 Ok(spec) => self.start(id, spec),
                 Err(e) => {
                     self.clean_up(&id).await;
@@ -241,33 +220,20 @@ impl Jobs {
         if free == 0 {
             return Ok(());
         }
-        let rows = sqlx::query(
-            "UPDATE jobs SET runner = $1, updated_at = now() WHERE id IN (
-                 SELECT id FROM jobs WHERE runner IS NULL AND state = 0 AND NOT cancel_requested
-                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING id, spec, created_at",
-        )
-        .bind(&self.inner.node)
-        .bind(i64::try_from(free).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.pool)
-        .await?;
-        let mut rows = rows;
-        rows.sort_by_key(|r| r.get::<DateTime<Utc>, _>("created_at"));
+        let free = i64::try_from(free).unwrap_or(i64::MAX);
+        let rows = store::jobs::take_queued(&self.inner.pool, &self.inner.node, free).await?;
         self.start_rows(rows).await
     }
 
     /// Stops the jobs this node runs whose cancel was asked, as long as they have no verdict (as
     /// [`Jobs::cancel`] checks on the node that was asked).
     async fn stop_cancelled(&self) -> Result<()> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT j.id FROM jobs j WHERE j.runner = $1 AND j.cancel_requested AND j.state < $2
-               AND NOT EXISTS (SELECT 1 FROM job_executions e WHERE e.job_id = j.id AND e.state IN ($3, $4))",
+        let ids = store::jobs::cancelled_of_runner(
+            &self.inner.pool,
+            &self.inner.node,
+            JobState::Paying.code(),
+            VERDICT,
         )
-        .bind(&self.inner.node)
-        .bind(JobState::Paying.code())
-        .bind(ExecState::Verified.code())
-        .bind(ExecState::Paid.code())
-        .fetch_all(&self.inner.pool)
         .await?;
         let running = self.inner.running.lock().expect("running");
         for id in ids {
@@ -285,14 +251,7 @@ impl Jobs {
         if state.is_final() {
             return Err(Error::Conflict(format!("job {id} is already {}", state.label())));
         }
-        let verdict: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM job_executions WHERE job_id = $1 AND state IN ($2, $3))",
-        )
-        .bind(id)
-        .bind(ExecState::Verified.code())
-        .bind(ExecState::Paid.code())
-        .fetch_one(&self.inner.pool)
-        .await?;
+        let verdict = store::executions::any_in(&self.inner.pool, id, VERDICT).await?;
         if state == JobState::Paying || verdict {
             return Err(Error::Conflict(format!(
                 "job {id} has its verdict and is paying its verified providers; it ends when they are paid"
@@ -301,12 +260,7 @@ impl Jobs {
         // Against the runner's decision, in one statement: once the job is decided (its winners
         // asked to reveal, or its one replica to be paid) a cancel is refused, and a cancel
         // recorded first keeps the runner from deciding.
-        let requested = sqlx::query("UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 AND NOT decided")
-            .bind(id)
-            .execute(&self.inner.pool)
-            .await?
-            .rows_affected();
-        if requested == 0 {
+        if !store::jobs::request_cancel(&self.inner.pool, id).await? {
             return Err(Error::Conflict(format!(
                 "job {id} has decided whom to pay and is paying its verified providers; it ends when they are paid"
             )));
@@ -319,14 +273,7 @@ impl Jobs {
         }
         // Still queued: whoever takes it first, a runner or this cancel, has it. A runner that
         // took it (this node's, about to start it, or another's) stops it when it sees the cancel.
-        let taken: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET runner = $2 WHERE id = $1 AND runner IS NULL AND state = 0 RETURNING id",
-        )
-        .bind(id)
-        .bind(&self.inner.node)
-        .fetch_optional(&self.inner.pool)
-        .await?;
-        if taken.is_some() {
+        if store::jobs::take_queued_one(&self.inner.pool, id, &self.inner.node).await? {
             self.finish(id, JobState::Cancelled, "cancelled by the requestor").await?;
         }
         Ok(())
@@ -339,15 +286,9 @@ impl Jobs {
             return Err(Error::NotFound(format!("no job {id}")));
         }
         // A whole id is looked up by its key; a start of one, by pattern.
-        let matching = if id.len() == JOB_ID_LEN { "j.id = $1" } else { "j.id LIKE $1 || '%'" };
-        let found: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT j.id FROM jobs j WHERE {matching} AND {} ORDER BY j.id LIMIT 2",
-            visible(2)
-        )))
-        .bind(id.to_ascii_lowercase())
-        .bind(who.scope())
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let whole = id.len() == JOB_ID_LEN;
+        let found =
+            store::jobs::matching_ids(&self.inner.pool, &id.to_ascii_lowercase(), whole, who.scope()).await?;
         match found.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(Error::NotFound(format!("no job {id}"))),
@@ -365,44 +306,28 @@ impl Jobs {
         let after = filter.cursor.as_deref().map(parse_cursor).transpose()?;
         let states: Option<Vec<i16>> =
             (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.code()).collect());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT j.* FROM jobs j WHERE {}
-               AND ($2::smallint[] IS NULL OR j.state = ANY($2))
-               AND ($3::text IS NULL OR j.owner = 'user:' || $3)
-               AND ($4::timestamptz IS NULL OR j.created_at >= $4)
-               AND ($5::timestamptz IS NULL OR j.created_at < $5)
-               AND ($6::timestamptz IS NULL OR (j.created_at, j.id) < ($6, $7))
-             ORDER BY j.created_at DESC, j.id DESC LIMIT $8",
-            visible(1)
-        )))
-        .bind(who.scope())
-        .bind(states)
-        .bind(&filter.user)
-        .bind(filter.created_after)
-        .bind(filter.created_before)
-        .bind(after.as_ref().map(|a| a.0))
-        .bind(after.as_ref().map(|a| a.1.clone()))
-        .bind(i64::try_from(filter.limit + 1).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let listing = store::jobs::Listing {
+            scope: who.scope(),
+            states,
+            user: filter.user.as_deref(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+            after,
+            limit: i64::try_from(filter.limit + 1).unwrap_or(i64::MAX),
+        };
+        let mut rows = store::jobs::list(&self.inner.pool, listing).await?;
         let more = rows.len() > filter.limit;
-        let shown = &rows[..rows.len().min(filter.limit)];
-        let next_cursor = more
-            .then(|| shown.last())
-            .flatten()
-            .map(|last| cursor_of(last.get("created_at"), &last.get::<String, _>("id")));
-        Ok(JobPage { jobs: shown.iter().map(JobView::of).collect(), next_cursor })
+        rows.truncate(filter.limit);
+        let next_cursor = more.then(|| rows.last()).flatten().map(|(_, at, id)| cursor_of(*at, id));
+        Ok(JobPage { jobs: rows.into_iter().map(|(job, _, _)| job).collect(), next_cursor })
     }
 
     /// A finished job's results (verified, unless it has no verifier), file by file: its stdout,
     /// and its outputs from this node's blobs.
     pub async fn results(&self, id: &str) -> Result<Vec<ResultFile>> {
-        let (state, spec, results): (i16, Value, Option<Value>) =
-            sqlx::query_as("SELECT state, spec, results FROM jobs WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.inner.pool)
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("no job {id}")))?;
+        let (state, spec, results) = store::jobs::results(&self.inner.pool, id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no job {id}")))?;
         let state = JobState::from_code(state).expect("the table checks the state");
         let Some(results) = results else {
             return Err(Error::Conflict(format!(

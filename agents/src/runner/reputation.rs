@@ -1,33 +1,20 @@
 //! Providers' standing with this node: verified and failed runs, and a referee's catch.
 
+use super::store;
 use super::{Jobs, Replica};
 use crate::Result;
 use crate::verify::{self, Loss};
 use alloy_primitives::Address;
-use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 
 impl Jobs {
     pub(super) async fn reputation(&self, providers: &[Address]) -> Result<HashMap<Address, Standing>> {
         let names: Vec<String> = providers.iter().map(|p| format!("{p:#x}")).collect();
-        let rows = sqlx::query(
-            "SELECT provider, score, verified, failed, caught_at IS NOT NULL AS caught
-             FROM reputation WHERE provider = ANY($1)",
-        )
-        .bind(&names)
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let rows = store::reputation::of(&self.inner.pool, &names).await?;
         Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let p: String = r.get("provider");
-                let standing = Standing {
-                    score: r.get("score"),
-                    verified: r.get("verified"),
-                    failed: r.get("failed"),
-                    caught: r.get("caught"),
-                };
-                Some((p.parse().ok()?, standing))
+            .into_iter()
+            .filter_map(|(p, score, verified, failed, caught)| {
+                Some((p.parse().ok()?, Standing { score, verified, failed, caught }))
             })
             .collect())
     }
@@ -50,14 +37,7 @@ pub(super) async fn update_reputation(
     for r in replicas {
         let provider = format!("{:#x}", r.provider);
         if caught.contains(&r.provider) {
-            sqlx::query(
-                "INSERT INTO reputation (provider, score, verified, failed, caught_at) VALUES ($1, 0, 0, 1, now())
-                 ON CONFLICT (provider) DO UPDATE SET
-                     score = 0, failed = reputation.failed + 1, caught_at = now(), updated_at = now()",
-            )
-            .bind(&provider)
-            .execute(&mut *db)
-            .await?;
+            store::reputation::caught(&mut *db, &provider).await?;
             continue;
         }
         let verified = paid.contains(&r.provider);
@@ -70,18 +50,8 @@ pub(super) async fn update_reputation(
         }
         // In one statement, so jobs ending at once do not lose each other's outcomes; the
         // rule is verify::reputation_after's.
-        sqlx::query(
-            "INSERT INTO reputation (provider, score, verified, failed) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (provider) DO UPDATE SET
-                 score = CASE WHEN $3 = 1 THEN reputation.score + 1 ELSE reputation.score * 2 / 3 END,
-                 verified = reputation.verified + $3, failed = reputation.failed + $4, updated_at = now()",
-        )
-        .bind(&provider)
-        .bind(verify::reputation_after(0.0, verified))
-        .bind(i64::from(verified))
-        .bind(i64::from(!verified))
-        .execute(&mut *db)
-        .await?;
+        store::reputation::judged(&mut *db, &provider, verify::reputation_after(0.0, verified), verified)
+            .await?;
     }
     Ok(())
 }

@@ -2,47 +2,42 @@
 
 use super::Jobs;
 use super::settle::Party;
+use super::store;
+use super::store::executions::ExecutionRow;
 use crate::Result;
 use crate::job::{ExecState, JobState};
 use alloy_primitives::Address;
-use sqlx::Row;
 use std::collections::BTreeMap;
 
 impl Jobs {
     /// What a restart finds of a job: `None` when it is to run from the start.
     pub(super) async fn resume(&self, id: &str) -> Result<Option<(JobState, String)>> {
-        let job = sqlx::query("SELECT allocation_id, demand_id FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_one(&self.inner.pool)
-            .await?;
-        let allocation: Option<String> = job.get("allocation_id");
-        let demand: Option<String> = job.get("demand_id");
-        let rows = sqlx::query("SELECT * FROM job_executions WHERE job_id = $1")
-            .bind(id)
-            .fetch_all(&self.inner.pool)
-            .await?;
+        let (allocation, demand) = store::jobs::allocation_and_demand(&self.inner.pool, id)
+            .await?
+            .ok_or_else(|| crate::Error::NotFound(format!("no job {id}")))?;
+        let rows = store::executions::of_job(&self.inner.pool, id).await?;
         if allocation.is_none() && rows.is_empty() {
             return Ok(None);
         }
-        let state_of = |r: &sqlx::postgres::PgRow| ExecState::from_code(r.get("state")).expect("a state");
-        let provider_of = |r: &sqlx::postgres::PgRow| r.get::<String, _>("provider").parse::<Address>().ok();
+        let state_of = |r: &ExecutionRow| ExecState::from_code(r.state).expect("a state");
+        let provider_of = |r: &ExecutionRow| r.provider.parse::<Address>().ok();
         let parties: Vec<Party> = rows
             .iter()
-            .filter(|r| r.get::<Option<String>, _>("activity_id").is_some())
+            .filter(|r| r.activity_id.is_some())
             .filter_map(|r| {
                 Some(Party {
                     provider: provider_of(r)?,
-                    agreement_id: r.get("agreement_id"),
-                    max_amount: r.get("max_amount"),
+                    agreement_id: r.agreement_id.clone()?,
+                    max_amount: r.max_amount,
                 })
             })
             .collect();
         for r in &rows {
-            if let Some(activity) = r.get::<Option<String>, _>("activity_id") {
-                let _ended = self.inner.activities.destroy(&activity).await;
+            if let Some(activity) = &r.activity_id {
+                let _ended = self.inner.activities.destroy(activity).await;
             }
-            if let Some(agreement) = r.get::<Option<String>, _>("agreement_id") {
-                self.end_agreement(&agreement, "the job's run is over").await;
+            if let Some(agreement) = &r.agreement_id {
+                self.end_agreement(agreement, "the job's run is over").await;
             }
         }
         let verdict = rows.iter().any(|r| matches!(state_of(r), ExecState::Verified | ExecState::Paid));
@@ -56,8 +51,7 @@ impl Jobs {
                 .iter()
                 .filter(|r| !matches!(state_of(r), ExecState::Verified | ExecState::Paid))
                 .filter_map(|r| {
-                    let reason =
-                        r.get::<Option<String>, _>("reason").unwrap_or_else(|| "verification failed".into());
+                    let reason = r.reason.clone().unwrap_or_else(|| "verification failed".into());
                     Some((provider_of(r)?, reason))
                 })
                 .collect();
@@ -101,13 +95,8 @@ impl Jobs {
             let _gone = self.inner.market.unsubscribe_demand(demand).await;
         }
         let mut tx = self.inner.pool.begin().await?;
-        sqlx::query("DELETE FROM job_executions WHERE job_id = $1").bind(id).execute(&mut *tx).await?;
-        sqlx::query(
-            "UPDATE jobs SET allocation_id = NULL, demand_id = NULL, results = NULL, decided = FALSE WHERE id = $1",
-        )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        store::executions::delete_of_job(&mut *tx, id).await?;
+        store::jobs::reset(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(None)
     }

@@ -2,13 +2,13 @@
 //! justifies, the others' rejected with the reason; the allocation released or held for a late
 //! invoice.
 
+use super::store;
 use super::{INVOICE_WAIT, Jobs, PAYMENT_WAIT, REJECT_WAIT, Replica, short};
 use crate::Result;
 use crate::job::{ExecState, JobState};
 use agora_payment::model::{Acceptance, Kind, Rejection, RejectionReason, Status};
 use alloy_primitives::Address;
 use rust_decimal::Decimal;
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -174,30 +174,20 @@ impl Jobs {
         // The accepted invoices are paid by the payment driver; the job waits for the chain.
         let deadline = Instant::now() + PAYMENT_WAIT;
         loop {
-            let rows = sqlx::query("SELECT provider, invoice_id FROM job_executions WHERE job_id = $1 AND state = $2 AND invoice_id IS NOT NULL")
-                .bind(id)
-                .bind(ExecState::Verified.code())
-                .fetch_all(&self.inner.pool)
-                .await?;
+            let rows =
+                store::executions::invoiced_in(&self.inner.pool, id, ExecState::Verified.code()).await?;
             if rows.is_empty() {
                 return Ok(settled);
             }
-            for row in &rows {
-                let invoice: String = row.get("invoice_id");
-                let provider: String = row.get("provider");
-                if payments.document(Kind::Invoice, &invoice).await?.status == Status::Settled {
-                    let tx = self.tx_of(&invoice).await?;
-                    sqlx::query("UPDATE job_executions SET state = $3, tx_hash = $4 WHERE job_id = $1 AND provider = $2")
-                        .bind(id)
-                        .bind(&provider)
-                        .bind(ExecState::Paid.code())
-                        .bind(&tx)
-                        .execute(&self.inner.pool)
-                        .await?;
+            for (provider, invoice) in &rows {
+                if payments.document(Kind::Invoice, invoice).await?.status == Status::Settled {
+                    let tx = self.tx_of(invoice).await?;
+                    let paid = ExecState::Paid.code();
+                    store::executions::paid(&self.inner.pool, id, provider, paid, tx.as_deref()).await?;
                     self.record(
                         id,
                         JobState::Paying,
-                        &format!("paid {} in transaction {}", short(&provider), tx.as_deref().unwrap_or("?")),
+                        &format!("paid {} in transaction {}", short(provider), tx.as_deref().unwrap_or("?")),
                     )
                     .await?;
                 }
@@ -224,11 +214,7 @@ impl Jobs {
             }
             return Ok(());
         }
-        sqlx::query("UPDATE jobs SET allocation_held = TRUE WHERE id = $1")
-            .bind(id)
-            .execute(&self.inner.pool)
-            .await?;
-        Ok(())
+        store::jobs::hold_allocation(&self.inner.pool, id, true).await
     }
 
     pub(super) async fn note_invoice(
@@ -239,15 +225,7 @@ impl Jobs {
         amount: Option<Decimal>,
         state: ExecState,
     ) -> Result<()> {
-        sqlx::query("UPDATE job_executions SET invoice_id = $3, amount = $4, state = $5 WHERE job_id = $1 AND provider = $2")
-            .bind(id)
-            .bind(provider)
-            .bind(invoice)
-            .bind(amount)
-            .bind(state.code())
-            .execute(&self.inner.pool)
-            .await?;
-        Ok(())
+        store::executions::note_invoice(&self.inner.pool, id, provider, invoice, amount, state.code()).await
     }
 
     /// The transaction that paid an invoice.

@@ -2,13 +2,13 @@
 //! serves, each with its own spending cap and rate limit, and sight of its own jobs only.
 
 use super::Jobs;
+use super::store::users;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 /// Who submits, reads or cancels a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,13 +47,6 @@ impl Principal {
             other => other.owner(),
         }
     }
-}
-
-/// The SQL condition that limits `jobs` (as `j`) to what the principal bound at `$n` may see.
-pub(super) fn visible(n: usize) -> String {
-    format!(
-        "(${n}::text IS NULL OR j.owner = ${n} OR j.owner IN (SELECT 'user:' || u.id FROM job_users u WHERE u.service = ${n}))"
-    )
 }
 
 /// An end user as its service sees it.
@@ -113,24 +106,6 @@ fn cap(field: &str, text: Option<&str>) -> Result<Option<Decimal>> {
     Ok(Some(amount))
 }
 
-// Dynamic SQL here and in `queue.rs` is put together from constants (these columns, the
-// `visible` condition) only; every value is bound.
-const USER_COLUMNS: &str =
-    "id, name, service, cap_total, cap_per_job, spent, submissions_per_minute, created_at";
-
-fn user_of(row: &sqlx::postgres::PgRow) -> EndUser {
-    EndUser {
-        id: row.get("id"),
-        name: row.get("name"),
-        service: row.get("service"),
-        cap_total: row.get::<Option<Decimal>, _>("cap_total").map(|d| d.normalize()),
-        cap_per_job: row.get::<Option<Decimal>, _>("cap_per_job").map(|d| d.normalize()),
-        spent: row.get::<Decimal, _>("spent").normalize(),
-        submissions_per_minute: row.get("submissions_per_minute"),
-        created_at: row.get("created_at"),
-    }
-}
-
 impl Jobs {
     /// Creates an end user of `service` (not itself an end user).
     pub async fn create_user(&self, service: &Principal, new: NewEndUser) -> Result<CreatedEndUser> {
@@ -153,49 +128,34 @@ impl Jobs {
             return Err(Error::BadInput(format!("submissionsPerMinute {rate}: at least 1, or leave it out")));
         }
         let key = random_hex(32);
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO job_users (id, service, name, key_hash, cap_total, cap_per_job, submissions_per_minute)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}"
-        )))
-        .bind(random_hex(16))
-        .bind(service.owner())
-        .bind(&new.name)
-        .bind(hash_key(&key))
-        .bind(cap_total)
-        .bind(cap_per_job)
-        .bind(new.submissions_per_minute)
-        .fetch_one(&self.inner.pool)
-        .await
-        .map_err(|e| match &e {
+        let row = users::NewRow {
+            id: &random_hex(16),
+            service: &service.owner(),
+            name: &new.name,
+            key_hash: hash_key(&key),
+            cap_total,
+            cap_per_job,
+            submissions_per_minute: new.submissions_per_minute,
+        };
+        let user = users::insert(&self.inner.pool, row).await.map_err(|e| match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 Error::Conflict(format!("there is already a user named {}", new.name))
             }
             _ => e.into(),
         })?;
-        Ok(CreatedEndUser { user: user_of(&row), key })
+        Ok(CreatedEndUser { user, key })
     }
 
     /// The end users `service` created (every one, for the admin), oldest first.
     pub async fn users(&self, service: &Principal) -> Result<Vec<EndUser>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM job_users WHERE $1::text IS NULL OR service = $1 ORDER BY created_at, id"
-        )))
-        .bind(service.scope())
-        .fetch_all(&self.inner.pool)
-        .await?;
-        Ok(rows.iter().map(user_of).collect())
+        users::of_service(&self.inner.pool, service.scope()).await
     }
 
     /// One end user, as its service (or itself) sees it; another's answers not found.
     pub async fn user(&self, who: &Principal, id: &str) -> Result<EndUser> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM job_users WHERE id = $1 AND ($2::text IS NULL OR service = $2 OR 'user:' || id = $2)"
-        )))
-        .bind(id)
-        .bind(who.scope())
-        .fetch_optional(&self.inner.pool)
-        .await?;
-        row.as_ref().map(user_of).ok_or_else(|| Error::NotFound(format!("no user {id}")))
+        users::get(&self.inner.pool, id, who.scope())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no user {id}")))
     }
 
     /// Revokes an end user's key; its jobs go on and stay visible to its service.
@@ -204,15 +164,8 @@ impl Jobs {
             return Err(Error::Forbidden("an end user's key cannot remove users".into()));
         }
         // The key is what is revoked: its hash becomes one no key has.
-        let done = sqlx::query(
-            "UPDATE job_users SET key_hash = $3 WHERE id = $1 AND ($2::text IS NULL OR service = $2)",
-        )
-        .bind(id)
-        .bind(service.scope())
-        .bind(Sha256::digest(random_hex(32)).to_vec())
-        .execute(&self.inner.pool)
-        .await?;
-        if done.rows_affected() == 0 {
+        let revoked = Sha256::digest(random_hex(32)).to_vec();
+        if !users::set_key_hash(&self.inner.pool, id, service.scope(), revoked).await? {
             return Err(Error::NotFound(format!("no user {id}")));
         }
         Ok(())
@@ -220,25 +173,13 @@ impl Jobs {
 
     /// The end user a presented key belongs to, if any.
     pub async fn authenticate(&self, key: &str) -> Result<Option<EndUser>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM job_users WHERE key_hash = $1"
-        )))
-        .bind(hash_key(key))
-        .fetch_optional(&self.inner.pool)
-        .await?;
-        Ok(row.as_ref().map(user_of))
+        users::by_key_hash(&self.inner.pool, hash_key(key)).await
     }
 
     /// Locks the user's row for the rest of the submission's transaction; the row as locked. A
     /// turn is waited for briefly, so one user's burst cannot hold the pool's connections.
     pub(super) async fn lock_user(&self, tx: &mut sqlx::PgConnection, user: &EndUser) -> Result<EndUser> {
-        sqlx::query("SET LOCAL lock_timeout = '2s'").execute(&mut *tx).await?;
-        let locked = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM job_users WHERE id = $1 FOR UPDATE"
-        )))
-        .bind(&user.id)
-        .fetch_optional(&mut *tx)
-        .await;
+        let locked = users::lock(tx, &user.id).await;
         if let Err(sqlx::Error::Database(db)) = &locked
             && db.code().as_deref() == Some("55P03")
         {
@@ -247,8 +188,7 @@ impl Jobs {
                 retry_after_secs: 1,
             });
         }
-        let row = locked?.ok_or_else(|| Error::NotFound(format!("no user {}", user.id)))?;
-        Ok(user_of(&row))
+        locked?.ok_or_else(|| Error::NotFound(format!("no user {}", user.id)))
     }
 
     /// Within the submission's transaction, with the user's row locked ([`Jobs::lock_user`]) and
@@ -262,13 +202,8 @@ impl Jobs {
         budget: Decimal,
     ) -> Result<()> {
         if let Some(rate) = now.submissions_per_minute {
-            let (recent, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-                "SELECT count(*), min(created_at) FROM jobs
-                 WHERE owner = $1 AND created_at > now() - interval '1 minute'",
-            )
-            .bind(format!("user:{}", now.id))
-            .fetch_one(&mut *tx)
-            .await?;
+            let (recent, oldest) =
+                users::submitted_last_minute(&mut *tx, &format!("user:{}", now.id)).await?;
             if recent >= i64::from(rate) {
                 let wait =
                     oldest.map_or(60, |t| (t + chrono::Duration::seconds(60) - Utc::now()).num_seconds());
@@ -302,12 +237,7 @@ impl Jobs {
                 (total - now.spent).max(Decimal::ZERO).normalize()
             )));
         }
-        sqlx::query("UPDATE job_users SET spent = spent + $2 WHERE id = $1")
-            .bind(&now.id)
-            .bind(budget)
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
+        users::spend(&mut *tx, &now.id, budget).await
     }
 
     /// The secret that signs the webhooks of `owner`'s jobs (and its end users'), made on first
@@ -323,25 +253,12 @@ impl Jobs {
 
     pub(super) async fn secret_of(&self, owner: &str) -> Result<Vec<u8>> {
         // Every delivery asks: the common case is one read.
-        let kept: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT secret FROM job_webhook_secrets WHERE owner = $1")
-                .bind(owner)
-                .fetch_optional(&self.inner.pool)
-                .await?;
-        if let Some(secret) = kept {
+        if let Some(secret) = users::secret(&self.inner.pool, owner).await? {
             return Ok(secret);
         }
         let mut fresh = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut fresh);
-        sqlx::query("INSERT INTO job_webhook_secrets (owner, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(owner)
-            .bind(fresh.to_vec())
-            .execute(&self.inner.pool)
-            .await?;
-        Ok(sqlx::query_scalar("SELECT secret FROM job_webhook_secrets WHERE owner = $1")
-            .bind(owner)
-            .fetch_one(&self.inner.pool)
-            .await?)
+        users::keep_secret(&self.inner.pool, owner, fresh.to_vec()).await
     }
 }
 

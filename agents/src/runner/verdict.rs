@@ -1,9 +1,9 @@
 //! The verdict: who is paid, who is not and why, after the winners revealed and their outputs
 //! came back; written in one transaction.
 
-use super::new_id;
 use super::referee::Refereed;
 use super::{Jobs, Replica};
+use super::{new_id, store};
 use crate::Result;
 use crate::job::{ExecState, JobSpec, JobState};
 use crate::verify::Verdict;
@@ -172,11 +172,7 @@ impl Jobs {
         let Decision { paid, refused, results } = decision;
         let mut tx = self.inner.pool.begin().await?;
         if let Some(results) = results {
-            sqlx::query("UPDATE jobs SET results = $2 WHERE id = $1")
-                .bind(id)
-                .bind(results)
-                .execute(&mut *tx)
-                .await?;
+            store::jobs::set_results(&mut *tx, id, results).await?;
         }
         for r in replicas {
             let state = if paid.contains(&r.provider) {
@@ -250,12 +246,7 @@ impl Jobs {
 
     /// Marks the job decided, unless a cancel was recorded first: whether it is.
     pub(super) async fn decide(&self, id: &str) -> Result<bool> {
-        let decided = sqlx::query("UPDATE jobs SET decided = TRUE WHERE id = $1 AND NOT cancel_requested")
-            .bind(id)
-            .execute(&self.inner.pool)
-            .await?
-            .rows_affected();
-        Ok(decided == 1)
+        store::jobs::decide(&self.inner.pool, id).await
     }
 
     /// A winner's outputs, checked against the verified digest: as they came back, and when they

@@ -4,13 +4,13 @@
 //! send a delivery; a lease keeps two from sending the same one at once.
 
 use super::Jobs;
+use super::store;
 use crate::Result;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::json;
 use sha2::Sha256;
-use sqlx::Row;
 use std::time::Duration;
 
 /// How often a node looks for deliveries that came due.
@@ -23,7 +23,7 @@ const MAX_BACKOFF_SECS: i64 = 30;
 const DELIVERIES_AT_ONCE: i64 = 16;
 
 /// One delivery as `GET /jobs/{id}/webhooks` shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub event_id: i64,
@@ -56,26 +56,7 @@ fn backoff(attempts: i32) -> i64 {
 impl Jobs {
     /// A job's deliveries, oldest step first.
     pub async fn deliveries(&self, id: &str) -> Result<Vec<Delivery>> {
-        let rows = sqlx::query(
-            "SELECT event_id, url, attempts, next_at, delivered_at, gave_up_at, last_status, last_error
-             FROM job_webhook_deliveries WHERE job_id = $1 ORDER BY event_id",
-        )
-        .bind(id)
-        .fetch_all(&self.inner.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Delivery {
-                event_id: r.get("event_id"),
-                url: r.get("url"),
-                attempts: r.get("attempts"),
-                next_at: r.get("next_at"),
-                delivered_at: r.get("delivered_at"),
-                gave_up_at: r.get("gave_up_at"),
-                last_status: r.get("last_status"),
-                last_error: r.get("last_error"),
-            })
-            .collect())
+        store::webhooks::of_job(&self.inner.pool, id).await
     }
 
     /// Sends due deliveries until the node stops.
@@ -113,30 +94,11 @@ impl Jobs {
     /// Leases the due deliveries (each the earliest one of its job not yet delivered), sends
     /// them, and records how each went; how many it sent.
     async fn deliver_due(&self, client: &reqwest::Client) -> Result<usize> {
-        let rows = sqlx::query(
-            "UPDATE job_webhook_deliveries d SET leased_until = now() + interval '30 seconds',
-                 attempts = d.attempts + 1
-             FROM job_events ev, jobs j
-             WHERE d.event_id IN (
-                 SELECT x.event_id FROM job_webhook_deliveries x
-                 WHERE x.delivered_at IS NULL AND x.gave_up_at IS NULL AND x.next_at <= now()
-                   AND (x.leased_until IS NULL OR x.leased_until < now())
-                   AND NOT EXISTS (
-                       SELECT 1 FROM job_webhook_deliveries y
-                       WHERE y.job_id = x.job_id AND y.event_id < x.event_id
-                         AND y.delivered_at IS NULL AND y.gave_up_at IS NULL)
-                 ORDER BY x.next_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-               AND ev.id = d.event_id AND j.id = d.job_id
-             RETURNING d.event_id, d.job_id, d.url, d.attempts, d.created_at, ev.at, ev.state, ev.message,
-                 coalesce((SELECT u.service FROM job_users u WHERE 'user:' || u.id = j.owner), j.owner) AS signer",
-        )
-        .bind(DELIVERIES_AT_ONCE)
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let rows = store::webhooks::lease_due(&self.inner.pool, DELIVERIES_AT_ONCE).await?;
         let sent = rows.len();
         let sends = rows.into_iter().map(|row| async move {
-            let event_id: i64 = row.get("event_id");
-            if let Err(e) = self.deliver(client, &row).await {
+            let event_id = row.event_id;
+            if let Err(e) = self.deliver(client, row).await {
                 tracing::warn!(event = event_id, error = %e, "recording a webhook delivery");
             }
         });
@@ -144,22 +106,19 @@ impl Jobs {
         Ok(sent)
     }
 
-    async fn deliver(&self, client: &reqwest::Client, row: &sqlx::postgres::PgRow) -> Result<()> {
-        let event_id: i64 = row.get("event_id");
-        let job_id: String = row.get("job_id");
-        let url: String = row.get("url");
-        let attempts: i32 = row.get("attempts");
-        let state = crate::JobState::from_code(row.get("state")).expect("the table checks the state");
+    async fn deliver(&self, client: &reqwest::Client, row: store::webhooks::Due) -> Result<()> {
+        let store::webhooks::Due { event_id, job_id, url, attempts, at, state, message, signer } = row;
+        let state = crate::JobState::from_code(state).expect("the table checks the state");
         let body = json!({
             "jobId": job_id,
             "eventId": event_id,
             "state": state.label(),
             "stateCode": state.code(),
-            "message": row.get::<String, _>("message"),
-            "at": row.get::<DateTime<Utc>, _>("at"),
+            "message": message,
+            "at": at,
         })
         .to_string();
-        let secret = hex::encode(self.secret_of(&row.get::<String, _>("signer")).await?);
+        let secret = hex::encode(self.secret_of(&signer).await?);
         let t = Utc::now().timestamp();
         let sent = client
             .post(&url)
@@ -180,29 +139,12 @@ impl Jobs {
         let status = status.map(|s| i16::try_from(s).unwrap_or(i16::MAX));
         match error {
             None => {
-                sqlx::query(
-                    "UPDATE job_webhook_deliveries SET delivered_at = now(), leased_until = NULL,
-                         last_status = $2, last_error = NULL WHERE event_id = $1",
-                )
-                .bind(event_id)
-                .bind(status)
-                .execute(&self.inner.pool)
-                .await?;
+                store::webhooks::delivered(&self.inner.pool, event_id, status).await?;
             }
             Some(error) => {
                 tracing::info!(job = %job_id, event = event_id, attempts, "webhook: {error}");
-                sqlx::query(
-                    "UPDATE job_webhook_deliveries SET leased_until = NULL, last_status = $2, last_error = $3,
-                         next_at = now() + make_interval(secs => $4),
-                         gave_up_at = CASE WHEN created_at < now() - interval '1 day' THEN now() END
-                     WHERE event_id = $1",
-                )
-                .bind(event_id)
-                .bind(status)
-                .bind(error)
-                .bind(backoff(attempts) as f64)
-                .execute(&self.inner.pool)
-                .await?;
+                store::webhooks::failed(&self.inner.pool, event_id, status, &error, backoff(attempts) as f64)
+                    .await?;
             }
         }
         Ok(())

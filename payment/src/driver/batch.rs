@@ -5,12 +5,12 @@ use super::{MAX_PAYEES, Stop, kill_point, reverted, store_tx};
 use crate::chain::{BatchPayer, Fees, Rpc, RpcError, TestToken, pack_payee, sign_eip1559};
 use crate::model::amount_text;
 use crate::platform::Network;
+use crate::store;
 use crate::{Error, Payments, Result, to_token_units};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::SolCall;
 use rust_decimal::Decimal;
 use serde_json::json;
-use sqlx::Row;
 use std::collections::BTreeMap;
 
 impl Payments {
@@ -19,24 +19,16 @@ impl Payments {
     pub(super) async fn start_batch(&self, network: &Network, rpc: &Rpc) -> Result<(), Stop> {
         let platform = network.platform();
         let payer = self.me();
-        let rows = sqlx::query(
-            "SELECT id, payee_addr, amount FROM payment_orders
-             WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL AND failure IS NULL ORDER BY id",
-        )
-        .bind(&platform)
-        .bind(&payer)
-        .fetch_all(self.pool())
-        .await?;
+        let waiting = store::orders::waiting(self.pool(), &platform, &payer).await?;
         // Amounts to one payee are summed; payees beyond a batch's size wait for the next.
         let mut per_payee: BTreeMap<String, (Decimal, Vec<i64>)> = BTreeMap::new();
-        for r in &rows {
-            let payee: String = r.try_get("payee_addr")?;
+        for (id, payee, amount) in waiting {
             if per_payee.len() == MAX_PAYEES && !per_payee.contains_key(&payee) {
                 continue;
             }
             let entry = per_payee.entry(payee).or_default();
-            entry.0 += r.try_get::<Decimal, _>("amount")?;
-            entry.1.push(r.try_get("id")?);
+            entry.0 += amount;
+            entry.1.push(id);
         }
         if per_payee.is_empty() {
             return Ok(());
@@ -129,37 +121,16 @@ impl Payments {
         // The nonce: the next after this account's last batch, or the chain's, whichever is later
         // (the account may have sent transactions of its own).
         let mut db = self.pool().begin().await?;
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT max(nonce) FROM chain_batches WHERE platform = $1 AND payer_addr = $2",
-        )
-        .bind(&platform)
-        .bind(&payer)
-        .fetch_one(&mut *db)
-        .await?;
+        let last = store::chain::last_nonce(&mut *db, &platform, &payer).await?;
         let chain_next = rpc.nonce(me, true).await?;
         let nonce = chain_next.max(last.map_or(0, |n| n as u64 + 1));
         let signed = sign_eip1559(&self.signer(), network.chain_id, nonce, Some(to), data, gas, fees)
             .map_err(|e| Stop::Status(json!({"kind": "CantSign", "driver": "erc20", "network": network.name, "message": e.to_string()})))?;
-        let batch: i64 = sqlx::query_scalar(
-            "INSERT INTO chain_batches (platform, payer_addr, nonce, purpose) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(&platform)
-        .bind(&payer)
-        .bind(nonce as i64)
-        .bind(purpose)
-        .fetch_one(&mut *db)
-        .await?;
+        let batch = store::chain::insert_batch(&mut *db, &platform, &payer, nonce as i64, purpose).await?;
         store_tx(&mut *db, batch, &signed, fees, gas).await?;
         if purpose == "pay" {
             let ids: Vec<i64> = per_payee.values().flat_map(|(_, ids)| ids.iter().copied()).collect();
-            let taken = sqlx::query(
-                "UPDATE payment_orders SET batch_id = $1 WHERE id = ANY($2) AND batch_id IS NULL",
-            )
-            .bind(batch)
-            .bind(&ids)
-            .execute(&mut *db)
-            .await?
-            .rows_affected();
+            let taken = store::orders::batch(&mut *db, batch, &ids).await?;
             if taken != ids.len() as u64 {
                 // Another batch took some of them meanwhile: nothing of this one is kept.
                 return Err(Stop::Db(Error::Conflict("payment orders were batched twice at once".into())));
@@ -218,22 +189,8 @@ impl Payments {
     async fn fail_orders(&self, failed: &[(String, Vec<i64>)]) -> Result<(), Stop> {
         let mut db = self.pool().begin().await?;
         for (why, ids) in failed {
-            let rows = sqlx::query(
-                "UPDATE payment_orders SET failure = $2 WHERE id = ANY($1) AND batch_id IS NULL AND failure IS NULL
-                 RETURNING allocation_id, amount, document_id",
-            )
-            .bind(ids)
-            .bind(why)
-            .fetch_all(&mut *db)
-            .await?;
-            for row in &rows {
-                let (allocation, amount, document): (String, Decimal, String) =
-                    (row.try_get("allocation_id")?, row.try_get("amount")?, row.try_get("document_id")?);
-                sqlx::query("UPDATE allocations SET spent = spent - $2 WHERE id = $1")
-                    .bind(&allocation)
-                    .bind(amount)
-                    .execute(&mut *db)
-                    .await?;
+            for (allocation, amount, document) in store::orders::fail(&mut *db, ids, why).await? {
+                store::allocations::give_back(&mut *db, &allocation, amount).await?;
                 tracing::warn!(document = %document, %amount, reason = %why, "the chain refuses this payment; its order failed");
             }
         }

@@ -17,13 +17,13 @@ use crate::chain::{Fees, Receipt, Rpc, RpcError, SignedTx, sign_eip1559};
 use crate::model::{Kind, Payment, Share, now_micros};
 use crate::platform::Network;
 use crate::service::new_id;
+use crate::store;
 use crate::wire::Message;
 use crate::{Error, Payments, Result};
 use alloy_primitives::{Address, B256, Bytes};
 use alloy_signer_local::PrivateKeySigner;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use sqlx::Row;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -145,23 +145,9 @@ impl Payments {
     async fn round(&self, network: &Network, rpc: &Rpc) -> Result<Duration, Stop> {
         let platform = network.platform();
         let payer = self.me();
-        let pending: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT id, nonce, purpose FROM chain_batches
-             WHERE platform = $1 AND payer_addr = $2 AND state = 'pending' ORDER BY nonce",
-        )
-        .bind(&platform)
-        .bind(&payer)
-        .fetch_all(self.pool())
-        .await?;
+        let pending = store::chain::pending(self.pool(), &platform, &payer).await?;
         // How long the oldest waiting order has waited, in seconds.
-        let waited: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8 FROM payment_orders
-             WHERE platform = $1 AND payer_addr = $2 AND batch_id IS NULL AND failure IS NULL",
-        )
-        .bind(&platform)
-        .bind(&payer)
-        .fetch_one(self.pool())
-        .await?;
+        let waited = store::orders::oldest_wait(self.pool(), &platform, &payer).await?;
         if pending.is_empty() {
             match waited {
                 None => return Ok(IDLE),
@@ -224,10 +210,7 @@ impl Payments {
         if known && !last.sent {
             // Broadcast by a run of the node that died before it wrote so down: the chain's pool
             // says it was sent, and that is recorded now, so a stuck one is bumped like any other.
-            sqlx::query("UPDATE chain_txs SET sent_at = COALESCE(sent_at, now()) WHERE hash = $1")
-                .bind(format!("{:#x}", last.hash))
-                .execute(self.pool())
-                .await?;
+            store::chain::sent(self.pool(), &format!("{:#x}", last.hash)).await?;
         }
         if known && !stale {
             return Ok(());
@@ -269,35 +252,28 @@ impl Payments {
             Err(e) => return Err(e.into()),
         }
         kill_point("broadcast");
-        sqlx::query("UPDATE chain_txs SET sent_at = COALESCE(sent_at, now()) WHERE hash = $1")
-            .bind(format!("{hash:#x}"))
-            .execute(self.pool())
-            .await?;
+        store::chain::sent(self.pool(), &format!("{hash:#x}")).await?;
         Ok(())
     }
 
     async fn stored_txs(&self, batch: i64) -> Result<Vec<StoredTx>, Stop> {
-        let rows = sqlx::query(
-            "SELECT hash, raw, max_fee, priority_fee, gas_limit, sent_at IS NOT NULL AS sent, signed_at
-             FROM chain_txs WHERE batch_id = $1 ORDER BY signed_at, hash",
-        )
-        .bind(batch)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
+        let rows = store::chain::txs(self.pool(), batch).await?;
+        rows.into_iter()
             .map(|r| {
-                let hash: String = r.try_get("hash")?;
-                let fee = |c: &str| -> Result<u128, Stop> {
-                    let d: Decimal = r.try_get(c)?;
+                let fee = |c: &str, d: Decimal| -> Result<u128, Stop> {
                     d.to_string().parse().map_err(|_| Stop::Db(Error::Corrupt(format!("{c} {d}"))))
                 };
+                let hash = &r.hash;
                 Ok(StoredTx {
                     hash: hash.parse().map_err(|_| Stop::Db(Error::Corrupt(format!("tx hash {hash}"))))?,
-                    raw: Bytes::from(r.try_get::<Vec<u8>, _>("raw")?),
-                    fees: Fees { max_fee: fee("max_fee")?, priority: fee("priority_fee")? },
-                    gas_limit: r.try_get::<i64, _>("gas_limit")? as u64,
-                    sent: r.try_get("sent")?,
-                    signed_at: r.try_get("signed_at")?,
+                    raw: Bytes::from(r.raw),
+                    fees: Fees {
+                        max_fee: fee("max_fee", r.max_fee)?,
+                        priority: fee("priority_fee", r.priority_fee)?,
+                    },
+                    gas_limit: r.gas_limit as u64,
+                    sent: r.sent,
+                    signed_at: r.signed_at,
                 })
             })
             .collect()
@@ -311,54 +287,32 @@ impl Payments {
         let mut db = self.pool().begin().await?;
         if !receipt.succeeded() {
             tracing::warn!(batch, tx = %hash, "a payment transaction reverted; its orders wait for another batch");
-            sqlx::query("UPDATE chain_batches SET state = 'reverted', mined_hash = $2, mined_block = $3 WHERE id = $1")
-                .bind(batch)
-                .bind(&hash)
-                .bind(block)
-                .execute(&mut *db)
-                .await?;
-            sqlx::query("UPDATE payment_orders SET batch_id = NULL WHERE batch_id = $1")
-                .bind(batch)
-                .execute(&mut *db)
-                .await?;
+            store::chain::mined(&mut *db, batch, "reverted", &hash, block).await?;
+            store::orders::unbatch(&mut *db, batch).await?;
             db.commit().await?;
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE chain_batches SET state = 'mined', mined_hash = $2, mined_block = $3 WHERE id = $1",
-        )
-        .bind(batch)
-        .bind(&hash)
-        .bind(block)
-        .execute(&mut *db)
-        .await?;
-        let orders = sqlx::query(
-            "UPDATE payment_orders SET paid = true WHERE batch_id = $1
-             RETURNING payee_addr, payee_id, payee_peer, amount, agreement_id, activity_id, document_kind, document_id, allocation_id",
-        )
-        .bind(batch)
-        .fetch_all(&mut *db)
-        .await?;
+        store::chain::mined(&mut *db, batch, "mined", &hash, block).await?;
+        let orders = store::orders::mark_paid(&mut *db, batch).await?;
         let mut per_payee: BTreeMap<String, (String, String, Vec<Share>)> = BTreeMap::new();
         let mut agreements = std::collections::BTreeSet::new();
-        for o in &orders {
-            let kind: String = o.try_get("document_kind")?;
-            let agreement: String = o.try_get("agreement_id")?;
-            agreements.insert(agreement.clone());
+        let count = orders.len();
+        for o in orders {
+            let kind = &o.document_kind;
+            agreements.insert(o.agreement_id.clone());
             let share = Share {
-                agreement_id: Some(agreement),
-                activity_id: o.try_get("activity_id")?,
-                amount: o.try_get("amount")?,
-                allocation_id: o.try_get("allocation_id")?,
-                document_id: o.try_get("document_id")?,
-                document_kind: Kind::parse(&kind)
+                agreement_id: Some(o.agreement_id),
+                activity_id: o.activity_id,
+                amount: o.amount,
+                allocation_id: o.allocation_id,
+                document_id: o.document_id,
+                document_kind: Kind::parse(kind)
                     .ok_or_else(|| Error::Corrupt(format!("order kind {kind}")))?,
             };
-            let payee: String = o.try_get("payee_addr")?;
-            match per_payee.get_mut(&payee) {
+            match per_payee.get_mut(&o.payee_addr) {
                 Some(entry) => entry.2.push(share),
                 None => {
-                    per_payee.insert(payee, (o.try_get("payee_id")?, o.try_get("payee_peer")?, vec![share]));
+                    per_payee.insert(o.payee_addr, (o.payee_id, o.payee_peer, vec![share]));
                 }
             }
         }
@@ -379,14 +333,14 @@ impl Payments {
                 details: hash.clone(),
             };
             let request = self.sign(Message::Paid { payment: payment.clone() })?;
-            crate::settle::insert_payment(&mut db, &payment, "payer", &request.signature, true).await?;
+            store::payments::insert(&mut *db, &payment, "payer", &request.signature, true).await?;
             self.enqueue_in(&mut db, &peer, &request).await?;
         }
         for agreement in &agreements {
             Self::settle_covered_in(&mut db, agreement, false).await?;
         }
         db.commit().await?;
-        tracing::info!(batch, tx = %hash, block, orders = orders.len(), "payment transaction mined");
+        tracing::info!(batch, tx = %hash, block, orders = count, "payment transaction mined");
         self.events_changed();
         self.inner.arrivals.notify_waiters();
         self.flush_outbox().await;
@@ -409,17 +363,9 @@ async fn store_tx<'e>(
     fees: Fees,
     gas: u64,
 ) -> Result<(), Stop> {
-    sqlx::query(
-        "INSERT INTO chain_txs (hash, batch_id, raw, max_fee, priority_fee, gas_limit) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(format!("{:#x}", signed.hash))
-    .bind(batch)
-    .bind(signed.raw.to_vec())
-    .bind(Decimal::from(fees.max_fee))
-    .bind(Decimal::from(fees.priority))
-    .bind(gas as i64)
-    .execute(db)
-    .await?;
+    let hash = format!("{:#x}", signed.hash);
+    let (max_fee, priority) = (Decimal::from(fees.max_fee), Decimal::from(fees.priority));
+    store::chain::insert_tx(db, &hash, batch, &signed.raw, max_fee, priority, gas as i64).await?;
     Ok(())
 }
 
