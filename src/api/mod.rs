@@ -399,9 +399,9 @@ pub async fn until_shutdown<T>(
 /// streamed, have their own (`max_blob_bytes`).
 pub const MAX_JSON_BODY: usize = 2 * 1024 * 1024;
 
-/// A JSON body whose rejection is an [`ApiError`] with a message, like every other error. Every
-/// body the API takes is an object, as the document says: an array is refused, even one that
-/// serde would read field by field into a struct.
+/// A JSON body whose rejection is an [`ApiError`] with a message, like every other error. No body
+/// the API takes is a list, as the document says: a list is refused, even one that serde would
+/// read element by element into a struct's fields.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -412,8 +412,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
         let bytes = axum::body::to_bytes(body, MAX_JSON_BODY).await.map_err(|_| {
             ApiError::PayloadTooLarge(format!("a JSON body is at most {MAX_JSON_BODY} bytes on this node"))
         })?;
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::BadRequest("the body must be a JSON object ({...})".into()));
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::BadRequest("the body is a JSON list; send an object ({...})".into()));
         }
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
