@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The job spec (`POST /jobs`, or a JSON file for `agora job run --spec`).
+/// The job spec (`POST /jobs`, or a YAML or JSON file for `agora job submit`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct JobSpec {

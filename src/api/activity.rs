@@ -249,14 +249,26 @@ async fn put_blob(
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     // A blob is its bytes: a request with none is a mistake (a file not attached), not a store.
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
-    if declared == Some(0) || (declared.is_none() && !chunked) {
-        return Err(ApiError::BadRequest(
+    // Whatever the framing (a length, chunks, HTTP/2 frames), the first bytes are waited for.
+    let empty = || {
+        ApiError::BadRequest(
             "the body is empty: send the blob's bytes (Content-Type: application/octet-stream)".into(),
-        ));
+        )
+    };
+    if declared == Some(0) {
+        return Err(empty());
     }
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let first = loop {
+        match stream.next().await {
+            None => return Err(empty()),
+            Some(Ok(piece)) if piece.is_empty() => continue,
+            Some(piece) => break piece,
+        }
+    };
     // Streamed to a temporary file while it is hashed; never held whole in memory.
-    let hex = blobs.receive(body.into_data_stream(), declared).await?;
+    let hex = blobs.receive(futures_util::stream::iter([first]).chain(stream), declared).await?;
     Ok((StatusCode::CREATED, Json(BlobStored { url: format!("blob:sha256:{hex}"), sha256: hex })))
 }
 

@@ -174,12 +174,20 @@ pub fn negotiation_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agreement_events_nested))
 }
 
-/// An optional `{"message": …}` body.
+/// An optional `{"message": …}` body: none, `null` or an object, as the document says.
 async fn reason(body: axum::body::Bytes) -> Result<Option<serde_json::Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(&body).map(Some).map_err(|e| ApiError::BadRequest(format!("reason: {e}")))
+    match serde_json::from_slice(&body) {
+        Ok(serde_json::Value::Null) => Ok(None),
+        Ok(reason @ serde_json::Value::Object(_)) => Ok(Some(reason)),
+        Ok(other) => Err(ApiError::BadRequest(format!(
+            "reason: an object such as {{\"message\": \"…\"}}, or nothing; got {}",
+            other.to_string().chars().take(80).collect::<String>()
+        ))),
+        Err(e) => Err(ApiError::BadRequest(format!("reason: {e}"))),
+    }
 }
 
 #[utoipa::path(get, path = "/market-api/v1/offers/{subscription_id}/events", tag = "market", params(("subscription_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "the offer or demand subscription"), Poll),

@@ -231,7 +231,10 @@ impl utoipa::Modify for Answers {
                     add("400", "a path id, a query parameter or the body is wrong: the message says which");
                 }
                 if body && path != "/blobs" {
-                    add("413", "the JSON body is over the node's limit (2 MiB)");
+                    add(
+                        "413",
+                        &format!("the JSON body is over the node's limit ({} MiB)", MAX_JSON_BODY >> 20),
+                    );
                 }
                 if secured {
                     add("401", "no bearer token, or one this node does not know");
@@ -409,9 +412,19 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, MAX_JSON_BODY).await.map_err(|_| {
-            ApiError::PayloadTooLarge(format!("a JSON body is at most {MAX_JSON_BODY} bytes on this node"))
-        })?;
+        // Read as axum reads a body (its limit is in the request's extensions), so that only a
+        // body over the limit is a 413, and one that breaks off is a 400 saying so.
+        let mut whole = Request::new(body);
+        *whole.extensions_mut() = parts.extensions.clone();
+        let bytes = match axum::body::Bytes::from_request(whole, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "a JSON body is at most {MAX_JSON_BODY} bytes on this node"
+                )));
+            }
+            Err(rejection) => return Err(ApiError::BadRequest(rejection.body_text())),
+        };
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
             return Err(ApiError::BadRequest("the body is a JSON list; send an object ({...})".into()));
         }

@@ -256,7 +256,7 @@ pub(super) struct Settled {
 pub(super) struct Party {
     pub(super) provider: Address,
     pub(super) agreement_id: String,
-    /// The most its invoice may ask (see `flow::justified`); nothing is justified without it.
+    /// The most its invoice may ask (see `bounds::justified`); nothing is justified without it.
     pub(super) max_amount: Option<Decimal>,
 }
 

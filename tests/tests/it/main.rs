@@ -4,6 +4,7 @@ mod activity;
 mod agent;
 mod agreement;
 mod blobs;
+mod contract;
 mod data_path;
 mod golem_sdk;
 mod grammar_cli;

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::{PgExecutor, Row};
 
-/// The highest state code of a job that has not ended.
+/// The condition that a job has not ended: its state is below the final ones (6 and up).
 const UNFINISHED: &str = "state < 6";
 
 /// A job's state code.
