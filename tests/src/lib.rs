@@ -19,6 +19,7 @@ mod anvil;
 pub mod data;
 mod docker;
 pub mod flow;
+pub mod netns;
 mod node;
 mod pg;
 pub mod reaper;

@@ -20,6 +20,7 @@ mod network;
 mod node;
 mod payment;
 mod payment_input;
+mod reachability;
 mod referee;
 mod restarts;
 mod routing;
