@@ -76,6 +76,45 @@ pub mod fixtures {
             timestamp: at(7),
         }
     }
+
+    /// An approved agreement, seen by its requestor, whose demand and offer carry these
+    /// properties; fixed addresses, ids and times.
+    pub fn agreement(demand: serde_json::Value, offer: serde_json::Value) -> crate::Agreement {
+        let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let requestor: agora_identity::Address =
+            "0x1111111111111111111111111111111111111111".parse().unwrap();
+        let provider: agora_identity::Address = "0x2222222222222222222222222222222222222222".parse().unwrap();
+        crate::Agreement {
+            id: "ag".into(),
+            role: crate::Role::Requestor,
+            state: crate::AgreementState::Approved,
+            requestor,
+            provider,
+            peer_id: "peer".into(),
+            demand: DemandTerms {
+                demand_id: "d".into(),
+                proposal_id: "dp".into(),
+                requestor_id: format!("{requestor:#x}"),
+                properties: demand,
+                constraints: "()".into(),
+                timestamp: at,
+            },
+            offer: OfferTerms {
+                offer_id: "o".into(),
+                proposal_id: "op".into(),
+                provider_id: format!("{provider:#x}"),
+                properties: offer,
+                constraints: "()".into(),
+                timestamp: at,
+            },
+            valid_to: at,
+            timestamp: at,
+            proposed_signature: None,
+            approved_signature: None,
+            approved_date: None,
+            reason: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -224,44 +224,8 @@ pub fn fuel_limit(offer: &Properties) -> Result<Option<u64>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use crate::fixtures::agreement;
     use serde_json::json;
-
-    fn agreement(demand: serde_json::Value, offer: serde_json::Value) -> Agreement {
-        let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        let requestor: Address = "0x1111111111111111111111111111111111111111".parse().unwrap();
-        let provider: Address = "0x2222222222222222222222222222222222222222".parse().unwrap();
-        Agreement {
-            id: "ag".into(),
-            role: Role::Requestor,
-            state: AgreementState::Approved,
-            requestor,
-            provider,
-            peer_id: "peer".into(),
-            demand: DemandTerms {
-                demand_id: "d".into(),
-                proposal_id: "dp".into(),
-                requestor_id: format!("{requestor:#x}"),
-                properties: demand,
-                constraints: "()".into(),
-                timestamp: at,
-            },
-            offer: OfferTerms {
-                offer_id: "o".into(),
-                proposal_id: "op".into(),
-                provider_id: format!("{provider:#x}"),
-                properties: offer,
-                constraints: "()".into(),
-                timestamp: at,
-            },
-            valid_to: at,
-            timestamp: at,
-            proposed_signature: None,
-            approved_signature: None,
-            approved_date: None,
-            reason: None,
-        }
-    }
 
     #[test]
     fn terms_are_read_from_the_final_proposals() {

@@ -161,43 +161,6 @@ mod tests {
         ]
     }
 
-    /// An agreement whose offer and demand carry `offer` and `demand`.
-    fn agreement(offer: Value, demand: Value) -> agora_agreement::Agreement {
-        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let requestor = agora_identity::Identity::random().address();
-        let provider = agora_identity::Identity::random().address();
-        agora_agreement::Agreement {
-            id: "ag".into(),
-            role: agora_agreement::Role::Requestor,
-            state: agora_agreement::AgreementState::Approved,
-            requestor,
-            provider,
-            peer_id: "peer".into(),
-            demand: agora_agreement::DemandTerms {
-                constraints: "()".into(),
-                demand_id: "d".into(),
-                properties: demand,
-                proposal_id: "dp".into(),
-                requestor_id: format!("{requestor:#x}"),
-                timestamp: at,
-            },
-            offer: agora_agreement::OfferTerms {
-                constraints: "()".into(),
-                offer_id: "o".into(),
-                properties: offer,
-                proposal_id: "op".into(),
-                provider_id: format!("{provider:#x}"),
-                timestamp: at,
-            },
-            valid_to: at,
-            timestamp: at,
-            proposed_signature: None,
-            approved_signature: None,
-            approved_date: None,
-            reason: None,
-        }
-    }
-
     proptest! {
         /// Every number the agents and payments read of an agreement's terms, and of the usage a
         /// debit note reports, whatever a peer wrote there: nothing panics, no duration is longer
@@ -216,7 +179,7 @@ mod tests {
                 agora_agreement::keys::PAYMENT_TIMEOUT: payment,
                 agora_agreement::keys::CHOSEN_PLATFORM: "erc20-dev-tglm",
             });
-            let a = agreement(offer, demand);
+            let a = agora_agreement::fixtures::agreement(demand, offer);
             let longest = Duration::from_secs(u64::from(u32::MAX));
             for read in [a.debit_note_interval(), a.debit_note_accept_timeout(), a.payment_timeout()] {
                 if let Ok(Some(d)) = read {

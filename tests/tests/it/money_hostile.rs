@@ -2,6 +2,8 @@
 //! both nodes bounded and honest work paid exactly; a debit note must name an activity of its
 //! agreement.
 
+use super::payment::PLATFORM;
+use agora_payment::model::{Document, Kind};
 use agora_tests::flow::{get, net_id, node_address, post};
 use agora_tests::{Anvil, NodeProcess, wait_for};
 use serde_json::{Value, json};
@@ -14,8 +16,8 @@ use serde_json::{Value, json};
 /// stayed within the stated bounds, and an honest invoice is paid exactly.
 #[tokio::test]
 async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_work_exactly() {
-    use super::payment::{Market, PLATFORM, accept, allocate, issue, wait_status};
-    use agora_payment::model::{Document, Kind, Payment, Rejection, RejectionReason, Share};
+    use super::payment::{Market, accept, allocate, issue, wait_status};
+    use agora_payment::model::{Payment, Rejection, RejectionReason, Share};
     use agora_payment::{PaymentRequest, wire::Message};
     let m = Market::start(Anvil::start().await).await;
     let (r, p) = (&m.requestor, &m.provider);
@@ -50,22 +52,10 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
         let signature = agora_identity::sign_json(signer, &message).unwrap();
         serde_json::to_value(PaymentRequest { message, signature }).unwrap()
     };
-    let note = |id: String, agreement: &str, activity: String, usage: Option<Value>| Document {
-        id,
-        kind: Kind::DebitNote,
-        agreement_id: agreement.to_string(),
-        activity_id: Some(activity),
-        activity_ids: None,
-        issuer_id: p_addr.clone(),
-        recipient_id: r_addr.clone(),
-        payee_addr: p_addr.clone(),
-        payer_addr: r_addr.clone(),
-        payment_platform: PLATFORM.into(),
-        previous_id: None,
-        amount: "0.001".parse().unwrap(),
-        usage_counter_vector: usage,
-        payment_due_date: None,
-        timestamp: chrono::Utc::now(),
+    let note = |id: String, agreement: &str, activity: String, usage: Option<Value>| {
+        let mut d = debit_note(id, agreement, activity, (&p_addr, &r_addr), "0.001");
+        d.usage_counter_vector = usage;
+        d
     };
     use agora_net::Channel::{Market as M, Payment as Pay, Verify};
     let mut messages: Vec<(agora_net::Channel, String, Value)> = Vec::new();
@@ -227,8 +217,7 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
 /// provider that signs it anyway. No money moves for them.
 #[tokio::test]
 async fn a_debit_note_must_name_an_activity_of_its_agreement() {
-    use super::payment::{Market, PLATFORM, activity, issue, wait_status};
-    use agora_payment::model::{Document, Kind};
+    use super::payment::{Market, activity, issue, wait_status};
     use agora_payment::{PaymentRequest, PaymentResponse, wire::Message};
     let m = Market::start(Anvil::start().await).await;
     let (r, p) = (&m.requestor, &m.provider);
@@ -265,23 +254,7 @@ async fn a_debit_note_must_name_an_activity_of_its_agreement() {
     let keypair = agora_identity::Identity::random().libp2p_keypair();
     let (net, _task) = agora_net::start(keypair, config, shutdown.clone()).await.unwrap();
     for (id, named) in [("crafted-other", other.as_str()), ("crafted-none", "no-such-activity")] {
-        let document = Document {
-            id: id.into(),
-            kind: Kind::DebitNote,
-            agreement_id: first.clone(),
-            activity_id: Some(named.into()),
-            activity_ids: None,
-            issuer_id: p_addr.clone(),
-            recipient_id: r_addr.clone(),
-            payee_addr: p_addr.clone(),
-            payer_addr: r_addr.clone(),
-            payment_platform: PLATFORM.into(),
-            previous_id: None,
-            amount: "0.01".parse().unwrap(),
-            usage_counter_vector: None,
-            payment_due_date: None,
-            timestamp: chrono::Utc::now(),
-        };
+        let document = debit_note(id.into(), &first, named.into(), (&p_addr, &r_addr), "0.01");
         let message = Message::Document { document };
         let signature = agora_identity::sign_json(&payee, &message).unwrap();
         let request = PaymentRequest { message, signature };
@@ -305,4 +278,33 @@ async fn a_debit_note_must_name_an_activity_of_its_agreement() {
     }
     shutdown.cancel();
     assert_eq!((m.balance(r).await, m.balance(p).await), (requestor_before, provider_before));
+}
+
+/// A debit note of `activity` under `agreement`, from the provider to the requestor (`parties`,
+/// their addresses), asking `amount`, with no usage.
+fn debit_note(
+    id: String,
+    agreement: &str,
+    activity: String,
+    parties: (&str, &str),
+    amount: &str,
+) -> Document {
+    let (provider, requestor) = parties;
+    Document {
+        id,
+        kind: Kind::DebitNote,
+        agreement_id: agreement.to_string(),
+        activity_id: Some(activity),
+        activity_ids: None,
+        issuer_id: provider.to_string(),
+        recipient_id: requestor.to_string(),
+        payee_addr: provider.to_string(),
+        payer_addr: requestor.to_string(),
+        payment_platform: PLATFORM.into(),
+        previous_id: None,
+        amount: amount.parse().unwrap(),
+        usage_counter_vector: None,
+        payment_due_date: None,
+        timestamp: chrono::Utc::now(),
+    }
 }
