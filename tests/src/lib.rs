@@ -102,3 +102,47 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A proxy on a free loopback port in front of the HTTP/1.1 server at `upstream`: its URL, and the
+/// number of requests that went through it (request lines, keep-alive connections included).
+/// Used to count a node's chain calls.
+pub async fn counting_proxy(
+    upstream: std::net::SocketAddr,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("local address"));
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+            let count = counted.clone();
+            tokio::spawn(async move {
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let back =
+                    tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+                const LINE_END: &[u8] = b"HTTP/1.1\r\n";
+                let mut buf = vec![0u8; 16 * 1024];
+                // The end of the previous read, so a request line split across reads counts once.
+                let mut carry: Vec<u8> = Vec::new();
+                while let Ok(n) = from_client.read(&mut buf).await {
+                    if n == 0 || to_server.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    carry.extend_from_slice(&buf[..n]);
+                    let found = carry.windows(LINE_END.len()).filter(|w| *w == LINE_END).count();
+                    count.fetch_add(found as u64, Ordering::Relaxed);
+                    let keep = carry.len().min(LINE_END.len() - 1);
+                    carry.drain(..carry.len() - keep);
+                }
+                let _server_done = to_server.shutdown().await;
+                let _copied = back.await;
+            });
+        }
+    });
+    (url, count)
+}

@@ -53,10 +53,24 @@ impl Devnet {
 
     /// [`Devnet::start`], with `extra` flags for the requestor.
     async fn start_with(modes: &[Mode], extra: &[&str]) -> Self {
+        Self::launch(Anvil::start().await, modes, extra, None).await
+    }
+
+    /// [`Devnet::start`], with the providers' chain calls going through a proxy that counts them.
+    pub(super) async fn start_counting_provider_calls(
+        modes: &[Mode],
+    ) -> (Self, std::sync::Arc<std::sync::atomic::AtomicU64>) {
         let anvil = Anvil::start().await;
+        let upstream = anvil.rpc_url().trim_start_matches("http://").parse().unwrap();
+        let (proxy, calls) = agora_tests::counting_proxy(upstream).await;
+        (Self::launch(anvil, modes, &[], Some(proxy)).await, calls)
+    }
+
+    async fn launch(anvil: Anvil, modes: &[Mode], extra: &[&str], provider_rpc: Option<String>) -> Self {
         let pg = TestPg::start().await;
         let root = tempfile::tempdir().unwrap();
         let rpc = anvil.rpc_url();
+        let p_rpc = provider_rpc.unwrap_or_else(|| rpc.clone());
         let mut honest = Vec::new();
         let mut bad = Vec::new();
         let mut peers = Vec::new();
@@ -72,7 +86,7 @@ impl Devnet {
         for (i, mode) in modes.iter().enumerate() {
             let db = pg.another_database(&format!("p{i}")).await;
             let mut args: Vec<String> =
-                ["--provider", "--config", &config, "--chain-rpc", &rpc].map(String::from).to_vec();
+                ["--provider", "--config", &config, "--chain-rpc", &p_rpc].map(String::from).to_vec();
             match mode {
                 Mode::Honest => {}
                 Mode::Alter => args.extend(["--dishonest".into(), "alter".into()]),

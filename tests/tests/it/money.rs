@@ -163,6 +163,17 @@ async fn a_demands_extreme_durations_do_not_stop_the_provider_agent() {
     .await;
     let count = put_blob(&r, module("count")).await;
     let me = format!("{:#x}", node_address(&r));
+    // No invoice is accepted here, so no money may move.
+    // Funding deploys the dev token, so that balances can be read.
+    let out = r.cli(&["payment", "fund", "--json"], None);
+    assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
+    let dev = agora_payment::Network::dev(rpc.clone());
+    let balance = |node: &NodeProcess| {
+        let (rpc, token, address) =
+            (agora_payment::chain::Rpc::new(rpc.clone()), dev.token, node_address(node));
+        async move { agora_payment::chain::dev::token_balance(&rpc, token, address).await.unwrap() }
+    };
+    let (r_before, p_before) = (balance(&r).await, balance(&p).await);
     let mut properties = json!({
         "golem.srv.comp.expiration": 1_900_000_000_000_u64, "golem.srv.comp.task_package": count,
         "golem.com.payment.chosen-platform": "erc20-dev-tglm",
@@ -191,6 +202,89 @@ async fn a_demands_extreme_durations_do_not_stop_the_provider_agent() {
     let ended = terminated(&r, &idle).await;
     assert!(ended["reason"].to_string().contains("idle"), "{ended:#}");
     assert!(!p.log().contains("panicked"), "{}", p.log());
+    assert_eq!((balance(&r).await, balance(&p).await), (r_before, p_before), "no money moved");
+}
+
+/// A requestor that asks for a debit note every second and answers none, on two agreements with
+/// one provider at once: the provider stops issuing at its backlog for that requestor, 32 notes
+/// in all, not 32 an agreement.
+#[tokio::test]
+async fn a_requestor_that_answers_no_debit_notes_gets_one_bounded_backlog_whatever_its_agreements() {
+    let anvil = Anvil::start().await;
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let rpc = anvil.rpc_url();
+    let config = root.path().join("provider.toml");
+    std::fs::write(
+        &config,
+        "[provider]\nmax_agreements = 4\ndebit_note_interval_secs = 1\ndebit_note_accept_timeout_secs = 600\n\n\
+         [[provider.presets]]\nname = \"wasm\"\nruntime = \"wasmtime\"\n",
+    )
+    .unwrap();
+    let p_db = pg.another_database("p").await;
+    let p = NodeProcess::start(
+        &root.path().join("p"),
+        &["--provider", "--config", config.to_str().unwrap(), "--chain-rpc", &rpc],
+        &[("DATABASE_URL", &p_db)],
+    )
+    .await;
+    let (_, p_addr) = net_id(&p);
+    let r = NodeProcess::start(
+        &root.path().join("r"),
+        &["--chain-rpc", &rpc, "--batch-window", "0", "--peer", &p_addr],
+        &[("DATABASE_URL", &pg.url())],
+    )
+    .await;
+    // Funding deploys the dev token, so that balances can be read.
+    let out = r.cli(&["payment", "fund", "--json"], None);
+    assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
+    let dev = agora_payment::Network::dev(rpc.clone());
+    let balance = |node: &NodeProcess| {
+        let (rpc, token, address) =
+            (agora_payment::chain::Rpc::new(rpc.clone()), dev.token, node_address(node));
+        async move { agora_payment::chain::dev::token_balance(&rpc, token, address).await.unwrap() }
+    };
+    let (r_before, p_before) = (balance(&r).await, balance(&p).await);
+    // A run of 60 s on each agreement, without a CPU kept busy.
+    let sleep = put_blob(&r, module("sleep")).await;
+    let properties = json!({
+        "golem.srv.comp.expiration": 1_900_000_000_000_u64, "golem.srv.comp.task_package": sleep,
+        "golem.com.payment.chosen-platform": "erc20-dev-tglm",
+        "golem.com.payment.platform.erc20-dev-tglm.address": format!("{:#x}", node_address(&r)),
+        "golem.com.payment.debit-notes.interval-sec?": 1,
+        "golem.com.payment.debit-notes.accept-timeout?": 600,
+    });
+    for _ in 0..2 {
+        let (agreement, state) = agree_by_hand(&r, properties.clone()).await;
+        assert_eq!(state, "Approved");
+        let activity = agora_tests::flow::create_activity(&r, &agreement).await;
+        let script = json!([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "sleep"}}]);
+        let (status, batch) = post(
+            &r,
+            &format!("/activity-api/v1/activity/{activity}/exec"),
+            json!({"text": script.to_string()}),
+        )
+        .await;
+        assert_eq!(status, 200, "{batch}");
+    }
+    let notes = || async {
+        let (status, notes) = get(&p, "/payment-api/v1/debitNotes").await;
+        assert_eq!(status, 200, "{notes}");
+        notes.as_array().unwrap().len()
+    };
+    wait_for(50, "the provider's backlog for the requestor to fill", || async {
+        (notes().await >= 32).then_some(())
+    })
+    .await;
+    // Two more notes a second would come if the backlog were counted per agreement.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(notes().await, 32, "one backlog for the requestor, whatever its agreements");
+    assert!(!p.log().contains("panicked"), "{}", p.log());
+    assert_eq!(
+        (balance(&r).await, balance(&p).await),
+        (r_before, p_before),
+        "nothing accepted, nothing moved"
+    );
 }
 
 /// A provider withdraws its invoice just before the requestor rejects it: the rejection counts
@@ -199,6 +293,7 @@ async fn a_demands_extreme_durations_do_not_stop_the_provider_agent() {
 async fn rejecting_a_withdrawn_invoice_counts_as_done() {
     use super::payment::{Market, issue, wait_status};
     let m = Market::start(Anvil::start().await).await;
+    let before = (m.balance(&m.requestor).await, m.balance(&m.provider).await);
     let agreement = m.agreement().await;
     let invoice = issue(&m.provider, "invoices", json!({"agreementId": agreement, "amount": "1"})).await;
     wait_status(&m.requestor, "invoices", &invoice, "RECEIVED", 30).await;
@@ -215,6 +310,8 @@ async fn rejecting_a_withdrawn_invoice_counts_as_done() {
     let (status, body) =
         post(&m.requestor, &format!("/payment-api/v1/invoices/{invoice}/reject"), rejection).await;
     assert_eq!(status, 200, "{body}");
+    let after = (m.balance(&m.requestor).await, m.balance(&m.provider).await);
+    assert_eq!(after, before, "nothing was accepted, so no money moved");
 }
 
 /// A modified payer claims that the transfer which paid one invoice paid another too, giving the
@@ -299,6 +396,7 @@ async fn one_transfer_settles_one_payment_whatever_the_case_of_its_hash() {
 async fn one_peers_backlog_does_not_hold_up_another() {
     use super::payment::{Market, PLATFORM, accept, allocate, issue, wait_status};
     let mut m = Market::start(Anvil::start().await).await;
+    let (requestor_before, gone_before) = (m.balance(&m.requestor).await, m.balance(&m.provider).await);
     let agreement = m.agreement().await;
     let activity = super::payment::activity(&m.requestor, &agreement).await;
     let mut notes = Vec::new();
@@ -336,10 +434,12 @@ async fn one_peers_backlog_does_not_hold_up_another() {
     let (status, body) = accept(&m.requestor, "invoices", &invoice, "2", &allocation).await;
     assert_eq!(status, 200, "{body}");
     wait_status(&other, "invoices", &invoice, "SETTLED", 60).await;
-    assert_eq!(
-        m.balance(&other).await - before,
-        agora_payment::to_token_units("2".parse().unwrap(), 18).unwrap()
-    );
+    // The one accepted invoice moved its amount, from the requestor to the provider that was
+    // there; the rejected notes of the one that went away moved nothing.
+    let two = agora_payment::to_token_units("2".parse().unwrap(), 18).unwrap();
+    assert_eq!(m.balance(&other).await - before, two);
+    assert_eq!(requestor_before - m.balance(&m.requestor).await, two);
+    assert_eq!(m.balance(&m.provider).await, gone_before);
 }
 
 /// A payee no transfer can reach (the zero address) is refused when its invoice is accepted, and
@@ -415,6 +515,7 @@ async fn a_payee_the_chain_refuses_stops_no_other_payment() {
 async fn a_payment_broadcast_just_before_a_crash_is_still_fee_bumped() {
     use super::payment::{Market, accept, allocate, invoice_paid, issue, tokens, wait_status};
     let mut m = Market::start(Anvil::start().await).await;
+    let (requestor_before, provider_before) = (m.balance(&m.requestor).await, m.balance(&m.provider).await);
     let allocation = allocate(&m.requestor, "100").await;
     let first = m.agreement().await;
     invoice_paid(&m, &first, "1", &allocation).await;
@@ -436,6 +537,8 @@ async fn a_payment_broadcast_just_before_a_crash_is_still_fee_bumped() {
     m.rpc().dev_call("evm_setAutomine", json!([true])).await.unwrap();
     wait_status(&m.provider, "invoices", &invoice, "SETTLED", 60).await;
     assert_eq!(m.transfers_to_provider().await, vec![tokens("1"), tokens("2")], "paid once");
+    assert_eq!(m.balance(&m.provider).await - provider_before, tokens("3"));
+    assert_eq!(requestor_before - m.balance(&m.requestor).await, tokens("3"));
 }
 
 /// A cancel that comes while the winners reveal (after the decision) is refused, as it is once

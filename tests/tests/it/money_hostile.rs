@@ -8,22 +8,39 @@ use agora_tests::flow::{get, net_id, node_address, post};
 use agora_tests::{Anvil, NodeProcess, wait_for};
 use serde_json::{Value, json};
 
-/// The hostile-peer harness: a node of its own floods a requestor and a provider with ten
+/// The hostile-peer harness: a node of its own floods a requestor and a provider agent with ten
 /// thousand messages signed with their peers' keys (as a dishonest node would sign them): debit
-/// notes past any reasonable count, invoices for agreements never made, extreme numbers, payment
-/// notices for transactions that do not exist, acceptances of documents that do not exist, and
-/// commit and market requests for nothing. Afterwards neither node panicked, their memory and rows
-/// stayed within the stated bounds, and an honest invoice is paid exactly.
+/// notes past any reasonable count and replays of them, invoices for agreements never made,
+/// extreme numbers, payment notices for transactions that do not exist, acceptances of documents
+/// that do not exist, commits for runs that never were, and market requests for nothing or for
+/// another's agreement. Afterwards neither node panicked, their memory, rows and chain calls
+/// stayed within the stated bounds, the real agreement stands, and an honest job on the same
+/// nodes is paid exactly.
 #[tokio::test]
 async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_work_exactly() {
-    use super::payment::{Market, accept, allocate, issue, wait_status};
+    use super::agent::agree_by_hand;
+    use super::jobs::{Devnet, Mode, executions};
+    use super::money::assert_conserved;
     use agora_payment::model::{Payment, Rejection, RejectionReason, Share};
     use agora_payment::{PaymentRequest, wire::Message};
-    let m = Market::start(Anvil::start().await).await;
-    let (r, p) = (&m.requestor, &m.provider);
-    let requestor_before = m.balance(r).await;
-    let provider_before = m.balance(p).await;
-    let agreement = m.agreement().await;
+    use std::sync::atomic::Ordering;
+    // Agreements left idle stay up for the flood's minute.
+    let idle = Mode::Settings("idle_agreement_secs = 600");
+    let (dev, chain_calls) = Devnet::start_counting_provider_calls(&[idle, idle]).await;
+    let r = &dev.requestor;
+    let requestor_before = dev.balance(r).await;
+    let before = dev.balances().await;
+    let properties = json!({
+        "golem.srv.comp.expiration": 1_900_000_000_000_u64, "golem.srv.comp.task_package": dev.package,
+        "golem.com.payment.chosen-platform": PLATFORM,
+        "golem.com.payment.platform.erc20-dev-tglm.address": format!("{:#x}", node_address(r)),
+    });
+    let (agreement, state) = agree_by_hand(r, properties).await;
+    assert_eq!(state, "Approved");
+    let (_, terms) = get(r, &format!("/market-api/v1/agreements/{agreement}")).await;
+    let provider = terms["offer"]["providerId"].as_str().unwrap().to_string();
+    let index = dev.honest.iter().position(|n| format!("{:#x}", node_address(n)) == provider).unwrap();
+    let p = &dev.honest[index];
     // The flood's notes name a real activity of the agreement, so they meet the bound on
     // documents, not the check of their activity.
     let activity = super::payment::activity(r, &agreement).await;
@@ -36,14 +53,15 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
     let (payer, payee) = (key(r), key(p));
     let (r_addr, p_addr) = (format!("{:#x}", node_address(r)), format!("{:#x}", node_address(p)));
     let (_, r_p2p) = net_id(r);
+    let (_, p_p2p) = net_id(p);
     let peer = |addr: &str| addr.rsplit('/').next().unwrap().to_string();
-    let (r_peer, p_peer) = (peer(&r_p2p), peer(&m.provider_p2p));
+    let (r_peer, p_peer) = (peer(&r_p2p), peer(&p_p2p));
 
     // The hostile node: a transport identity of its own; what it says is signed with the keys.
     let shutdown = tokio_util::sync::CancellationToken::new();
     let config = agora_net::NetConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        peers: vec![r_p2p.parse().unwrap(), m.provider_p2p.parse().unwrap()],
+        peers: vec![r_p2p.parse().unwrap(), p_p2p.parse().unwrap()],
         ..Default::default()
     };
     let keypair = agora_identity::Identity::random().libp2p_keypair();
@@ -59,9 +77,14 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
     };
     use agora_net::Channel::{Market as M, Payment as Pay, Verify};
     let mut messages: Vec<(agora_net::Channel, String, Value)> = Vec::new();
-    for i in 0..3000 {
+    for i in 0..2500 {
         let d = note(format!("flood-note-{i}"), &agreement, activity.clone(), None);
         messages.push((Pay, r_peer.clone(), signed(&payee, Message::Document { document: d })));
+    }
+    // Replays: the same signed notes again, word for word.
+    for i in 0..500 {
+        let replay = messages[i % 50].clone();
+        messages.push(replay);
     }
     for i in 0..2000 {
         let mut d = note(format!("flood-stranger-{i}"), &format!("never-made-{i}"), "a".into(), None);
@@ -120,9 +143,26 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
             json!({"type": "commit", "activity_id": format!("nothing-{i}"), "job_id": "x".repeat(200)});
         messages.push((Verify, p_peer.clone(), commit));
     }
-    for i in 0..480 {
+    for i in 0..280 {
         let get = agora_market::MarketRequest::GetOffer { offer_id: format!("{i:064x}") };
         messages.push((M, p_peer.clone(), serde_json::to_value(get).unwrap()));
+    }
+    // Another's agreement: approved again with a made-up signature, and ended by a stranger.
+    for i in 0..200 {
+        let (to, request) = if i % 2 == 0 {
+            let signature = format!("0x{}", "ab".repeat(65));
+            (
+                r_peer.clone(),
+                agora_market::MarketRequest::ApproveAgreement { agreement_id: agreement.clone(), signature },
+            )
+        } else {
+            let reason = Some(json!({"message": "x".repeat(1000)}));
+            (
+                p_peer.clone(),
+                agora_market::MarketRequest::TerminateAgreement { agreement_id: agreement.clone(), reason },
+            )
+        };
+        messages.push((M, to, serde_json::to_value(request).unwrap()));
     }
     for i in 0..20 {
         let ids: Vec<String> = (0..256).map(|n| format!("{:064x}", i * 1000 + n)).collect();
@@ -146,6 +186,11 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
     })
     .await;
     let memory_before = (agora_tests::data::rss(r.pid()).unwrap(), agora_tests::data::rss(p.pid()).unwrap());
+    // The providers' chain calls at rest, for ten seconds, against those during the flood.
+    let idle_calls = chain_calls.load(Ordering::Relaxed);
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let per_second_at_rest = (chain_calls.load(Ordering::Relaxed) - idle_calls) as f64 / 10.0;
+    let calls_before = chain_calls.load(Ordering::Relaxed);
     let started = std::time::Instant::now();
     // Paced under the nodes' limit of 200 requests a second from one peer, so the messages reach
     // the handlers rather than being refused at the door: 15 at once, every 100 ms.
@@ -157,36 +202,52 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
             chunk.iter().map(|(channel, to, body)| net.request_typed::<_, Value>(*channel, to, body)),
         )
         .await;
-        for answer in answers {
+        for ((channel, _, _), answer) in chunk.iter().zip(answers) {
             match answer {
                 Ok(_) => handled += 1,
-                Err(e) if e.to_string().contains("refused the request") => refused += 1,
+                Err(e) if e.to_string().contains("refused the request") => {
+                    // The provider agent serves the commits: they reach its handler.
+                    assert!(*channel != Verify, "a commit was refused at the door: {e}");
+                    refused += 1;
+                }
                 Err(e) => panic!("a hostile message went unanswered: {e}"),
             }
         }
     }
     let memory_after = (agora_tests::data::rss(r.pid()).unwrap(), agora_tests::data::rss(p.pid()).unwrap());
+    let took = started.elapsed();
+    let calls = chain_calls.load(Ordering::Relaxed) - calls_before;
+    // The bound: the calls at rest, and for each of the at most 100 notices waiting to be found,
+    // a look (chain id, receipt, block: three calls at most) after 1, 2, 4 … 60 s.
+    let mut looks = 0u64;
+    let (mut waited, mut wait) = (0u64, 1u64);
+    while waited <= took.as_secs() {
+        looks += 1;
+        waited += wait;
+        wait = (wait * 2).min(60);
+    }
+    let bound = per_second_at_rest * took.as_secs_f64() * 1.5 + 20.0 + (100 * looks * 3) as f64;
     println!(
-        "10000 hostile messages in {:?}: {handled} handled, {refused} refused at the door; resident memory: \
-         requestor {} → {} MiB, provider {} → {} MiB",
-        started.elapsed(),
+        "10000 hostile messages in {took:?}: {handled} handled, {refused} refused at the door; resident memory: \
+         requestor {} → {} MiB, provider {} → {} MiB; the providers' chain calls: {calls} during the flood \
+         ({per_second_at_rest:.1}/s at rest; bound {bound:.0})",
         memory_before.0 >> 20,
         memory_after.0 >> 20,
         memory_before.1 >> 20,
         memory_after.1 >> 20
     );
     shutdown.cancel();
-    // The provider here runs no agent, so its 500 commit requests are refused as unserved.
     assert!(handled >= 9_000, "{handled} of 10000 reached the handlers");
+    assert!((calls as f64) <= bound, "{calls} chain calls during the flood; the bound is {bound:.0}");
     for (before, after) in [(memory_before.0, memory_after.0), (memory_before.1, memory_after.1)] {
         assert!(after < before + (200 << 20), "resident memory grew from {before} to {after} bytes");
     }
 
     // Rows: the requestor holds at most 2000 documents of the flooded agreement, and none of
     // agreements it never made; the provider at most 100 payment notices waiting to be checked.
-    let r_db = sqlx::PgPool::connect(&m.pg.url()).await.unwrap();
-    let url = m.pg.url();
-    let p_db = sqlx::PgPool::connect(&format!("{}/provider", &url[..url.rfind('/').unwrap()])).await.unwrap();
+    let r_db = sqlx::PgPool::connect(&dev._pg.url()).await.unwrap();
+    let url = dev._pg.url();
+    let p_db = sqlx::PgPool::connect(&format!("{}/p{index}", &url[..url.rfind('/').unwrap()])).await.unwrap();
     let documents: i64 =
         sqlx::query_scalar("SELECT count(*) FROM payment_documents").fetch_one(&r_db).await.unwrap();
     assert!(documents <= 2000, "{documents} documents on the requestor");
@@ -199,17 +260,19 @@ async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_w
         assert!(!node.log().contains("panicked"), "{}", node.log());
     }
 
-    // Honest work on the same nodes is paid exactly: on chain, and settled on the payer's side.
-    let allocation = allocate(r, "10").await;
-    let fresh = m.agreement().await;
-    let invoice = issue(p, "invoices", json!({"agreementId": fresh, "amount": "2"})).await;
-    wait_status(r, "invoices", &invoice, "RECEIVED", 30).await;
-    let (status, body) = accept(r, "invoices", &invoice, "2", &allocation).await;
-    assert_eq!(status, 200, "{body}");
-    wait_status(r, "invoices", &invoice, "SETTLED", 60).await;
-    let two = agora_payment::to_token_units("2".parse().unwrap(), 18).unwrap();
-    assert_eq!(m.balance(p).await - provider_before, two);
-    assert_eq!(requestor_before - m.balance(r).await, two);
+    // The real agreement stands on both sides: nobody but its parties can end it.
+    for node in [r, p] {
+        let (_, seen) = get(node, &format!("/market-api/v1/agreements/{agreement}")).await;
+        assert_eq!(seen["state"], "Approved", "{seen:#}");
+    }
+
+    // Honest work on the same nodes is paid exactly, and money is conserved on chain: the
+    // flood's documents moved nothing.
+    let id = dev.submit(&[&dev.honest[0], &dev.honest[1]], json!({})).await;
+    let job = dev.ended(&id).await;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(executions(&job, "paid").len(), 2, "{job:#}");
+    assert_conserved(&dev, requestor_before, &before, &[&job]).await;
 }
 
 /// A debit note is of one activity of its agreement: the provider's node will not issue one that
