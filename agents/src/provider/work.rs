@@ -16,8 +16,9 @@ const STOP_FOR: Duration = Duration::from_secs(600);
 /// The longest debit-note interval and accept timeout the agent works by, whatever the terms
 /// say: a day.
 const MAX_NOTE_WAIT: Duration = Duration::from_secs(86_400);
-/// The most debit notes of one agreement that may wait unaccepted: past that the agent issues no
-/// more until the requestor answers.
+/// The most debit notes of one requestor's running work that may wait unaccepted, over all its
+/// agreements: past that the agent issues it no more until it answers. Per requestor, so that
+/// opening more agreements does not raise it.
 const MAX_UNACCEPTED_NOTES: usize = 32;
 
 impl ProviderAgent {
@@ -46,6 +47,31 @@ impl ProviderAgent {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|id, _| agreements.iter().any(|a| &a.id == id));
+        // The notes waiting for an answer, per agreement, and the backlog of running work's
+        // notes each requestor has left over all its agreements.
+        let mut waiting_of = std::collections::HashMap::new();
+        let mut backlog_of: std::collections::HashMap<agora_identity::Address, usize> =
+            std::collections::HashMap::new();
+        for agreement in &agreements {
+            let running: Vec<_> =
+                self.inner.activities.hosted_usage(&agreement.id).into_iter().filter(|u| !u.ended).collect();
+            let waiting: Vec<_> = self
+                .inner
+                .payments
+                .agreement_documents(Kind::DebitNote, &agreement.id)
+                .await?
+                .into_iter()
+                .filter(|d| d.issued_here && matches!(d.status, Status::Issued | Status::Received))
+                .collect();
+            // Notes of activities that ended are settled by the invoice (Golem's SDKs leave them
+            // unanswered), so only the running ones' count towards the backlog.
+            let backlog = waiting
+                .iter()
+                .filter(|d| running.iter().any(|a| d.document.activity_id.as_deref() == Some(&a.activity_id)))
+                .count();
+            *backlog_of.entry(agreement.requestor).or_default() += backlog;
+            waiting_of.insert(agreement.id.clone(), waiting);
+        }
         for agreement in agreements {
             // The agreed terms, read checked; the agent never sends notes more often than it
             // offered to, and waits a day at the most, whatever a requestor wrote.
@@ -85,14 +111,7 @@ impl ProviderAgent {
                 self.inner.market.terminate_agreement(&agreement.id, Some(reason)).await?;
                 continue;
             }
-            let waiting: Vec<_> = self
-                .inner
-                .payments
-                .agreement_documents(Kind::DebitNote, &agreement.id)
-                .await?
-                .into_iter()
-                .filter(|d| d.issued_here && matches!(d.status, Status::Issued | Status::Received))
-                .collect();
+            let waiting = waiting_of.remove(&agreement.id).unwrap_or_default();
             // Clamped above to a day, which chrono holds.
             let timeout_delta = chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
             let unaccepted = waiting
@@ -113,15 +132,12 @@ impl ProviderAgent {
                 tracing::info!(agreement = %agreement.id, requestor = %agreement.requestor, "stopped working: debit notes unaccepted");
                 continue;
             }
-            // Notes of activities that ended are settled by the invoice (Golem's SDKs leave them
-            // unanswered), so only the running ones' count towards the backlog.
-            let backlog = waiting
-                .iter()
-                .filter(|d| running.iter().any(|a| d.document.activity_id.as_deref() == Some(&a.activity_id)))
-                .count();
-            if note_due && backlog >= MAX_UNACCEPTED_NOTES {
-                tracing::info!(agreement = %agreement.id, backlog, "no more debit notes until the requestor answers");
+            let backlog = backlog_of.entry(agreement.requestor).or_default();
+            if note_due && backlog.saturating_add(running.len()) > MAX_UNACCEPTED_NOTES {
+                tracing::info!(agreement = %agreement.id, requestor = %agreement.requestor, backlog = *backlog,
+                    "no more debit notes until the requestor answers");
             } else if note_due {
+                *backlog += running.len();
                 for activity in running {
                     let usage: Vec<f64> = if self.inner.dishonesty == Some(Dishonesty::InflateUsage) {
                         activity.usage.iter().map(|u| u * 100.0 + 100.0).collect()

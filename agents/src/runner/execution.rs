@@ -63,10 +63,18 @@ impl Jobs {
         // The provider measured its usage inside this span; its invoice is held to what the
         // agreed terms give for it.
         let seen = exec_at.elapsed();
-        r.max_amount = match self.inner.market.agreement(&agreement).await {
-            Ok(terms) => justified(&terms, seen, r.worst_cost).ok(),
-            Err(e) => return Err(format!("reading its agreement: {e}")),
-        };
+        let terms = self
+            .inner
+            .market
+            .agreement(&agreement)
+            .await
+            .map_err(|e| format!("reading its agreement: {e}"))?;
+        // Terms that priced at selection price here too; should they not, the replica's worst
+        // case, reserved at selection, is still a bound: never none.
+        r.max_amount = Some(justified(&terms, seen, r.worst_cost).unwrap_or_else(|e| {
+            tracing::warn!(job = id, provider = %r.provider, error = %e, "invoice bounded by the worst case");
+            r.worst_cost
+        }));
         if let Some(failed) = results.iter().find(|c| c.result != "Ok") {
             return Err(format!(
                 "command {} failed: {}",
