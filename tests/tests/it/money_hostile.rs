@@ -2,10 +2,11 @@
 //! both nodes bounded and honest work paid exactly; a debit note must name an activity of its
 //! agreement.
 
+use super::agent::agree_by_hand;
 use super::payment::PLATFORM;
 use agora_payment::model::{Document, Kind};
-use agora_tests::flow::{get, net_id, node_address, post};
-use agora_tests::{Anvil, NodeProcess, wait_for};
+use agora_tests::flow::{get, net_id, node_address, post, put_blob};
+use agora_tests::{Anvil, NodeProcess, TestPg, module, wait_for};
 use serde_json::{Value, json};
 
 /// The hostile-peer harness: a node of its own floods a requestor and a provider agent with ten
@@ -18,7 +19,6 @@ use serde_json::{Value, json};
 /// nodes is paid exactly.
 #[tokio::test]
 async fn ten_thousand_hostile_messages_leave_both_nodes_bounded_and_pay_honest_work_exactly() {
-    use super::agent::agree_by_hand;
     use super::jobs::{Devnet, Mode, executions};
     use super::money::assert_conserved;
     use agora_payment::model::{Payment, Rejection, RejectionReason, Share};
@@ -370,4 +370,86 @@ fn debit_note(
         payment_due_date: None,
         timestamp: chrono::Utc::now(),
     }
+}
+
+/// A requestor that asks for a debit note every second and answers none, on two agreements with
+/// one provider at once: the provider stops issuing at its backlog for that requestor, 32 notes
+/// in all, not 32 an agreement.
+#[tokio::test]
+async fn a_requestor_that_answers_no_debit_notes_gets_one_bounded_backlog_whatever_its_agreements() {
+    let anvil = Anvil::start().await;
+    let pg = TestPg::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let rpc = anvil.rpc_url();
+    let config = root.path().join("provider.toml");
+    std::fs::write(
+        &config,
+        "[provider]\nmax_agreements = 4\ndebit_note_interval_secs = 1\ndebit_note_accept_timeout_secs = 600\n\n\
+         [[provider.presets]]\nname = \"wasm\"\nruntime = \"wasmtime\"\n",
+    )
+    .unwrap();
+    let p_db = pg.another_database("p").await;
+    let p = NodeProcess::start(
+        &root.path().join("p"),
+        &["--provider", "--config", config.to_str().unwrap(), "--chain-rpc", &rpc],
+        &[("DATABASE_URL", &p_db)],
+    )
+    .await;
+    let (_, p_addr) = net_id(&p);
+    let r = NodeProcess::start(
+        &root.path().join("r"),
+        &["--chain-rpc", &rpc, "--batch-window", "0", "--peer", &p_addr],
+        &[("DATABASE_URL", &pg.url())],
+    )
+    .await;
+    // Funding deploys the dev token, so that balances can be read.
+    let out = r.cli(&["payment", "fund", "--json"], None);
+    assert!(out.status.success(), "fund: {}", String::from_utf8_lossy(&out.stderr));
+    let dev = agora_payment::Network::dev(rpc.clone());
+    let balance = |node: &NodeProcess| {
+        let (rpc, token, address) =
+            (agora_payment::chain::Rpc::new(rpc.clone()), dev.token, node_address(node));
+        async move { agora_payment::chain::dev::token_balance(&rpc, token, address).await.unwrap() }
+    };
+    let (r_before, p_before) = (balance(&r).await, balance(&p).await);
+    // A run of 60 s on each agreement, without a CPU kept busy.
+    let sleep = put_blob(&r, module("sleep")).await;
+    let properties = json!({
+        "golem.srv.comp.expiration": 1_900_000_000_000_u64, "golem.srv.comp.task_package": sleep,
+        "golem.com.payment.chosen-platform": "erc20-dev-tglm",
+        "golem.com.payment.platform.erc20-dev-tglm.address": format!("{:#x}", node_address(&r)),
+        "golem.com.payment.debit-notes.interval-sec?": 1,
+        "golem.com.payment.debit-notes.accept-timeout?": 600,
+    });
+    for _ in 0..2 {
+        let (agreement, state) = agree_by_hand(&r, properties.clone()).await;
+        assert_eq!(state, "Approved");
+        let activity = agora_tests::flow::create_activity(&r, &agreement).await;
+        let script = json!([{"deploy": {}}, {"start": {}}, {"run": {"entry_point": "sleep"}}]);
+        let (status, batch) = post(
+            &r,
+            &format!("/activity-api/v1/activity/{activity}/exec"),
+            json!({"text": script.to_string()}),
+        )
+        .await;
+        assert_eq!(status, 200, "{batch}");
+    }
+    let notes = || async {
+        let (status, notes) = get(&p, "/payment-api/v1/debitNotes").await;
+        assert_eq!(status, 200, "{notes}");
+        notes.as_array().unwrap().len()
+    };
+    wait_for(50, "the provider's backlog for the requestor to fill", || async {
+        (notes().await >= 32).then_some(())
+    })
+    .await;
+    // Two more notes a second would come if the backlog were counted per agreement.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(notes().await, 32, "one backlog for the requestor, whatever its agreements");
+    assert!(!p.log().contains("panicked"), "{}", p.log());
+    assert_eq!(
+        (balance(&r).await, balance(&p).await),
+        (r_before, p_before),
+        "nothing accepted, nothing moved"
+    );
 }
